@@ -30,7 +30,7 @@ from freeml_keras import tflite_schema as ts
 from freeml_keras.keras import keras, tf
 from freeml_keras.metadata import NEVER, METADATA_NAME, ExitRecord, FreemlMetadata, OpCost
 
-__all__ = ["convert", "export_c", "extract_subgraph", "ConversionError", "HEAD_SUBGRAPH_NAME"]
+__all__ = ["convert", "export_c", "extract_subgraph", "strip_names", "replace_metadata", "ConversionError", "HEAD_SUBGRAPH_NAME"]
 
 HEAD_SUBGRAPH_NAME = "freeml_exit_head"
 
@@ -132,20 +132,29 @@ def _single_input_gen(model: "keras.Model", data: np.ndarray, limit: int):
 
 
 def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bool = True,
-            exit_model: Any = None, policy: Any = None, num_calibration: int = 200) -> bytes:
+            exit_model: Any = None, policy: Any = None, num_calibration: int = 200,
+            target: str | None = None, strip: bool = False) -> bytes:
     """A full-int8 (int8 input and output) TFLite flatbuffer of ``model``.
 
     ``representative_data``: float inputs (batch first) for calibration. ``sparse``: store
     weights with at least 30% zeros in TFLite's sparsity format. ``exit_model``: an
     :class:`freeml_keras.exits.ExitModel` on this model; its head becomes a second subgraph and
     the ``freeml`` metadata is written. ``policy``: an exit policy (``to_dict()`` with
-    ``thresholds``) whose thresholds go into the metadata. The model is not modified.
+    ``thresholds``) whose thresholds go into the metadata. ``target``: a device name or
+    ``msp430`` / ``cortex_m4``; the metadata gets each operator's cost on it, predicted from
+    the targets benchmark's measurements (:mod:`freeml_keras.costs`). ``strip``: drop names and
+    signatures (:func:`strip_names`). The model is not modified.
     """
     if len(model.inputs) != 1:
         raise ConversionError(f"the model has {len(model.inputs)} inputs; convert takes one")
     if exit_model is None:
-        return _tflite_convert(model, _single_input_gen(model, representative_data, num_calibration), sparse)
-    return _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration)
+        data = _tflite_convert(model, _single_input_gen(model, representative_data, num_calibration), sparse)
+    else:
+        data = _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration)
+    if target is not None:
+        from freeml_keras import costs
+        data = costs.with_costs(data, costs.CostModel.load(costs.target_of(target)))
+    return strip_names(data) if strip else data
 
 
 def _signature_map(model: "ts.schema.ModelT", kind: str) -> dict[str, int]:
@@ -205,14 +214,29 @@ def _convert_with_exits(model, data, sparse, exit_model, policy, limit) -> bytes
             "policy": policy.to_dict() if hasattr(policy, "to_dict") else (policy or {})}
     md = FreemlMetadata(num_classes=int(exit_model.num_classes), head_subgraph=head_index,
                         exits=exits, ops=ops, info=info)
+    return replace_metadata(main, md)
+
+
+def replace_metadata(model: "ts.schema.ModelT", md: FreemlMetadata) -> bytes:
+    """The flatbuffer of ``model`` with ``md`` as its ``freeml`` metadata (replacing any; the
+    old buffer is emptied so that buffer indices stay valid)."""
+    model = copy.copy(model)
+    model.buffers = list(model.buffers)
+    kept = []
+    for m in model.metadata or []:
+        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME:
+            if 0 <= m.buffer < len(model.buffers):
+                model.buffers[m.buffer] = ts.schema.BufferT()
+        else:
+            kept.append(m)
     buf = ts.schema.BufferT()
     buf.data = np.frombuffer(md.encode(), dtype=np.uint8)
-    main.buffers.append(buf)
+    model.buffers.append(buf)
     entry = ts.schema.MetadataT()
     entry.name = METADATA_NAME
-    entry.buffer = len(main.buffers) - 1
-    main.metadata = list(main.metadata or []) + [entry]
-    return ts.write_model(main)
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = kept + [entry]
+    return ts.write_model(model)
 
 
 def _thresholds(policy: Any, n: int) -> list[float]:
@@ -285,6 +309,28 @@ def _append_head_subgraph(main, head, exit_tensors: list[int], head_inputs: list
     sg.name = HEAD_SUBGRAPH_NAME.encode()
     main.subgraphs.append(sg)
     return len(main.subgraphs) - 1
+
+
+def strip_names(model_bytes: bytes) -> bytes:
+    """The same model without what only people and the TFLite Python API read: tensor and
+    subgraph names, signature definitions, the description and the converter's metadata entries
+    (the ``freeml`` entry stays). Interpreters run it unchanged; on the MSP430 the names alone are
+    kilobytes of FRAM."""
+    model = ts.read_model(model_bytes)
+    for sg in model.subgraphs:
+        sg.name = None
+        for t in sg.tensors:
+            t.name = None
+    model.signatureDefs = []
+    model.description = None
+    kept = []
+    for m in model.metadata or []:
+        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME:
+            kept.append(m)
+        elif 0 <= m.buffer < len(model.buffers):
+            model.buffers[m.buffer].data = None     # buffer indices stay valid
+    model.metadata = kept
+    return ts.write_model(model)
 
 
 def extract_subgraph(model_bytes: bytes, index: int) -> bytes:

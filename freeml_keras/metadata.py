@@ -1,4 +1,4 @@
-"""The ``freeml`` metadata entry of a converted flatbuffer (format version 1).
+"""The ``freeml`` metadata entry of a converted flatbuffer (format version 2; version 1 is read).
 
 Stored as the buffer of the model's ``metadata`` entry named ``freeml``; all integers
 little-endian. A fixed binary part that the C runtime reads without a parser, then a UTF-8 JSON
@@ -8,7 +8,7 @@ object for everything a person or the Python side wants (names, policy, pooling)
 offset  type   field
 ======  =====  ==============================================================================
 0       4 B    magic ``FMLM``
-4       u16    version (1)
+4       u16    version (2; 1 has 16-byte operator records without the cost)
 6       u16    header bytes (32)
 8       u16    number of exit points E
 10      u16    number of classes
@@ -24,9 +24,12 @@ Exit record (16 B, E of them, in exit order): i32 main-subgraph tensor of the ex
 i32 head-subgraph input tensor it feeds, u32 index of the main-subgraph operator that produces
 it, f32 confidence threshold (max softmax; a value above 1 never stops by confidence).
 
-Operator record (16 B, N of them, in operator order of the main subgraph): u32 MACs (dense),
+Operator record (20 B, N of them, in operator order of the main subgraph): u32 MACs (dense),
 u32 MACs of the stored non-zero weights, u32 weight bytes as stored (values, sparse indices,
-bias, quantization), u32 bytes of the operator's output tensor.
+bias, quantization), u32 bytes of the operator's output tensor, u32 cost: the operator's cycles
+on the core named by the JSON object's ``cost`` entry (``{"target", "unit", "source"}``, source
+``measured`` for this model on that core, ``fitted`` for the per-kind cost model of
+:mod:`freeml_keras.costs`); 0 when unknown.
 """
 
 from __future__ import annotations
@@ -39,11 +42,13 @@ __all__ = ["FreemlMetadata", "ExitRecord", "OpCost", "MetadataError", "METADATA_
            "METADATA_VERSION", "read_metadata"]
 
 METADATA_NAME = "freeml"
-METADATA_VERSION = 1
+METADATA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MAGIC = b"FMLM"
 _HEADER = struct.Struct("<4sHHHHHHIIII")
 _EXIT = struct.Struct("<iiIf")
-_OP = struct.Struct("<IIII")
+_OP = struct.Struct("<IIIII")
+_OP_V1 = struct.Struct("<IIII")
 NEVER = 2.0  # threshold that max softmax never exceeds
 
 
@@ -65,6 +70,7 @@ class OpCost:
     sparse_macs: int
     weight_bytes: int
     activation_bytes: int
+    cost: int = 0
 
 
 @dataclass
@@ -74,19 +80,19 @@ class FreemlMetadata:
     exits: list[ExitRecord]
     ops: list[OpCost]
     info: dict = field(default_factory=dict)
-    version: int = METADATA_VERSION
+    version: int = METADATA_VERSION   # as read; encode() always writes METADATA_VERSION
 
     def encode(self) -> bytes:
         blob = json.dumps(self.info, sort_keys=True).encode()
         exits_at = _HEADER.size
         ops_at = exits_at + _EXIT.size * len(self.exits)
         json_at = ops_at + _OP.size * len(self.ops)
-        head = _HEADER.pack(MAGIC, self.version, _HEADER.size, len(self.exits), self.num_classes,
+        head = _HEADER.pack(MAGIC, METADATA_VERSION, _HEADER.size, len(self.exits), self.num_classes,
                             self.head_subgraph, len(self.ops), exits_at, ops_at, json_at, len(blob))
         body = b"".join(_EXIT.pack(e.main_tensor, e.head_input_tensor, e.after_op, e.threshold)
                         for e in self.exits)
         body += b"".join(_OP.pack(_u32(o.macs), _u32(o.sparse_macs), _u32(o.weight_bytes),
-                                  _u32(o.activation_bytes)) for o in self.ops)
+                                  _u32(o.activation_bytes), _u32(o.cost)) for o in self.ops)
         return head + body + blob
 
     @classmethod
@@ -99,17 +105,18 @@ class FreemlMetadata:
             _HEADER.unpack_from(data, 0)
         if magic != MAGIC:
             raise MetadataError(f"bytes 0..4 of the freeml metadata are {magic!r}, not {MAGIC!r}")
-        if version != METADATA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise MetadataError(f"freeml metadata version {version} at offset 4; this reader "
-                                f"knows version {METADATA_VERSION}")
+                                f"knows versions {READABLE_VERSIONS}")
+        op_rec = _OP if version >= 2 else _OP_V1
         for name, at, size in (("exit records", exits_at, _EXIT.size * n_exits),
-                               ("operator records", ops_at, _OP.size * n_ops),
+                               ("operator records", ops_at, op_rec.size * n_ops),
                                ("JSON object", json_at, json_len)):
             if at < hsize or at + size > len(data):
                 raise MetadataError(f"{name} at offset {at} ({size} B) run past the end of the "
                                     f"{len(data)}-byte metadata")
         exits = [ExitRecord(*_EXIT.unpack_from(data, exits_at + i * _EXIT.size)) for i in range(n_exits)]
-        ops = [OpCost(*_OP.unpack_from(data, ops_at + i * _OP.size)) for i in range(n_ops)]
+        ops = [OpCost(*op_rec.unpack_from(data, ops_at + i * op_rec.size)) for i in range(n_ops)]
         try:
             info = json.loads(data[json_at:json_at + json_len].decode()) if json_len else {}
         except (UnicodeDecodeError, json.JSONDecodeError) as e:

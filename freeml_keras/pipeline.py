@@ -176,7 +176,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
         from freeml_keras.interpreters import io_quantization, quantize, run_tflite
         em = ExitModel.load(edir)
         calib = datasets.subset(tr, 300, seed=cfg.seed + 2)[0]
-        sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"])
+        sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"],
+                         target=cfg.device)
         dense = convert(em.backbone, calib, sparse=False, exit_model=em, policy=s_exit["policy"])
         (out / "model.tflite").write_bytes(sparse)
         (out / "model_dense.tflite").write_bytes(dense)
@@ -184,7 +185,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
         (iq,), _ = io_quantization(sparse)
         pred = run_tflite(sparse, [quantize(te_s[0], *iq)])[0]
         fp = memory.tflite_footprint(sparse)
+        from freeml_keras.converter import strip_names
         return {"tflite_bytes": len(sparse), "dense_tflite_bytes": len(dense),
+                "stripped_tflite_bytes": len(strip_names(sparse)),
                 "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes,
                 "int8_accuracy": float(np.mean(np.argmax(pred, -1) == te_s[1])),
                 "keras_accuracy": zoo.accuracy(em.backbone, te_s)}
@@ -227,7 +230,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     log(f"[6/{n_stages}] energy-harvesting simulation on the bundled traces")
 
     def simulate_stage() -> dict:
-        return _simulate(cfg, edir, s_exit)
+        return _simulate(cfg, edir, s_exit, out)
     s_sim = _stage(out, "simulate", simulate_stage, log)
     for trace, rows in s_sim["traces"].items():
         best = min(rows, key=lambda r: r["latency_mean_s"])
@@ -245,7 +248,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     return summary
 
 
-def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict) -> dict:
+def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare,
                                      gnet_anytime, gnet_energy, periodic_arrivals, run_to_completion,
                                      traces)
@@ -260,14 +263,23 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict) -> dict:
     conf = (np.exp(zs) / np.exp(zs).sum(-1, keepdims=True)).max(-1).T
     conf = np.concatenate([conf, np.ones((len(y), 1))], axis=1)
     br = attach_exit_branches(em.backbone, em.exit_points)
-    backbone = [int(c.cycles) for c in segment_costs(em, cfg.device, include_heads=False)]
+    # The converted model's per-operator costs (metadata) price the backbone and the gNet head;
+    # the branches, never converted, are priced per Keras layer by the same cost model.
+    from freeml_keras import costs as op_costs
+    model_bytes = (out_dir / "model.tflite").read_bytes()
+    try:
+        backbone = op_costs.segment_cycles(model_bytes, include_heads=False)
+        gnet_heads = [a - b for a, b in zip(op_costs.segment_cycles(model_bytes), backbone)]
+    except op_costs.CostTableError:          # a model converted before costs were recorded
+        backbone = [int(c.cycles) for c in segment_costs(em, cfg.device, include_heads=False)]
+        gnet_heads = [a - b for a, b in zip([int(c.cycles) for c in segment_costs(em, cfg.device)], backbone)]
+    kbackbone = [int(c.cycles) for c in segment_costs(em, cfg.device, include_heads=False)]
+    branch_heads = [a - b for a, b in zip([int(c.cycles) for c in segment_costs(br, cfg.device)], kbackbone)]
 
-    def costs(mechanism) -> ExitCosts:
-        with_heads = [int(c.cycles) for c in segment_costs(mechanism, cfg.device)]
-        heads = [a - b for a, b in zip(with_heads, backbone)][:len(em.exit_points)]
-        return ExitCosts(segment_cycles=backbone, head_cycles=heads, max_step_cycles=200_000,
-                         commit_bytes=2 * 32)
-    costs_g, costs_b = costs(em), costs(br)
+    def exit_costs(heads: list[int]) -> ExitCosts:
+        return ExitCosts(segment_cycles=backbone, head_cycles=heads[:len(em.exit_points)],
+                         max_step_cycles=200_000, commit_bytes=2 * 32)
+    costs_g, costs_b = exit_costs(gnet_heads), exit_costs(branch_heads)
     th = [t if t is not None else 2.0 for t in s_exit["policy"]["thresholds"]][:len(em.exit_points)]
     th += [2.0] * (len(em.exit_points) - len(th))
     strategies = [run_to_completion(costs_g, correct_g), branches_energy(costs_b, correct_b),
@@ -366,7 +378,9 @@ def _report(out: Path, s: dict) -> None:
         + ", ".join(f"{p:.0f} s ({t})" for t, p in s["simulate"].get("arrival_period_s", {}).items())
         + f" (at most every {ARRIVAL_PERIOD_S:g} s, and no more often than the harvest runs the full model "
         f"{1 / ARRIVAL_LOAD:g} times; an input that arrives during an inference waits: latency counts from "
-        "arrival), 470 uF capacitor (3.3 V on, 1.8 V off); cycles per MAC as measured on the target.", "",
+        "arrival), 470 uF capacitor (3.3 V on, 1.8 V off); costs per operator from the converted model's "
+        "metadata (the cost model fitted to the operators measured on the target; the branches, never "
+        "converted, priced per layer by the same model).", "",
         "| trace | strategy | accuracy | mean latency (s) | p90 (s) | energy (mJ) | failures/inference |",
         "|---|---|---|---|---|---|---|"]
     for trace, rows in s["simulate"]["traces"].items():

@@ -21,6 +21,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output .tflite path")
     p.add_argument("--c-header", default=None, help="also write the model as C source (.h + .c)")
     p.add_argument("--section", default=None, help="linker section for the C array (e.g. .fram)")
+    p.add_argument("--target", default=None,
+                   help="device (msp430fr5994, apollo3, apollo4) or core (msp430, cortex_m4) whose "
+                        "measured per-operator costs go into the metadata")
+    p.add_argument("--strip-names", action="store_true",
+                   help="drop tensor names and signatures (saves kilobytes of FRAM)")
     p.add_argument("--calibration", type=int, default=200, help="calibration examples (default 200)")
     p.add_argument("--eval-limit", type=int, default=1000, help="test examples to evaluate (default 1000)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     tr, _, te = datasets.load(args.dataset)
     calib = datasets.subset(tr, args.calibration, seed=1)[0]
     data = convert(model, calib, sparse=not args.dense, exit_model=exit_model,
-                   num_calibration=args.calibration)
+                   num_calibration=args.calibration, target=args.target, strip=args.strip_names)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
@@ -67,9 +72,11 @@ def run(args: argparse.Namespace) -> int:
                "int8_accuracy": float(np.mean(np.argmax(pred, axis=-1) == y)),
                "eval_examples": int(len(x))}
     md = read_metadata(data)
-    if md is not None:
+    if md is not None and md.exits:
         summary["exit_points"] = md.info.get("exit_points")
         summary["head_weight_bytes"] = md.info.get("head_weight_bytes")
+    if md is not None and "cost" in md.info:
+        summary["cost"] = dict(md.info["cost"], total=sum(o.cost for o in md.ops))
     if args.c_header:
         h, c = export_c(data, args.c_header, symbol=_symbol(out.stem), section=args.section)
         summary["c_files"] = [str(h), str(c)]
@@ -80,9 +87,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"test accuracy on {summary['eval_examples']} examples: Keras "
               f"{summary['keras_accuracy']:.4f}, int8 {summary['int8_accuracy']:.4f} "
               f"({100 * (summary['int8_accuracy'] - summary['keras_accuracy']):+.2f} points)")
-        if md is not None:
+        if "exit_points" in summary:
             print(f"exit head: {len(md.exits)} exit points {summary['exit_points']}, "
                   f"{summary['head_weight_bytes']:,} B of weights")
+        if "cost" in summary:
+            c = summary["cost"]
+            print(f"per-operator costs ({c['source']}) for {c['target']}: {c['total']:,} "
+                  f"{c['unit']} per inference")
         if args.c_header:
             print("C source: " + ", ".join(summary["c_files"]))
     return 0

@@ -57,17 +57,27 @@ def exits_of(path: Path) -> dict | None:
                        "head_input_tensor": e.head_input_tensor, "threshold": e.threshold,
                        "macs_to_here": sum(o.sparse_macs for o in md.ops[:e.after_op + 1])}
                       for n, e in zip(names, md.exits)],
-            "op_costs": [vars(o) for o in md.ops], "policy": md.info.get("policy", {})}
+            "op_costs": [vars(o) for o in md.ops], "policy": md.info.get("policy", {}),
+            "cost": md.info.get("cost"),
+            "cost_to_here": [sum(o.cost for o in md.ops[:e.after_op + 1]) for e in md.exits],
+            "cost_total": sum(o.cost for o in md.ops)}
 
 
 def exits_table(d: dict) -> str:
-    lines = [f"freeml metadata v{d['version']}: {len(d['exits'])} exit points, head subgraph "
-             f"{d['head_subgraph']} with {d['head_weight_bytes']:,} B of weights",
-             f"{'exit':<24} {'after op':>8} {'tensor':>6} {'MACs to here':>13} {'threshold':>9}"]
-    for e in d["exits"]:
+    cost = d.get("cost")
+    lines = [f"freeml metadata v{d['version']}: {len(d['exits'])} exit points" +
+             (f", head subgraph {d['head_subgraph']} with {d['head_weight_bytes']:,} B of weights"
+              if d["exits"] else "")]
+    if cost:
+        lines.append(f"per-operator costs: {cost['unit']} on {cost['target']} ({cost['source']}), "
+                     f"{d['cost_total']:,} for the whole main subgraph")
+    if d["exits"]:
+        lines.append(f"{'exit':<24} {'after op':>8} {'tensor':>6} {'MACs to here':>13} "
+                     f"{'cost to here':>13} {'threshold':>9}")
+    for e, c in zip(d["exits"], d["cost_to_here"]):
         th = "-" if e["threshold"] > 1 else f"{e['threshold']:.3f}"
         lines.append(f"{e['name']:<24} {e['after_op']:>8} {e['main_tensor']:>6} "
-                     f"{e['macs_to_here']:>13,} {th:>9}")
+                     f"{e['macs_to_here']:>13,} {(f'{c:,}' if cost else '-'):>13} {th:>9}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from freeml_keras import memory
+from freeml_keras.costs import keras_layer_ops
 from freeml_keras.keras import keras
 
 __all__ = ["exit_footprint", "compare_mechanisms", "exit_table", "inspect_exit_model",
@@ -32,7 +33,8 @@ ACCUMULATOR_BYTES = 4  # int32 per class
 
 def layer_work(backbone: "keras.Model") -> list[dict]:
     """Per backbone layer (model order): name, MACs, stored weight bytes, int8 activation bytes
-    read and written (0 for layers the converter folds away)."""
+    read and written (0 for layers the converter folds away), and the TFLite operators it
+    becomes (:func:`freeml_keras.costs.keras_layer_ops`)."""
     fp = memory.keras_footprint(backbone)
     rows = []
     for layer, row in zip(backbone.layers, fp.layers):
@@ -40,7 +42,9 @@ def layer_work(backbone: "keras.Model") -> list[dict]:
         active = row.activation_bytes > 0 and row.type != "InputLayer"
         rows.append({"name": row.name, "macs": int(row.macs), "weight_bytes": int(row.stored_bytes),
                      "read_bytes": int(sum(np.prod(t.shape[1:]) for t in ins)) if active else 0,
-                     "written_bytes": int(row.activation_bytes) if active else 0})
+                     "written_bytes": int(row.activation_bytes) if active else 0,
+                     "ops": keras_layer_ops(layer, int(row.macs), int(row.sparse_macs),
+                                            int(row.activation_bytes))})
     return rows
 
 

@@ -3,9 +3,11 @@ and thresholds calibrated for a target accuracy or a target mean cost.
 
 Segment i (i < K) runs the backbone from exit point i-1 (or the input) to exit point i and adds
 exit point i's contribution to the head; segment K runs the rest of the backbone to its output.
-Until the runtime measures them, costs are estimated from MACs and bytes moved:
-cycles = MACs * cycles_per_mac + bytes moved * cycles_per_byte (+ the NVM write time of
-activations on devices that keep them in NVM); energy = cycles * the device's energy per cycle.
+Each TFLite operator a segment becomes is priced by the cost model fitted to the per-operator
+counts measured on the device's core (:mod:`freeml_keras.costs`). Without measurements, costs
+are estimated from MACs and bytes moved: cycles = MACs * cycles_per_mac + bytes moved *
+cycles_per_byte. Either way plus the NVM write time of activations on devices that keep them
+in NVM; energy = cycles * the device's energy per cycle.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ __all__ = ["SegmentCost", "segment_costs", "ExitPolicy", "calibrate_thresholds",
 
 POLICY_VERSION = 1
 CONFIDENCES = ("max_softmax", "margin")
-# Estimated cycles per int8 MAC and per byte moved by reference kernels, by core, until measured:
+# Estimated cycles per int8 MAC and per byte moved by reference kernels, by core, when nothing was
+# measured:
 # MSP430 multiplies through the memory-mapped MPY32 (operand writes, result reads, 16-bit adds
 # of a 32-bit sum); the Cortex-M4F does a load pair, sign extension and SMLABB.
 CYCLE_ESTIMATES = {"MSP430": (12.0, 2.0), "Cortex-M4": (3.0, 1.0)}
@@ -41,19 +44,24 @@ class SegmentCost:
     cycles: float
     energy_j: float
     seconds: float
+    pricing: str = "analytical"
 
 
-_MEASURED_TARGET = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
+def _cost_model(device: devices.DeviceProfile):
+    """The per-operator cost model measured on the device's core, or None when the targets
+    benchmark has not measured it."""
+    from freeml_keras import costs
+    try:
+        return costs.CostModel.load(costs.target_of(device))
+    except costs.CostTableError:
+        return None
 
 
 def _estimates(device: devices.DeviceProfile) -> tuple[float, float]:
-    """(cycles per MAC, cycles per byte moved) for the device's core: cycles per MAC as measured
-    on the target by bench/targets.py when its results are present, else the estimate."""
+    """(cycles per MAC, cycles per byte moved): the analytical estimate for the device's core."""
     for prefix, est in CYCLE_ESTIMATES.items():
         if device.core.startswith(prefix):
-            from freeml_keras.targets import measured_cycles_per_mac
-            measured = measured_cycles_per_mac(_MEASURED_TARGET[prefix])
-            return (measured, est[1]) if measured else est
+            return est
     raise ValueError(f"no cycle estimate for core {device.core!r} of {device.name!r}; pass "
                      "cycles_per_mac and cycles_per_byte")
 
@@ -63,9 +71,15 @@ def segment_costs(exit_model, device: str | devices.DeviceProfile = "msp430fr599
                   cycles_per_byte: float | None = None,
                   include_heads: bool = True) -> list[SegmentCost]:
     """Costs of the K+1 segments of an ExitModel (or ExitBranches) on ``device``; each segment
-    ends with its exit head's work unless ``include_heads=False`` (the backbone alone)."""
+    ends with its exit head's work unless ``include_heads=False`` (the backbone alone).
+
+    Priced per TFLite operator by the cost model fitted to the operators measured on the
+    device's core (:mod:`freeml_keras.costs`), or, when ``cycles_per_mac`` / ``cycles_per_byte``
+    are given or nothing was measured, analytically (module docstring)."""
     dev = devices.get(device)
-    cpm, cpb = _estimates(dev) if cycles_per_mac is None or cycles_per_byte is None else (0, 0)
+    analytical = cycles_per_mac is not None or cycles_per_byte is not None
+    cm = None if analytical else _cost_model(dev)
+    cpm, cpb = _estimates(dev) if cm is None and (cycles_per_mac is None or cycles_per_byte is None) else (0, 0)
     cpm = cycles_per_mac if cycles_per_mac is not None else cpm
     cpb = cycles_per_byte if cycles_per_byte is not None else cpb
     work = layer_work(exit_model.backbone)
@@ -78,22 +92,27 @@ def segment_costs(exit_model, device: str | devices.DeviceProfile = "msp430fr599
         macs = sum(w["macs"] for w in seg)
         written = sum(w["written_bytes"] for w in seg)
         moved = sum(w["weight_bytes"] + w["read_bytes"] + w["written_bytes"] for w in seg)
+        priced = sum(cm.op_cost(*op) for w in seg for op in w["ops"]) if cm is not None else 0.0
         if i < len(exit_model.exit_points) and include_heads:
             spec = exit_model.pooling[i]
             d = spec.pooled_dim
             macs += d * C                                   # W_i . p_i
             moved += int(np.prod(spec.feature_shape)) + d * C + 2 * 4 * C  # map, W_i, accumulator
             written += 4 * C
+            if cm is not None:
+                priced += cm.op_cost("MAX_POOL_2D", 0, 0, d) + cm.op_cost("FULLY_CONNECTED", d * C, d * C, 4 * C)
             name = f"to exit {i} ({exit_model.exit_points[i]})"
         elif i < len(exit_model.exit_points):
             name = f"to exit point {i} ({exit_model.exit_points[i]}), backbone only"
         else:
             name = "to the backbone output"
-        cycles = macs * cpm + moved * cpb
+        cycles = priced if cm is not None else macs * cpm + moved * cpb
         if dev.activations_in_nvm:
             cycles += written / dev.word_bytes * dev.nvm_write_ns_per_word * 1e-9 * dev.clock_hz
         out.append(SegmentCost(name, int(macs), int(moved), int(written), float(cycles),
-                               float(cycles * dev.energy_per_cycle_j), float(cycles / dev.clock_hz)))
+                               float(cycles * dev.energy_per_cycle_j), float(cycles / dev.clock_hz),
+                               f"per-operator cost model ({cm.target}, {', '.join(cm.models)})"
+                               if cm is not None else "analytical"))
         start = end + 1
     return out
 

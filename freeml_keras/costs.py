@@ -1,0 +1,280 @@
+"""What each operator costs on a target core: a cost model fitted per operator kind from the
+per-operator counts that ``bench/targets.py`` measured on the emulated targets
+(``bench/results/targets.json``), and the per-operator costs of a converted model, which the
+converter writes into the ``freeml`` metadata and the energy simulation reads back.
+
+Per kind (the builtin op name, ``/csr`` appended when its weights are stored sparse) the cost
+is ``per_mac * MACs of the stored weights + per_byte * output bytes + fixed``, fitted by
+non-negative least squares (scipy's NNLS) on the measured operators of that kind; with fewer
+than three measurements, fewer terms (per MAC, then fixed, then per byte for operators with
+weights; per byte, then fixed for the rest). A kind never measured on the target is priced with the
+fit of all the target's operators with weights, or of all the others.
+Units: instructions on the Cortex-M4 (QEMU counts instructions, not cycles), MCLK cycles on the
+MSP430.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from freeml_keras import devices
+
+__all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
+           "segment_cycles", "keras_layer_ops", "COST_TABLES"]
+
+COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
+_TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
+MAC_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_ANY_MAC, _ANY_OTHER = "*weights", "*other"
+
+
+class CostTableError(ValueError):
+    """No usable measurements for a target; the message says which and how to make them."""
+
+
+def target_of(device: str | devices.DeviceProfile) -> str:
+    """The emulated target (``msp430`` or ``cortex_m4``) whose measurements price ``device``,
+    or the target name itself."""
+    if isinstance(device, str) and device in _TARGET_OF_CORE.values():
+        return device
+    dev = devices.get(device)
+    for prefix, target in _TARGET_OF_CORE.items():
+        if dev.core.startswith(prefix):
+            return target
+    raise CostTableError(f"no measured target for core {dev.core!r} of {dev.name!r}")
+
+
+def kind_of(op: str, macs: int, sparse_macs: int) -> str:
+    """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse."""
+    return f"{op}/csr" if op in MAC_KINDS and sparse_macs < macs else op
+
+
+@dataclass
+class KindCost:
+    """Fitted cost of one operator kind: ``per_mac * MACs + per_byte * output bytes + fixed``."""
+    per_mac: float
+    per_byte: float
+    fixed: float
+    samples: int
+    max_rel_error: float         # worst relative error on the measurements it was fitted to
+
+    def cost(self, macs: int, output_bytes: int) -> float:
+        return self.per_mac * macs + self.per_byte * output_bytes + self.fixed
+
+
+@dataclass
+class CostModel:
+    """Per-kind costs on one target (see the module docstring)."""
+    target: str
+    unit: str
+    kinds: dict[str, KindCost]   # also "*weights" and "*other": all such operators pooled
+    models: list[str] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, target: str, tables: Mapping[str, Mapping]) -> "CostModel":
+        """Fit from ``{model: {"unit", "ops": [{"op", "macs", "sparse_macs", "output_bytes",
+        <unit>}, ...]}}`` as in ``targets.json``'s ``cost_tables[target]``."""
+        rows: dict[str, list[tuple[float, float, float]]] = {}
+        unit = ""
+        for table in tables.values():
+            unit = table["unit"]
+            for op in table["ops"]:
+                macs = int(op.get("sparse_macs", op.get("macs", 0)))
+                out_b = int(op.get("output_bytes", 0))
+                k = kind_of(op["op"], int(op.get("macs", 0)), macs)
+                rows.setdefault(k, []).append((macs, out_b, float(op[unit])))
+        if not rows:
+            raise CostTableError(f"no per-operator measurements for target {target!r}")
+        kinds = {k: _fit(r, k.split("/")[0] in MAC_KINDS) for k, r in rows.items()}
+        mac_rows = [x for k, r in rows.items() if k.split("/")[0] in MAC_KINDS for x in r]
+        other = [x for k, r in rows.items() if k.split("/")[0] not in MAC_KINDS for x in r]
+        kinds[_ANY_MAC] = _fit(mac_rows, True) if mac_rows else KindCost(0.0, 0.0, 0.0, 0, 0.0)
+        kinds[_ANY_OTHER] = _fit(other, False) if other else KindCost(0.0, 0.0, 0.0, 0, 0.0)
+        return cls(target, unit, kinds, sorted(tables))
+
+    @classmethod
+    def load(cls, target: str, path: str | Path = COST_TABLES) -> "CostModel":
+        """The cost model of ``target`` fitted from a targets benchmark result file."""
+        import json
+        p = Path(path)
+        if not p.exists():
+            raise CostTableError(f"{p}: no target measurements; run `python bench/targets.py`")
+        tables = json.loads(p.read_text()).get("cost_tables", {}).get(target)
+        if not tables:
+            raise CostTableError(f"{p} has no cost tables for target {target!r}; "
+                                 f"run `python bench/targets.py`")
+        return cls.fit(target, tables)
+
+    def op_cost(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> float:
+        """Predicted cost of one operator (in ``unit``)."""
+        k = kind_of(op, macs, sparse_macs)
+        fit = (self.kinds.get(k) or self.kinds.get(k.split("/")[0])
+               or self.kinds[_ANY_MAC if op in MAC_KINDS else _ANY_OTHER])
+        return fit.cost(sparse_macs, output_bytes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _fit(rows: Sequence[tuple[float, float, float]], with_macs: bool) -> KindCost:
+    """Fit (MACs, output bytes, cost) rows by non-negative least squares: a cost term is never
+    a saving."""
+    from scipy.optimize import nnls
+    a = np.array(rows, dtype=float)
+    # Terms in order of preference, as many as there are measurements; a term whose column is
+    # all zero (e.g. output bytes missing from old tables) is left out.
+    order = [0, 2, 1] if with_macs else [1, 2]
+    cols = [c for c in order if c == 2 or np.any(a[:, c])][:len(rows)]
+    full_design = np.column_stack([a[:, 0], a[:, 1], np.ones(len(a))])
+    coef, _ = nnls(full_design[:, cols], a[:, 2])
+    full = np.zeros(3)
+    full[cols] = coef
+    err = float(np.max(np.abs(full_design @ full - a[:, 2]) / np.maximum(a[:, 2], 1.0)))
+    return KindCost(float(full[0]), float(full[1]), float(full[2]), len(rows), err)
+
+
+def op_costs(model_bytes: bytes, cost_model: CostModel) -> list[int]:
+    """Predicted cost of each operator of the main subgraph of a flatbuffer, in operator order
+    (DENSIFY, which the runtime aliases, costs nothing)."""
+    from freeml_keras import memory
+    from freeml_keras import tflite_schema as ts
+    model = ts.read_model(model_bytes)
+    sg = model.subgraphs[0]
+    layers = {l.op_index: l for l in memory.tflite_footprint(model_bytes).layers if l.subgraph == 0}
+    out = []
+    for i, op in enumerate(sg.operators or []):
+        name = ts.op_name(model, op.opcodeIndex)
+        if name == "DENSIFY":
+            out.append(0)
+            continue
+        l = layers.get(i)
+        out_bytes = l.activation_bytes if l is not None else _tensor_bytes(sg, int(op.outputs[0]))
+        macs, smacs = (l.macs, l.sparse_macs) if l is not None else (0, 0)
+        out.append(max(1, int(round(cost_model.op_cost(name, macs, smacs, out_bytes)))))
+    return out
+
+
+# The TFLite operators a Keras layer becomes (layers not listed fold away: batch norm, ReLU,
+# dropout, the input).
+_KERAS_OPS = {"Conv2D": "CONV_2D", "Conv1D": "CONV_2D", "DepthwiseConv2D": "DEPTHWISE_CONV_2D",
+              "Dense": "FULLY_CONNECTED", "MaxPooling2D": "MAX_POOL_2D", "MaxPooling1D": "MAX_POOL_2D",
+              "AveragePooling2D": "AVERAGE_POOL_2D", "GlobalAveragePooling2D": "MEAN",
+              "GlobalAveragePooling1D": "MEAN", "Flatten": "RESHAPE", "Reshape": "RESHAPE",
+              "Softmax": "SOFTMAX", "Add": "ADD", "Concatenate": "CONCATENATION"}
+
+
+def keras_layer_ops(layer, macs: int, sparse_macs: int, output_bytes: int) -> list[tuple[str, int, int, int]]:
+    """(op, MACs, sparse MACs, output bytes) of the TFLite operators a Keras layer converts to."""
+    kind = type(layer).__name__
+    act = getattr(getattr(layer, "activation", None), "__name__", "")
+    op = _KERAS_OPS.get(kind) or ("SOFTMAX" if kind == "Activation" and act == "softmax" else None)
+    ops = [(op, macs, sparse_macs, output_bytes)] if op else []
+    if kind in ("Conv1D",):
+        ops += [("RESHAPE", 0, 0, output_bytes)] * 2       # EXPAND_DIMS in, RESHAPE out
+    if kind != "Activation" and act == "softmax":
+        ops.append(("SOFTMAX", 0, 0, output_bytes))
+    return ops
+
+
+def _tensor_bytes(sg, index: int) -> int:
+    from freeml_keras import tflite_schema as ts
+    t = sg.tensors[index]
+    return int(np.prod(t.shape if t.shape is not None else [])) * ts.TENSOR_TYPE_BYTES.get(t.type, 1)
+
+
+def with_costs(model_bytes: bytes, costs: CostModel | Sequence[int], *, target: str | None = None,
+               unit: str | None = None, source: str | None = None) -> bytes:
+    """The flatbuffer with per-operator costs in its ``freeml`` metadata: predicted by a
+    :class:`CostModel` (source ``fitted``) or given per main-subgraph operator (for example
+    measured for this very model by :func:`freeml_keras.targets.run_model`; pass ``target``,
+    ``unit`` and ``source="measured"``). A model without metadata gets one with no exits."""
+    from freeml_keras import memory
+    from freeml_keras import tflite_schema as ts
+    from freeml_keras.metadata import FreemlMetadata, OpCost, read_metadata
+    model = ts.read_model(model_bytes)
+    n_ops = len(model.subgraphs[0].operators or [])
+    if isinstance(costs, CostModel):
+        values = op_costs(model_bytes, costs)
+        target, unit, source = costs.target, costs.unit, source or "fitted"
+    else:
+        values = [int(c) for c in costs]
+        if target is None or unit is None:
+            raise ValueError("per-operator costs need the target and unit they were measured in")
+    if len(values) != n_ops:
+        raise ValueError(f"{len(values)} costs for the {n_ops} operators of the main subgraph")
+    if any(v < 0 for v in values):
+        raise ValueError(f"negative cost for operator {min(range(n_ops), key=lambda i: values[i])}")
+    md = read_metadata(model_bytes)
+    if md is None:
+        fp = memory.tflite_footprint(model_bytes)
+        layers = {l.op_index: l for l in fp.layers if l.subgraph == 0}
+        ops = [OpCost(layers[i].macs, layers[i].sparse_macs, layers[i].stored_bytes,
+                      layers[i].activation_bytes) if i in layers else OpCost(0, 0, 0, 0)
+               for i in range(n_ops)]
+        md = FreemlMetadata(num_classes=fp.num_classes, head_subgraph=0, exits=[], ops=ops, info={})
+    for rec, v in zip(md.ops, values):
+        rec.cost = v
+    md.info["cost"] = {"target": target, "unit": unit, "source": source or "measured"}
+    from freeml_keras.converter import replace_metadata
+    return replace_metadata(model, md)
+
+
+def segment_cycles(model_bytes: bytes, cost_model: CostModel | None = None, *,
+                   include_heads: bool = True) -> list[int]:
+    """Cost of the segments of an inference from the metadata's per-operator costs: segment i
+    (i < K) runs the main subgraph up to exit point i and (unless ``include_heads=False``) adds
+    that exit's contribution to the head (pooling and W_i . p_i, priced by ``cost_model``, by
+    default the metadata's target); segment K runs the rest. Raises :class:`CostTableError`
+    when the model has no costs."""
+    from freeml_keras.metadata import read_metadata
+    md = read_metadata(model_bytes)
+    if md is None or not md.ops or not any(o.cost for o in md.ops):
+        raise CostTableError("the model's freeml metadata has no per-operator costs; convert "
+                             "it with target= (or freeml_keras.costs.with_costs)")
+    bounds = [e.after_op for e in md.exits] + [len(md.ops) - 1]
+    out, start = [], 0
+    head = [0] * len(md.exits)
+    if include_heads:
+        head = _head_costs(model_bytes, md, cost_model or CostModel.load(md.info["cost"]["target"]))
+    for i, end in enumerate(bounds):
+        c = sum(o.cost for o in md.ops[start:end + 1])
+        if i < len(md.exits):
+            c += head[i]
+        out.append(int(c))
+        start = end + 1
+    return out
+
+
+def _head_costs(model_bytes: bytes, md, cm: CostModel) -> list[int]:
+    """Per exit: pooling its feature map (priced as the head's pooling operator) and the
+    slice of the head FULLY_CONNECTED that multiplies its pooled features."""
+    from freeml_keras import tflite_schema as ts
+    if not md.exits:
+        return []
+    model = ts.read_model(model_bytes)
+    sg = model.subgraphs[md.head_subgraph]
+    consumers = {}
+    for j, op in enumerate(sg.operators or []):
+        for t in op.inputs:
+            consumers.setdefault(int(t), []).append(j)
+    out = []
+    for e in md.exits:
+        cost, t, seen = 0.0, e.head_input_tensor, set()
+        while t in consumers and not seen.intersection(consumers[t]):
+            j = consumers[t][0]
+            seen.add(j)
+            name = ts.op_name(model, sg.operators[j].opcodeIndex)
+            if name in ("FULLY_CONNECTED", "CONCATENATION"):
+                break
+            o = int(sg.operators[j].outputs[0])
+            cost += cm.op_cost(name, 0, 0, _tensor_bytes(sg, o))
+            t = o
+        pooled = _tensor_bytes(sg, t)
+        cost += cm.op_cost("FULLY_CONNECTED", pooled * md.num_classes, pooled * md.num_classes,
+                           4 * md.num_classes)
+        out.append(int(round(cost)))
+    return out
