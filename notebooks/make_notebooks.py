@@ -385,7 +385,9 @@ NB02 = [
         ## An energy-adaptive exit policy
 
         `segment_costs` estimates the cycles and energy of each segment (input to exit 0, exit 0
-        to exit 1, ..., last exit to the output) on the device. `calibrate_thresholds` picks one
+        to exit 1, ..., last exit to the output) on the device: each TFLite operator a layer
+        becomes is priced by the cost model fitted to the operators measured on the device's
+        core under its emulator (`freeml_keras.costs`). `calibrate_thresholds` picks one
         confidence threshold on validation data: here the most accurate one whose mean cost stays
         within 60% of a full inference. The resulting `ExitPolicy` stops at an exit when the
         answer is confident enough, or when the energy left cannot pay for the next segment.
@@ -503,14 +505,18 @@ NB03 = [
 
         `convert(model, representative_x, sparse=True, exit_model=em, policy=policy)`: int8
         inputs and outputs, weights with at least 30% zeros in TFLite's sparse format, the head
-        as subgraph 1, the policy's thresholds in the metadata. `sparse=False` makes the dense
-        variant that stock TFLite Micro can run (it has no DENSIFY op).
+        as subgraph 1, the policy's thresholds in the metadata. `target=DEVICE` also writes each
+        operator's cost on the device's core into the metadata: predicted by the cost model
+        fitted to the operators measured under the core's emulator (`freeml_keras.costs`); the
+        runtime's energy rule and the simulation read it. `sparse=False` makes the dense variant
+        that stock TFLite Micro can run (it has no DENSIFY op).
     '''),
     code('''
         from freeml_keras import converter, metadata
 
         backbone = em.backbone
-        model_bytes = converter.convert(backbone, train[0][:200], sparse=True, exit_model=em, policy=policy)
+        model_bytes = converter.convert(backbone, train[0][:200], sparse=True, exit_model=em, policy=policy,
+                                        target=DEVICE)
         dense_bytes = converter.convert(backbone, train[0][:200], sparse=False, exit_model=em, policy=policy)
         (OUT / "model.tflite").write_bytes(model_bytes)
         print(f"sparse flatbuffer {len(model_bytes):,} B, dense {len(dense_bytes):,} B -> {OUT / 'model.tflite'}")
@@ -521,6 +527,8 @@ NB03 = [
         for i, e in enumerate(meta.exits):
             print(f"  exit {i} ({meta.info['exit_points'][i]}): after op {e.after_op}, tensor {e.main_tensor} -> "
                   f"head input {e.head_input_tensor}, threshold {e.threshold:.3f}")
+        print(f"per-operator costs ({meta.info['cost']['source']}, {meta.info['cost']['unit']} on "
+              f"{meta.info['cost']['target']}): {[o.cost for o in meta.ops]}")
     '''),
     md('''
         `tflite_footprint` reads the flatbuffer itself: what each operator stores and computes,
@@ -670,7 +678,8 @@ NB03 = [
         plt.show()
     '''),
     md('''
-        Costs per segment come from the analytical model of `segment_costs` (each gNet segment
+        Costs per segment come from `segment_costs`, priced by the per-operator cost model of
+        the device's core (each gNet segment
         includes its exit point's accumulation, so running to completion is priced with the
         same segments). Segments are split into atomic steps of about 2% of the inference, each
         committing a 64-byte checkpoint record. The capacitor is sized to hold about half an
