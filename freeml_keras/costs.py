@@ -24,7 +24,7 @@ import numpy as np
 from freeml_keras import devices
 
 __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
-           "segment_cycles", "keras_layer_ops", "COST_TABLES"]
+           "segment_cycles", "keras_layer_ops", "measure", "COST_TABLES"]
 
 COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
 _TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
@@ -221,6 +221,20 @@ def with_costs(model_bytes: bytes, costs: CostModel | Sequence[int], *, target: 
     md.info["cost"] = {"target": target, "unit": unit, "source": source or "measured"}
     from freeml_keras.converter import replace_metadata
     return replace_metadata(model, md)
+
+
+def measure(model_bytes: bytes, target: str, x_int8: np.ndarray, work_dir: str | Path) -> bytes:
+    """The flatbuffer with per-operator costs measured by running one inference of the runtime
+    on ``target``'s emulator (:func:`freeml_keras.targets.run_model`, input ``x_int8``) in its
+    metadata (source ``measured``)."""
+    from freeml_keras import targets
+    from freeml_keras import tflite_schema as ts
+    target = target_of(target)
+    run = targets.run_model(target, model_bytes, x_int8, work_dir)
+    per_op = [0] * len(ts.read_model(model_bytes).subgraphs[0].operators or [])
+    for index, _code, _units, cost in run.ops:
+        per_op[index] += int(cost)
+    return with_costs(model_bytes, per_op, target=target, unit=run.run.unit, source="measured")
 
 
 def segment_cycles(model_bytes: bytes, cost_model: CostModel | None = None, *,

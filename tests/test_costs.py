@@ -180,3 +180,22 @@ def test_cli_convert_with_target_and_inspect(setup, tmp_path, capsys):
     assert main(["convert", str(path), "--dataset", "digits", "--out", str(out), "--target", "esp32",
                  "--eval-limit", "50", "--calibration", "50"]) == 2
     assert "unknown device 'esp32'" in capsys.readouterr().err
+
+
+def test_measured_on_the_cortex_m4_emulator(setup, tmp_path, capsys):
+    b = setup["plain"]
+    te = setup["data"][1]
+    (iq,), _ = io_quantization(b)
+    measured = costs.measure(b, "apollo3", quantize(te[0][:1], *iq), tmp_path / "m4")
+    md = read_metadata(measured)
+    assert md.info["cost"] == {"target": "cortex_m4", "unit": "instructions", "source": "measured"}
+    m = ts.read_model(b)
+    for o, op in zip(md.ops, m.subgraphs[0].operators):
+        if ts.op_name(m, op.opcodeIndex) in ("CONV_2D", "FULLY_CONNECTED"):
+            assert o.cost > 2 * o.sparse_macs        # at least 2.5 instructions per MAC on the M4
+    # the CLI does the same; --measure without a target is refused before any work
+    path = tmp_path / "m.keras"
+    setup["pruned"].save(path)
+    assert main(["convert", str(path), "--dataset", "digits", "--out", str(tmp_path / "x.tflite"),
+                 "--measure"]) == 2
+    assert "--measure needs --target" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from freeml_keras.cli import CommandError
@@ -24,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--target", default=None,
                    help="device (msp430fr5994, apollo3, apollo4) or core (msp430, cortex_m4) whose "
                         "measured per-operator costs go into the metadata")
+    p.add_argument("--measure", action="store_true",
+                   help="with --target: run one inference on the target's emulator (QEMU or "
+                        "mspdebug) and write the measured per-operator costs instead")
     p.add_argument("--strip-names", action="store_true",
                    help="drop tensor names and signatures (saves kilobytes of FRAM)")
     p.add_argument("--calibration", type=int, default=200, help="calibration examples (default 200)")
@@ -41,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from freeml_keras.keras import keras
     from freeml_keras.metadata import read_metadata
 
+    if args.measure and not args.target:
+        raise CommandError("--measure needs --target (the emulator to measure on)")
     exit_model = None
     if args.exit_model:
         from freeml_keras.exits import ExitModel
@@ -61,11 +67,17 @@ def run(args: argparse.Namespace) -> int:
     calib = datasets.subset(tr, args.calibration, seed=1)[0]
     data = convert(model, calib, sparse=not args.dense, exit_model=exit_model,
                    num_calibration=args.calibration, target=args.target, strip=args.strip_names)
+    x, y = datasets.subset(te, args.eval_limit, seed=2)
+    (iq,), _ = io_quantization(data)
+    if args.measure:
+        import tempfile
+        from freeml_keras.costs import measure
+        print(f"measuring one inference on the {args.target} emulator ...", file=sys.stderr, flush=True)
+        with tempfile.TemporaryDirectory() as work:
+            data = measure(data, args.target, quantize(x[:1], *iq), work)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
-    x, y = datasets.subset(te, args.eval_limit, seed=2)
-    (iq,), _ = io_quantization(data)
     pred = run_tflite(data, [quantize(x, *iq)])[0]
     summary = {"out": str(out), "bytes": len(data), "sparse": not args.dense,
                "keras_accuracy": zoo.accuracy(model, (x, y)),
