@@ -24,9 +24,8 @@ import numpy as np
 from freeml_keras import devices
 
 __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
-           "segment_cycles", "keras_layer_ops", "measure", "COST_TABLES"]
+           "segment_cycles", "keras_layer_ops", "measure"]
 
-COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
 _TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
 MAC_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _ANY_MAC, _ANY_OTHER = "*weights", "*other"
@@ -97,13 +96,15 @@ class CostModel:
         return cls(target, unit, kinds, sorted(tables))
 
     @classmethod
-    def load(cls, target: str, path: str | Path = COST_TABLES) -> "CostModel":
-        """The cost model of ``target`` fitted from a targets benchmark result file."""
-        import json
-        p = Path(path)
-        if not p.exists():
-            raise CostTableError(f"{p}: no target measurements; run `python bench/targets.py`")
-        tables = json.loads(p.read_text()).get("cost_tables", {}).get(target)
+    def load(cls, target: str, path: str | Path | None = None) -> "CostModel":
+        """The cost model of ``target`` fitted from a targets benchmark result file (by default
+        the repository's ``bench/results/targets.json``)."""
+        from freeml_keras.targets import COST_TABLES, read_cost_tables
+        p = Path(path or COST_TABLES)
+        try:
+            tables = read_cost_tables(p).get(target)
+        except FileNotFoundError as e:
+            raise CostTableError(str(e)) from None
         if not tables:
             raise CostTableError(f"{p} has no cost tables for target {target!r}; "
                                  f"run `python bench/targets.py`")
