@@ -9,15 +9,21 @@
 2. Whole models with the tflm_port runtime, model in flash / FRAM: instructions (M4) or MCLK
    cycles (MSP430) per operator, per inference and for fm_init; outputs checked against the
    host runtime; code size (text / data / bss). The per-operator figures are written as cost
-   tables (``cost_tables``) for the converter's metadata and the energy simulation.
+   tables (``cost_tables``: per op its cost, units, MACs, sparse MACs and output bytes) for the
+   converter's metadata and the energy simulation. Models: small digit models, the zoo's cnn_s,
+   the compressed cnn_s that fits the MSP430 (``targets.compressed_cnn_s``) and the demo's
+   compressed cnn_s (``--demo-model``, default runs/demo/model.tflite, when present); a model
+   that does not fit a target is recorded with the linker's overflow per memory region.
 3. Checkpointing on the targets (arena and checkpoint records in FRAM / the retained region):
-   cost per inference at several granularities against the continuous run (overhead %),
-   commits and NVM bytes written by commits, and a run resumed after an emulated power loss.
+   cost per inference at several granularities against the continuous run (overhead %), in
+   units per step and in the runtime's default work mode (MAC-equivalents per step), commits
+   and NVM bytes written by commits, and a run resumed after an emulated power loss.
 
 Counts: QEMU mps2-an386 + the project's TCG plugin (exact instruction counts; QEMU does not
 model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM wait states).
 
-    .venv/bin/python bench/targets.py [--quick]    # bench/results/targets.json and targets.png
+    .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite]
+    # bench/results/targets.json and targets.png
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import functools
 import json
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -34,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from freeml_keras import targets as T
+from freeml_keras.intermittent import DEFAULT_STEP_WORK
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OP_NAMES = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED", 17: "MAX_POOL_2D",
@@ -80,10 +88,14 @@ def kernel_speed(work: Path) -> list[dict]:
     return rows
 
 
+DEMO_MODEL = Path("runs/demo/model.tflite")
+
+
 @functools.lru_cache(maxsize=None)
-def models(quick: bool) -> dict[str, tuple[bytes, np.ndarray]]:
+def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes, np.ndarray]]:
     """Small trained digit models (8x8 inputs): an MLP that fits the MSP430 together with the
-    runtime, a CNN, and the zoo's cnn_s at width 0.25."""
+    runtime, a CNN, the zoo's cnn_s at width 0.25 and that cnn_s compressed to fit the MSP430;
+    and the demo's compressed cnn_s (Fashion-MNIST) when ``demo_model`` exists."""
     from freeml_keras import converter, datasets, zoo
     from freeml_keras.interpreters import io_quantization, quantize
     from freeml_keras.keras import keras
@@ -102,70 +114,133 @@ def models(quick: bool) -> dict[str, tuple[bytes, np.ndarray]]:
         m.compile("adam", "sparse_categorical_crossentropy")
         m.fit(xtr, ytr, epochs=2 if quick else 10, verbose=0)
     if not quick:
-        built["cnn_s_w0.25"] = zoo.pretrained("cnn_s", "digits", width=0.25, epochs=5, verbose=0)
+        built["cnn_s_w0.25"] = zoo.pretrained("cnn_s", "digits", width=0.25, epochs=T.CNN_S_DIGITS_EPOCHS,
+                                              verbose=0)
     out = {}
     for name, m in built.items():
         b = converter.convert(m, xtr[:100], sparse=False)
         (scale, zp), = io_quantization(b)[0]
         out[name] = (b, quantize(xte[:1], scale, zp))
+    b, x, _ = T.compressed_cnn_s()
+    out["cnn_s_compressed"] = (b, x[:1])
+    if demo_model is not None and demo_model.exists():
+        b = demo_model.read_bytes()
+        (scale, zp), = io_quantization(b)[0]
+        _, _, (xf, _) = datasets.load("fashion_mnist")
+        out["cnn_s_demo"] = (b, quantize(xf[:1], scale, zp))
     return out
 
 
-def model_costs(work: Path, quick: bool) -> tuple[list[dict], dict]:
+def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
+    """Bytes of each main-subgraph operator's output tensor, by operator index."""
+    from freeml_keras import tflite_schema as ts
+    m = ts.read_model(model_bytes)
+    sg = m.subgraphs[0]
+    out = {}
+    for i, op in enumerate(sg.operators or []):
+        t = sg.tensors[int(op.outputs[0])]
+        out[i] = int(np.prod(t.shape if t.shape is not None else [])) * ts.TENSOR_TYPE_BYTES[t.type]
+    return out
+
+
+_OVERFLOW = re.compile(r"section '(\S+)' will not fit in region '(\w+)': overflowed by (\d+) bytes")
+
+
+def does_not_fit(message: str) -> dict | None:
+    """The linker's overflow per memory region (bytes over) from a failed build, or None."""
+    over: dict[str, int] = {}
+    for _, region, n in _OVERFLOW.findall(message):
+        over[region] = max(over.get(region, 0), int(n))
+    return over or None
+
+
+def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[dict], dict]:
     from freeml_keras import memory
     from freeml_keras.runtime import Interpreter
 
     rows, tables = [], {}
-    for name, (b, x) in models(quick).items():
+    for name, (b, x) in models(quick, demo_model).items():
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
         for target in T.TARGETS:
             try:
                 r = T.run_model(target, b, x[0], work / f"{target}_{name}")
             except T.TargetRunError as e:
-                msg = str(e)
-                reason = "does not fit the lower 48 KB of FRAM" if "will not fit in region" in msg else msg[:300]
-                rows.append({"target": target, "model": name, "model_bytes": len(b), "error": reason})
-                print(f"  {target:10s} {name:14s} not run: {reason}", flush=True)
+                over = does_not_fit(str(e))
+                reason = (f"does not fit: {', '.join(f'{k} over by {v:,} B' for k, v in over.items())}"
+                          if over else str(e)[:300])
+                rows.append({"target": target, "model": name, "model_bytes": len(b), "error": reason,
+                             "overflow_bytes": over})
+                print(f"  {target:10s} {name:16s} not run: {reason}", flush=True)
                 continue
             if r.output != want or r.output_invoke != want:
                 raise SystemExit(f"{target} {name}: output {r.output} differs from the host's {want}")
-            macs = {l.op_index: l.sparse_macs for l in memory.tflite_footprint(b).layers if l.subgraph == 0}
+            layers = {l.op_index: l for l in memory.tflite_footprint(b).layers if l.subgraph == 0}
+            out_bytes = op_output_bytes(b)
             ops = [{"index": i, "op": OP_NAMES.get(c, str(c)), "units": u, r.run.unit: cost,
-                    "per_unit": cost / u if u else 0.0, "macs": macs.get(i, 0)} for i, c, u, cost in r.ops]
+                    "per_unit": cost / u if u else 0.0,
+                    "macs": layers[i].macs if i in layers else 0,
+                    "sparse_macs": layers[i].sparse_macs if i in layers else 0,
+                    "output_bytes": out_bytes[i]} for i, c, u, cost in r.ops]
             tables.setdefault(target, {})[name] = {"unit": r.run.unit, "ops": ops}
             rows.append({"target": target, "model": name, "model_bytes": len(b), "unit": r.run.unit,
                          "per_inference": r.invoke_cost, "op_by_op_total": sum(o[r.run.unit] for o in ops),
                          "init": r.init_cost, "ops": ops, "size": r.size, "state_bytes": r.state_used,
                          "arena_bytes": r.arena_bytes, "output_equals_host": True})
-            print(f"  {target:10s} {name:14s} {r.invoke_cost:10d} {r.run.unit}/inference, "
+            print(f"  {target:10s} {name:16s} {r.invoke_cost:10d} {r.run.unit}/inference, "
                   f"text {r.size['text']} B", flush=True)
     return rows, tables
 
 
 GRANULARITIES = (1, 2, 4, 8, 16, 64, 1 << 30)
+STEP_WORKS = (256, 512, 1024, 4096)          # work mode (the runtime's default mode)
 
 
-def checkpoint_costs(work: Path, quick: bool) -> list[dict]:
-    """Checkpointed vs continuous inference: the MLP on both targets (the model that fits the
-    MSP430) and cnn_s at width 0.25 on the Cortex-M4."""
+def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None) -> list[dict]:
+    """Checkpointed vs continuous inference: the MLP and the compressed cnn_s on both targets,
+    the zoo's cnn_s at width 0.25 and the demo's cnn_s on the Cortex-M4. A build that does not
+    fit is recorded with the linker's overflow."""
     from freeml_keras.runtime import Interpreter
 
-    cases = [(t, "mlp_64_16_10") for t in T.TARGETS] + [("cortex_m4", "cnn_s_w0.25")]
+    have = models(quick, demo_model)
+    cases = [(t, n) for n in ("mlp_64_16_10", "cnn_s_compressed") for t in T.TARGETS]
+    cases += [("cortex_m4", n) for n in ("cnn_s_w0.25", "cnn_s_demo") if n in have]
     rows = []
     for target, name in cases:
-        b, x = models(quick)[name]
+        b, x = have[name]
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
-        c = T.run_checkpointed(target, b, x[0], work / f"ckpt_{target}_{name}", granularities=GRANULARITIES)
-        if c.plain_output != want or c.resume_output != want or any(r["output"] != want for r in c.runs):
+        try:
+            c = T.run_checkpointed(target, b, x[0], work / f"ckpt_{target}_{name}", granularities=GRANULARITIES,
+                                   step_works=STEP_WORKS)
+        except T.TargetRunError as e:
+            over = does_not_fit(str(e))
+            if not over:
+                raise
+            rows.append({"target": target, "model": name, "error": "does not fit", "overflow_bytes": over})
+            print(f"  {target:10s} {name:16s} not run: does not fit ({over})", flush=True)
+            continue
+        if c.plain_output != want or c.resume_output != want or \
+                any(r["output"] != want for r in c.runs + c.work_runs):
             raise SystemExit(f"{target} {name}: checkpointed output differs from the host's")
+        for r in c.work_runs:
+            rows.append({"target": target, "model": name, "unit": c.run.unit, "mode": "work",
+                         "step_work": r["step_work"], "default": r["step_work"] == DEFAULT_STEP_WORK,
+                         "cost": r["cost"], "continuous": c.plain_cost,
+                         "overhead_pct": 100.0 * (r["cost"] / c.plain_cost - 1.0), "commits": r["commits"],
+                         "steps": r["steps"], "largest_step_work": r["largest_step_work"],
+                         "nvm_commit_bytes": r["nvm_bytes"], "units": r["units"],
+                         "resume_ok": True, "text_bytes": c.size["text"]})
+            print(f"  {target:10s} {name:16s} step work {r['step_work']:>6d}"
+                  f"{' (default)' if rows[-1]['default'] else ''}: {rows[-1]['overhead_pct']:6.1f}% over "
+                  f"{c.plain_cost} {c.run.unit}, {r['steps']} steps, {r['commits']} commits, "
+                  f"{r['nvm_bytes']} B", flush=True)
         for r in c.runs:
-            rows.append({"target": target, "model": name, "unit": c.run.unit,
+            rows.append({"target": target, "model": name, "unit": c.run.unit, "mode": "units",
                          "granularity": r["granularity"] if r["granularity"] < (1 << 30) else "operator",
                          "cost": r["cost"], "continuous": c.plain_cost,
                          "overhead_pct": 100.0 * (r["cost"] / c.plain_cost - 1.0), "commits": r["commits"],
                          "nvm_commit_bytes": r["nvm_bytes"], "units": r["units"],
                          "resume_ok": True, "text_bytes": c.size["text"]})
-            print(f"  {target:10s} {name:14s} granularity {rows[-1]['granularity']!s:>8s}: "
+            print(f"  {target:10s} {name:16s} granularity {rows[-1]['granularity']!s:>8s}: "
                   f"{rows[-1]['overhead_pct']:6.1f}% over {c.plain_cost} {c.run.unit}, "
                   f"{r['commits']} commits, {r['nvm_bytes']} B", flush=True)
     return rows
@@ -176,7 +251,7 @@ def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(17, 4.5))
+    fig, (a1, a2, a3, a4) = plt.subplots(1, 4, figsize=(22, 4.5))
     short = {"hardware": "", "hardware multiplier": " hw", "software multiply": " sw"}
     labels = [f"{'M4' if k['target'] == 'cortex_m4' else '430'}{short[k['multiply']]}\n{k['impl']}"
               for k in kernels]
@@ -196,27 +271,39 @@ def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], pat
         vals = np.array([sum(o[r["unit"]] for o in r["ops"] if o["op"] == op) / r["op_by_op_total"] for r in ok])
         a2.bar(range(len(ok)), vals, bottom=bottom, label=op)
         bottom += vals
-    a2.set_xticks(range(len(ok)), [f"{r['target']}\n{r['model']}" for r in ok], fontsize=7)
+    a2.set_xticks(range(len(ok)), [f"{r['target']}\n{r['model']}" for r in ok], fontsize=6, rotation=30)
     a2.set_ylabel("share of one inference")
     a2.set_title("per-operator cost")
     a2.legend(fontsize=7)
-    for target, color in (("cortex_m4", "tab:blue"), ("msp430", "tab:orange")):
-        rows = [r for r in ckpt_rows if r["target"] == target]
+    ran = [r for r in ckpt_rows if "error" not in r]
+    for (target, model) in dict.fromkeys((r["target"], r["model"]) for r in ran):
+        rows = [r for r in ran if r["target"] == target and r["model"] == model and r["mode"] == "units"]
         gs = [r["granularity"] if isinstance(r["granularity"], int) else 1024 for r in rows]
-        a3.plot(gs, [r["overhead_pct"] for r in rows], "o-", color=color, label=target)
+        style = "o-" if target == "cortex_m4" else "s--"
+        label = f"{'M4' if target == 'cortex_m4' else '430'} {model}"
+        a3.plot(gs, [r["overhead_pct"] for r in rows], style, label=label)
+        rows = [r for r in ran if r["target"] == target and r["model"] == model and r["mode"] == "work"]
+        a4.plot([r["step_work"] for r in rows], [r["overhead_pct"] for r in rows], style, label=label)
     a3.set_xscale("log", base=2)
     a3.set_xlabel("units per atomic step (rightmost: one operator)")
-    a3.set_ylabel("checkpoint overhead, % of continuous run")
-    a3.axhline(5, color="grey", ls="--", lw=0.8, label="target: 5%")
-    a3.set_title("granularity / overhead (MLP)")
-    a3.legend(fontsize=7)
+    a3.set_title("granularity in units / overhead")
+    a4.set_xscale("log", base=2)
+    a4.axvline(DEFAULT_STEP_WORK, color="k", ls=":", lw=0.8, label="default")
+    a4.set_xlabel("MAC-equivalents per atomic step (work mode)")
+    a4.set_title("granularity in work (default mode) / overhead")
+    for ax in (a3, a4):
+        ax.set_ylabel("checkpoint overhead, % of continuous run")
+        ax.axhline(5, color="grey", ls="--", lw=0.8, label="target: 5%")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="2 training epochs, no cnn_s")
+    ap.add_argument("--quick", action="store_true", help="2 training epochs, no zoo cnn_s")
+    ap.add_argument("--demo-model", type=Path, default=DEMO_MODEL,
+                    help="the demo's model.tflite (`freeml demo --out DIR`), measured when it exists")
     ap.add_argument("--out", type=Path, default=RESULTS / "targets.json")
     args = ap.parse_args()
     for target in T.TARGETS:
@@ -227,13 +314,14 @@ def main() -> int:
         print("int8 MAC inner loop:", flush=True)
         kernels = kernel_speed(work)
         print("models:", flush=True)
-        model_rows, tables = model_costs(work, args.quick)
+        model_rows, tables = model_costs(work, args.quick, args.demo_model)
         print("checkpointing:", flush=True)
-        ckpt_rows = checkpoint_costs(work, args.quick)
+        ckpt_rows = checkpoint_costs(work, args.quick, args.demo_model)
     best = {t: min(k["per_mac"] for k in kernels if k["target"] == t and k["impl"] in ("dsp", "hwmult"))
             for t in T.TARGETS}
     result = {
         "benchmark": "targets", "quick": args.quick, "host": platform.platform(),
+        "demo_model": str(args.demo_model) if args.demo_model.exists() else None,
         "wall_s": time.time() - t0,
         "counters": {"cortex_m4": "qemu-system-arm 7.2 mps2-an386, TCG plugin: executed instructions",
                      "msp430": "mspdebug 0.22 sim: MCLK cycles (MSP430 timings, no FRAM wait states)"},

@@ -23,10 +23,29 @@ import numpy as np
 from freeml_keras.runtime import TFLM_PORT_DIR, build_library
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
-           "exit_options"]
+           "exit_options", "step_options", "plan", "atomic_steps", "run_on_harvested_energy",
+           "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK"]
 
-DEFAULT_GRANULARITY = 8   # units per atomic step (FM_DEFAULT_GRANULARITY in fm_checkpoint.h)
+DEFAULT_GRANULARITY = 8   # units per atomic step in units mode (FM_DEFAULT_GRANULARITY)
+DEFAULT_STEP_WORK = 1024  # MAC-equivalents per atomic step, the runtime's default (FM_DEFAULT_STEP_WORK)
 _LINE = re.compile(r"units=(\d+) commits=(\d+) ckpt_bytes=(\d+) exit=(-?\d+)")
+
+
+def step_options(granularity: int | None = None, step_work: int | None = None) -> list[str]:
+    """Harness options for the atomic steps (units of one operator between two commits).
+    Neither: the runtime's default (work mode, at most ``DEFAULT_STEP_WORK`` MAC-equivalents per
+    step, at least one unit). ``granularity`` alone: units mode, at most that many units per
+    step. ``step_work``: work mode with that budget (and ``granularity`` as a cap on units)."""
+    opts: list[str] = []
+    if step_work is not None:
+        if step_work < 1:
+            raise ValueError(f"step_work must be at least 1, not {step_work}")
+        opts += ["-w", str(int(step_work))]
+    if granularity is not None:
+        if granularity < 1:
+            raise ValueError(f"granularity must be at least 1 unit, not {granularity}")
+        opts += ["-g", str(int(granularity))]
+    return opts
 
 
 def harness_path() -> Path:
@@ -72,9 +91,13 @@ def _parse(stdout: str) -> tuple[int, int, int, int]:
 
 
 def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
-                 energy_j: float | None = None, energy_per_mac_j: float = 0.0) -> list[str]:
+                 energy_j: float | None = None, energy_per_mac_j: float = 0.0,
+                 energy_per_cycle_j: float = 0.0) -> list[str]:
     """Harness options for the anytime exit: stop at an exit (``fm_exit_now``), stop by the
-    metadata's confidence thresholds, or by a (constant) energy reading and a price per MAC."""
+    metadata's confidence thresholds, or by a (constant) energy reading and the price of the work
+    to the next exit: ``energy_per_cycle_j`` (J per unit of the metadata's cost table) when the
+    model's metadata (version 2) has a cost for every operator that runs and it is > 0, otherwise
+    ``energy_per_mac_j``."""
     opts: list[str] = []
     if stop_at_exit is not None:
         opts += ["-x", str(stop_at_exit)]
@@ -82,15 +105,19 @@ def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
         opts.append("-T")
     if energy_j is not None:
         opts += ["-e", repr(float(energy_j)), "-m", repr(float(energy_per_mac_j))]
+        if energy_per_cycle_j:
+            opts += ["-c", repr(float(energy_per_cycle_j))]
     return opts
 
 
-def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int = DEFAULT_GRANULARITY,
-                      options: list[str] | tuple[str, ...] = (), dump_exit_tensor: bool = False,
+def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int | None = None,
+                      step_work: int | None = None, options: list[str] | tuple[str, ...] = (),
+                      dump_exit_tensor: bool = False,
                       workdir: str | Path | None = None) -> tuple[np.ndarray, dict]:
     """Output (the model's, or the exit's int8 logits) and counts (units, commits, checkpoint
     bytes, exit, seconds; with ``dump_exit_tensor`` the stopping exit's main tensor) of one run
-    without failures. ``options``: see :func:`exit_options`."""
+    without failures. Atomic steps: see :func:`step_options`; ``options``: see
+    :func:`exit_options`."""
     tool = harness_path()
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
@@ -99,7 +126,7 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
         t0 = time.perf_counter()
         dump = ["-X", str(d / "exit.bin")] if dump_exit_tensor else []
         r = subprocess.run([str(tool), str(d / "m.tflite"), str(d / "nvm"), "new", str(d / "x.bin"),
-                            "-g", str(granularity), "-o", str(d / "y.bin"), *options, *dump],
+                            *step_options(granularity, step_work), "-o", str(d / "y.bin"), *options, *dump],
                            capture_output=True, text=True)
         seconds = time.perf_counter() - t0
         if r.returncode != 0:
@@ -113,16 +140,17 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
     return out, info
 
 
-def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int = DEFAULT_GRANULARITY,
-                            seed: int = 0, max_failures: int = 20, time_fraction: float = 0.3,
-                            options: list[str] | tuple[str, ...] = (),
+def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int | None = None,
+                            step_work: int | None = None, seed: int = 0, max_failures: int = 20,
+                            time_fraction: float = 0.3, options: list[str] | tuple[str, ...] = (),
                             workdir: str | Path | None = None) -> FailureReport:
     """Run one inference, killing it up to ``max_failures`` times at random points and resuming
-    from the checkpoint after every kill, until it completes. Returns the output and counts."""
+    from the checkpoint after every kill, until it completes. Returns the output and counts.
+    Atomic steps: see :func:`step_options`."""
     tool = harness_path()
     rng = np.random.default_rng(seed)
-    _, ref = run_uninterrupted(model_bytes, x_int8, granularity=granularity, options=options,
-                               workdir=workdir)
+    _, ref = run_uninterrupted(model_bytes, x_int8, granularity=granularity, step_work=step_work,
+                               options=options, workdir=workdir)
     record_bytes = ref["checkpoint_bytes"] // max(ref["commits"], 1)
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
@@ -134,7 +162,7 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
         while True:
             inject = rep.failures < max_failures
             cmd = [str(tool), str(model), str(nvm)] + (["resume"] if started else ["new", str(x)])
-            cmd += ["-g", str(granularity), "-o", str(y), "-t", str(stats), *options]
+            cmd += [*step_options(granularity, step_work), "-o", str(y), "-t", str(stats), *options]
             by_time = inject and rng.random() < time_fraction
             if inject and not by_time:
                 # a byte within the next few commits (a new run first writes an idle record,
@@ -184,56 +212,78 @@ class AtomicStep:
     exit_index: int | None = None
 
 
-def plan(model_bytes: bytes, *, granularity: int = DEFAULT_GRANULARITY) -> dict:
-    """The runtime's operators (code, units), its largest atomic step and checkpoint record size."""
+def plan(model_bytes: bytes, *, granularity: int | None = None, step_work: int | None = None) -> dict:
+    """The runtime's operators (code, units), its atomic steps for one inference (``op``, ``unit``
+    where the step starts, ``units``, ``work`` in MAC-equivalents; a step of 0 units only passes
+    alias operators), its largest atomic step (in units and in work) and the checkpoint record
+    size. Atomic steps: see :func:`step_options`."""
     tool = harness_path()
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "m.tflite").write_bytes(model_bytes)
         r = subprocess.run([str(tool), str(Path(d) / "m.tflite"), str(Path(d) / "nvm"), "plan",
-                            "-g", str(granularity)], capture_output=True, text=True)
+                            *step_options(granularity, step_work)], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"harness exit {r.returncode}: {r.stderr.strip()}")
     ops = [dict(zip(("op", "code", "units"), map(int, m)))
-           for m in re.findall(r"op=(\d+) code=(-?\d+) units=(\d+)", r.stdout)]
-    big, big_op, rec = map(int, re.search(r"largest_step=(\d+) op=(\d+) record_bytes=(\d+)", r.stdout).groups())
-    return {"ops": ops, "largest_step_units": big, "largest_step_op": big_op, "record_bytes": rec}
+           for m in re.findall(r"^op=(\d+) code=(-?\d+) units=(\d+)$", r.stdout, re.M)]
+    steps = [dict(zip(("op", "unit", "units", "work"), map(int, m)))
+             for m in re.findall(r"^step=\d+ op=(\d+) unit=(\d+) units=(\d+) work=(\d+)$", r.stdout, re.M)]
+    m = re.search(r"largest_step=(\d+) op=(\d+) record_bytes=(\d+) largest_step_work=(\d+) "
+                  r"largest_step_op=(\d+) steps=(\d+)", r.stdout)
+    big, big_op, rec, big_work, big_work_op, n = map(int, m.groups())
+    return {"ops": ops, "steps": steps, "largest_step_units": big, "largest_step_op": big_op,
+            "largest_step_work": big_work, "largest_step_work_op": big_work_op, "record_bytes": rec}
 
 
-def atomic_steps(model_bytes: bytes, *, granularity: int = DEFAULT_GRANULARITY, cycles_per_mac: float = 30.0,
-                 cycles_per_unit: float = 200.0, cost_table: dict[int, float] | None = None) -> list[AtomicStep]:
-    """The steps the runtime runs for one inference at this granularity, with cycle costs:
-    ``cost_table`` (cycles per unit of each operator index, e.g. measured on a target) or the
-    analytical model ``MACs x cycles_per_mac + units x cycles_per_unit`` (MACs of the stored
-    non-zero weights). Exit points are marked from the model's freeml metadata."""
+def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_work: int | None = None,
+                 cycles_per_mac: float = 30.0, cycles_per_unit: float = 200.0,
+                 cost_table: dict[int, float] | None = None) -> list[AtomicStep]:
+    """The steps the runtime runs for one inference (:func:`plan`), with cycle costs:
+    ``cost_table`` (cycles per unit of each operator index), else the per-operator costs in the
+    model's freeml metadata (version 2, converted with a target: see :mod:`freeml_keras.costs`),
+    else the analytical model ``MACs x cycles_per_mac + units x cycles_per_unit`` (MACs of the
+    stored non-zero weights). Exit points are marked from the metadata (the exit a step
+    completes, alias operators passed after it included)."""
     from freeml_keras import memory
     from freeml_keras.metadata import read_metadata
-    p = plan(model_bytes, granularity=granularity)
+    p = plan(model_bytes, granularity=granularity, step_work=step_work)
+    units_of = [o["units"] for o in p["ops"]]
     fp = memory.tflite_footprint(model_bytes)
     macs = {l.op_index: l.sparse_macs for l in fp.layers if l.subgraph == 0}
     md = read_metadata(model_bytes)
+    if cost_table is None and md is not None and md.ops and any(o.cost for o in md.ops):
+        cost_table = {i: o.cost / units_of[i] for i, o in enumerate(md.ops)
+                      if i < len(units_of) and units_of[i] > 0}
     exit_after = {e.after_op: i for i, e in enumerate(md.exits)} if md else {}
     steps: list[AtomicStep] = []
-    pending_exit: int | None = None
-    for op in p["ops"]:
-        if op["op"] in exit_after and op["units"] == 0:
-            pending_exit = exit_after[op["op"]]
-        u = op["units"]
-        done = 0
-        while done < u:
-            n = min(granularity, u - done)
-            m = macs.get(op["op"], 0) * n // u
-            per_unit = cost_table.get(op["op"]) if cost_table else None
-            cycles = int(round(per_unit * n if per_unit is not None else m * cycles_per_mac + n * cycles_per_unit))
-            done += n
-            ex = exit_after.get(op["op"]) if done == u else None
-            if pending_exit is not None:
-                ex, pending_exit = pending_exit, None
-            steps.append(AtomicStep(op["op"], n, m, cycles, p["record_bytes"], ex))
+    for st in p["steps"]:
+        op, unit, left = st["op"], st["unit"], st["units"]
+        m = cycles = 0.0
+        ex: int | None = None
+        while op < len(units_of):
+            u = units_of[op]
+            n = min(left, u - unit)
+            if n > 0:
+                m += macs.get(op, 0) * n / u
+                per_unit = cost_table.get(op) if cost_table else None
+                cycles += per_unit * n if per_unit is not None else macs.get(op, 0) * n / u * cycles_per_mac \
+                    + n * cycles_per_unit
+            left -= n
+            unit += n
+            if unit < u:
+                break
+            if ex is None and op in exit_after:
+                ex = exit_after[op]
+            op, unit = op + 1, 0
+            if left == 0 and (op >= len(units_of) or units_of[op] > 0):
+                break
+        steps.append(AtomicStep(st["op"], st["units"], int(m), int(round(cycles)), p["record_bytes"], ex))
     return steps
 
 
 def run_on_harvested_energy(model_bytes: bytes, x_int8: np.ndarray, supply, steps: list[AtomicStep],
-                            *, granularity: int = DEFAULT_GRANULARITY, max_consecutive_failures: int = 1000) -> dict:
+                            *, granularity: int | None = None, step_work: int | None = None,
+                            max_consecutive_failures: int = 1000) -> dict:
     """Run one inference of the real runtime step by step, with a power supply from
     :mod:`freeml_keras.energy` deciding whether each step gets the energy to commit: a step that
     does not is executed and killed before its commit completes (its work is lost), the
@@ -246,7 +296,7 @@ def run_on_harvested_energy(model_bytes: bytes, x_int8: np.ndarray, supply, step
         model.write_bytes(model_bytes)
         x.write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
         base = [str(tool), str(model), str(nvm)]
-        opts = ["-g", str(granularity), "-o", str(y)]
+        opts = [*step_options(granularity, step_work), "-o", str(y)]
         record = steps[0].nvm_bytes if steps else 16
         failures = 0
         started = False

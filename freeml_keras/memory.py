@@ -20,8 +20,9 @@ convolution) produce no tensor of their own.
 
 Checkpoint state (intermittent execution, ``tflm_port/include/freeml/fm_checkpoint.h``): two
 copies (double buffering) of a record holding a sequence number (4 B), the operator index (2 B),
-flags with the number of exit points passed (2 B), the position inside the operator (4 B), a
-CRC-32 (4 B) and the exit head's int32 accumulator (4 B per class). The activation buffers
+flags with the number of exit points passed (2 B), the position inside the operator (4 B), the
+exit head's int32 accumulator (4 B per class, at offset 12) and a tag, the complement of the
+sequence number (4 B), written last. The activation buffers
 themselves live in NVM too on the MSP430 (``DeviceProfile.activations_in_nvm``).
 """
 

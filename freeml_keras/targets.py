@@ -28,8 +28,9 @@ from typing import Iterable, Mapping, Sequence
 
 __all__ = ["TARGETS", "TARGETS_DIR", "RUNTIME_DIR", "APT_PACKAGES", "ToolMissingError", "TargetRunError",
            "RunResult", "check_tools", "build", "run", "code_size", "symbol_address", "plugin_path", "c_array",
-           "DotRun", "run_dot_cases", "model_op_names", "kernel_registry_source", "ModelRun", "run_model",
-           "CheckpointRun", "run_checkpointed", "read_cost_tables"]
+           "DotRun", "run_dot_cases", "model_op_names", "kernel_registry_source", "kernel_config_source",
+           "ModelRun", "run_model",
+           "CheckpointRun", "run_checkpointed", "read_cost_tables", "compressed_cnn_s", "COMPRESSED_CNN_S_BUDGET"]
 
 TARGETS_DIR = Path(__file__).resolve().parents[1] / "tflm_port" / "targets"
 RUNTIME_DIR = TARGETS_DIR.parent
@@ -355,11 +356,12 @@ def _runtime_kernels() -> list[str]:
     return sorted(set(re.findall(r"&(fm_kernel_\w+)", text)))
 
 
-def model_op_names(model_bytes: bytes) -> list[str]:
-    """Builtin operator names used anywhere in the model (all subgraphs), sorted."""
+def model_op_names(model_bytes: bytes, subgraphs: Iterable[int] | None = None) -> list[str]:
+    """Builtin operator names used in the model's ``subgraphs`` (default: all), sorted."""
     from freeml_keras import tflite_schema as ts
     m = ts.read_model(model_bytes)
-    return sorted({ts.op_name(m, op.opcodeIndex) for sg in m.subgraphs for op in sg.operators or []})
+    picked = range(len(m.subgraphs)) if subgraphs is None else list(subgraphs)
+    return sorted({ts.op_name(m, op.opcodeIndex) for i in picked for op in m.subgraphs[i].operators or []})
 
 
 def kernel_registry_source(op_names: Iterable[str]) -> str:
@@ -378,6 +380,85 @@ def kernel_registry_source(op_names: Iterable[str]) -> str:
             + "\nconst fm_kernel *const fm_kernels[] = {\n"
             + "".join(f"    &{n},\n" for n in names)
             + "};\n\nconst uint16_t fm_num_kernels = (uint16_t)(sizeof fm_kernels / sizeof fm_kernels[0]);\n")
+
+
+# SparseIndexVector union type -> bytes per index (TFLite schema: Int32Vector, Uint16Vector,
+# Uint8Vector)
+_INDEX_VECTOR_BYTES = {1: 4, 2: 2, 3: 1}
+_CSR_WIDTHS = (8, 16, 32)
+
+
+def _weight_layouts(model_bytes: bytes, op: str) -> set[tuple[int, int] | None]:
+    """Weight layouts of the model's ``op`` operators (all subgraphs): None for dense weights,
+    (segment bits, index bits) for CSR weights (read through the DENSIFY that feeds them)."""
+    from freeml_keras import tflite_schema as ts
+    m = ts.read_model(model_bytes)
+    layouts: set[tuple[int, int] | None] = set()
+    for sg in m.subgraphs:
+        producer = {o.outputs[0]: o for o in sg.operators or [] if o.outputs is not None and len(o.outputs)}
+        for o in sg.operators or []:
+            if ts.op_name(m, o.opcodeIndex) != op:
+                continue
+            t = int(o.inputs[1])
+            src = producer.get(t)
+            if src is not None and ts.op_name(m, src.opcodeIndex) == "DENSIFY":
+                t = int(src.inputs[0])
+            sp = sg.tensors[t].sparsity
+            if sp is None or not sp.dimMetadata:
+                layouts.add(None)
+                continue
+            last = sp.dimMetadata[-1]
+            try:
+                layouts.add((8 * _INDEX_VECTOR_BYTES[last.arraySegmentsType],
+                             8 * _INDEX_VECTOR_BYTES[last.arrayIndicesType]))
+            except KeyError as e:
+                raise ValueError(f"{op} weight tensor {t}: unknown CSR index vector type {e}") from None
+    return layouts
+
+
+def model_has_exits(model_bytes: bytes) -> bool:
+    """Whether the model's ``freeml`` metadata names at least one exit point (an exit head the
+    intermittent runtime can accumulate)."""
+    from freeml_keras.metadata import read_metadata
+    md = read_metadata(model_bytes)
+    return md is not None and len(md.exits) > 0
+
+
+def kernel_config_source(model_bytes: bytes | None = None, *, exits: bool | None = None) -> str:
+    """``fm_kernel_config.h`` for a build that runs only ``model_bytes``: the weight layouts
+    (dense, CSR index widths) its CONV_2D and FULLY_CONNECTED operators use are 1, the others 0,
+    so their code is not compiled (switches in ``fm_internal.h``). For an operator the model
+    does not have, and for ``None`` (what a host build has), every layout is 1 (the linker
+    drops kernels the registry does not name). ``FM_EXITS`` (anytime exit in the intermittent
+    runtime) is ``exits`` when given, else 1 when the model's metadata has exit points (and for
+    ``None``), 0 when it has none: such a build leaves out the exit head's code."""
+    if exits is None:
+        exits = model_bytes is None or model_has_exits(model_bytes)
+    conv = _weight_layouts(model_bytes, "CONV_2D") if model_bytes is not None else set()
+    fc = _weight_layouts(model_bytes, "FULLY_CONNECTED") if model_bytes is not None else set()
+    lines = ["/* Generated by freeml_keras.targets.kernel_config_source: the kernel code paths of one model. */",
+             "#ifndef FM_KERNEL_CONFIG_H", "#define FM_KERNEL_CONFIG_H",
+             f"#define FM_CONV_DENSE {int(not conv or None in conv)}"]
+    conv_index_bits = {lay[1] for lay in conv if lay is not None}
+    for ib in _CSR_WIDTHS:
+        lines.append(f"#define FM_CONV_SPARSE_{ib} {int(not conv or ib in conv_index_bits)}")
+    fc_index_bits = {lay[1] for lay in fc if lay is not None}
+    lines.append(f"#define FM_FC_DENSE {int(not fc or None in fc)}")
+    for ib in _CSR_WIDTHS:
+        lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
+    lines.append(f"#define FM_EXITS {int(bool(exits))}")
+    return "\n".join(lines + ["#endif", ""])
+
+
+def _write_model_build_files(model_bytes: bytes, out: Path, subgraphs: Iterable[int] | None = None,
+                             exits: bool | None = None) -> None:
+    """The per-model sources of a runtime build: the model array, the kernel registry of the
+    operators in ``subgraphs`` (default: all) and the kernel configuration (``exits``: see
+    ``kernel_config_source``)."""
+    from freeml_keras.converter import export_c
+    export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram")
+    (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes, subgraphs)))
+    (out / "fm_kernel_config.h").write_text(kernel_config_source(model_bytes, exits=exits))
 
 
 @dataclass
@@ -407,33 +488,47 @@ def _num_main_ops(model_bytes: bytes) -> int:
 
 
 # The runtime's CONV_2D and FULLY_CONNECTED use the target's MAC loop (fm_dot_s8: SMLAD on the
-# M4, the hardware multiplier on the MSP430) for their dense inner products.
-RUNTIME_DEFINES = {"FM_TARGET_DOT": 1}
+# M4, the hardware multiplier on the MSP430) for their dense inner products; the kernels compile
+# only the code paths of the model (fm_kernel_config.h, written next to the model).
+RUNTIME_DEFINES = {"FM_TARGET_DOT": 1, "FM_KERNEL_CONFIG": 1}
+# The MSP430 build also leaves out the error messages (errors keep status, operator, tensor and
+# value): about 3 KB of the 48 KB of FRAM that code and model share; and its requantization
+# multiplies 16-bit limbs on the hardware multiplier (fm_mul16x16) instead of 64-bit helpers;
+# its MAC loop (MACS/OP2) beats the C loop (a 32x32 multiply helper per MAC) from one MAC on.
+TARGET_DEFINES = {"cortex_m4": RUNTIME_DEFINES,
+                  "msp430": {**RUNTIME_DEFINES, "FM_ERROR_TEXT": 0, "FM_TARGET_MUL16": 1, "FM_TARGET_DOT_MIN": 1}}
+# Optimization of the runtime builds: the MSP430 has 48 KB for code + model, so smallest code
+# with link-time optimization (about 1 KB less than -Oz alone).
+TARGET_OPT = {"cortex_m4": "-O2", "msp430": "-Oz -flto"}
 
 
-def _model_sources() -> list[Path]:
+def _model_sources(exits: bool = True) -> list[Path]:
+    """Runtime sources of a per-model build (its own kernel registry instead of registry.c;
+    without exit_head.c for a build with FM_EXITS 0)."""
     srcs = sorted((RUNTIME_DIR / "src").glob("*.c")) + sorted((RUNTIME_DIR / "src" / "kernels").glob("*.c"))
-    return [s for s in srcs if s.name != "registry.c"]
+    return [s for s in srcs if s.name != "registry.c" and (exits or s.name != "exit_head.c")]
 
 
 def run_model(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | Path, *,
               state_bytes: int | None = None, arena_bytes: int | None = None, opt: str | None = None,
-              options: Mapping[str, object] | None = None, timeout: float = 600.0) -> ModelRun:
+              options: Mapping[str, object] | None = None, timeout: float = 600.0,
+              kernel_config: str | None = None) -> ModelRun:
     """Build the runtime with ``model_bytes`` in flash / FRAM (section ``.fram``) and the int8
     input ``x``, run one inference op by op and once with fm_invoke, and return outputs and
     costs. The state and arena blocks default to the host runtime's sizes (the host's state block,
     with 64-bit pointers, is an upper bound); if one is too small the target says how much it
-    needs and the program is rebuilt once with that."""
+    needs and the program is rebuilt once with that. ``kernel_config``: the text of
+    ``fm_kernel_config.h`` to build with instead of the model's own (``kernel_config_source``)."""
     import numpy as np
-    from freeml_keras.converter import export_c
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram")
-    (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes)))
+    _write_model_build_files(model_bytes, out, subgraphs=[0])    # model_run.c runs the main subgraph
+    if kernel_config is not None:
+        (out / "fm_kernel_config.h").write_text(kernel_config)
     xi = np.ascontiguousarray(x, dtype=np.int8).ravel()
     if opt is None:
-        opt = "-Oz" if target == "msp430" else "-O2"      # the MSP430 has 48 KB for code + model
+        opt = TARGET_OPT[target]
     if state_bytes is None or arena_bytes is None:
         from freeml_keras.runtime import Interpreter
         host = Interpreter(model_bytes)
@@ -447,10 +542,10 @@ def run_model(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | P
             f"#define FM_STATE_BYTES {int(state_bytes)}u\n#define FM_ARENA_BYTES {int(arena_bytes)}u\n"
             + c_array("model_input", "int8_t", xi))
         elf = build(target, "model_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out], opt=opt,
-                    options=options, defines=RUNTIME_DEFINES)
+                    options=options, defines=TARGET_DEFINES[target])
         r = run(target, elf, max_marks=2 * _num_main_ops(model_bytes) + 8, timeout=timeout)
-        need = r.lines("need")
-        if r.exit_code == 2 and need and attempt == 0:
+        need, init = r.lines("need"), r.lines("init")
+        if r.exit_code == 2 and need and init and int(init[0][0]) == 4 and attempt == 0:   # FM_ERR_MEMORY
             state_bytes, arena_bytes = (max(int(need[0][0]), 1), max(int(need[0][1]), 1))
             continue
         break
@@ -471,8 +566,10 @@ def run_model(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | P
 class CheckpointRun:
     """``programs/ckpt_run.c`` on a target: the continuous run (``plain_*``), one checkpointed
     run per granularity (``runs``: granularity, units run, commits, NVM bytes written by commits,
-    cost, output) and a run interrupted by an emulated power loss after ``resume_after`` steps
-    (``resume_output``, ``resume_units`` before and after)."""
+    cost, output), a run interrupted by an emulated power loss after ``resume_after`` steps
+    (``resume_output``, ``resume_units`` before and after) and one run per step work budget in
+    work mode, the runtime's default (``work_runs``: step_work, units, commits, nvm_bytes,
+    largest_step_work, steps, cost, output)."""
 
     plain_output: list[int]
     plain_cost: int
@@ -481,22 +578,23 @@ class CheckpointRun:
     resume_units: tuple[int, int]
     size: dict[str, int]
     run: RunResult
+    work_runs: list[dict] = field(default_factory=list)
 
 
 def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | Path,
                      granularities: Sequence[int] = (1, 4, 16, 1 << 30), resume_after: int = 3,
-                     timeout: float = 600.0) -> CheckpointRun:
+                     step_works: Sequence[int] | None = None, timeout: float = 600.0) -> CheckpointRun:
     """Build the runtime with its checkpointing (arena and checkpoint slots in the target's
-    non-volatile section) and run one inference per granularity, the continuous one and a
-    resumed one; costs in the target's unit (``RunResult.unit``)."""
+    non-volatile section) and run one inference per granularity (units per step), the
+    continuous one, a resumed one, and one per step work budget (``step_works``; by default the
+    runtime's default budget, FM_DEFAULT_STEP_WORK); costs in the target's unit
+    (``RunResult.unit``)."""
     import numpy as np
-    from freeml_keras.converter import export_c
     from freeml_keras.runtime import Interpreter
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram")
-    (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes)))
+    _write_model_build_files(model_bytes, out)
     host = Interpreter(model_bytes)
     xi = np.ascontiguousarray(x, dtype=np.int8).ravel()
     (out / "model_io.h").write_text(
@@ -506,12 +604,16 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
     (out / "ckpt_cfg.h").write_text(
         f"#define FM_NUM_GRANULARITIES {len(granularities)}\n"
         f"#define FM_GRANULARITIES {{{', '.join(f'{int(g)}ul' for g in granularities)}}}\n"
-        f"#define FM_RESUME_AFTER_STEPS {int(resume_after)}ul\n")
+        f"#define FM_RESUME_AFTER_STEPS {int(resume_after)}ul\n"
+        + (f"#define FM_NUM_STEP_WORKS {len(step_works)}\n"
+           f"#define FM_STEP_WORKS {{{', '.join(f'{int(w)}ul' for w in step_works)}}}\n"
+           if step_works else ""))
     sources = _model_sources() + [out / "registry_model.c", out / "model_data.c",
                                   TARGETS_DIR / "programs" / "ckpt_run.c"]
     elf = build(target, "ckpt_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
-                opt="-Oz" if target == "msp430" else "-O2", defines=RUNTIME_DEFINES)
-    r = run(target, elf, max_marks=2 * len(granularities) + 8, timeout=timeout)
+                opt=TARGET_OPT[target], defines=TARGET_DEFINES[target])
+    n_works = len(step_works) if step_works else 1
+    r = run(target, elf, max_marks=2 * (len(granularities) + n_works) + 8, timeout=timeout)
     if r.exit_code != 0:
         raise TargetRunError(f"ckpt_run on {target} exited with {r.exit_code}:\n{r.output[-2000:]}")
     costs = r.regions()
@@ -520,8 +622,12 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
              "cost": cost, "output": [int(v) for v in f[4:]]}
             for f, cost in zip(r.lines("ckpt"), costs[1:])]
     res = r.lines("resume")[0]
+    work_lines = r.lines("work")
+    work_runs = [dict(zip(("step_work", "units", "commits", "nvm_bytes", "largest_step_work", "steps"),
+                          map(int, f[:6])), cost=cost, output=[int(v) for v in f[6:]])
+                 for f, cost in zip(work_lines, costs[len(costs) - len(work_lines):])]
     return CheckpointRun([int(v) for v in plain], costs[0], runs, [int(v) for v in res[2:]],
-                         (int(res[0]), int(res[1])), code_size(target, elf), r)
+                         (int(res[0]), int(res[1])), code_size(target, elf), r, work_runs)
 
 
 COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
@@ -538,18 +644,78 @@ def measured_cycles_per_mac(target: str, path: str | Path | None = None) -> floa
     cost = macs = 0
     for table in tables.values():
         for op in table["ops"]:
-            if op["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and op.get("macs"):
+            executed = op.get("sparse_macs", op.get("macs"))      # MACs the kernel ran (CSR: non-zeros)
+            if op["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and executed:
                 cost += op[table["unit"]]
-                macs += op["macs"]
+                macs += executed
     return cost / macs if macs else None
 
 
 def read_cost_tables(path: str | Path = COST_TABLES) -> dict[str, dict[str, dict]]:
     """The per-operator cost tables ``bench/targets.py`` measured:
     ``{target: {model: {"unit": "instructions"|"cycles", "ops": [{"index", "op", "units",
-    <unit>, "per_unit"}, ...]}}}``."""
+    <unit>, "per_unit", "macs", "sparse_macs", "output_bytes"}, ...]}}}`` (``macs``: dense MACs,
+    ``sparse_macs``: MACs over the stored non-zero weights, ``output_bytes``: bytes of the
+    operator's output tensor; older tables may lack the last two)."""
     import json
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: run `python bench/targets.py` first")
     return json.loads(p.read_text())["cost_tables"]
+
+
+# The compressed cnn_s that fits the MSP430FR5994 together with the runtime (see
+# tflm_port/targets/README.md for the byte budget): the zoo's cnn_s at width 0.25 on the digits,
+# SparseComp to this many bytes of stored parameters, a gNet exit head, names stripped.
+COMPRESSED_CNN_S_BUDGET = 4000
+CNN_S_DIGITS_EPOCHS = 30            # pre-training of the zoo's cnn_s (width 0.25) on the digits
+_COMPRESSED_CNN_S_VERSION = 2
+
+
+def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: int = 3,
+                     verbose: bool = False) -> tuple[bytes, "np.ndarray", dict]:
+    """The zoo's ``cnn_s`` (width 0.25, trained on the digits) compressed with SparseComp to
+    ``budget_bytes`` of stored parameters, with a gNet exit head after its first pooling stage,
+    converted to a sparse int8 flatbuffer with names stripped: the cnn_s that fits the
+    MSP430FR5994's lower FRAM with the runtime. Returns the flatbuffer, ``num_inputs`` quantized
+    digits test inputs (int8, batch first) and a description (accuracies, sizes, seconds).
+    Cached in the zoo's cache directory (about a minute to make)."""
+    import json
+    import time
+
+    import numpy as np
+
+    from freeml_keras import converter, datasets, memory, zoo
+    from freeml_keras.exits import attach_global_exit, train_global_exit
+    from freeml_keras.interpreters import io_quantization, quantize
+    from freeml_keras.sparsecomp import compress
+
+    d = zoo.cache_dir() / "models" / f"cnn_s-digits-w0.25-sparsecomp{int(budget_bytes)}"
+    meta_path, model_path = d / "meta.json", d / "model.tflite"
+    key = {"version": _COMPRESSED_CNN_S_VERSION, "budget_bytes": int(budget_bytes),
+           "pretrain_epochs": CNN_S_DIGITS_EPOCHS}
+    tr, va, te = datasets.load("digits")
+    if meta_path.exists() and model_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+        b = model_path.read_bytes()
+        meta = json.loads(meta_path.read_text())
+    else:
+        t0 = time.time()
+        base = zoo.pretrained("cnn_s", "digits", width=0.25, epochs=CNN_S_DIGITS_EPOCHS, verbose=0)
+        res = compress(base, (int(budget_bytes), None), tr, va, fine_tune_epochs=4, qat_epochs=1,
+                       factorize=False, seed=0, verbose=verbose)
+        em = attach_global_exit(res.model, "auto")
+        train_global_exit(em, tr, va, method="stagewise", epochs=10, verbose=0, seed=0)
+        b = converter.convert(res.model, tr[0][:100], sparse=True, exit_model=em, strip=True)
+        fp = memory.tflite_footprint(b)
+        meta = {"key": key, "pretrained_accuracy": zoo.accuracy(base, te),
+                "compressed_accuracy": zoo.accuracy(res.model, te),
+                "exit_accuracy": [float(a) for a in em.evaluate(te)["exit_accuracy"]],
+                "weight_bytes": fp.weight_bytes, "flatbuffer_bytes": len(b),
+                "sparse_layers": sum(1 for layer in fp.layers if layer.stored_format == "int8_csr"),
+                "seconds": round(time.time() - t0, 1)}
+        d.mkdir(parents=True, exist_ok=True)
+        model_path.write_bytes(b)
+        meta_path.write_text(json.dumps(meta, indent=1))
+    (scale, zp), = io_quantization(b)[0]
+    return b, quantize(te[0][:num_inputs], scale, zp), meta
+

@@ -13,7 +13,7 @@ from freeml_keras.cli import main
 from freeml_keras.converter import convert, strip_names
 from freeml_keras.exits import attach_global_exit, segment_costs
 from freeml_keras.interpreters import io_quantization, quantize, run_tflite
-from freeml_keras.intermittent import run_uninterrupted
+from freeml_keras.intermittent import exit_options, run_uninterrupted
 from freeml_keras.keras import keras
 from freeml_keras.metadata import FreemlMetadata, read_metadata
 from freeml_keras.pruning import hard_threshold
@@ -108,7 +108,7 @@ def test_converter_writes_fitted_costs(setup):
     x = quantize(te[0][:1], *iq)
     plain = convert(setup["pruned"], tr[0][:100], sparse=True, exit_model=setup["exit_model"])
     for e in range(len(EXITS)):
-        opts = ["-e", str(e)]
+        opts = exit_options(stop_at_exit=e)
         assert np.array_equal(run_uninterrupted(b, x, options=opts)[0], run_uninterrupted(plain, x, options=opts)[0])
 
 
@@ -199,3 +199,15 @@ def test_measured_on_the_cortex_m4_emulator(setup, tmp_path, capsys):
     assert main(["convert", str(path), "--dataset", "digits", "--out", str(tmp_path / "x.tflite"),
                  "--measure"]) == 2
     assert "--measure needs --target" in capsys.readouterr().err
+
+
+def test_atomic_steps_are_priced_by_the_metadata(setup):
+    from freeml_keras.intermittent import atomic_steps
+    b = setup["exits"]
+    total = sum(o.cost for o in read_metadata(b).ops)
+    for g in (1, None):                                  # units mode, the default work mode
+        steps = atomic_steps(b, granularity=g)
+        assert sum(s.cycles for s in steps) == pytest.approx(total, rel=1e-3)
+    # without costs in the metadata: the analytical model
+    plain = atomic_steps(setup["plain"], granularity=1, cycles_per_mac=1.0, cycles_per_unit=0.0)
+    assert sum(s.cycles for s in plain) == pytest.approx(sum(s.macs for s in plain), abs=len(plain))

@@ -32,28 +32,34 @@ def _model(name, dataset, width, zero_fraction):
     return b, quantize(te[0][:4], *iq)
 
 
-CASES = [  # the reference architectures, small, dense and sparse
-    ("cnn_s", "digits", 0.5, 0.0, 1),
-    ("cnn_s", "digits", 0.5, 0.7, 4),
-    ("cnn_m", "digits", 0.25, 0.0, 2),
-    ("imu_cnn", "watch_imu", 0.25, 0.6, 8),
+CASES = [  # the reference architectures, small, dense and sparse; atomic steps in units mode
+    # (granularity) and work mode (step_work; None, None: the runtime's default)
+    ("cnn_s", "digits", 0.5, 0.0, 1, None),
+    ("cnn_s", "digits", 0.5, 0.7, None, None),
+    ("cnn_m", "digits", 0.25, 0.0, 2, None),
+    ("cnn_m", "digits", 0.25, 0.0, None, 300),
+    ("imu_cnn", "watch_imu", 0.25, 0.6, None, 4096),
 ]
 
 
-@pytest.mark.parametrize("name,dataset,width,zeros,granularity", CASES,
-                         ids=[f"{c[0]}-{'sparse' if c[3] else 'dense'}-g{c[4]}" for c in CASES])
-def test_output_survives_power_failures_bit_exact(name, dataset, width, zeros, granularity):
+def _case_id(c) -> str:
+    steps = f"g{c[4]}" if c[5] is None and c[4] is not None else f"w{c[5] or 'default'}"
+    return f"{c[0]}-{'sparse' if c[3] else 'dense'}-{steps}"
+
+
+@pytest.mark.parametrize("name,dataset,width,zeros,granularity,step_work", CASES, ids=[_case_id(c) for c in CASES])
+def test_output_survives_power_failures_bit_exact(name, dataset, width, zeros, granularity, step_work):
     b, xs = _model(name, dataset, width, zeros)
-    refs = [run_uninterrupted(b, x, granularity=granularity) for x in xs]
+    refs = [run_uninterrupted(b, x, granularity=granularity, step_work=step_work) for x in xs]
     if not zeros:   # the dense variant also runs in TFLite Micro
         for x, (ref, _) in zip(xs, refs):
             assert np.array_equal(ref, run_tflm(b, [x[None]])[0].ravel())
     failures = 0
     i = 0
-    while failures < 260:   # inferences over the inputs until enough failures were injected
+    while failures < 210:   # inferences over the inputs until enough failures were injected
         x, (ref, info) = xs[i % len(xs)], refs[i % len(xs)]
-        rep = run_with_power_failures(b, x, granularity=granularity, seed=100 * i + granularity,
-                                      max_failures=90)
+        rep = run_with_power_failures(b, x, granularity=granularity, step_work=step_work,
+                                      seed=100 * i + (granularity or 0) + (step_work or 0), max_failures=90)
         i += 1
         assert np.array_equal(rep.output, ref), f"input {i}: output differs after {rep.failures} failures"
         assert rep.units_run >= rep.units_total == info["units"]
@@ -63,7 +69,7 @@ def test_output_survives_power_failures_bit_exact(name, dataset, width, zeros, g
                      ("ckpt_bytes", rep.checkpoint_bytes_written), ("runs", rep.runs)):
             TOTAL[k] += v
     print(f"{name}: {failures} failures survived; running totals {TOTAL}")
-    assert failures >= 260
+    assert failures >= 210
     assert TOTAL["in_commits"] > 0
 
 
@@ -82,6 +88,22 @@ def test_a_new_input_starts_a_new_inference():
     assert not np.array_equal(ya, yb)
     rep = run_with_power_failures(b, xs[1], seed=7, max_failures=30)
     assert np.array_equal(rep.output, yb)
+
+
+def test_single_write_commits_survive_failures_inside_them():
+    """A platform whose NVM writes store bytes in address order (fm_nvm.in_order, the harness's
+    -O) commits with one write instead of three; kills at seeded bytes inside those writes still
+    leave the old or the new record, and the output stays bit-exact."""
+    b, xs = _model("cnn_s", "digits", 0.5, 0.0)
+    refs = [run_uninterrupted(b, x, options=["-O"])[0] for x in xs]
+    failures = i = 0
+    while failures < 80:
+        rep = run_with_power_failures(b, xs[i % len(xs)], seed=1000 + i, max_failures=40, time_fraction=0.0,
+                                      options=["-O"])
+        assert np.array_equal(rep.output, refs[i % len(xs)])
+        assert rep.failures_in_commits == rep.failures
+        failures += rep.failures
+        i += 1
 
 
 # ---- anytime exit ------------------------------------------------------------------------------
@@ -131,10 +153,13 @@ def test_exit_logits_equal_tflite_micro_running_the_head(exit_models, sparse):
         assert np.array_equal(full, run_tflm(b, [x[None]])[0][0])
 
 
-def test_exit_state_survives_power_failures(exit_models):
+@pytest.mark.parametrize("in_order", [False, True], ids=["three-writes", "one-write"])
+def test_exit_state_survives_power_failures(exit_models, in_order):
+    """The accumulator (written only when it changed since the slot's last record) survives
+    failures with commits of three writes and of one write (fm_nvm.in_order)."""
     from freeml_keras.intermittent import exit_options
     _, models, xs = exit_models
-    opts = exit_options(stop_at_exit=2)
+    opts = exit_options(stop_at_exit=2) + (["-O"] if in_order else [])
     refs = [run_uninterrupted(models[True], x, options=opts)[0] for x in xs]
     failures = i = 0
     while failures < 60:
@@ -158,6 +183,83 @@ def test_energy_rule_stops_where_the_next_segment_is_unaffordable(exit_models):
         _, info = run_uninterrupted(models[False], xs[0],
                                     options=exit_options(energy_j=energy, energy_per_mac_j=per_mac))
         assert info["exit"] == expect, (budget_macs, segments)
+
+
+def _with_metadata(model_bytes: bytes, md_bytes: bytes) -> bytes:
+    """The model with ``md_bytes`` as its freeml metadata, byte for byte (even malformed)."""
+    from freeml_keras import tflite_schema as ts
+    from freeml_keras.converter import replace_metadata
+
+    class Raw:
+        def encode(self) -> bytes:
+            return md_bytes
+    return replace_metadata(ts.read_model(model_bytes), Raw())
+
+
+def _exit_for(segments: list[int], price: float, energy: float) -> int:
+    """The exit the energy rule stops at: the first whose next segment costs more than ``energy``."""
+    return next((e for e, s in enumerate(segments) if s * price > energy), len(segments))
+
+
+def test_energy_rule_prices_the_metadata_costs(exit_models):
+    """With version 2 metadata whose cost table is complete, the energy rule stops where the
+    summed per-operator costs x J/cycle say the next segment is unaffordable; a table with an
+    unknown (0) cost for an operator that runs, and version 1 metadata (16-byte operator
+    records), keep the MAC rule; record tables past the end of the buffer are refused."""
+    import struct
+    from freeml_keras.intermittent import exit_options, plan
+    from freeml_keras.metadata import read_metadata
+    _, models, xs = exit_models
+    b = models[False]
+    md = read_metadata(b)
+    units = [o["units"] for o in plan(b)["ops"]]
+    # costs unrelated to MACs (the last operators dearest), 0 for alias operators (no units)
+    costs = [0 if u == 0 else 500 * (k + 1) ** 2 for k, u in enumerate(units)]
+    for rec, c in zip(md.ops, costs):
+        rec.cost = c
+    with_costs = _with_metadata(b, md.encode())
+    ends = [e.after_op for e in md.exits] + [len(md.ops) - 1]
+    cum = lambda vals, k: sum(vals[:k + 1])  # noqa: E731
+    cost_seg = [cum(costs, b_) - cum(costs, a) for a, b_ in zip(ends, ends[1:])]
+    macs = [o.macs for o in md.ops]
+    mac_seg = [cum(macs, b_) - cum(macs, a) for a, b_ in zip(ends, ends[1:])]
+    per_cycle, per_mac = 1e-9, 1e-9
+    budgets = sorted({s + d for s in cost_seg + mac_seg for d in (-1, 1)} | {0})
+    differs = 0
+    for budget in budgets:
+        energy = budget * per_cycle
+        expect = _exit_for(cost_seg, per_cycle, energy)
+        _, info = run_uninterrupted(with_costs, xs[0], options=exit_options(
+            energy_j=energy, energy_per_mac_j=per_mac, energy_per_cycle_j=per_cycle))
+        assert info["exit"] == expect, (budget, cost_seg)
+        differs += expect != _exit_for(mac_seg, per_mac, energy)
+    assert differs > 0, "costs and MACs give the same exits: the test cannot tell the rules apart"
+
+    # an operator that runs with cost 0 (unknown): the MAC rule
+    running = next(k for k, u in enumerate(units) if u > 0)
+    md.ops[running].cost = 0
+    incomplete = _with_metadata(b, md.encode())
+    # version 1: the same header, 16-byte operator records without the cost
+    raw = bytearray(md.encode())
+    n_ops, ops_at = len(md.ops), struct.unpack_from("<I", raw, 20)[0]
+    v1_ops = b"".join(raw[ops_at + 20 * k: ops_at + 20 * k + 16] for k in range(n_ops))
+    v1 = raw[:ops_at] + v1_ops + raw[ops_at + 20 * n_ops:]
+    struct.pack_into("<H", v1, 4, 1)
+    struct.pack_into("<II", v1, 24, struct.unpack_from("<I", raw, 24)[0] - 4 * n_ops,
+                     struct.unpack_from("<I", raw, 28)[0])
+    assert read_metadata(_with_metadata(b, bytes(v1))).version == 1
+    for model in (incomplete, _with_metadata(b, bytes(v1))):
+        for budget in budgets:
+            energy = budget * per_mac
+            _, info = run_uninterrupted(model, xs[0], options=exit_options(
+                energy_j=energy, energy_per_mac_j=per_mac, energy_per_cycle_j=per_cycle))
+            assert info["exit"] == _exit_for(mac_seg, per_mac, energy), budget
+
+    # operator records running past the end of the metadata buffer: an error, not a read past it
+    short = bytearray(md.encode())
+    struct.pack_into("<I", short, 20, len(short) - 20 * n_ops + 1)
+    with pytest.raises(RuntimeError, match="malformed"):
+        run_uninterrupted(_with_metadata(b, bytes(short)), xs[0])
 
 
 def test_confidence_thresholds_from_the_metadata(exit_models):
@@ -213,11 +315,10 @@ def test_simulator_agrees_with_the_runtime_on_harvested_energy(trace):
 
 
 def test_checkpoint_records_in_nvm_follow_the_documented_format(tmp_path):
-    """Two slots of (u32 seq, u16 op, u16 flags, u32 unit, u32 CRC-32 as zlib's over bytes
-    0..11 and the accumulator): after a finished run the newest valid record says done."""
+    """Two slots of (u32 seq, u16 op, u16 flags, u32 unit, u32 tag = ~seq): after a finished run
+    the newest valid record says done, and the slots hold consecutive sequence numbers."""
     import struct
     import subprocess
-    import zlib
     from freeml_keras.intermittent import harness_path
     b, xs = _model("cnn_s", "digits", 0.5, 0.0)
     (tmp_path / "m.tflite").write_bytes(b)
@@ -229,9 +330,42 @@ def test_checkpoint_records_in_nvm_follow_the_documented_format(tmp_path):
     records = []
     for slot in range(2):
         rec = nvm[16 * slot:16 * slot + 16]       # no exit head: 16-byte records
-        seq, op, flags, unit, crc = struct.unpack("<IHHII", rec)
-        assert crc == zlib.crc32(rec[:12])
+        seq, op, flags, unit, tag = struct.unpack("<IHHII", rec)
+        assert tag == ~seq & 0xFFFFFFFF
         records.append((seq, op, flags, unit))
     newest = max(records)
     assert abs(records[0][0] - records[1][0]) == 1
     assert newest[2] & 0x2                        # FM_CKPT_DONE
+
+
+def _advance(units: list[int], op: int, unit: int, n: int) -> tuple[int, int, list[int]]:
+    """Where a step of n units from (op, unit) leaves the runtime's cursor (past completed and
+    alias operators), and the operators it completes."""
+    done = []
+    unit += n
+    while op < len(units) and unit >= units[op]:
+        unit -= units[op]
+        done.append(op)
+        op += 1
+    return op, unit, done
+
+
+def test_work_mode_steps_cover_the_model_within_the_budget():
+    """Work mode: the plan's steps run every unit once, in order, each inside one operator and
+    within the work budget unless it is a single unit; alias operators take no step."""
+    from freeml_keras.intermittent import plan
+    b, _ = _model("cnn_m", "digits", 0.25, 0.0)
+    units = [o["units"] for o in plan(b)["ops"]]
+    for budget in (300, 1024, 1 << 20):
+        p = plan(b, step_work=budget)
+        op, unit, _ = _advance(units, 0, 0, 0)
+        for st in p["steps"]:
+            assert _advance(units, st["op"], st["unit"], 0)[:2] == (op, unit), st
+            assert st["units"] > 0 and st["unit"] + st["units"] <= units[op], st
+            assert st["work"] <= budget or st["units"] == 1, (budget, st)
+            op, unit, _ = _advance(units, st["op"], st["unit"], st["units"])
+        assert op == len(units) and sum(s["units"] for s in p["steps"]) == sum(units)
+        assert p["largest_step_work"] == max(s["work"] for s in p["steps"])
+    whole = plan(b, step_work=1 << 20)
+    assert len(whole["steps"]) == sum(1 for u in units if u), "one step per operator with units"
+    assert len(plan(b, step_work=300)["steps"]) > len(whole["steps"])

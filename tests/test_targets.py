@@ -315,3 +315,109 @@ def test_cost_tables_round_trip(tmp_path):
                                                           "cycles": 400, "per_unit": 100.0}]}}}
     p.write_text(__import__("json").dumps({"cost_tables": table}))
     assert T.read_cost_tables(p) == table
+
+
+@pytest.fixture(scope="module")
+def cnn_s_compressed():
+    """The zoo's cnn_s compressed to fit the MSP430 with the runtime (SparseComp on the digits,
+    gNet exit head; made once, cached in the zoo cache)."""
+    return T.compressed_cnn_s()
+
+
+def test_compressed_cnn_s_runs_on_the_msp430_and_equals_the_host(cnn_s_compressed, tmp_path):
+    """Issue 7: cnn_s compressed to fit runs under mspdebug sim, sparse convolutions included,
+    in the FR5994's real lower FRAM and SRAM; its int8 output equals the host runtime's and
+    every operator is measured."""
+    from freeml_keras import memory
+    from freeml_keras.runtime import Interpreter
+
+    b, x, meta = cnn_s_compressed
+    fp = memory.tflite_footprint(b)
+    sparse_convs = [layer for layer in fp.layers if layer.type == "CONV_2D" and layer.stored_format == "int8_csr"]
+    assert sparse_convs, "the compressed cnn_s must have CSR convolutions"
+    assert meta["flatbuffer_bytes"] == len(b) and meta["exit_accuracy"]
+    config = T.kernel_config_source(b)
+    assert "#define FM_CONV_SPARSE_8 1" in config and "#define FM_CONV_SPARSE_32 0" in config
+    host = Interpreter(b)
+    for i in range(2):
+        r = T.run_model("msp430", b, x[i], tmp_path)
+        want = host.invoke(x[i:i + 1])[0].ravel().tolist()
+        assert r.output == want and r.output_invoke == want
+        assert r.invoke_cost <= sum(c for *_, c in r.ops) < r.invoke_cost * 1.1 + 2000
+    codes = [c for _, c, _, _ in r.ops]
+    assert codes.count(3) == 3 and 9 in codes and 25 in codes       # CONV_2D x3, FULLY_CONNECTED, SOFTMAX
+    assert all(cost > 0 for _, _, units, cost in r.ops if units > 0)
+    assert r.size["text"] + r.size["data"] <= 0xFF80 - 0x4000       # code + constants + model: lower FRAM
+    assert r.size["data"] + r.size["bss"] <= 8 * 1024                # state + arena + data: SRAM
+    # a build without the model's CSR kernel refuses it in fm_init (FM_ERR_UNSUPPORTED at a
+    # CONV_2D), never runs it wrongly
+    no_csr8 = config.replace("#define FM_CONV_SPARSE_8 1", "#define FM_CONV_SPARSE_8 0")
+    with pytest.raises(T.TargetRunError, match="exited with 2") as e:
+        T.run_model("msp430", b, x[0], tmp_path / "no_csr8", kernel_config=no_csr8)
+    err = str(e.value).split("\n")[0].split()
+    op = int(err[err.index("?") + 1])
+    assert fp.layers[[layer.op_index for layer in fp.layers].index(op)].type == "CONV_2D"
+
+
+def test_compressed_cnn_s_on_the_cortex_m4_with_checkpoints(cnn_s_compressed, tmp_path):
+    """The same model on the M4, continuous and checkpointed (its exit head accumulating at the
+    exit point): outputs equal the host's, a resumed run included."""
+    from freeml_keras.runtime import Interpreter
+
+    b, x, _ = cnn_s_compressed
+    want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
+    r = T.run_model("cortex_m4", b, x[0], tmp_path / "run")
+    assert r.output == want and r.output_invoke == want
+    c = T.run_checkpointed("cortex_m4", b, x[0], tmp_path / "ckpt", granularities=(8, 1 << 30))
+    assert c.plain_output == want and c.resume_output == want
+    assert [run["output"] for run in c.runs] == [want] * 2
+    assert c.runs[0]["commits"] > c.runs[1]["commits"] > 0
+
+
+def _srdhm(a: int, b: int) -> int:
+    """TFLite's SaturatingRoundingDoublingHighMul, from its definition."""
+    if a == b == -2**31:
+        return 2**31 - 1
+    ab = a * b
+    nudge = 2**30 if ab >= 0 else 1 - 2**30
+    q = abs(ab + nudge) // 2**31
+    return q if ab + nudge >= 0 else -q
+
+
+def _rdbpot(x: int, e: int) -> int:
+    mask = (1 << e) - 1
+    rem, threshold = x & mask, (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> e) + (1 if rem > threshold else 0)
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_fixed_point_helpers_equal_tflite_definitions(target, tmp_path):
+    """The requantization arithmetic as the runtime is built for each target (on the MSP430:
+    fm_srdhm from 16-bit hardware-multiplier products, no 64-bit helpers) equals TFLite's
+    definitions, extremes included."""
+    rng = np.random.default_rng(11)
+    edge = [0, 1, -1, 2, -2, -2**31, 2**31 - 1, -2**31 + 1, 2**30, -2**30, 65535, -65536, 65536, 2**30 - 1]
+    a = edge * len(edge) + [int(v) for v in rng.integers(-2**31, 2**31, 300)]
+    b = [e for e in edge for _ in edge] + [int(v) >> int(s) for v, s in zip(rng.integers(-2**31, 2**31, 300),
+                                                                          rng.integers(0, 31, 300))]
+    c = [int(v) for v in rng.integers(0, 2**31, len(a))]
+    (tmp_path / "fixed_cases.h").write_text(
+        "#include <stdint.h>\n" f"#define FIXED_NUM_CASES {len(a)}\n" + T.c_array("fixed_a", "int32_t", a)
+        + T.c_array("fixed_b", "int32_t", b) + T.c_array("fixed_c", "int32_t", c))
+    elf = T.build(target, "fixed_point", [PROGRAMS / "fixed_point.c", T.RUNTIME_DIR / "src" / "math.c"], tmp_path,
+                  include_dirs=[tmp_path, T.RUNTIME_DIR / "include"], defines=T.TARGET_DEFINES[target],
+                  opt=T.TARGET_OPT[target])
+    r = T.run(target, elf)
+    rows = r.lines("fx")
+    assert r.exit_code == 0 and len(rows) == len(a)
+
+    def wrap32(v):
+        return (v + 2**31) % 2**32 - 2**31
+
+    for row in rows:
+        i, got = int(row[0]), [int(v) for v in row[1:]]
+        m = 2**31 - 1 if b[i] == -2**31 else abs(b[i])
+        s = c[i] % 63 - 31
+        left, right = max(s, 0), max(-s, 0)
+        want = [_srdhm(a[i], b[i]), _rdbpot(a[i], c[i] & 31), _rdbpot(_srdhm(wrap32(a[i] << left), m), right)]
+        assert got == want, (i, a[i], b[i], c[i])

@@ -36,13 +36,45 @@ static uint32_t metadata(const uint8_t *model, uint32_t len, uint32_t *md_len)
     return 0;
 }
 
+/* Checks of the metadata's fixed part that everything else relies on: magic, a known version,
+ * a header of at least 32 bytes, and the exit and operator record tables inside the buffer (no
+ * read past its end whatever the offsets say). Returns the operator record size (16 for v1,
+ * 20 for v2), 0 when the metadata is unusable. */
+static uint32_t check_metadata(const uint8_t *md, uint32_t n)
+{
+    uint32_t version, hsize, stride, exits_at, ops_at, num_exits, num_ops;
+    if (n < 32u || memcmp(md, "FMLM", 4) != 0) return 0;
+    version = fm_ld_u16(md + 4);
+    hsize = fm_ld_u16(md + 6);
+    if (version != 1u && version != 2u) return 0;
+    stride = version == 1u ? FM_MD_OP_RECORD_V1 : FM_MD_OP_RECORD_V2;
+    num_exits = fm_ld_u16(md + 8);
+    num_ops = fm_ld_u16(md + 14);
+    exits_at = fm_ld_u32(md + 16);
+    ops_at = fm_ld_u32(md + 20);
+    /* a * b below is at most 65535 * 20: no overflow; offsets are compared by subtraction */
+    if (hsize < 32u || hsize > n || exits_at < hsize || exits_at > n ||
+        FM_MD_EXIT_RECORD * num_exits > n - exits_at || ops_at < hsize || ops_at > n ||
+        stride * num_ops > n - ops_at)
+        return 0;
+    return stride;
+}
+
 fm_status fm_exit_find(const uint8_t *model, uint32_t model_len, uint16_t *head_subgraph)
 {
-    uint32_t n, at = metadata(model, model_len, &n);
-    if (at == 0u || n < 32u || memcmp(model + at, "FMLM", 4) != 0 || fm_ld_u16(model + at + 4) != 1u)
-        return FM_ERR_UNSUPPORTED;
+    uint32_t n, at = metadata(model, model_len, &n), version;
+    if (at == 0u || n < 8u || memcmp(model + at, "FMLM", 4) != 0) return FM_ERR_UNSUPPORTED;
+    version = fm_ld_u16(model + at + 4);
+    if (version != 1u && version != 2u) return FM_ERR_UNSUPPORTED;
+    if (check_metadata(model + at, n) == 0u) return FM_ERR_FORMAT;
+    if (fm_ld_u16(model + at + 8) == 0u) return FM_ERR_UNSUPPORTED;
     *head_subgraph = fm_ld_u16(model + at + 12);
     return FM_OK;
+}
+
+static uint32_t sat_add(uint32_t a, uint32_t b)
+{
+    return a > 0xFFFFFFFFu - b ? 0xFFFFFFFFu : a + b;
 }
 
 static fm_status fail(fm_interp *it, const char *msg, int32_t value)
@@ -54,13 +86,17 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
 {
     fm_interp *hm = (fm_interp *)(uintptr_t)head;   /* only its error record is written */
     const uint8_t *md;
-    uint32_t n, at, exits_at, ops_at, num_ops, k;
+    uint32_t n, at, exits_at, ops_at, num_ops, k, stride;
     uint16_t e, o;
     memset(h, 0, sizeof *h);
     at = metadata(main->model, main->model_len, &n);
     if (at == 0u || n < 32u) return fail(hm, "model has no freeml metadata", 0);
     md = main->model + at;
-    if (memcmp(md, "FMLM", 4) != 0 || fm_ld_u16(md + 4) != 1u) return fail(hm, "freeml metadata is not version 1", 0);
+    if (memcmp(md, "FMLM", 4) != 0 || (fm_ld_u16(md + 4) != 1u && fm_ld_u16(md + 4) != 2u))
+        return fail(hm, "freeml metadata is not version 1 or 2", n >= 6u ? fm_ld_u16(md + 4) : 0);
+    stride = check_metadata(md, n);
+    if (stride == 0u)
+        return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata records out of bounds", -1, -1, (int32_t)n);
     h->num_exits = fm_ld_u16(md + 8);
     h->num_classes = fm_ld_u16(md + 10);
     h->head_subgraph = fm_ld_u16(md + 12);
@@ -68,8 +104,9 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
     exits_at = fm_ld_u32(md + 16);
     ops_at = fm_ld_u32(md + 20);
     if (h->num_exits == 0u || h->num_exits > FM_MAX_EXITS) return fail(hm, "number of exits", h->num_exits);
-    if (exits_at + 16u * h->num_exits > n || ops_at + 16u * num_ops > n || num_ops != main->num_ops)
-        return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata records out of bounds", -1, -1, (int32_t)n);
+    if (num_ops != main->num_ops)
+        return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata operator count differs from the model", -1, -1,
+                       (int32_t)num_ops);
     /* the FULLY_CONNECTED that ends the head */
     for (o = 0; o < head->num_ops && head->ops[o].code != FM_OP_FULLY_CONNECTED; o++) {
     }
@@ -78,7 +115,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
     if (head->ops[o].p.fc.out_c != (int32_t)h->num_classes || head->ops[o].p.fc.batches != 1)
         return fail(hm, "exit head FULLY_CONNECTED shape", head->ops[o].p.fc.out_c);
     for (e = 0; e < h->num_exits; e++) {
-        const uint8_t *r = md + exits_at + 16u * e;
+        const uint8_t *r = md + exits_at + FM_MD_EXIT_RECORD * e;
         int16_t t;
         const fm_op *fc = &head->ops[h->fc_op];
         h->main_tensor[e] = (int16_t)fm_ld_u32(r);
@@ -131,10 +168,25 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         if (head->tensors[t].scale != head->tensors[fc->in[0]].scale ||
             head->tensors[t].zero_point != head->tensors[fc->in[0]].zero_point)
             return fail(hm, "pooled features and head FC input differ in quantization", e);
-        h->macs_to_exit[e] = 0;
-        for (k = 0; k <= h->after_op[e]; k++) h->macs_to_exit[e] += fm_ld_u32(md + ops_at + 16u * k);
     }
-    for (k = 0; k < num_ops; k++) h->macs_total += fm_ld_u32(md + ops_at + 16u * k);
+    /* Per-operator work: MACs (both versions) and, in v2, the cost on the converted-for device.
+     * The cost table is used only when complete: every operator that runs (units > 0) has a
+     * nonzero cost. Alias operators (RESHAPE: no units, no work) may have 0; a 0 anywhere else
+     * means "unknown", and then the energy rule keeps pricing MACs. */
+    h->has_costs = stride >= FM_MD_OP_RECORD_V2;
+    for (k = 0; k < num_ops; k++) {
+        const uint8_t *rec = md + ops_at + stride * k;
+        uint32_t macs = fm_ld_u32(rec), cost = stride >= FM_MD_OP_RECORD_V2 ? fm_ld_u32(rec + 16) : 0u;
+        if (cost == 0u && fm_op_units(main, (uint16_t)k) > 0u) h->has_costs = 0;
+        for (e = 0; e < h->num_exits; e++) {
+            if (k <= h->after_op[e]) {
+                h->macs_to_exit[e] = sat_add(h->macs_to_exit[e], macs);
+                h->cost_to_exit[e] = sat_add(h->cost_to_exit[e], cost);
+            }
+        }
+        h->macs_total = sat_add(h->macs_total, macs);
+        h->cost_total = sat_add(h->cost_total, cost);
+    }
     return FM_OK;
 }
 

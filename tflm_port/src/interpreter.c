@@ -20,10 +20,9 @@ enum { DM_FORMAT = 0, DM_DENSE_SIZE = 1, DM_SEG_TYPE = 2, DM_SEG = 3, DM_IDX_TYP
 #define FM_MAX_TENSORS 4096u
 #define FM_MAX_OPS 4096u
 
-fm_status fm_fail(fm_interp *it, fm_status s, const char *msg, int32_t op, int32_t tensor,
-                  int32_t value)
+fm_status fm_fail_code(fm_interp *it, fm_status s, int16_t op, int16_t tensor, int32_t value)
 {
-    it->err.msg = msg;
+    it->err.msg = NULL;
     it->err.op = op;
     it->err.tensor = tensor;
     it->err.value = value;
@@ -31,13 +30,34 @@ fm_status fm_fail(fm_interp *it, fm_status s, const char *msg, int32_t op, int32
     return s;
 }
 
-static fm_status format_error(fm_interp *it, const fm_fb *fb, const char *msg, int32_t op,
-                              int32_t tensor)
+fm_status fm_fail_at(fm_interp *it, fm_status s, const char *msg, int16_t op, int16_t tensor,
+                     int32_t value)
 {
-    fm_fail(it, FM_ERR_FORMAT, msg, op, tensor, 0);
+    fm_fail_code(it, s, op, tensor, value);
+    it->err.msg = msg;
+    return s;
+}
+
+/* A format error at the reader's error position (FM_ERROR_TEXT as for fm_fail). */
+static FM_NOINLINE fm_status format_error_at(fm_interp *it, const fm_fb *fb, int16_t op, int16_t tensor)
+{
+    fm_fail_code(it, FM_ERR_FORMAT, op, tensor, 0);
     it->err.offset = fb->err ? (int32_t)fb->err_pos : -1;
     return FM_ERR_FORMAT;
 }
+
+#if FM_ERROR_TEXT
+static fm_status with_msg(fm_interp *it, const char *msg, fm_status s)
+{
+    it->err.msg = msg;
+    return s;
+}
+#define format_error(it, fb, msg, op, tensor) \
+    with_msg((it), (msg), format_error_at((it), (fb), (int16_t)(op), (int16_t)(tensor)))
+#else
+#define format_error(it, fb, msg, op, tensor) \
+    ((void)(msg), format_error_at((it), (fb), (int16_t)(op), (int16_t)(tensor)))
+#endif
 
 static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
 
@@ -131,25 +151,30 @@ void fm_alias(fm_interp *it, int16_t out, int16_t in)
     it->tensors[out].alias = in;
 }
 
+/* zero_point + round(real / scale) of an int8 output: a fused activation's bound. */
+static FM_NOINLINE int32_t quantized_bound(const fm_tensor *out, float real)
+{
+    return out->zero_point + fm_round_f(real / out->scale);
+}
+
 fm_status fm_activation_range(fm_interp *it, uint16_t opi, int32_t act, const fm_tensor *out,
                               int32_t *mn, int32_t *mx)
 {
+    /* TFLite ActivationFunctionType 0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6: real lower bound
+     * (1 .. 3) and upper bound (2, 3) */
+    static const int8_t lower[4] = {0, 0, -1, 0}, upper[4] = {0, 0, 1, 6};
     int32_t lo = -128, hi = 127, q;
     if (!(out->scale > 0))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "output scale must be positive", opi, -1, 0);
-    switch (act) {
-    case 0: break;
-    case 1: q = out->zero_point + fm_round_f(0.0f / out->scale); if (q > lo) lo = q; break;
-    case 2:
-        q = out->zero_point + fm_round_f(-1.0f / out->scale); if (q > lo) lo = q;
-        q = out->zero_point + fm_round_f(1.0f / out->scale); if (q < hi) hi = q;
-        break;
-    case 3:
-        q = out->zero_point + fm_round_f(0.0f / out->scale); if (q > lo) lo = q;
-        q = out->zero_point + fm_round_f(6.0f / out->scale); if (q < hi) hi = q;
-        break;
-    default:
+    if (act < 0 || act > 3)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "unsupported fused activation", opi, -1, act);
+    if (act >= 1) {
+        q = quantized_bound(out, (float)lower[act]);
+        if (q > lo) lo = q;
+    }
+    if (act >= 2) {
+        q = quantized_bound(out, (float)upper[act]);
+        if (q < hi) hi = q;
     }
     *mn = lo;
     *mx = hi;
@@ -323,8 +348,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
                               uint32_t num_buffers, int16_t ti)
 {
     fm_tensor *t = &it->tensors[ti];
-    uint32_t n, v, i, q, buf_index, data_len = 0, data_pos = 0;
-    uint64_t bytes;
+    uint32_t n, v, i, q, buf_index, data_len = 0, data_pos = 0, bytes;
     memset(t, 0, sizeof *t);
     t->alias = -1;
     t->offset = -1;
@@ -341,16 +365,17 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
         if (d < 1 || d > 65535)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor dimension out of range", -1, ti, d);
         t->dims[i] = (uint16_t)d;
-        bytes *= (uint32_t)d;
-        if (bytes > 0x3FFFFFFFu)
+        /* bytes * d > 2^30 - 1, without a 64-bit product (helper calls on 16-bit targets) */
+        if (bytes > 0x3FFFFFFFu / (uint32_t)d)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
+        bytes *= (uint32_t)d;
     }
     t->type = (uint8_t)fb_u8(fb, tt, T_TYPE, 0);
     if (!elem_size(t->type))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor type", -1, ti, t->type);
-    bytes *= elem_size(t->type);
-    if (bytes > 0x3FFFFFFFu) return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
-    t->bytes = (uint32_t)bytes;
+    if (bytes > 0x3FFFFFFFu / elem_size(t->type))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
+    t->bytes = bytes * elem_size(t->type);
     if (fb_u8(fb, tt, T_IS_VARIABLE, 0))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensors", -1, ti, 0);
     buf_index = fb_u32(fb, tt, T_BUFFER, 0);
@@ -398,6 +423,14 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
             return fm_fail(it, FM_ERR_UNSUPPORTED, "misaligned constant tensor", -1, ti, 0);
     }
     return fb->err ? format_error(it, fb, "bad tensor", -1, ti) : FM_OK;
+}
+
+/* Builtin code of an operator code table (the larger of the deprecated int8 and the int32
+ * field, as TFLite reads it). */
+static FM_NOINLINE int32_t builtin_code(fm_fb *fb, uint32_t ct)
+{
+    const int32_t old = fb_i8(fb, ct, OC_DEPRECATED, 0), code = fb_i32(fb, ct, OC_BUILTIN, 0);
+    return code > old ? code : old;
 }
 
 static const fm_kernel *find_kernel(int32_t code, uint8_t *index)
@@ -496,8 +529,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             return fm_fail(it, FM_ERR_FORMAT, "operator code index out of range", (int32_t)i, -1,
                            (int32_t)oci);
         ct = fb_vec_table(&fb, codes, oci);
-        code = fb_i8(&fb, ct, OC_DEPRECATED, 0);
-        if (fb_i32(&fb, ct, OC_BUILTIN, 0) > code) code = fb_i32(&fb, ct, OC_BUILTIN, 0);
+        code = builtin_code(&fb, ct);
         need += op_state_bytes(&fb, tensors, nt, code, ot);
         if (fb.err) return format_error(it, &fb, "bad operator table", (int32_t)i, -1);
     }
@@ -542,8 +574,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         op->scratch_off = -1;
         op->out = -1;
         ct = fb_vec_table(&fb, codes, oci);
-        op->code = fb_i8(&fb, ct, OC_DEPRECATED, 0);
-        if (fb_i32(&fb, ct, OC_BUILTIN, 0) > op->code) op->code = fb_i32(&fb, ct, OC_BUILTIN, 0);
+        op->code = builtin_code(&fb, ct);
         k = find_kernel(op->code, &op->kernel);
         if (!k) return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, op->code);
         op->opts = fb_table(&fb, ot, OP_OPTIONS);

@@ -3,6 +3,32 @@
  * Written from the published definitions; the only file with 64-bit integer arithmetic. */
 #include "freeml/fm_math.h"
 
+#ifdef FM_TARGET_MUL16
+/* The target's 16 x 16 -> 32-bit unsigned multiply (the MSP430's hardware multiplier). */
+uint32_t fm_mul16x16(uint16_t a, uint16_t b);
+#define FM_MUL16(a, b) fm_mul16x16((a), (b))
+
+/* The same result as below from 16-bit limbs and 32-bit words: on a 16-bit CPU a 64-bit product,
+ * add and shift are long helper calls (this runs once per output value of every requantizing
+ * kernel). |a * b| + nudge is formed as a magnitude in hi:lo, then bits 31..62 are taken. */
+int32_t fm_srdhm(int32_t a, int32_t b)
+{
+    const uint8_t neg = (uint8_t)((a < 0) != (b < 0));
+    const uint32_t ua = a < 0 ? (uint32_t)0 - (uint32_t)a : (uint32_t)a;
+    const uint32_t ub = b < 0 ? (uint32_t)0 - (uint32_t)b : (uint32_t)b;
+    const uint16_t a0 = (uint16_t)ua, a1 = (uint16_t)(ua >> 16), b0 = (uint16_t)ub, b1 = (uint16_t)(ub >> 16);
+    const uint32_t p01 = FM_MUL16(a0, b1), p10 = FM_MUL16(a1, b0);
+    uint32_t lo = FM_MUL16(a0, b0), hi = FM_MUL16(a1, b1), t, q;
+    if (a == b && a == INT32_MIN) return INT32_MAX;
+    /* a product of 0 counts as non-negative (nudge 2^30, result 0) */
+    t = lo + (p01 << 16); hi += (p01 >> 16) + (t < lo); lo = t;
+    t = lo + (p10 << 16); hi += (p10 >> 16) + (t < lo); lo = t;
+    /* ab >= 0: (|ab| + 2^30) >> 31; ab < 0: -((|ab| - 1 + 2^30) >> 31) (C division truncates) */
+    t = lo + (((uint32_t)1 << 30) - neg); hi += (t < lo); lo = t;
+    q = (hi << 1) | (lo >> 31);      /* < 2^31: |ab| + 2^30 < 2^62 when not both INT32_MIN */
+    return neg ? -(int32_t)q : (int32_t)q;  /* a zero product gives q = 0 either way */
+}
+#else
 int32_t fm_srdhm(int32_t a, int32_t b)
 {
     int64_t ab;
@@ -12,10 +38,11 @@ int32_t fm_srdhm(int32_t a, int32_t b)
     nudge = ab >= 0 ? (int32_t)(1L << 30) : (int32_t)(1 - (1L << 30));
     return (int32_t)((ab + nudge) / ((int64_t)1 << 31));
 }
+#endif
 
 int32_t fm_rdbpot(int32_t x, int32_t exponent)
 {
-    const int32_t mask = (int32_t)(((int64_t)1 << exponent) - 1);
+    const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);   /* exponent <= 31 */
     const int32_t remainder = x & mask;
     const int32_t threshold = (mask >> 1) + (x < 0 ? 1 : 0);
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
@@ -41,12 +68,13 @@ int32_t fm_sat_shift_left(int32_t x, int32_t exponent)
 int32_t fm_round_d(double v)
 {
     double a = v < 0 ? -v : v;
-    int64_t r;
+    uint32_t r;
     if (!(v == v)) return 0;
     if (a >= 2147483647.0) return v < 0 ? INT32_MIN : INT32_MAX;
-    r = (int64_t)a;                  /* truncation; a - r is exact */
+    /* 0 <= a < 2^31 - 1: 32-bit conversions are exact and need no 64-bit helpers */
+    r = (uint32_t)a;                 /* truncation; a - r is exact */
     if (a - (double)r >= 0.5) r += 1;
-    return (int32_t)(v < 0 ? -r : r);
+    return v < 0 ? -(int32_t)r : (int32_t)r;
 }
 
 int32_t fm_round_f(float v)
@@ -57,7 +85,7 @@ int32_t fm_round_f(float v)
 int fm_quantize_multiplier(double m, int32_t *q, int32_t *shift)
 {
     int32_t e = 0;
-    int64_t fixed;
+    uint32_t fixed;
     double frac, scaled;
     *q = 0;
     *shift = 0;
@@ -67,10 +95,10 @@ int fm_quantize_multiplier(double m, int32_t *q, int32_t *shift)
     frac = m;
     while (frac >= 1.0) { frac *= 0.5; e++; }
     while (frac < 0.5) { frac *= 2.0; e--; }
-    scaled = frac * 2147483648.0;    /* exact */
-    fixed = (int64_t)scaled;
+    scaled = frac * 2147483648.0;    /* exact, in [2^30, 2^31): a 32-bit conversion is exact */
+    fixed = (uint32_t)scaled;
     if (scaled - (double)fixed >= 0.5) fixed += 1;
-    if (fixed == ((int64_t)1 << 31)) { fixed /= 2; e++; }
+    if (fixed == 0x80000000u) { fixed /= 2; e++; }
     if (e < -31) { e = 0; fixed = 0; }
     *q = (int32_t)fixed;
     *shift = e;

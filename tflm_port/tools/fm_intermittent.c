@@ -3,10 +3,14 @@
  *
  *   fm_intermittent MODEL NVM new INPUT [options]   write the input, commit, run
  *   fm_intermittent MODEL NVM resume [options]      continue the committed inference
- *   fm_intermittent MODEL NVM plan [-g UNITS]        print the atomic steps: one line per
- *                                                    operator "op=I code=C units=U", then
- *                                                    "largest_step=U op=I"
- * options: -g UNITS        units per atomic step (default FM_DEFAULT_GRANULARITY, 8)
+ *   fm_intermittent MODEL NVM plan [-g UNITS] [-w WORK]  print one line per operator
+ *                            "op=I code=C units=U", one per atomic step "step=K op=I unit=U
+ *                            units=N work=W", then "largest_step=U op=I record_bytes=R
+ *                            largest_step_work=W largest_step_op=I steps=K"
+ * options: -g UNITS        at most UNITS units of one operator per atomic step; alone: units
+ *                           mode (one operator per step)
+ *          -w WORK          work mode: at most WORK MAC-equivalents per atomic step (default:
+ *                           work mode, FM_DEFAULT_STEP_WORK, no unit limit)
  *          -o OUTPUT        write the int8 output there when the inference completes
  *          -k N             SIGKILL this process at the N-th byte written by a commit
  *          -s STEPS         stop (exit 4) after this many atomic steps
@@ -15,9 +19,13 @@
  *          -T               stop when an exit's confidence reaches its metadata threshold
  *          -e JOULES        energy reading the platform reports (constant); with -m J_PER_MAC the
  *                           runtime stops at an exit when the work to the next one costs more
- *          -t STATS         keep counters (u64 units run, commits, checkpoint bytes written) in
- *                           this memory-mapped file, current after every commit, so the parent
- *                           can read what a killed run did
+ *          -c J_PER_CYCLE   price that work by the metadata's per-operator costs instead (v2
+ *                           metadata with a complete cost table; otherwise -m applies)
+ *          -O               declare the NVM writes in address order (fm_nvm.in_order: one write
+ *                           per commit; this harness's byte loop is in order)
+ *          -t STATS         keep counters (u64 units run, commits completed, NVM bytes written)
+ *                           in this memory-mapped file, current at every NVM write, so the
+ *                           parent can read what a killed run did
  * Exit codes: 0 done, 2 usage/IO error, 3 nothing to resume, 4 stopped, 5 runtime error.
  * Prints one line: units=<run by this process> commits=<n> ckpt_bytes=<bytes written>
  * exit=<exit index answered, the number of exits for the model's own output>.
@@ -54,7 +62,10 @@ static void nvm_write(fm_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t
 {
     uint32_t i;
     /* The step being committed has run: count its units before a kill can tear the commit. */
-    if (g_stats && nvm->ctx) g_stats[0] = ((const fm_intermittent *)nvm->ctx)->units_run;
+    if (g_stats && nvm->ctx) {
+        g_stats[0] = ((const fm_intermittent *)nvm->ctx)->units_run;
+        g_stats[1] = ((const fm_intermittent *)nvm->ctx)->commits;
+    }
     for (i = 0; i < n; i++) {
         g_written++;
         if (g_kill_at != 0 && g_written == g_kill_at) {
@@ -62,10 +73,7 @@ static void nvm_write(fm_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t
         }
         nvm->mem[offset + i] = src[i];
     }
-    if (g_stats) {
-        g_stats[1] += 1u;
-        g_stats[2] += n;
-    }
+    if (g_stats) g_stats[2] += n;
 }
 
 static uint8_t *read_file(const char *path, uint32_t *len)
@@ -98,8 +106,10 @@ int main(int argc, char **argv)
     int16_t stop_at = -1, answer = 0;
     int8_t logits[FM_CKPT_MAX_CLASSES];
     uint8_t thresholds = 0, has_exits = 0, has_energy = 0;
-    float per_mac = 0.0f;
-    uint32_t model_len, gran = FM_DEFAULT_GRANULARITY, max_steps = 0, nvm_len, input_len = 0;
+    float per_mac = 0.0f, per_cycle = 0.0f;
+    uint32_t model_len, gran = FM_GRANULARITY_ANY, work = FM_DEFAULT_STEP_WORK, max_steps = 0, nvm_len;
+    uint32_t input_len = 0;
+    uint8_t gran_set = 0, work_set = 0, in_order = 0;
     uint8_t *model, *input = NULL, *state, done = 0;
     static fm_interp it;
     fm_nvm nvm;
@@ -132,6 +142,11 @@ int main(int argc, char **argv)
             argi--;
             continue;
         }
+        if (!strcmp(argv[argi], "-O")) {
+            in_order = 1;
+            argi--;
+            continue;
+        }
         if (argi + 1 >= argc) {
             fprintf(stderr, "option %s needs a value\n", argv[argi]);
             return 2;
@@ -142,7 +157,14 @@ int main(int argc, char **argv)
             g_energy = (float)atof(argv[argi + 1]);
             has_energy = 1;
         } else if (!strcmp(argv[argi], "-m")) per_mac = (float)atof(argv[argi + 1]);
-        else if (!strcmp(argv[argi], "-g")) gran = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
+        else if (!strcmp(argv[argi], "-c")) per_cycle = (float)atof(argv[argi + 1]);
+        else if (!strcmp(argv[argi], "-g")) {
+            gran = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
+            gran_set = 1;
+        } else if (!strcmp(argv[argi], "-w")) {
+            work = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
+            work_set = 1;
+        }
         else if (!strcmp(argv[argi], "-o")) output_path = argv[argi + 1];
         else if (!strcmp(argv[argi], "-k")) g_kill_at = strtoul(argv[argi + 1], NULL, 10);
         else if (!strcmp(argv[argi], "-s")) max_steps = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
@@ -186,6 +208,7 @@ int main(int argc, char **argv)
         nvm.len = nvm_len;
         nvm.write = nvm_write;
         nvm.ctx = NULL;
+        nvm.in_order = in_order;
         s = fm_init(&it, model, model_len, state, STATE_BYTES, nvm.mem + ckpt, nvm_len - ckpt);
         if (s != FM_OK) {
             fprintf(stderr, "init failed: %s\n", fm_last_error(&it)->msg);
@@ -195,7 +218,12 @@ int main(int argc, char **argv)
     memset(&r, 0, sizeof(r));
     nvm.ctx = &r;
     r.stop_at_exit = -1;
-    if (fm_exit_find(model, model_len, &head_sg) == FM_OK) {
+    s = fm_exit_find(model, model_len, &head_sg);
+    if (s == FM_ERR_FORMAT) {
+        fprintf(stderr, "freeml metadata malformed: its record tables do not fit the buffer\n");
+        return 5;
+    }
+    if (s == FM_OK) {
         head_state = (uint8_t *)malloc(STATE_BYTES);
         s = fm_init_subgraph(&head, model, model_len, head_sg, head_state, STATE_BYTES, head_arena,
                              sizeof head_arena);
@@ -213,22 +241,37 @@ int main(int argc, char **argv)
         if (has_energy) {
             r.energy = energy_reading;
             r.energy_per_mac = per_mac;
+            r.energy_per_cycle = per_cycle;
         }
     }
     r.it = &it;
     r.nvm = &nvm;
     r.ckpt_offset = 0;
     r.granularity = gran;
+    r.step_work = gran_set && !work_set ? 0u : work;
     r.st.num_classes = num_classes;
     if (!strcmp(mode, "plan")) {
         uint16_t i, big_op;
-        uint32_t big = fm_largest_step_units(&it, gran, &big_op);
+        uint32_t big = fm_largest_step_units(&it, gran, &big_op), k, n;
+        fm_step_info *steps, largest;
+        n = fm_plan_steps(&r, NULL, 0u, &largest);
+        steps = (fm_step_info *)malloc((n ? n : 1u) * sizeof *steps);
+        if (!steps || fm_plan_steps(&r, steps, n, &largest) != n) return 2;
         for (i = 0; i < fm_num_ops(&it); i++) {
             printf("op=%u code=%d units=%u\n", (unsigned)i, (int)fm_op_code(&it, i),
                    (unsigned)fm_op_units(&it, i));
         }
-        printf("largest_step=%u op=%u record_bytes=%u\n", (unsigned)big, (unsigned)big_op,
-               (unsigned)(FM_CKPT_HEADER_BYTES + 4u * num_classes));
+        for (k = 0; k < n; k++) {
+            printf("step=%u op=%u unit=%u units=%u work=%u\n", (unsigned)k, (unsigned)steps[k].op,
+                   (unsigned)steps[k].unit, (unsigned)steps[k].units, (unsigned)steps[k].work);
+        }
+        if (r.step_work > 0u) {        /* the largest step of this configuration, in units */
+            big = largest.units;
+            big_op = largest.op;
+        }
+        printf("largest_step=%u op=%u record_bytes=%u largest_step_work=%u largest_step_op=%u steps=%u\n",
+               (unsigned)big, (unsigned)big_op, (unsigned)(FM_CKPT_HEADER_BYTES + 4u * num_classes),
+               (unsigned)largest.work, (unsigned)largest.op, (unsigned)n);
         return 0;
     }
     if (creating) {
@@ -245,6 +288,10 @@ int main(int argc, char **argv)
         if (s) return 5;
     }
     s = fm_resume(&r, max_steps, &done);
+    if (g_stats) {
+        g_stats[0] = r.units_run;
+        g_stats[1] = r.commits;
+    }
     if (s == FM_OK && done) s = fm_answer(&r, &answer, logits);
     printf("units=%u commits=%u ckpt_bytes=%lu exit=%d\n", (unsigned)r.units_run, (unsigned)r.commits,
            (unsigned long)r.commits * (FM_CKPT_HEADER_BYTES + 4u * num_classes), (int)answer);

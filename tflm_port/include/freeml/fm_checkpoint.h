@@ -2,18 +2,25 @@
  *
  * The platform gives a region of non-volatile memory (fm_nvm: FRAM on the MSP430, a retained
  * RAM region on the Cortex-M4F harness, a memory-mapped file on the host). It holds the
- * activation arena and the checkpoint: two slots of a record
+ * activation arena and the checkpoint: two slots of a record (C = number of classes, 0 without
+ * an exit head)
  *
- *   offset 0  u32 sequence number        offset 8   u32 unit inside the operator
- *   offset 4  u16 operator index         offset 12  u32 CRC-32 of bytes 0..11 and the accumulator
- *   offset 6  u16 flags (running, done)  offset 16  i32 accumulator[num_classes] (exit head)
+ *   offset 0  u32 sequence number s       offset 8       u32 unit inside the operator
+ *   offset 4  u16 operator index          offset 12      i32 accumulator[C] (exit head)
+ *   offset 6  u16 flags (running, done)   offset 12+4C   u32 tag = ~s (bitwise complement)
  *
- * A commit writes the slot that does not hold the latest valid record, so a failure at any
- * instruction, in the middle of a commit included, leaves the latest valid record intact or
- * the new one complete (a torn record fails its CRC). Between two commits the runtime runs one
- * atomic step: at most `granularity` units of one operator; units never read what they write and
- * a step never crosses an operator boundary, so re-running a partly done step after a failure
- * writes the same bytes.
+ * A record is valid when its tag is ~s. A commit writes the slot that does not hold the latest
+ * valid record, in three ordered writes: s, then the rest, then the tag (one write when the
+ * platform's writes store bytes in address order, fm_nvm.in_order); so a failure at any
+ * instruction, in the middle of a commit included, leaves the latest valid record intact or the
+ * new one complete (the argument is in checkpoint.c, at fm_ckpt_commit).
+ *
+ * Between two commits the runtime runs one atomic step: units of one operator, at most
+ * `granularity` of them (units mode, step_work = 0) or as many as fit `step_work`
+ * MAC-equivalents (work mode, the default), at least one. Units never read what they write and
+ * a step never crosses into a second operator with units, so re-running a partly done step
+ * after a failure writes the same bytes. Alias operators (RESHAPE) never take a step of their
+ * own (they are passed with the step before or after them), except to accumulate an exit point.
  */
 #ifndef FREEML_FM_CHECKPOINT_H
 #define FREEML_FM_CHECKPOINT_H
@@ -27,10 +34,25 @@
 extern "C" {
 #endif
 
-#define FM_CKPT_HEADER_BYTES 16u
-/* Units per atomic step by default: commits cost under 5% of the instructions of an inference
- * even on tiny models (bench/checkpoint.py); a target with a small capacitor lowers it. */
+#define FM_CKPT_HEADER_BYTES 16u     /* bytes of a record besides the accumulator */
+#define FM_CKPT_ACC_OFFSET 12u
+/* Units per atomic step in units mode (the harness's -g default before work mode existed). */
 #define FM_DEFAULT_GRANULARITY 8u
+/* No limit on the units of one operator in a step (work mode's default granularity). */
+#define FM_GRANULARITY_ANY 0xFFFFFFFFu
+/* Work per atomic step by default, in MAC-equivalents (see fm_intermittent.step_work). Chosen
+ * by measurement (QEMU / mspdebug, programs/ckpt_run.c, the kernels of 25 Nov 2026), overhead
+ * over the continuous run:
+ *   step work                     256     512    1024    4096
+ *   cnn_s w0.25, Cortex-M4       4.0%    2.9%    2.3%    1.4%
+ *   MLP 64-16-10, MSP430         9.1%    5.1%    2.3%    2.3%
+ *   MLP 64-16-10, Cortex-M4     16.0%    9.4%    6.0%    6.0%   (one step per operator)
+ * and energy: the MLP's 1024-MAC FULLY_CONNECTED is 51 k MSP430 cycles (18 uJ at 0.35 nJ per
+ * cycle), inside one charge of a 10 uF capacitor between 3.3 V and 1.8 V (38 uJ); 4096 MACs
+ * would not be. A single unit larger than the budget (a CONV_2D output row, a SOFTMAX row: the
+ * MLP's is 117 k cycles though it counts 10) is a step of its own: fm_plan_steps reports the
+ * largest. */
+#define FM_DEFAULT_STEP_WORK 1024u
 #define FM_CKPT_MAX_CLASSES 64u
 #define FM_CKPT_RUNNING 0x0001u
 #define FM_CKPT_DONE 0x0002u
@@ -40,12 +62,17 @@ extern "C" {
 
 /* Non-volatile memory: `mem` is the region as memory; `write` stores n bytes at offset and
  * returns when they are durable (a platform may count or slow writes; it must not reorder a
- * later write before an earlier one). */
+ * later write before an earlier one). `in_order` = 1 declares more: one write stores its bytes
+ * in increasing address order, so a failure inside it leaves a prefix stored (a forward byte or
+ * word loop such as the memcpy of the three platforms here, on memory whose stores complete or
+ * do not happen, like FRAM); a commit is then one write instead of three. 0 (the safe default)
+ * assumes nothing about the order inside one write. */
 typedef struct fm_nvm {
     uint8_t *mem;
     uint32_t len;
     void (*write)(struct fm_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t n);
     void *ctx;
+    uint8_t in_order;
 } fm_nvm;
 
 typedef struct {
@@ -67,16 +94,19 @@ fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes,
 /* Write *st as the next record (st->seq is advanced) into the slot not holding the latest. */
 fm_status fm_ckpt_commit(fm_nvm *nvm, uint32_t offset, fm_ckpt *st);
 
-/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32) of n bytes, continuing from crc. */
-uint32_t fm_crc32(uint32_t crc, const uint8_t *p, uint32_t n);
 
 /* An interpreter whose arena lies in NVM, and its checkpoint. */
 typedef struct {
     fm_interp *it;
     fm_nvm *nvm;
     uint32_t ckpt_offset;       /* where the two slots are in the NVM region */
-    uint32_t granularity;       /* units per atomic step (>= 1) */
+    uint32_t granularity;       /* at most this many units of one operator per step (>= 1) */
+    uint32_t step_work;         /* 0: units mode; else the most work per step in MAC-equivalents:
+                                 * MACs (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED), window
+                                 * reads (pooling), output bytes (the rest); a step always runs
+                                 * at least one unit */
     fm_ckpt st;
+    uint8_t st_committed;       /* st equals the latest record in NVM (0 after power-on: read it) */
     uint32_t units_run;         /* units executed by this process (re-executed ones included) */
     uint32_t commits;
     /* Anytime exit (all optional: exits == NULL runs the model to its end). */
@@ -85,6 +115,9 @@ typedef struct {
     float (*energy)(void *ctx); /* the platform's energy reading (J); NULL: no energy rule */
     void *energy_ctx;
     float energy_per_mac;       /* J per MAC, to price the work to the next exit */
+    float energy_per_cycle;     /* J per unit of the metadata's cost table (cycles): used instead
+                                 * of energy_per_mac when > 0 and the model's v2 metadata has a
+                                 * complete cost table (fm_exit_head.has_costs) */
     int16_t stop_at_exit;       /* stop at this exit point whatever the policy says; -1: none */
     uint8_t use_thresholds;     /* stop when confidence reaches the metadata's threshold */
 } fm_intermittent;
@@ -109,9 +142,24 @@ fm_status fm_start(fm_intermittent *r);
  * Returns FM_ERR_STATE when there is no inference to resume. */
 fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done);
 
-/* Units of the largest atomic step of the model at this granularity (the most work between two
- * commits), and the operator where it occurs. */
+/* Units of the largest atomic step of the model at this granularity in units mode (the most
+ * units between two commits), and the operator where it occurs. */
 uint32_t fm_largest_step_units(const fm_interp *it, uint32_t granularity, uint16_t *op);
+
+/* One atomic step: `units` units of operator `op` from `unit` (0 units: a step that only passes
+ * alias operators, one of them an exit point); its work in MAC-equivalents. */
+typedef struct {
+    uint16_t op;
+    uint32_t unit;
+    uint32_t units;
+    uint32_t work;
+} fm_step_info;
+
+/* The atomic steps of one inference with r's configuration (r->it, granularity, step_work,
+ * exits), the first max_steps of them into `steps` (may be NULL), and the one with the most
+ * work (most units in units mode) into *largest. Returns the number of steps. */
+uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t max_steps,
+                       fm_step_info *largest);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /* Anytime exit through the shared exit head (gNet), evaluated incrementally.
  *
- * The model's `freeml` metadata (format v1, see freeml_keras/metadata.py) names, for each exit
+ * The model's `freeml` metadata (versions 1 and 2, see freeml_keras/metadata.py) names, for each exit
  * point, the main-subgraph tensor and the operator after which it is complete, and the input of
  * the exit-head subgraph it feeds. After exit point i the runtime runs that input's own chain of
  * head operators (requantize, pooling, reshape) and adds W_i . (p_i - zero point) to one int32
@@ -20,6 +20,9 @@ extern "C" {
 #endif
 
 #define FM_MAX_EXITS 8u
+#define FM_MD_EXIT_RECORD 16u      /* bytes of an exit record in the freeml metadata */
+#define FM_MD_OP_RECORD_V1 16u     /* operator record, version 1: MACs, sparse MACs, weight and */
+#define FM_MD_OP_RECORD_V2 20u     /* output bytes; version 2 adds u32 cost (cycles, 0: unknown) */
 #define FM_MAX_CHAIN 6u
 
 typedef struct {
@@ -38,13 +41,22 @@ typedef struct {
     uint16_t fc_op;
     uint32_t macs_to_exit[FM_MAX_EXITS];     /* MACs of the main operators up to each exit */
     uint32_t macs_total;
+    /* v2 metadata: summed per-operator cost (cycles on the converted-for device; instructions
+     * for a Cortex-M4 table measured under QEMU) up to each exit and in all; has_costs = 1 when
+     * every operator that runs has a nonzero cost (the table is complete). Saturating sums. */
+    uint32_t cost_to_exit[FM_MAX_EXITS];
+    uint32_t cost_total;
+    uint8_t has_costs;
 } fm_exit_head;
 
-/* The subgraph index of the exit head named in the metadata (FM_ERR_UNSUPPORTED: none). */
+/* The subgraph index of the exit head named in the metadata. FM_ERR_UNSUPPORTED: no freeml
+ * metadata, an unknown version or no exit points; FM_ERR_FORMAT: its header or record tables do
+ * not fit the metadata buffer. */
 fm_status fm_exit_find(const uint8_t *model, uint32_t model_len, uint16_t *head_subgraph);
 
-/* Read the metadata and plan each exit's chain in `head` (an interpreter initialized on the head
- * subgraph with fm_init_subgraph). `main` is the interpreter of subgraph 0. */
+/* Read the metadata (version 1 or 2; its record tables are checked against the buffer's length)
+ * and plan each exit's chain in `head` (an interpreter initialized on the head subgraph with
+ * fm_init_subgraph). `main` is the interpreter of subgraph 0. */
 fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *head);
 
 /* Index of the exit point completed by main operator `op`, or -1. */

@@ -5,14 +5,29 @@
 
 #include <stdint.h>
 
+/* A function the compiler must not inline: for helpers called from many places, where copies
+ * cost more code than the call (the MSP430's 48 KB of FRAM hold code and model together). */
+#if defined(__GNUC__) || defined(__clang__)
+#define FM_NOINLINE __attribute__((noinline))
+#else
+#define FM_NOINLINE
+#endif
+/* The same, only on 16-bit targets (the MSP430: code size first); hosts and the Cortex-M4 inline
+ * these hot helpers. */
+#if UINTPTR_MAX <= 0xFFFFu
+#define FM_NOINLINE_SMALL FM_NOINLINE
+#else
+#define FM_NOINLINE_SMALL
+#endif
+
 /* round(a * b / 2^31) with ties away from zero; INT32_MIN * INT32_MIN saturates. */
-int32_t fm_srdhm(int32_t a, int32_t b);
+FM_NOINLINE_SMALL int32_t fm_srdhm(int32_t a, int32_t b);
 /* x / 2^exponent rounded to nearest, ties away from zero (0 <= exponent <= 31). */
-int32_t fm_rdbpot(int32_t x, int32_t exponent);
+FM_NOINLINE_SMALL int32_t fm_rdbpot(int32_t x, int32_t exponent);
 /* x * multiplier * 2^shift with TFLite's double rounding (MultiplyByQuantizedMultiplier). */
 int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift);
 /* Saturating x * 2^exponent, 0 < exponent < 31. */
-int32_t fm_sat_shift_left(int32_t x, int32_t exponent);
+FM_NOINLINE_SMALL int32_t fm_sat_shift_left(int32_t x, int32_t exponent);
 /* TFLite's QuantizeMultiplier: m = q * 2^(shift - 31), q in [2^30, 2^31). Returns 0 if m is not a
  * finite number >= 0. */
 int fm_quantize_multiplier(double m, int32_t *q, int32_t *shift);

@@ -1,8 +1,20 @@
 /* CONV_2D, int8 with per-channel quantization; dense weights or CSR weights read in place. */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
+#ifdef FM_TARGET_DOT
+#include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
+#ifndef FM_TARGET_DOT_MIN
+#define FM_TARGET_DOT_MIN 16   /* shorter products: the call costs more than it saves */
+#endif
+#endif
 
 static int32_t padded_width(const fm_conv_params *p);
+
+/* Which of the weight layouts this build has (fm_internal.h, per-model kernel configuration). */
+#define FM_CONV_ANY_SPARSE (FM_CONV_SPARSE_8 || FM_CONV_SPARSE_16 || FM_CONV_SPARSE_32)
+typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, int32_t,
+                              int8_t *);
+static sparse_row_fn sparse_row(const fm_tensor *w);
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
@@ -46,6 +58,12 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     s = fm_channel_offsets(it, fd, bias ? (const int32_t *)(const void *)bias->cdata : NULL, p->in_off,
                            p->out_c, p->k_h * p->k_w, p->k_c, &p->acc0);
     if (s) return s;
+    if ((fd->flags & FM_T_SPARSE) && !sparse_row(fd))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "CONV_2D: this build has no kernel for this CSR index "
+                       "width (value: index bytes; see the kernel configuration)", opi, op->in[1], fd->idx_w);
+    if (!(fd->flags & FM_T_SPARSE) && !FM_CONV_DENSE)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "CONV_2D: this build has no kernel for dense weights "
+                       "(see the kernel configuration)", opi, op->in[1], 0);
     if (fd->flags & FM_T_SPARSE) {
         /* sparse path: the input rows of one output row, zero-point padded and transposed */
         op->scratch_bytes = (uint32_t)p->k_c * (uint32_t)p->k_h * (uint32_t)padded_width(p);
@@ -60,7 +78,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
  * FM_TILE output columns, each non-zero weight w of output channel oc, tap (ky, kx), input
  * channel c adds w * x to FM_TILE accumulators from one run of the transposed input: a short
  * fixed-length loop that compilers keep in vector registers, instead of a gather per MAC.
- * One copy per (segment type, index type). */
+ * One copy per index type (segment offsets are read once per tap, whatever their width). */
 #define FM_TILE 8
 
 /* Columns of the transposed input rows: enough for whole tiles (the tail reads padding). */
@@ -70,12 +88,16 @@ static int32_t padded_width(const fm_conv_params *p)
     return (tiles * FM_TILE - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
 }
 
-#define FM_CONV_SPARSE_ROW(NAME, SEG_T, IDX_T)                                                    \
+/* CSR segment offset r (read once per output channel and tap, outside the inner loop). */
+#define FM_SEG(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
+                                                       : ((const uint32_t *)(const void *)seg)[r])
+
+#define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                    \
     static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw,   \
                      int8_t *o)                                                                   \
     {                                                                                             \
         const int8_t *v = (const int8_t *)w->cdata;                                               \
-        const SEG_T *seg = (const SEG_T *)(const void *)w->seg;                                   \
+        const uint8_t *seg = w->seg, segw = w->seg_w;                                             \
         const IDX_T *idx = (const IDX_T *)(const void *)w->idx;                                   \
         const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w;                 \
         const int32_t plane = kh * pw;                                                            \
@@ -85,11 +107,11 @@ static int32_t padded_width(const fm_conv_params *p)
             const int32_t n = ow - ox0 < FM_TILE ? ow - ox0 : FM_TILE;                            \
             for (oc = 0; oc < p->out_c; oc++) {                                                   \
                 int32_t acc[FM_TILE], r = oc * kh * kw;                                           \
-                uint32_t j = seg[r];                                                              \
+                uint32_t j = FM_SEG(r);                                                           \
                 for (i = 0; i < FM_TILE; i++) acc[i] = 0;                                         \
                 for (ky = 0; ky < kh; ky++)                                                       \
                     for (kx = 0; kx < kw; kx++, r++) {                                            \
-                        const uint32_t e = seg[r + 1];                                            \
+                        const uint32_t e = FM_SEG(r + 1);                                         \
                         const int8_t *base = tt + ky * pw + kx * p->dil_w;                        \
                         for (; j < e; j++) {                                                      \
                             /* |w * x| <= 2^14: exact in int16 (a cheap SIMD multiply) */         \
@@ -112,28 +134,34 @@ static int32_t padded_width(const fm_conv_params *p)
         }                                                                                         \
     }
 
-FM_CONV_SPARSE_ROW(sp_8_8, uint8_t, uint8_t)
-FM_CONV_SPARSE_ROW(sp_8_16, uint8_t, uint16_t)
-FM_CONV_SPARSE_ROW(sp_8_32, uint8_t, uint32_t)
-FM_CONV_SPARSE_ROW(sp_16_8, uint16_t, uint8_t)
-FM_CONV_SPARSE_ROW(sp_16_16, uint16_t, uint16_t)
-FM_CONV_SPARSE_ROW(sp_16_32, uint16_t, uint32_t)
-FM_CONV_SPARSE_ROW(sp_32_8, uint32_t, uint8_t)
-FM_CONV_SPARSE_ROW(sp_32_16, uint32_t, uint16_t)
-FM_CONV_SPARSE_ROW(sp_32_32, uint32_t, uint32_t)
+/* Only the index widths the build configuration asks for; NULL for the others. */
+#if FM_CONV_SPARSE_8
+FM_CONV_SPARSE_ROW(sp_8, uint8_t)
+#else
+#define sp_8 ((sparse_row_fn)0)
+#endif
+#if FM_CONV_SPARSE_16
+FM_CONV_SPARSE_ROW(sp_16, uint16_t)
+#else
+#define sp_16 ((sparse_row_fn)0)
+#endif
+#if FM_CONV_SPARSE_32
+FM_CONV_SPARSE_ROW(sp_32, uint32_t)
+#else
+#define sp_32 ((sparse_row_fn)0)
+#endif
 
-typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, int32_t,
-                              int8_t *);
+static sparse_row_fn sparse_row(const fm_tensor *w)
+{
+    return w->idx_w == 1 ? sp_8 : w->idx_w == 2 ? sp_16 : sp_32;
+}
 
+#if FM_CONV_ANY_SPARSE
 static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
-    static const sparse_row_fn fns[3][3] = {{sp_8_8, sp_8_16, sp_8_32},
-                                            {sp_16_8, sp_16_16, sp_16_32},
-                                            {sp_32_8, sp_32_16, sp_32_32}};
     const fm_conv_params *p = &op->p.conv;
     const fm_tensor *w = fm_root(it, op->in[1]);
-    const sparse_row_fn fn = fns[w->seg_w == 1 ? 0 : w->seg_w == 2 ? 1 : 2]
-                                [w->idx_w == 1 ? 0 : w->idx_w == 2 ? 1 : 2];
+    const sparse_row_fn fn = sparse_row(w);      /* not NULL: prepare checked */
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
     int8_t *t = (int8_t *)(it->arena + op->scratch_off);
@@ -160,30 +188,32 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
         fn(p, w, t, pw, out + (int32_t)u * p->out_w * p->out_c);
     }
 }
+#endif
 
-static int32_t dot(const int8_t *a, const int8_t *b, int32_t n)
+#if FM_CONV_DENSE
+/* sum (x[i] + off) * w[i]: the target's MAC loop (SMLAD / hardware multiplier) for long enough
+ * runs, else plain C. */
+static inline int32_t dot(const int8_t *w, const int8_t *x, int32_t n, int32_t off)
 {
     int32_t acc = 0, i;
-    for (i = 0; i < n; i++) acc += (int32_t)a[i] * (int32_t)b[i];
+#ifdef FM_TARGET_DOT
+    if (n >= FM_TARGET_DOT_MIN && n < 32768) return fm_dot_s8(x, w, (uint16_t)n, (int16_t)off, 0);
+#endif
+    for (i = 0; i < n; i++) acc += (int32_t)w[i] * ((int32_t)x[i] + off);
     return acc;
 }
 
-static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
+static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
     const fm_conv_params *p = &op->p.conv;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
-    const fm_tensor *w = fm_root(it, op->in[1]);
-    const int8_t *filt = (const int8_t *)w->cdata;
+    const int8_t *filt = (const int8_t *)fm_root(it, op->in[1])->cdata;
     const int32_t *bias = op->num_in > 2 && op->in[2] >= 0 ? (const int32_t *)(const void *)fm_data(it, op->in[2]) : NULL;
     int8_t *out = (int8_t *)fm_data(it, op->out);
-    const int32_t in_off = p->in_off, kc = p->k_c, kh = p->k_h, kw = p->k_w;
-    const int32_t row_len = kw * kc;          /* contiguous filter row (and input row if dil_w 1) */
+    const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc;
     const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
+    const int32_t row_step = p->dil_h * p->in_w * kc;     /* input bytes between filter rows */
     uint32_t u;
-    if (w->flags & FM_T_SPARSE) {
-        eval_sparse(it, op, begin, end);
-        return;
-    }
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * p->in_c;
@@ -193,34 +223,28 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         int32_t ox;
         for (ox = 0; ox < p->out_w; ox++) {
             const int32_t ix0 = ox * p->stride_w - p->pad_w;
+            /* every tap inside the image: the input offset is folded into acc0; at the border
+             * only the taps inside count, with the offset added to each input */
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
+            const int32_t off = inside ? 0 : p->in_off;
+            const int8_t *window = inside ? img + (iy0 * p->in_w + ix0) * kc : NULL;
+            const int8_t *k = filt;                            /* filter of channel oc */
             int32_t oc;
             for (oc = 0; oc < p->out_c; oc++) {
                 int32_t acc = 0, ky, kx;
-                if (inside) {
-                    /* every tap inside the image: the input offset is folded into acc0 */
-                    for (ky = 0; ky < kh; ky++) {
-                        const int8_t *x = img + ((iy0 + ky * p->dil_h) * p->in_w + ix0) * kc;
-                        const uint32_t r = (uint32_t)((oc * kh + ky) * kw);
-                        if (p->dil_w == 1) {
-                            acc += dot(filt + (int32_t)r * kc, x, row_len);
-                        } else {
-                            for (kx = 0; kx < kw; kx++)
-                                acc += dot(filt + ((int32_t)r + kx) * kc, x + kx * p->dil_w * kc, kc);
-                        }
-                    }
+                if (inside && p->dil_w == 1) {
+                    /* one contiguous filter and input row per filter row (pointer steps only:
+                     * 32-bit index products are helper calls on 16-bit targets) */
+                    const int8_t *xr = window;
+                    for (ky = 0; ky < kh; ky++, k += row_len, xr += row_step) acc += dot(k, xr, row_len, 0);
                 } else {
-                    for (ky = 0; ky < kh; ky++) {
+                    for (ky = 0; ky < kh; ky++, k += row_len) {
                         const int32_t iy = iy0 + ky * p->dil_h;
                         if (iy < 0 || iy >= p->in_h) continue;
                         for (kx = 0; kx < kw; kx++) {
                             const int32_t ix = ix0 + kx * p->dil_w;
-                            const int8_t *x;
                             if (ix < 0 || ix >= p->in_w) continue;
-                            const int8_t *k = filt + ((oc * kh + ky) * kw + kx) * kc;
-                            int32_t c;
-                            x = img + (iy * p->in_w + ix) * kc;
-                            for (c = 0; c < kc; c++) acc += (int32_t)k[c] * ((int32_t)x[c] + in_off);
+                            acc += dot(k + kx * kc, img + (iy * p->in_w + ix) * kc, kc, off);
                         }
                     }
                 }
@@ -232,6 +256,22 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             }
         }
     }
+}
+#endif
+
+static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
+{
+#if FM_CONV_ANY_SPARSE
+    if (fm_root(it, op->in[1])->flags & FM_T_SPARSE) {
+        eval_sparse(it, op, begin, end);
+        return;
+    }
+#endif
+#if FM_CONV_DENSE
+    eval_dense(it, op, begin, end);
+#else
+    (void)it; (void)op; (void)begin; (void)end;   /* prepare refused dense weights */
+#endif
 }
 
 const fm_kernel fm_kernel_conv_2d = {FM_OP_CONV_2D, prepare, eval};

@@ -23,6 +23,12 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
         if ((s = fm_expect(it, opi, op->in[2], FM_INT32, &bias)) != FM_OK) return s;
         if (!(bias->flags & FM_T_CONST)) return fm_fail(it, FM_ERR_UNSUPPORTED, "bias must be constant", opi, op->in[2], 0);
     }
+    if ((fd->flags & FM_T_SPARSE) ? !((fd->idx_w == 1 && FM_FC_SPARSE_8) || (fd->idx_w == 2 && FM_FC_SPARSE_16) ||
+                                      (fd->idx_w == 4 && FM_FC_SPARSE_32))
+                                  : !FM_FC_DENSE)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "FULLY_CONNECTED: this build has no kernel for this weight layout "
+                       "(value: CSR index bytes, 0 dense; see the kernel configuration)", opi, op->in[1],
+                       (fd->flags & FM_T_SPARSE) ? fd->idx_w : 0);
     if (f->ndim != 2) return fm_fail(it, FM_ERR_UNSUPPORTED, "FULLY_CONNECTED weights must be 2-D", opi, op->in[1], 0);
     p->out_c = f->dims[0];
     p->depth = f->dims[1];
@@ -79,17 +85,28 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         int32_t acc = 0;
         if (sparse) {
             uint32_t j = fm_seg(w, (uint32_t)oc), e = fm_seg(w, (uint32_t)oc + 1);
+            /* one loop per index width the build has (prepare refused the others) */
+#if FM_FC_SPARSE_8
             if (w->idx_w == 1) {
                 const uint8_t *ix = w->idx;
                 for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
-            } else if (w->idx_w == 2) {
+            }
+#endif
+#if FM_FC_SPARSE_16
+            if (w->idx_w == 2) {
                 const uint16_t *ix = (const uint16_t *)(const void *)w->idx;
                 for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
-            } else {
+            }
+#endif
+#if FM_FC_SPARSE_32
+            if (w->idx_w == 4) {
                 const uint32_t *ix = (const uint32_t *)(const void *)w->idx;
                 for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
             }
+#endif
+            (void)j; (void)e;
         } else {
+#if FM_FC_DENSE
             const int8_t *k = filt + oc * depth;
 #ifdef FM_TARGET_DOT
             if (depth >= FM_TARGET_DOT_MIN && depth < 32768) {
@@ -100,6 +117,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                 int32_t d;
                 for (d = 0; d < depth; d++) acc += (int32_t)k[d] * ((int32_t)x[d] + in_off);
             }
+#endif
         }
         if (bias) acc = FM_WRAP_ADD(acc, bias[oc]);
         acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;

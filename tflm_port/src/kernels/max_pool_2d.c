@@ -11,10 +11,11 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const fm_pool_params *p = &op->p.pool;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
+    const int32_t ch = p->channels, row_step = p->in_w * ch;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
-        const int8_t *img = in + n * p->in_h * p->in_w * p->channels;
+        const int8_t *img = in + n * p->in_h * row_step;
         const int32_t iy0 = oy * p->stride_h - p->pad_h;
         const int32_t y0 = iy0 < 0 ? -iy0 : 0;
         const int32_t y1 = p->in_h - iy0 < p->f_h ? p->in_h - iy0 : p->f_h;
@@ -23,14 +24,17 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             const int32_t ix0 = ox * p->stride_w - p->pad_w;
             const int32_t x0 = ix0 < 0 ? -ix0 : 0;
             const int32_t x1 = p->in_w - ix0 < p->f_w ? p->in_w - ix0 : p->f_w;
-            int8_t *o = out + (((int32_t)u * p->out_w) + ox) * p->channels;
-            for (c = 0; c < p->channels; c++) {
+            const int8_t *corner = img + (iy0 + y0) * row_step + (ix0 + x0) * ch;   /* window, channel 0 */
+            int8_t *o = out + (((int32_t)u * p->out_w) + ox) * ch;
+            for (c = 0; c < ch; c++) {
+                const int8_t *row = corner + c;
                 int32_t m = -128;
-                for (y = y0; y < y1; y++)
-                    for (x = x0; x < x1; x++) {
-                        const int32_t v = img[((iy0 + y) * p->in_w + ix0 + x) * p->channels + c];
-                        if (v > m) m = v;
-                    }
+                /* walk the window with pointer steps: no index products per element */
+                for (y = y0; y < y1; y++, row += row_step) {
+                    const int8_t *px = row;
+                    for (x = x0; x < x1; x++, px += ch)
+                        if (*px > m) m = *px;
+                }
                 if (m < p->act_min) m = p->act_min;
                 if (m > p->act_max) m = p->act_max;
                 o[c] = (int8_t)m;

@@ -8,7 +8,12 @@
  * FM_RESUME_AFTER_STEPS). Output lines, one mark pair per line in this order:
  *     @plain <int8 outputs>                                   fm_invoke
  *     @ckpt <granularity> <units run> <commits> <NVM bytes written by commits> <outputs>
- *     @resume <steps before the reset> <units run after it> <outputs>   (whole, both halves) */
+ *                                 units mode: at most <granularity> units of one operator a step
+ *     @resume <steps before the reset> <units run after it> <outputs>   (whole, both halves)
+ *     @work <step work> <units run> <commits> <NVM bytes> <largest step work> <steps> <outputs>
+ *                                 work mode, one line per FM_STEP_WORKS entry (ckpt_cfg.h may
+ *                                 define FM_STEP_WORKS and FM_NUM_STEP_WORKS; by default the
+ *                                 runtime's default configuration, FM_DEFAULT_STEP_WORK) */
 #include <stdint.h>
 #include <string.h>
 
@@ -19,12 +24,18 @@
 #include "model_data.h"
 #include "model_io.h"
 
+#ifndef FM_STEP_WORKS
+#define FM_NUM_STEP_WORKS 1
+#define FM_STEP_WORKS {FM_DEFAULT_STEP_WORK}
+#endif
+
 #define FM_ALIGN16(n) (((n) + 15u) & ~15u)
 #define FM_NVM_BYTES (FM_ALIGN16(FM_CKPT_HEADER_BYTES * 2u + 64u) + FM_ALIGN16(FM_ARENA_BYTES))
 
 static uint8_t nvm_mem[FM_NVM_BYTES] __attribute__((section(".persistent"), aligned(16)));
 static uint8_t state[FM_STATE_BYTES] __attribute__((aligned(16)));
 static const uint32_t granularities[FM_NUM_GRANULARITIES] = FM_GRANULARITIES;
+static const uint32_t step_works[FM_NUM_STEP_WORKS] = FM_STEP_WORKS;
 static fm_interp interp;
 static fm_nvm nvm;
 static uint32_t nvm_bytes;
@@ -56,7 +67,7 @@ static uint32_t ckpt_offset_arena(void)
 }
 
 /* "Power-on": a fresh interpreter over the same NVM (the state block is rebuilt by fm_init). */
-static int power_on(fm_intermittent *r, uint32_t granularity)
+static int power_on(fm_intermittent *r, uint32_t granularity, uint32_t step_work)
 {
     const uint32_t arena_at = ckpt_offset_arena();
     if (fm_init(&interp, fm_model, fm_model_len, state, sizeof state, nvm_mem + arena_at,
@@ -66,11 +77,13 @@ static int power_on(fm_intermittent *r, uint32_t granularity)
     nvm.len = FM_NVM_BYTES;
     nvm.write = nvm_write;
     nvm.ctx = NULL;
+    nvm.in_order = 1;   /* nvm_write is memcpy: newlib's and msp430/libc.c's copy forward */
     memset(r, 0, sizeof *r);
     r->it = &interp;
     r->nvm = &nvm;
     r->ckpt_offset = 0;
     r->granularity = granularity;
+    r->step_work = step_work;
     r->stop_at_exit = -1;
     return 1;
 }
@@ -91,7 +104,7 @@ int main(void)
     uint16_t g;
     uint32_t units_before;
 
-    if (FM_NVM_BYTES < fm_ckpt_bytes(0) || !power_on(&r, 1)) {
+    if (FM_NVM_BYTES < fm_ckpt_bytes(0) || !power_on(&r, 1, 0)) {
         fm_target_puts("@error init\n");
         return 2;
     }
@@ -104,7 +117,7 @@ int main(void)
     put_output();
 
     for (g = 0; g < FM_NUM_GRANULARITIES; g++) {
-        if (!power_on(&r, granularities[g]) || !new_input(&r)) return 4;
+        if (!power_on(&r, granularities[g], 0) || !new_input(&r)) return 4;
         nvm_bytes = 0;
         done = 0;
         fm_target_mark();
@@ -119,19 +132,40 @@ int main(void)
     }
 
     /* Resume: run some steps, "lose power" (drop every RAM structure), power on, resume. */
-    if (!power_on(&r, granularities[0]) || !new_input(&r)) return 6;
+    if (!power_on(&r, granularities[0], 0) || !new_input(&r)) return 6;
     done = 0;
     fm_target_mark();
     if (fm_resume(&r, FM_RESUME_AFTER_STEPS, &done) != FM_OK || done) return 7;
     units_before = r.units_run;
     memset(state, 0xA5, sizeof state);                 /* the volatile state is gone */
     memset(&interp, 0xA5, sizeof interp);
-    if (!power_on(&r, granularities[0])) return 8;
+    if (!power_on(&r, granularities[0], 0)) return 8;
     if (fm_resume(&r, 0, &done) != FM_OK || !done) return 9;
     fm_target_mark();
     fm_target_puts("@resume");
     put_field((int32_t)units_before);
     put_field((int32_t)r.units_run);
     put_output();
+
+    /* Work mode (after the runs above, so that their marks keep their places). */
+    for (g = 0; g < FM_NUM_STEP_WORKS; g++) {
+        fm_step_info largest;
+        uint32_t steps;
+        if (!power_on(&r, FM_GRANULARITY_ANY, step_works[g]) || !new_input(&r)) return 10;
+        nvm_bytes = 0;
+        done = 0;
+        fm_target_mark();
+        if (fm_resume(&r, 0, &done) != FM_OK || !done) return 11;
+        fm_target_mark();
+        steps = fm_plan_steps(&r, NULL, 0, &largest);
+        fm_target_puts("@work");
+        put_field((int32_t)step_works[g]);
+        put_field((int32_t)r.units_run);
+        put_field((int32_t)r.commits);
+        put_field((int32_t)nvm_bytes);
+        put_field((int32_t)largest.work);
+        put_field((int32_t)steps);
+        put_output();
+    }
     return 0;
 }
