@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from freeml_keras.intermittent import DEFAULT_STEP_WORK
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -63,8 +65,8 @@ def rows() -> tuple[list[tuple[str, str, str, str]], list[str]]:
     ck = load("checkpoint")
     if ck:
         for m in ck["models"]:
-            row = next(r for r in m["rows"] if r["granularity"] == 8)
-            out.append(("checkpoint overhead (host, default granularity 8)", m["model"],
+            row = next(r for r in m["rows"] if r.get("step_work") == DEFAULT_STEP_WORK)
+            out.append((f"checkpoint overhead (host, default: {DEFAULT_STEP_WORK} MAC-equivalents per step)", m["model"],
                         f"{row['overhead_percent']:.2f}% instructions, {row['commits']} commits of "
                         f"{m['record_bytes']} B", ck["command"]))
     else:
@@ -75,11 +77,15 @@ def rows() -> tuple[list[tuple[str, str, str, str]], list[str]]:
             unit = "instructions" if k == "cortex_m4" else "cycles"
             out.append(("int8 MAC on the target", k, f"{v:g} {unit} per MAC", "bench/targets.py"))
         for c in tg.get("checkpointing", []):
-            if c["granularity"] == 8:
-                out.append(("checkpoint overhead on the target (granularity 8)",
+            if c.get("default"):
+                out.append((f"checkpoint overhead on the target (default: {c['step_work']} MAC-equivalents per step)",
                             f"{c['target']}: {c['model']}",
                             f"{c['overhead_pct']:.1f}% {c['unit']} over {c['continuous']:,}, "
-                            f"{c['commits']} commits, resume exact: {c['resume_ok']}", "bench/targets.py"))
+                            f"{c['commits']} commits, {c['nvm_commit_bytes']} B to NVM, resume exact: "
+                            f"{c['resume_ok']}", "bench/targets.py"))
+            elif "error" in c:
+                out.append(("checkpointed run on the target", f"{c['target']}: {c['model']}",
+                            f"{c['error']} ({c.get('overflow_bytes')})", "bench/targets.py"))
     else:
         missing.append("targets")
     return out, missing
