@@ -211,3 +211,19 @@ def test_atomic_steps_are_priced_by_the_metadata(setup):
     # without costs in the metadata: the analytical model
     plain = atomic_steps(setup["plain"], granularity=1, cycles_per_mac=1.0, cycles_per_unit=0.0)
     assert sum(s.cycles for s in plain) == pytest.approx(sum(s.macs for s in plain), abs=len(plain))
+
+
+def test_inspect_prices_the_largest_atomic_step(setup, tmp_path, capsys):
+    from freeml_keras import devices
+    from freeml_keras.intermittent import atomic_steps
+    path = tmp_path / "m.tflite"
+    path.write_bytes(setup["exits"])
+    assert main(["inspect", str(path), "--device", "msp430fr5994"]) == 0
+    text = capsys.readouterr().out
+    big = max(s.cycles for s in atomic_steps(setup["exits"]))
+    energy = big * devices.get("msp430fr5994").energy_per_cycle_j
+    assert f"the largest {big:,}" in text and f"{1e6 * energy:.1f} uJ on msp430fr5994" in text
+    assert f"{1e6 * 2 * energy / (3.3 ** 2 - 1.8 ** 2):.1f} uF" in text
+    # priced for another core: no cycles, only the work
+    assert main(["inspect", str(path), "--device", "apollo3"]) == 0
+    assert "uF" not in capsys.readouterr().out

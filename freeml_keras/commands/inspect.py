@@ -81,6 +81,49 @@ def exits_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def atomic_steps_of(path: Path, device: str) -> dict | None:
+    """The runtime's atomic steps at its default granularity for a .tflite: how many, the
+    largest in MAC-equivalents and, when the metadata has costs for the device's core, in
+    cycles, energy and the smallest capacitor whose charge (3.3 V to 1.8 V) pays for it."""
+    if not (path.is_file() and path.read_bytes()[4:8] == b"TFL3"):
+        return None
+    from freeml_keras import costs, devices
+    from freeml_keras.energy import Capacitor
+    from freeml_keras.intermittent import DEFAULT_STEP_WORK, atomic_steps, plan
+    from freeml_keras.metadata import read_metadata
+    b = path.read_bytes()
+    try:
+        p = plan(b)
+    except RuntimeError as e:                 # the runtime refuses the model
+        return {"error": str(e)}
+    d = {"step_work": DEFAULT_STEP_WORK, "steps": len(p["steps"]),
+         "largest_step_work": p["largest_step_work"], "largest_step_op": p["largest_step_work_op"]}
+    md = read_metadata(b)
+    dev = devices.get(device)
+    cost = md.info.get("cost") if md else None
+    if cost and cost["target"] == costs.target_of(dev):
+        big = max(atomic_steps(b), key=lambda s: s.cycles)
+        cap = Capacitor(capacitance_f=1.0)
+        energy = big.cycles * dev.energy_per_cycle_j
+        d.update(largest_step_cycles=big.cycles, largest_step_cycles_op=big.op,
+                 largest_step_energy_j=energy, cost_unit=cost["unit"], cost_source=cost["source"],
+                 min_capacitance_f=2 * energy / (cap.v_on ** 2 - cap.v_off ** 2))
+    return d
+
+
+def steps_text(d: dict, device: str) -> str:
+    if "error" in d:
+        return f"atomic steps: the runtime refuses this model ({d['error']})"
+    text = (f"atomic steps (default, at most {d['step_work']:,} MAC-equivalents each): {d['steps']}, "
+            f"the largest {d['largest_step_work']:,} MAC-equivalents (operator {d['largest_step_op']})")
+    if "largest_step_cycles" in d:
+        text += (f"\n  priced by the metadata ({d['cost_source']} {d['cost_unit']}): the largest "
+                 f"{d['largest_step_cycles']:,} (operator {d['largest_step_cycles_op']}), "
+                 f"{1e6 * d['largest_step_energy_j']:.1f} uJ on {device}: one charge of at least "
+                 f"{1e6 * d['min_capacitance_f']:.1f} uF between 3.3 V and 1.8 V")
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from freeml_keras import devices
     path = Path(args.path)
@@ -93,14 +136,18 @@ def run(args: argparse.Namespace) -> int:
     fp = footprint_of(path)
     fit = fp.fits(devices.get(args.device))
     exits = exits_of(path)
+    steps = atomic_steps_of(path, args.device)
     if args.json:
-        print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits}, indent=2))
+        print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits, "atomic_steps": steps}, indent=2))
         return 0
     print(f"{args.path} ({fp.source})")
     print(fp.table())
     if exits is not None:
         print()
         print(exits_table(exits))
+    if steps is not None:
+        print()
+        print(steps_text(steps, args.device))
     dev = devices.get(args.device)
     print(f"\n{dev.name}: parameters {fp.flash_bytes:,} B of {dev.model_budget_bytes:,} B budget "
           f"({'fits' if fit['flash_ok'] else 'does NOT fit'}); activations + checkpoint "
