@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -195,15 +196,24 @@ GRANULARITIES = (1, 2, 4, 8, 16, 64, 1 << 30)
 STEP_WORKS = (256, 512, 1024, 4096)          # work mode (the runtime's default mode)
 
 
-def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None) -> list[dict]:
+def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None,
+                     only: Sequence[tuple[str, str]] | None = None) -> list[dict]:
     """Checkpointed vs continuous inference: the MLP and the compressed cnn_s on both targets,
-    the zoo's cnn_s at width 0.25 and the demo's cnn_s on the Cortex-M4. A build that does not
-    fit is recorded with the linker's overflow."""
+    the zoo's cnn_s at width 0.25 and the demo's cnn_s on the Cortex-M4. The compressed cnn_s
+    with its exit head (FM_EXITS 1) does not fit the MSP430 checkpointed; its backbone alone
+    (``cnn_s_compressed_nohead``: ``compressed_cnn_s(exit_head=False)``, no exit points, so
+    the build leaves the exit head's code out) does. A build that does not fit is recorded with
+    the linker's overflow. ``only``: just these (target, model) cases."""
     from freeml_keras.runtime import Interpreter
 
-    have = models(quick, demo_model)
+    have = dict(models(quick, demo_model))
+    b, x, _ = T.compressed_cnn_s(exit_head=False)
+    have["cnn_s_compressed_nohead"] = (b, x[:1])
     cases = [(t, n) for n in ("mlp_64_16_10", "cnn_s_compressed") for t in T.TARGETS]
+    cases += [("msp430", "cnn_s_compressed_nohead")]
     cases += [("cortex_m4", n) for n in ("cnn_s_w0.25", "cnn_s_demo") if n in have]
+    if only is not None:
+        cases = [c for c in cases if c in set(only)]
     rows = []
     for target, name in cases:
         b, x = have[name]
@@ -215,12 +225,15 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None) -> list[d
             over = does_not_fit(str(e))
             if not over:
                 raise
-            rows.append({"target": target, "model": name, "error": "does not fit", "overflow_bytes": over})
+            rows.append({"target": target, "model": name, "error": "does not fit", "overflow_bytes": over,
+                         "exit_head_code": T.model_has_exits(b)})
             print(f"  {target:10s} {name:16s} not run: does not fit ({over})", flush=True)
             continue
         if c.plain_output != want or c.resume_output != want or \
                 any(r["output"] != want for r in c.runs + c.work_runs):
             raise SystemExit(f"{target} {name}: checkpointed output differs from the host's")
+        if not c.exits and c.exits_refused != (3, 3):
+            raise SystemExit(f"{target} {name}: a build without exits did not refuse exits ({c.exits_refused})")
         for r in c.work_runs:
             rows.append({"target": target, "model": name, "unit": c.run.unit, "mode": "work",
                          "step_work": r["step_work"], "default": r["step_work"] == DEFAULT_STEP_WORK,
@@ -228,7 +241,7 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None) -> list[d
                          "overhead_pct": 100.0 * (r["cost"] / c.plain_cost - 1.0), "commits": r["commits"],
                          "steps": r["steps"], "largest_step_work": r["largest_step_work"],
                          "nvm_commit_bytes": r["nvm_bytes"], "units": r["units"],
-                         "resume_ok": True, "text_bytes": c.size["text"]})
+                         "resume_ok": True, "text_bytes": c.size["text"], "exit_head_code": c.exits})
             print(f"  {target:10s} {name:16s} step work {r['step_work']:>6d}"
                   f"{' (default)' if rows[-1]['default'] else ''}: {rows[-1]['overhead_pct']:6.1f}% over "
                   f"{c.plain_cost} {c.run.unit}, {r['steps']} steps, {r['commits']} commits, "
@@ -239,7 +252,7 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None) -> list[d
                          "cost": r["cost"], "continuous": c.plain_cost,
                          "overhead_pct": 100.0 * (r["cost"] / c.plain_cost - 1.0), "commits": r["commits"],
                          "nvm_commit_bytes": r["nvm_bytes"], "units": r["units"],
-                         "resume_ok": True, "text_bytes": c.size["text"]})
+                         "resume_ok": True, "text_bytes": c.size["text"], "exit_head_code": c.exits})
             print(f"  {target:10s} {name:16s} granularity {rows[-1]['granularity']!s:>8s}: "
                   f"{rows[-1]['overhead_pct']:6.1f}% over {c.plain_cost} {c.run.unit}, "
                   f"{r['commits']} commits, {r['nvm_bytes']} B", flush=True)

@@ -29,6 +29,7 @@ from typing import Iterable, Mapping, Sequence
 __all__ = ["TARGETS", "TARGETS_DIR", "RUNTIME_DIR", "APT_PACKAGES", "ToolMissingError", "TargetRunError",
            "RunResult", "check_tools", "build", "run", "code_size", "symbol_address", "plugin_path", "c_array",
            "DotRun", "run_dot_cases", "model_op_names", "kernel_registry_source", "kernel_config_source",
+           "model_has_exits",
            "ModelRun", "run_model",
            "CheckpointRun", "run_checkpointed", "read_cost_tables", "compressed_cnn_s", "COMPRESSED_CNN_S_BUDGET"]
 
@@ -569,7 +570,9 @@ class CheckpointRun:
     cost, output), a run interrupted by an emulated power loss after ``resume_after`` steps
     (``resume_output``, ``resume_units`` before and after) and one run per step work budget in
     work mode, the runtime's default (``work_runs``: step_work, units, commits, nvm_bytes,
-    largest_step_work, steps, cost, output)."""
+    largest_step_work, steps, cost, output). ``exits``: the build had anytime-exit support
+    (``FM_EXITS``); without it, ``exits_refused`` holds the statuses fm_start and fm_resume
+    returned for an ``fm_intermittent`` with exits set (3, FM_ERR_UNSUPPORTED, when refused)."""
 
     plain_output: list[int]
     plain_cost: int
@@ -579,22 +582,29 @@ class CheckpointRun:
     size: dict[str, int]
     run: RunResult
     work_runs: list[dict] = field(default_factory=list)
+    exits: bool = True
+    exits_refused: tuple[int, int] | None = None
 
 
 def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | Path,
                      granularities: Sequence[int] = (1, 4, 16, 1 << 30), resume_after: int = 3,
-                     step_works: Sequence[int] | None = None, timeout: float = 600.0) -> CheckpointRun:
+                     step_works: Sequence[int] | None = None, timeout: float = 600.0,
+                     exits: bool | None = None) -> CheckpointRun:
     """Build the runtime with its checkpointing (arena and checkpoint slots in the target's
     non-volatile section) and run one inference per granularity (units per step), the
     continuous one, a resumed one, and one per step work budget (``step_works``; by default the
     runtime's default budget, FM_DEFAULT_STEP_WORK); costs in the target's unit
-    (``RunResult.unit``)."""
+    (``RunResult.unit``). ``exits``: build with anytime-exit support (``FM_EXITS``, the exit
+    head's code); by default when the model's metadata has exit points (``model_has_exits``).
+    The program itself runs the model to its end either way."""
     import numpy as np
     from freeml_keras.runtime import Interpreter
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_model_build_files(model_bytes, out)
+    if exits is None:
+        exits = model_has_exits(model_bytes)
+    _write_model_build_files(model_bytes, out, exits=exits)
     host = Interpreter(model_bytes)
     xi = np.ascontiguousarray(x, dtype=np.int8).ravel()
     (out / "model_io.h").write_text(
@@ -608,8 +618,8 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
         + (f"#define FM_NUM_STEP_WORKS {len(step_works)}\n"
            f"#define FM_STEP_WORKS {{{', '.join(f'{int(w)}ul' for w in step_works)}}}\n"
            if step_works else ""))
-    sources = _model_sources() + [out / "registry_model.c", out / "model_data.c",
-                                  TARGETS_DIR / "programs" / "ckpt_run.c"]
+    sources = _model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
+                                       TARGETS_DIR / "programs" / "ckpt_run.c"]
     elf = build(target, "ckpt_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
                 opt=TARGET_OPT[target], defines=TARGET_DEFINES[target])
     n_works = len(step_works) if step_works else 1
@@ -626,8 +636,10 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
     work_runs = [dict(zip(("step_work", "units", "commits", "nvm_bytes", "largest_step_work", "steps"),
                           map(int, f[:6])), cost=cost, output=[int(v) for v in f[6:]])
                  for f, cost in zip(work_lines, costs[len(costs) - len(work_lines):])]
+    refused = r.lines("noexits")
     return CheckpointRun([int(v) for v in plain], costs[0], runs, [int(v) for v in res[2:]],
-                         (int(res[0]), int(res[1])), code_size(target, elf), r, work_runs)
+                         (int(res[0]), int(res[1])), code_size(target, elf), r, work_runs, exits,
+                         (int(refused[0][0]), int(refused[0][1])) if refused else None)
 
 
 COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
@@ -672,14 +684,32 @@ CNN_S_DIGITS_EPOCHS = 30            # pre-training of the zoo's cnn_s (width 0.2
 _COMPRESSED_CNN_S_VERSION = 2
 
 
+def _drop_unused_buffers(model_bytes: bytes) -> bytes:
+    """The model with the data of buffers no tensor or metadata entry refers to left out (what
+    ``converter.extract_subgraph`` keeps of the other subgraphs: 603 B of the compressed cnn_s's
+    head weights and metadata, FRAM on the MSP430). Buffer indices stay valid."""
+    from freeml_keras import tflite_schema as ts
+    m = ts.read_model(model_bytes)
+    used = {int(t.buffer) for sg in m.subgraphs for t in sg.tensors or []}
+    used |= {int(md.buffer) for md in m.metadata or []}
+    for i, buf in enumerate(m.buffers or []):
+        if i not in used:
+            buf.data = None
+    return ts.write_model(m)
+
+
 def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: int = 3,
-                     verbose: bool = False) -> tuple[bytes, "np.ndarray", dict]:
+                     verbose: bool = False, exit_head: bool = True) -> tuple[bytes, "np.ndarray", dict]:
     """The zoo's ``cnn_s`` (width 0.25, trained on the digits) compressed with SparseComp to
     ``budget_bytes`` of stored parameters, with a gNet exit head after its first pooling stage,
     converted to a sparse int8 flatbuffer with names stripped: the cnn_s that fits the
     MSP430FR5994's lower FRAM with the runtime. Returns the flatbuffer, ``num_inputs`` quantized
     digits test inputs (int8, batch first) and a description (accuracies, sizes, seconds).
-    Cached in the zoo's cache directory (about a minute to make)."""
+    Cached in the zoo's cache directory (about a minute to make). ``exit_head=False``: the same
+    model's backbone alone, its main subgraph bit for bit without the head subgraph and the
+    ``freeml`` metadata (no exit points: a checkpointed build leaves out the exit head's code,
+    which is what lets it fit the MSP430); its outputs are the full model's
+    (``meta["exit_head"]`` is False and ``meta["flatbuffer_bytes"]`` its size)."""
     import json
     import time
 
@@ -717,5 +747,8 @@ def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: in
         model_path.write_bytes(b)
         meta_path.write_text(json.dumps(meta, indent=1))
     (scale, zp), = io_quantization(b)[0]
+    if not exit_head:
+        b = _drop_unused_buffers(converter.extract_subgraph(b, 0))
+        meta = {**meta, "exit_head": False, "flatbuffer_bytes": len(b)}
     return b, quantize(te[0][:num_inputs], scale, zp), meta
 

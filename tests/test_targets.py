@@ -274,6 +274,9 @@ def test_checkpointed_inference_on_target(target, digit_models, tmp_path):
     b, x = digit_models["mlp"]
     want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
     c = T.run_checkpointed(target, b, x[0], tmp_path, granularities=(1, 4, 1 << 30), resume_after=3)
+    # no freeml metadata, no exit points: built without the exit head (FM_EXITS 0), which
+    # refuses exits set (FM_ERR_UNSUPPORTED from fm_start and fm_resume)
+    assert not c.exits and c.exits_refused == (3, 3)
     assert c.plain_output == want and c.resume_output == want
     assert [r["output"] for r in c.runs] == [want] * 3
     units = c.runs[0]["units"]
@@ -369,9 +372,45 @@ def test_compressed_cnn_s_on_the_cortex_m4_with_checkpoints(cnn_s_compressed, tm
     r = T.run_model("cortex_m4", b, x[0], tmp_path / "run")
     assert r.output == want and r.output_invoke == want
     c = T.run_checkpointed("cortex_m4", b, x[0], tmp_path / "ckpt", granularities=(8, 1 << 30))
+    assert c.exits and c.exits_refused is None        # built with the exit head (FM_EXITS 1)
     assert c.plain_output == want and c.resume_output == want
     assert [run["output"] for run in c.runs] == [want] * 2
     assert c.runs[0]["commits"] > c.runs[1]["commits"] > 0
+
+
+def test_compressed_cnn_s_backbone_checkpointed_on_the_msp430(cnn_s_compressed, tmp_path):
+    """The compressed cnn_s without its exit head (no exit points: the build leaves the exit
+    head's code out, FM_EXITS 0) checkpointed under mspdebug, arena and checkpoints in FRAM:
+    continuous, every granularity, the default work mode and a run resumed after an emulated
+    power loss all give the host's output, which is the full model's; exits set in that build are
+    refused with FM_ERR_UNSUPPORTED."""
+    from freeml_keras.runtime import Interpreter
+
+    b_head, x, _ = cnn_s_compressed
+    b, x_nohead, meta = T.compressed_cnn_s(exit_head=False)
+    assert np.array_equal(x, x_nohead) and meta["exit_head"] is False and meta["flatbuffer_bytes"] == len(b)
+    assert T.model_has_exits(b_head) and not T.model_has_exits(b) and len(b) < len(b_head)
+    assert "#define FM_EXITS 1" in T.kernel_config_source(b_head)
+    assert "#define FM_EXITS 0" in T.kernel_config_source(b)
+    want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
+    assert want == Interpreter(b_head).invoke(x[:1])[0].ravel().tolist()    # the same backbone
+    c = T.run_checkpointed("msp430", b, x[0], tmp_path, granularities=(1, 8, 1 << 30), resume_after=3)
+    assert not c.exits and c.exits_refused == (3, 3)            # FM_ERR_UNSUPPORTED from fm_start, fm_resume
+    assert c.plain_output == want and c.resume_output == want
+    assert [r["output"] for r in c.runs] == [want] * 3
+    assert [r["output"] for r in c.work_runs] == [want] and c.work_runs[0]["step_work"] == 1024
+    units = c.runs[0]["units"]
+    assert all(r["units"] == units for r in c.runs + c.work_runs)
+    assert c.resume_units[0] > 0 and sum(c.resume_units) >= units
+    commits = [r["commits"] for r in c.runs]
+    costs = [r["cost"] for r in c.runs]
+    assert commits[0] > commits[1] > commits[2] > 0 and costs[0] > costs[1] > costs[2] > c.plain_cost
+    # records without an accumulator: 16 bytes a commit (nvm_bytes leaves out the two commits
+    # around writing the input, fm_prepare_input and fm_start)
+    assert all(r["nvm_bytes"] == 16 * (r["commits"] - 2) for r in c.runs + c.work_runs)
+    assert c.work_runs[0]["cost"] < c.plain_cost * 1.05                   # the default's overhead target
+    assert c.size["text"] + c.size["data"] <= 0xFF80 - 0x4000             # lower FRAM, arena included
+    assert c.size["data"] + c.size["bss"] <= 8 * 1024
 
 
 def _srdhm(a: int, b: int) -> int:

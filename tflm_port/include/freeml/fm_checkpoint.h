@@ -21,6 +21,12 @@
  * a step never crosses into a second operator with units, so re-running a partly done step
  * after a failure writes the same bytes. Alias operators (RESHAPE) never take a step of their
  * own (they are passed with the step before or after them), except to accumulate an exit point.
+ *
+ * A build with FM_EXITS 0 (fm_internal.h; freeml_keras.targets derives it for a model without
+ * exit points) has no anytime exit: checkpoint.c calls nothing in exit_head.c, records have no
+ * accumulator, and what would need the exit head is refused with FM_ERR_UNSUPPORTED, never run
+ * without it: exits set in fm_prepare_input, fm_start, fm_resume, fm_answer, fm_exit_now (and
+ * fm_plan_steps plans nothing), num_classes > 0 in fm_ckpt_load and fm_ckpt_commit.
  */
 #ifndef FREEML_FM_CHECKPOINT_H
 #define FREEML_FM_CHECKPOINT_H
@@ -87,7 +93,7 @@ typedef struct {
 /* Bytes of the two checkpoint slots for a head with num_classes classes. */
 uint32_t fm_ckpt_bytes(uint16_t num_classes);
 
-/* The latest valid record at `offset` (found = 0 when neither slot holds one). */
+/* The latest valid record at `offset` (found = 0 when neither slot holds one: *out is zeroed). */
 fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes, fm_ckpt *out,
                        uint8_t *found);
 
@@ -157,7 +163,8 @@ typedef struct {
 
 /* The atomic steps of one inference with r's configuration (r->it, granularity, step_work,
  * exits), the first max_steps of them into `steps` (may be NULL), and the one with the most
- * work (most units in units mode) into *largest. Returns the number of steps. */
+ * work (most units in units mode) into *largest. Returns the number of steps (0 for
+ * granularity 0, or exits set in a build with FM_EXITS 0). */
 uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t max_steps,
                        fm_step_info *largest);
 

@@ -7,6 +7,10 @@
  * accumulator per class; the bias is its starting value. Logits at exit k are the accumulator
  * requantized as FULLY_CONNECTED does it: b + sum_{i<=k} W_i . p_i, the order of
  * freeml_keras.exits.incremental_logits_int8, equal to the head run with later exits zeroed.
+ *
+ * The intermittent runtime (checkpoint.c) calls these in a build with FM_EXITS 1 (the default,
+ * fm_internal.h), the application sets them up (fm_exit_find, fm_exit_init); a target build for
+ * a model without exit points has FM_EXITS 0 and leaves exit_head.c out.
  */
 #ifndef FREEML_FM_EXIT_H
 #define FREEML_FM_EXIT_H

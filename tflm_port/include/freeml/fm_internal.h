@@ -5,6 +5,40 @@
 #include <stddef.h>
 
 #include "freeml/fm.h"
+#include "freeml/fm_math.h"
+
+/* ---- per-model kernel configuration ------------------------------------------------------- */
+
+/* A target build for one model (freeml_keras.targets.kernel_config_source) defines
+ * FM_KERNEL_CONFIG and supplies fm_kernel_config.h, which sets each switch below to 0 or 1 so
+ * that only the code paths the model uses are compiled (the MSP430 has 48 KB of FRAM for code and
+ * model together). Without it (host builds) every path is built. A model that needs a path its
+ * build left out fails in fm_init with FM_ERR_UNSUPPORTED, never at run time.
+ *   FM_CONV_DENSE           CONV_2D with dense weights
+ *   FM_CONV_SPARSE_<I>      CONV_2D with CSR weights, I-bit column indices (I in 8, 16, 32)
+ *   FM_FC_DENSE             FULLY_CONNECTED with dense weights
+ *   FM_FC_SPARSE_<I>        FULLY_CONNECTED with CSR weights, I-bit column indices
+ * and one switch of the intermittent runtime (checkpoint.c), 1 when the file does not set it:
+ *   FM_EXITS                anytime exit through the model's exit head (fm_intermittent.exits).
+ *                           0 (a model without exit points): checkpoint.c has no fm_exit_* calls,
+ *                           exit_head.c need not be linked (about 5 KB on the MSP430), and an
+ *                           fm_intermittent with exits set is refused with FM_ERR_UNSUPPORTED
+ *                           by fm_prepare_input, fm_start, fm_resume, fm_answer, fm_exit_now. */
+#ifdef FM_KERNEL_CONFIG
+#include "fm_kernel_config.h"
+#else
+#define FM_CONV_DENSE 1
+#define FM_CONV_SPARSE_8 1
+#define FM_CONV_SPARSE_16 1
+#define FM_CONV_SPARSE_32 1
+#define FM_FC_DENSE 1
+#define FM_FC_SPARSE_8 1
+#define FM_FC_SPARSE_16 1
+#define FM_FC_SPARSE_32 1
+#endif
+#ifndef FM_EXITS
+#define FM_EXITS 1
+#endif
 
 /* ---- bounds-checked flatbuffer reader (reader.c) ------------------------------------------ */
 
@@ -166,8 +200,25 @@ enum {
 
 /* ---- helpers shared by the kernels (interpreter.c) ---------------------------------------- */
 
-fm_status fm_fail(fm_interp *it, fm_status s, const char *msg, int32_t op, int32_t tensor,
-                  int32_t value);
+/* Record an error (message, operator, tensor, value) and return s. A build with FM_ERROR_TEXT 0
+ * (the MSP430 target's) keeps everything but the message text: about 3 KB less FRAM, and call
+ * sites with one argument less. Never inlined (FM_NOINLINE, fm_math.h): its many call sites
+ * are on error paths only. */
+#ifndef FM_ERROR_TEXT
+#define FM_ERROR_TEXT 1
+#endif
+FM_NOINLINE fm_status fm_fail_at(fm_interp *it, fm_status s, const char *msg, int16_t op, int16_t tensor,
+                                 int32_t value);
+FM_NOINLINE fm_status fm_fail_code(fm_interp *it, fm_status s, int16_t op, int16_t tensor, int32_t value);
+#if FM_ERROR_TEXT
+#define FM_MSG(msg) (msg)
+#define fm_fail(it, s, msg, op, tensor, value) \
+    fm_fail_at((it), (s), (msg), (int16_t)(op), (int16_t)(tensor), (value))
+#else
+#define FM_MSG(msg) ((void)(msg), (const char *)0)
+#define fm_fail(it, s, msg, op, tensor, value) \
+    ((void)(msg), fm_fail_code((it), (s), (int16_t)(op), (int16_t)(tensor), (value)))
+#endif
 /* Allocate n bytes (4-aligned) of state memory; NULL (and an error set) if it does not fit. */
 void *fm_state_alloc(fm_interp *it, uint32_t n);
 const fm_tensor *fm_root(const fm_interp *it, int16_t t);

@@ -13,7 +13,10 @@
  *     @work <step work> <units run> <commits> <NVM bytes> <largest step work> <steps> <outputs>
  *                                 work mode, one line per FM_STEP_WORKS entry (ckpt_cfg.h may
  *                                 define FM_STEP_WORKS and FM_NUM_STEP_WORKS; by default the
- *                                 runtime's default configuration, FM_DEFAULT_STEP_WORK) */
+ *                                 runtime's default configuration, FM_DEFAULT_STEP_WORK)
+ *     @noexits <fm_start status> <fm_resume status>   only a build without exit support
+ *                                 (FM_EXITS 0, fm_kernel_config.h): both with exits set, which
+ *                                 that build must refuse (FM_ERR_UNSUPPORTED) */
 #include <stdint.h>
 #include <string.h>
 
@@ -21,6 +24,7 @@
 #include "fm_target.h"
 #include "freeml/fm.h"
 #include "freeml/fm_checkpoint.h"
+#include "freeml/fm_internal.h"    /* FM_EXITS */
 #include "model_data.h"
 #include "model_io.h"
 
@@ -30,7 +34,9 @@
 #endif
 
 #define FM_ALIGN16(n) (((n) + 15u) & ~15u)
-#define FM_NVM_BYTES (FM_ALIGN16(FM_CKPT_HEADER_BYTES * 2u + 64u) + FM_ALIGN16(FM_ARENA_BYTES))
+/* The two checkpoint slots (records without an accumulator: no exit head here), then the arena. */
+#define FM_SLOTS_BYTES FM_ALIGN16(FM_CKPT_HEADER_BYTES * 2u)
+#define FM_NVM_BYTES (FM_SLOTS_BYTES + FM_ALIGN16(FM_ARENA_BYTES))
 
 static uint8_t nvm_mem[FM_NVM_BYTES] __attribute__((section(".persistent"), aligned(16)));
 static uint8_t state[FM_STATE_BYTES] __attribute__((aligned(16)));
@@ -61,17 +67,11 @@ static void put_output(void)
     fm_target_putc('\n');
 }
 
-static uint32_t ckpt_offset_arena(void)
-{
-    return FM_ALIGN16(fm_ckpt_bytes(0));
-}
-
 /* "Power-on": a fresh interpreter over the same NVM (the state block is rebuilt by fm_init). */
 static int power_on(fm_intermittent *r, uint32_t granularity, uint32_t step_work)
 {
-    const uint32_t arena_at = ckpt_offset_arena();
-    if (fm_init(&interp, fm_model, fm_model_len, state, sizeof state, nvm_mem + arena_at,
-                FM_NVM_BYTES - arena_at) != FM_OK)
+    if (fm_init(&interp, fm_model, fm_model_len, state, sizeof state, nvm_mem + FM_SLOTS_BYTES,
+                FM_NVM_BYTES - FM_SLOTS_BYTES) != FM_OK)
         return 0;
     nvm.mem = nvm_mem;
     nvm.len = FM_NVM_BYTES;
@@ -97,6 +97,32 @@ static int new_input(fm_intermittent *r)
     return fm_start(r) == FM_OK;
 }
 
+/* One inference from a new input, checkpointed with this configuration, between two marks,
+ * and its line: @<key> <granularity or step work> <units run> <commits> <NVM bytes> then, in
+ * work mode (step_work > 0), <largest step work> <steps>, then the outputs. 0 on failure. */
+static int measured_run(fm_intermittent *r, const char *key, uint32_t granularity, uint32_t step_work)
+{
+    uint8_t done = 0;
+    if (!power_on(r, granularity, step_work) || !new_input(r)) return 0;
+    nvm_bytes = 0;
+    fm_target_mark();
+    if (fm_resume(r, 0, &done) != FM_OK || !done) return 0;
+    fm_target_mark();
+    fm_target_puts(key);
+    put_field((int32_t)(step_work ? step_work : granularity));
+    put_field((int32_t)r->units_run);
+    put_field((int32_t)r->commits);
+    put_field((int32_t)nvm_bytes);
+    if (step_work) {
+        fm_step_info largest;
+        const uint32_t steps = fm_plan_steps(r, NULL, 0, &largest);
+        put_field((int32_t)largest.work);
+        put_field((int32_t)steps);
+    }
+    put_output();
+    return 1;
+}
+
 int main(void)
 {
     fm_intermittent r;
@@ -104,7 +130,7 @@ int main(void)
     uint16_t g;
     uint32_t units_before;
 
-    if (FM_NVM_BYTES < fm_ckpt_bytes(0) || !power_on(&r, 1, 0)) {
+    if (FM_SLOTS_BYTES < fm_ckpt_bytes(0) || !power_on(&r, 1, 0)) {
         fm_target_puts("@error init\n");
         return 2;
     }
@@ -117,18 +143,7 @@ int main(void)
     put_output();
 
     for (g = 0; g < FM_NUM_GRANULARITIES; g++) {
-        if (!power_on(&r, granularities[g], 0) || !new_input(&r)) return 4;
-        nvm_bytes = 0;
-        done = 0;
-        fm_target_mark();
-        if (fm_resume(&r, 0, &done) != FM_OK || !done) return 5;
-        fm_target_mark();
-        fm_target_puts("@ckpt");
-        put_field((int32_t)granularities[g]);
-        put_field((int32_t)r.units_run);
-        put_field((int32_t)r.commits);
-        put_field((int32_t)nvm_bytes);
-        put_output();
+        if (!measured_run(&r, "@ckpt", granularities[g], 0)) return 4;
     }
 
     /* Resume: run some steps, "lose power" (drop every RAM structure), power on, resume. */
@@ -149,23 +164,17 @@ int main(void)
 
     /* Work mode (after the runs above, so that their marks keep their places). */
     for (g = 0; g < FM_NUM_STEP_WORKS; g++) {
-        fm_step_info largest;
-        uint32_t steps;
-        if (!power_on(&r, FM_GRANULARITY_ANY, step_works[g]) || !new_input(&r)) return 10;
-        nvm_bytes = 0;
-        done = 0;
-        fm_target_mark();
-        if (fm_resume(&r, 0, &done) != FM_OK || !done) return 11;
-        fm_target_mark();
-        steps = fm_plan_steps(&r, NULL, 0, &largest);
-        fm_target_puts("@work");
-        put_field((int32_t)step_works[g]);
-        put_field((int32_t)r.units_run);
-        put_field((int32_t)r.commits);
-        put_field((int32_t)nvm_bytes);
-        put_field((int32_t)largest.work);
-        put_field((int32_t)steps);
-        put_output();
+        if (!measured_run(&r, "@work", FM_GRANULARITY_ANY, step_works[g])) return 10;
     }
+#if !FM_EXITS
+    /* Exits set in a build without exit support: refused, not run as if there were none. The
+     * pointer is never read (this build has no code that could). */
+    if (!power_on(&r, FM_GRANULARITY_ANY, FM_DEFAULT_STEP_WORK)) return 12;
+    r.exits = (const fm_exit_head *)(const void *)&r;
+    fm_target_puts("@noexits");
+    put_field(fm_start(&r));
+    put_field(fm_resume(&r, 0, &done));
+    fm_target_putc('\n');
+#endif
     return 0;
 }
