@@ -4,10 +4,11 @@ per-operator counts that ``bench/targets.py`` measured on the emulated targets
 converter writes into the ``freeml`` metadata and the energy simulation reads back.
 
 Per kind (the builtin op name, ``/csr`` appended when its weights are stored sparse) the cost
-is ``per_mac * MACs of the stored weights + per_byte * output bytes + fixed``, fitted by
-non-negative least squares (scipy's NNLS) on the measured operators of that kind; with fewer
-than three measurements, fewer terms (per MAC, then fixed, then per byte for operators with
-weights; per byte, then fixed for the rest). A kind never measured on the target is priced with the
+is ``per_mac * MACs executed (all for dense weights, the stored non-zero ones for CSR) +
+per_byte * output bytes + fixed``, fitted by non-negative least squares (scipy's NNLS) on the
+measured operators of that kind. A kind measured fewer than three times takes the shape of its
+family's fit (all operators with weights pooled, or all others but SOFTMAX) scaled to its
+measurements. A kind never measured on the target is priced with the
 fit of all the target's operators with weights, or of all the others except SOFTMAX.
 Units: instructions on the Cortex-M4 (QEMU counts instructions, not cycles), MCLK cycles on the
 MSP430.
@@ -29,6 +30,7 @@ __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "
 _TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
 MAC_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _ANY_MAC, _ANY_OTHER = "*weights", "*other"
+_MIN_OWN_FIT = 3          # a kind measured fewer times takes its family's shape (see _scaled)
 
 
 class CostTableError(ValueError):
@@ -48,8 +50,16 @@ def target_of(device: str | devices.DeviceProfile) -> str:
 
 
 def kind_of(op: str, macs: int, sparse_macs: int) -> str:
-    """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse."""
-    return f"{op}/csr" if op in MAC_KINDS and sparse_macs < macs else op
+    """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse
+    (the converter's rule: at least ``SPARSE_MIN_ZERO_FRACTION`` of them zero)."""
+    from freeml_keras.memory import SPARSE_MIN_ZERO_FRACTION
+    csr = op in MAC_KINDS and macs > 0 and sparse_macs <= (1.0 - SPARSE_MIN_ZERO_FRACTION) * macs
+    return f"{op}/csr" if csr else op
+
+
+def _work(kind: str, macs: int, sparse_macs: int) -> int:
+    """The MACs a kernel executes: all of them when dense, the stored non-zero ones in CSR."""
+    return sparse_macs if kind.endswith("/csr") else macs
 
 
 @dataclass
@@ -82,18 +92,26 @@ class CostModel:
         for table in tables.values():
             unit = table["unit"]
             for op in table["ops"]:
-                macs = int(op.get("sparse_macs", op.get("macs", 0)))
-                out_b = int(op.get("output_bytes", 0))
-                k = kind_of(op["op"], int(op.get("macs", 0)), macs)
-                rows.setdefault(k, []).append((macs, out_b, float(op[unit])))
+                macs = int(op.get("macs", 0))
+                smacs = int(op.get("sparse_macs", macs))
+                k = kind_of(op["op"], macs, smacs)
+                rows.setdefault(k, []).append((_work(k, macs, smacs), int(op.get("output_bytes", 0)),
+                                               float(op[unit])))
         if not rows:
             raise CostTableError(f"no per-operator measurements for target {target!r}")
-        kinds = {k: _fit(r, k.split("/")[0] in MAC_KINDS) for k, r in rows.items()}
         mac_rows = [x for k, r in rows.items() if k.split("/")[0] in MAC_KINDS for x in r]
         # SOFTMAX (exponentials) is no guide to what an unmeasured data-movement op costs
         other = [x for k, r in rows.items() if k.split("/")[0] not in MAC_KINDS + ("SOFTMAX",) for x in r]
-        kinds[_ANY_MAC] = _fit(mac_rows, True) if mac_rows else KindCost(0.0, 0.0, 0.0, 0, 0.0)
-        kinds[_ANY_OTHER] = _fit(other, False) if other else KindCost(0.0, 0.0, 0.0, 0, 0.0)
+        pooled = {True: _fit(mac_rows, True) if mac_rows else KindCost(0.0, 0.0, 0.0, 0, 0.0),
+                  False: _fit(other, False) if other else KindCost(0.0, 0.0, 0.0, 0, 0.0)}
+        kinds = {}
+        for k, r in rows.items():
+            with_macs = k.split("/")[0] in MAC_KINDS
+            if len(r) >= _MIN_OWN_FIT or not pooled[with_macs].samples:
+                kinds[k] = _fit(r, with_macs)
+            else:
+                kinds[k] = _scaled(pooled[with_macs], r)
+        kinds[_ANY_MAC], kinds[_ANY_OTHER] = pooled[True], pooled[False]
         return cls(target, unit, kinds, sorted(tables))
 
     @classmethod
@@ -116,10 +134,20 @@ class CostModel:
         k = kind_of(op, macs, sparse_macs)
         fit = (self.kinds.get(k) or self.kinds.get(k.split("/")[0])
                or self.kinds[_ANY_MAC if op in MAC_KINDS else _ANY_OTHER])
-        return fit.cost(sparse_macs, output_bytes)
+        return fit.cost(_work(k, macs, sparse_macs), output_bytes)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _scaled(base: KindCost, rows: Sequence[tuple[float, float, float]]) -> KindCost:
+    """``base`` (the family's pooled fit) scaled to a kind's few measurements: their shape from
+    the family, their level from the kind."""
+    a = np.array(rows, dtype=float)
+    pred = np.array([base.cost(m, b) for m, b, _ in rows])
+    scale = float(a[:, 2].sum() / pred.sum()) if pred.sum() > 0 else 1.0
+    err = float(np.max(np.abs(scale * pred - a[:, 2]) / np.maximum(a[:, 2], 1.0)))
+    return KindCost(base.per_mac * scale, base.per_byte * scale, base.fixed * scale, len(rows), err)
 
 
 def _fit(rows: Sequence[tuple[float, float, float]], with_macs: bool) -> KindCost:
