@@ -645,24 +645,6 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
 COST_TABLES = Path(__file__).resolve().parents[1] / "bench" / "results" / "targets.json"
 
 
-def measured_cycles_per_mac(target: str, path: str | Path | None = None) -> float | None:
-    """All the work of the CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED operators the targets
-    benchmark ran, divided by their MACs (instructions on the Cortex-M4, which stand in for
-    cycles there; MCLK cycles on the MSP430); None when nothing was measured for ``target``."""
-    try:
-        tables = read_cost_tables(path or COST_TABLES).get(target, {})
-    except FileNotFoundError:
-        return None
-    cost = macs = 0
-    for table in tables.values():
-        for op in table["ops"]:
-            executed = op.get("sparse_macs", op.get("macs"))      # MACs the kernel ran (CSR: non-zeros)
-            if op["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and executed:
-                cost += op[table["unit"]]
-                macs += executed
-    return cost / macs if macs else None
-
-
 def read_cost_tables(path: str | Path = COST_TABLES) -> dict[str, dict[str, dict]]:
     """The per-operator cost tables ``bench/targets.py`` measured:
     ``{target: {model: {"unit": "instructions"|"cycles", "ops": [{"index", "op", "units",
