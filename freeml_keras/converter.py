@@ -334,14 +334,20 @@ def strip_names(model_bytes: bytes) -> bytes:
 
 
 def extract_subgraph(model_bytes: bytes, index: int) -> bytes:
-    """A flatbuffer whose only subgraph is subgraph ``index`` of the given one (to run the exit
-    head alone in an interpreter). Buffers and operator codes are kept as they are."""
+    """A flatbuffer whose only subgraph is subgraph ``index`` of the given one, without the
+    ``freeml`` metadata (to run the exit head alone in an interpreter, or the backbone without
+    its head). Operator codes and buffer indices are kept; the data of buffers nothing refers
+    to any more is left out."""
     model = ts.read_model(model_bytes)
     if not 0 <= index < len(model.subgraphs):
         raise ConversionError(f"the model has {len(model.subgraphs)} subgraphs; no subgraph {index}")
     model.subgraphs = [model.subgraphs[index]]
     model.signatureDefs = []
     model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
+    used = {int(t.buffer) for t in model.subgraphs[0].tensors or []} | {int(m.buffer) for m in model.metadata}
+    for i, buf in enumerate(model.buffers or []):
+        if i not in used:
+            buf.data = None
     return ts.write_model(model)
 
 

@@ -666,20 +666,6 @@ CNN_S_DIGITS_EPOCHS = 30            # pre-training of the zoo's cnn_s (width 0.2
 _COMPRESSED_CNN_S_VERSION = 2
 
 
-def _drop_unused_buffers(model_bytes: bytes) -> bytes:
-    """The model with the data of buffers no tensor or metadata entry refers to left out (what
-    ``converter.extract_subgraph`` keeps of the other subgraphs: 603 B of the compressed cnn_s's
-    head weights and metadata, FRAM on the MSP430). Buffer indices stay valid."""
-    from freeml_keras import tflite_schema as ts
-    m = ts.read_model(model_bytes)
-    used = {int(t.buffer) for sg in m.subgraphs for t in sg.tensors or []}
-    used |= {int(md.buffer) for md in m.metadata or []}
-    for i, buf in enumerate(m.buffers or []):
-        if i not in used:
-            buf.data = None
-    return ts.write_model(m)
-
-
 def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: int = 3,
                      verbose: bool = False, exit_head: bool = True) -> tuple[bytes, "np.ndarray", dict]:
     """The zoo's ``cnn_s`` (width 0.25, trained on the digits) compressed with SparseComp to
@@ -730,7 +716,7 @@ def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: in
         meta_path.write_text(json.dumps(meta, indent=1))
     (scale, zp), = io_quantization(b)[0]
     if not exit_head:
-        b = _drop_unused_buffers(converter.extract_subgraph(b, 0))
+        b = converter.extract_subgraph(b, 0)
         meta = {**meta, "exit_head": False, "flatbuffer_bytes": len(b)}
     return b, quantize(te[0][:num_inputs], scale, zp), meta
 
