@@ -380,7 +380,9 @@ def _report(out: Path, s: dict) -> None:
         f"{1 / ARRIVAL_LOAD:g} times; an input that arrives during an inference waits: latency counts from "
         "arrival), 470 uF capacitor (3.3 V on, 1.8 V off); costs per operator from the converted model's "
         "metadata (the cost model fitted to the operators measured on the target; the branches, never "
-        "converted, priced per layer by the same model).", "",
+        "converted, priced per layer by the same model). A restart after a power failure is charged "
+        "no cycles: the simulation assumes the prepared interpreter survives in FRAM, which the runtime "
+        "does not do yet (it prepares again at every start; see the README).", "",
         "| trace | strategy | accuracy | mean latency (s) | p90 (s) | energy (mJ) | failures/inference |",
         "|---|---|---|---|---|---|---|"]
     for trace, rows in s["simulate"]["traces"].items():
