@@ -138,6 +138,30 @@ fm_status fm_expect_weights(fm_interp *it, uint16_t opi, int16_t t, const fm_ten
     return FM_OK;
 }
 
+fm_status fm_weighted_operands(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor **in,
+                               const fm_tensor **f, const fm_tensor **fd, const fm_tensor **out,
+                               const fm_tensor **bias)
+{
+    fm_status s;
+    *bias = NULL;
+    if (op->num_in < 2) return fm_fail(it, FM_ERR_FORMAT, "operator needs input and weights", opi, -1, 0);
+    if ((s = fm_expect(it, opi, op->in[0], FM_INT8, in)) != FM_OK) return s;
+    if ((s = fm_expect_weights(it, opi, op->in[1], f, fd)) != FM_OK) return s;
+    if ((s = fm_expect(it, opi, op->out, FM_INT8, out)) != FM_OK) return s;
+    if (op->num_in > 2 && op->in[2] >= 0) {
+        if ((s = fm_expect(it, opi, op->in[2], FM_INT32, bias)) != FM_OK) return s;
+        if (!((*bias)->flags & FM_T_CONST)) return fm_fail(it, FM_ERR_UNSUPPORTED, "bias must be constant", opi, op->in[2], 0);
+    }
+    return FM_OK;
+}
+
+fm_status fm_check_bias(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *bias, int32_t out_c)
+{
+    if (bias && fm_elements(bias) != out_c)
+        return fm_fail(it, FM_ERR_FORMAT, "bias size differs from output channels", opi, op->in[2], 0);
+    return FM_OK;
+}
+
 fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b)
 {
     if (a->scale != b->scale || a->zero_point != b->zero_point)

@@ -232,6 +232,13 @@ fm_status fm_expect(fm_interp *it, uint16_t opi, int16_t t, uint8_t type, const 
  * itself (shape, quantization), *data the tensor holding the data (possibly sparse). */
 fm_status fm_expect_weights(fm_interp *it, uint16_t opi, int16_t t, const fm_tensor **out,
                             const fm_tensor **data);
+/* The operands of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED: int8 input, weights (see
+ * fm_expect_weights), int8 output and an optional constant int32 bias with one value per
+ * output channel (*bias NULL when absent; fm_check_bias checks its size once out_c is known). */
+fm_status fm_weighted_operands(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor **in,
+                               const fm_tensor **f, const fm_tensor **fd, const fm_tensor **out,
+                               const fm_tensor **bias);
+fm_status fm_check_bias(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *bias, int32_t out_c);
 /* CSR segment offset r of sparse tensor t. */
 uint32_t fm_seg(const fm_tensor *t, uint32_t r);
 /* Fused activation range of an int8 output (TFLite ActivationFunctionType). */

@@ -6,18 +6,11 @@
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
     fm_conv_params *p = &op->p.conv;
-    const fm_tensor *in, *f, *fd, *out, *bias = NULL;
+    const fm_tensor *in, *f, *fd, *out, *bias;
     fm_fb fb;
     int32_t padding, act;
     fm_status s;
-    if (op->num_in < 2) return fm_fail(it, FM_ERR_FORMAT, "DEPTHWISE_CONV_2D needs input and filter", opi, -1, 0);
-    if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
-    if ((s = fm_expect_weights(it, opi, op->in[1], &f, &fd)) != FM_OK) return s;
-    if ((s = fm_expect(it, opi, op->out, FM_INT8, &out)) != FM_OK) return s;
-    if (op->num_in > 2 && op->in[2] >= 0) {
-        if ((s = fm_expect(it, opi, op->in[2], FM_INT32, &bias)) != FM_OK) return s;
-        if (!(bias->flags & FM_T_CONST)) return fm_fail(it, FM_ERR_UNSUPPORTED, "bias must be constant", opi, op->in[2], 0);
-    }
+    if ((s = fm_weighted_operands(it, opi, op, &in, &f, &fd, &out, &bias)) != FM_OK) return s;
     if (in->ndim != 4 || f->ndim != 4 || out->ndim != 4 || f->dims[0] != 1)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "DEPTHWISE_CONV_2D tensors must be 4-D", opi, -1, 0);
     p->in_h = in->dims[1]; p->in_w = in->dims[2]; p->in_c = in->dims[3];
@@ -26,8 +19,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (out->dims[3] != p->out_c || out->dims[0] != in->dims[0] || p->out_c % p->in_c != 0)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "DEPTHWISE_CONV_2D shapes do not match", opi, -1, 0);
     p->depth_mult = p->out_c / p->in_c;
-    if (bias && fm_elements(bias) != p->out_c)
-        return fm_fail(it, FM_ERR_FORMAT, "bias size differs from output channels", opi, op->in[2], 0);
+    if ((s = fm_check_bias(it, opi, op, bias, p->out_c)) != FM_OK) return s;
     fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
     padding = fb_i8(&fb, op->opts, 0, 0);
     p->stride_w = fb_i32(&fb, op->opts, 1, 0);

@@ -11,18 +11,11 @@
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
     fm_fc_params *p = &op->p.fc;
-    const fm_tensor *in, *f, *fd, *out, *bias = NULL;
+    const fm_tensor *in, *f, *fd, *out, *bias;
     fm_fb fb;
     int32_t act;
     fm_status s;
-    if (op->num_in < 2) return fm_fail(it, FM_ERR_FORMAT, "FULLY_CONNECTED needs input and weights", opi, -1, 0);
-    if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
-    if ((s = fm_expect_weights(it, opi, op->in[1], &f, &fd)) != FM_OK) return s;
-    if ((s = fm_expect(it, opi, op->out, FM_INT8, &out)) != FM_OK) return s;
-    if (op->num_in > 2 && op->in[2] >= 0) {
-        if ((s = fm_expect(it, opi, op->in[2], FM_INT32, &bias)) != FM_OK) return s;
-        if (!(bias->flags & FM_T_CONST)) return fm_fail(it, FM_ERR_UNSUPPORTED, "bias must be constant", opi, op->in[2], 0);
-    }
+    if ((s = fm_weighted_operands(it, opi, op, &in, &f, &fd, &out, &bias)) != FM_OK) return s;
     if ((fd->flags & FM_T_SPARSE) ? !((fd->idx_w == 1 && FM_FC_SPARSE_8) || (fd->idx_w == 2 && FM_FC_SPARSE_16) ||
                                       (fd->idx_w == 4 && FM_FC_SPARSE_32))
                                   : !FM_FC_DENSE)
@@ -37,8 +30,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     p->batches = fm_elements(in) / p->depth;
     if (fm_elements(out) != p->batches * p->out_c || out->dims[out->ndim - 1] != p->out_c)
         return fm_fail(it, FM_ERR_FORMAT, "FULLY_CONNECTED output shape", opi, op->out, 0);
-    if (bias && fm_elements(bias) != p->out_c)
-        return fm_fail(it, FM_ERR_FORMAT, "bias size differs from output units", opi, op->in[2], 0);
+    if ((s = fm_check_bias(it, opi, op, bias, p->out_c)) != FM_OK) return s;
     fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
     act = fb_i8(&fb, op->opts, 0, 0);
     if (fb_i8(&fb, op->opts, 1, 0) != 0)
