@@ -32,7 +32,6 @@ import argparse
 import functools
 import json
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -144,17 +143,6 @@ def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
     return out
 
 
-_OVERFLOW = re.compile(r"section '(\S+)' will not fit in region '(\w+)': overflowed by (\d+) bytes")
-
-
-def does_not_fit(message: str) -> dict | None:
-    """The linker's overflow per memory region (bytes over) from a failed build, or None."""
-    over: dict[str, int] = {}
-    for _, region, n in _OVERFLOW.findall(message):
-        over[region] = max(over.get(region, 0), int(n))
-    return over or None
-
-
 def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[dict], dict]:
     from freeml_keras import memory
     from freeml_keras.runtime import Interpreter
@@ -166,7 +154,7 @@ def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[
             try:
                 r = T.run_model(target, b, x[0], work / f"{target}_{name}")
             except T.TargetRunError as e:
-                over = does_not_fit(str(e))
+                over = T.memory_overflow(str(e))
                 reason = (f"does not fit: {', '.join(f'{k} over by {v:,} B' for k, v in over.items())}"
                           if over else str(e)[:300])
                 rows.append({"target": target, "model": name, "model_bytes": len(b), "error": reason,
@@ -222,7 +210,7 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None,
             c = T.run_checkpointed(target, b, x[0], work / f"ckpt_{target}_{name}", granularities=GRANULARITIES,
                                    step_works=STEP_WORKS)
         except T.TargetRunError as e:
-            over = does_not_fit(str(e))
+            over = T.memory_overflow(str(e))
             if not over:
                 raise
             rows.append({"target": target, "model": name, "error": "does not fit", "overflow_bytes": over,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 __all__ = ["TARGETS", "TARGETS_DIR", "RUNTIME_DIR", "APT_PACKAGES", "ToolMissingError", "TargetRunError",
+           "memory_overflow",
            "RunResult", "check_tools", "build", "run", "code_size", "symbol_address", "plugin_path", "c_array",
            "DotRun", "run_dot_cases", "model_op_names", "kernel_registry_source", "kernel_config_source",
            "model_has_exits",
@@ -58,6 +59,18 @@ class ToolMissingError(RuntimeError):
 
 class TargetRunError(RuntimeError):
     """A build failed, or a program crashed, timed out or did not reach its end."""
+
+
+_OVERFLOW = re.compile(r"section '(\S+)' will not fit in region '(\w+)': overflowed by (\d+) bytes")
+
+
+def memory_overflow(message: str) -> dict[str, int] | None:
+    """The linker's overflow per memory region (bytes over) in a failed build's message, or
+    None when the build did not fail for lack of memory."""
+    over: dict[str, int] = {}
+    for _, region, n in _OVERFLOW.findall(message):
+        over[region] = max(over.get(region, 0), int(n))
+    return over or None
 
 
 def _check_target(target: str) -> None:
@@ -451,6 +464,21 @@ def kernel_config_source(model_bytes: bytes | None = None, *, exits: bool | None
     return "\n".join(lines + ["#endif", ""])
 
 
+# Memory a model array can be placed in, by target: the MSP430FR5994's lower FRAM (its linker
+# script's FRAM region). An array larger than that does not even compile there (16-bit sizes).
+_MODEL_REGION = {"msp430": ("FRAM", 0xBF80)}
+
+
+def _check_flatbuffer_fits(target: str, model_bytes: bytes) -> None:
+    """Refuse a model whose flatbuffer alone is larger than the target's model memory, in the
+    linker's words (see :func:`memory_overflow`)."""
+    region = _MODEL_REGION.get(target)
+    if region and len(model_bytes) > region[1]:
+        raise TargetRunError(f"the {len(model_bytes):,} B flatbuffer alone does not fit the {target}: "
+                             f"section '.fram' will not fit in region '{region[0]}': overflowed by "
+                             f"{len(model_bytes) - region[1]} bytes")
+
+
 def _write_model_build_files(model_bytes: bytes, out: Path, subgraphs: Iterable[int] | None = None,
                              exits: bool | None = None) -> None:
     """The per-model sources of a runtime build: the model array, the kernel registry of the
@@ -524,6 +552,7 @@ def run_model(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: str | P
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    _check_flatbuffer_fits(target, model_bytes)
     _write_model_build_files(model_bytes, out, subgraphs=[0])    # model_run.c runs the main subgraph
     if kernel_config is not None:
         (out / "fm_kernel_config.h").write_text(kernel_config)
@@ -604,6 +633,7 @@ def run_checkpointed(target: str, model_bytes: bytes, x: "np.ndarray", out_dir: 
     out.mkdir(parents=True, exist_ok=True)
     if exits is None:
         exits = model_has_exits(model_bytes)
+    _check_flatbuffer_fits(target, model_bytes)
     _write_model_build_files(model_bytes, out, exits=exits)
     host = Interpreter(model_bytes)
     xi = np.ascontiguousarray(x, dtype=np.int8).ravel()

@@ -227,3 +227,15 @@ def test_inspect_prices_the_largest_atomic_step(setup, tmp_path, capsys):
     # priced for another core: no cycles, only the work
     assert main(["inspect", str(path), "--device", "apollo3"]) == 0
     assert "uF" not in capsys.readouterr().out
+
+
+def test_measuring_a_model_that_does_not_fit_says_so_and_writes_nothing(tmp_path, capsys):
+    """The zoo's cnn_s at full width is far too large for the MSP430's lower FRAM."""
+    model = zoo.build("cnn_s", (8, 8, 1), 10, width=1.0)
+    path, out = tmp_path / "big.keras", tmp_path / "big.tflite"
+    model.save(path)
+    assert main(["convert", str(path), "--dataset", "digits", "--out", str(out), "--target", "msp430",
+                 "--measure", "--calibration", "20", "--eval-limit", "20"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot measure on msp430: FRAM over by" in err and "nothing was written" in err
+    assert not out.exists()

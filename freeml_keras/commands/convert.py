@@ -73,8 +73,15 @@ def run(args: argparse.Namespace) -> int:
         import tempfile
         from freeml_keras.costs import measure
         print(f"measuring one inference on the {args.target} emulator ...", file=sys.stderr, flush=True)
+        from freeml_keras.targets import TargetRunError, ToolMissingError, memory_overflow
         with tempfile.TemporaryDirectory() as work:
-            data = measure(data, args.target, quantize(x[:1], *iq), work)
+            try:
+                data = measure(data, args.target, quantize(x[:1], *iq), work)
+            except (TargetRunError, ToolMissingError) as e:
+                over = memory_overflow(str(e))
+                why = (", ".join(f"{region} over by {n:,} B" for region, n in over.items()) if over
+                       else str(e).strip().splitlines()[-1])
+                raise CommandError(f"cannot measure on {args.target}: {why}; nothing was written") from None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
