@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from freeml_keras import datasets, zoo  # noqa: E402
-from freeml_keras.interpreters import io_quantization, quantize  # noqa: E402
-from freeml_keras.intermittent import DEFAULT_STEP_WORK, harness_path, plan, step_options  # noqa: E402
+from freeml_keras.runtime.reference import io_quantization, quantize  # noqa: E402
+from freeml_keras.runtime.intermittent import DEFAULT_STEP_WORK, harness_path, plan, step_options  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRANULARITIES = [1, 2, 4, 8, 16, 64, 1_000_000]
@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--quick", action="store_true", help="a small model only")
     ap.add_argument("--no-targets", action="store_true", help="host only")
     args = ap.parse_args(argv)
-    from freeml_keras.converter import convert
+    from freeml_keras.conversion.converter import convert
     models = []
     tr, _, te = datasets.load("digits")
     m = zoo.build("cnn_s", (8, 8, 1), 10, width=0.5)

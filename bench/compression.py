@@ -33,9 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from freeml_keras import converter, datasets, memory, pruning, zoo  # noqa: E402
+from freeml_keras import datasets, memory, zoo  # noqa: E402
+from freeml_keras.compression import pruning  # noqa: E402
+from freeml_keras.conversion import converter  # noqa: E402
 from freeml_keras.keras import keras, tf  # noqa: E402
-from freeml_keras.sparsecomp import Budget, BudgetUnreachable, compress  # noqa: E402
+from freeml_keras.compression.sparsecomp import Budget, BudgetUnreachable, compress  # noqa: E402
 
 import tensorflow_model_optimization as tfmot  # noqa: E402
 

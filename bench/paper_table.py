@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from freeml_keras.intermittent import DEFAULT_STEP_WORK
+from freeml_keras.runtime.intermittent import DEFAULT_STEP_WORK
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

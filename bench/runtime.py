@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from freeml_keras import memory, zoo  # noqa: E402
-from freeml_keras.converter import convert  # noqa: E402
-from freeml_keras.interpreters import io_quantization, quantize, smallest_tflm_arena  # noqa: E402
+from freeml_keras.conversion.converter import convert  # noqa: E402
+from freeml_keras.runtime.reference import io_quantization, quantize, smallest_tflm_arena  # noqa: E402
 from freeml_keras.keras import keras  # noqa: E402
 from freeml_keras.runtime import Interpreter  # noqa: E402
 

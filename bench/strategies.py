@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from freeml_keras.pipeline import DemoConfig, run_demo  # noqa: E402
+from freeml_keras.demo import DemoConfig, run_demo  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -11,7 +11,7 @@
    host runtime; code size (text / data / bss). The per-operator figures are written as cost
    tables (``cost_tables``: per op its cost, units, MACs, sparse MACs and output bytes) for the
    converter's metadata and the energy simulation. Models: small digit models, the zoo's cnn_s,
-   the compressed cnn_s that fits the MSP430 (``targets.compressed_cnn_s``) and the demo's
+   the compressed cnn_s that fits the MSP430 (``bench/fixtures.py``) and the demo's
    compressed cnn_s (``--demo-model``, default runs/demo/model.tflite, when present); a model
    that does not fit a target is recorded with the linker's overflow per memory region.
 3. Checkpointing on the targets (arena and checkpoint records in FRAM / the retained region):
@@ -22,8 +22,9 @@
 Counts: QEMU mps2-an386 + the project's TCG plugin (exact instruction counts; QEMU does not
 model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM wait states).
 
-    .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite]
-    # bench/results/targets.json and targets.png
+    .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
+    # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
+    # package ships (freeml_keras/data/cost_tables.json), never as a side effect of a plain run
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ from typing import Sequence
 
 import numpy as np
 
-from freeml_keras import targets as T
-from freeml_keras.intermittent import DEFAULT_STEP_WORK
+from fixtures import compressed_cnn_s
 
+from freeml_keras import targets as T
+from freeml_keras.costs import COST_TABLES_VERSION
+from freeml_keras.runtime.intermittent import DEFAULT_STEP_WORK
+
+# The cost tables the library ships with (package data): written only with --update-tables.
+SHIPPED_TABLES = Path(__file__).resolve().parents[1] / "freeml_keras" / "data" / "cost_tables.json"
 RESULTS = Path(__file__).resolve().parent / "results"
 OP_NAMES = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED", 17: "MAX_POOL_2D",
             1: "AVERAGE_POOL_2D", 22: "RESHAPE", 25: "SOFTMAX", 40: "MEAN", 0: "ADD",
@@ -96,8 +102,9 @@ def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes
     """Small trained digit models (8x8 inputs): an MLP that fits the MSP430 together with the
     runtime, a CNN, the zoo's cnn_s at width 0.25 and that cnn_s compressed to fit the MSP430;
     and the demo's compressed cnn_s (Fashion-MNIST) when ``demo_model`` exists."""
-    from freeml_keras import converter, datasets, zoo
-    from freeml_keras.interpreters import io_quantization, quantize
+    from freeml_keras import datasets, zoo
+    from freeml_keras.conversion import converter
+    from freeml_keras.runtime.reference import io_quantization, quantize
     from freeml_keras.keras import keras
 
     (xtr, ytr), _, (xte, _) = datasets.load("digits")
@@ -121,7 +128,7 @@ def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes
         b = converter.convert(m, xtr[:100], sparse=False)
         (scale, zp), = io_quantization(b)[0]
         out[name] = (b, quantize(xte[:1], scale, zp))
-    b, x, _ = T.compressed_cnn_s()
+    b, x, _ = compressed_cnn_s()
     out["cnn_s_compressed"] = (b, x[:1])
     if demo_model is not None and demo_model.exists():
         b = demo_model.read_bytes()
@@ -133,7 +140,7 @@ def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes
 
 def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
     """Bytes of each main-subgraph operator's output tensor, by operator index."""
-    from freeml_keras import tflite_schema as ts
+    from freeml_keras.format import tflite as ts
     m = ts.read_model(model_bytes)
     sg = m.subgraphs[0]
     out = {}
@@ -195,7 +202,7 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None,
     from freeml_keras.runtime import Interpreter
 
     have = dict(models(quick, demo_model))
-    b, x, _ = T.compressed_cnn_s(exit_head=False)
+    b, x, _ = compressed_cnn_s(exit_head=False)
     have["cnn_s_compressed_nohead"] = (b, x[:1])
     cases = [(t, n) for n in ("mlp_64_16_10", "cnn_s_compressed") for t in T.TARGETS]
     cases += [("msp430", "cnn_s_compressed_nohead")]
@@ -306,6 +313,9 @@ def main() -> int:
     ap.add_argument("--demo-model", type=Path, default=DEMO_MODEL,
                     help="the demo's model.tflite (`freeml demo --out DIR`), measured when it exists")
     ap.add_argument("--out", type=Path, default=RESULTS / "targets.json")
+    ap.add_argument("--update-tables", action="store_true",
+                    help="also write the measured cost tables into the package "
+                         f"({SHIPPED_TABLES.relative_to(SHIPPED_TABLES.parents[2])}), which the library uses")
     args = ap.parse_args()
     for target in T.TARGETS:
         T.check_tools(target)
@@ -335,6 +345,11 @@ def main() -> int:
     args.out.write_text(json.dumps(result, indent=1))
     plot(kernels, model_rows, ckpt_rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {result['wall_s']:.0f} s")
+    if args.update_tables:
+        SHIPPED_TABLES.write_text(json.dumps({"version": COST_TABLES_VERSION,
+                                              "written_by": "bench/targets.py --update-tables",
+                                              "quick": args.quick, "cost_tables": tables}, indent=1))
+        print(f"updated the shipped cost tables {SHIPPED_TABLES}")
     return 0
 
 

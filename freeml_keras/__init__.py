@@ -1,7 +1,7 @@
 """FreeML-Keras: run pre-trained Keras models on batteryless, energy-harvesting microcontrollers.
 
 ``freeml_keras.compress`` (SparseComp), ``freeml_keras.convert`` / ``freeml_keras.export_c``
-(int8 TFLite with the exit head, C source) and the submodules are imported on first use, so
+(int8 TFLite with the exit head, C source) and the subpackages are imported on first use, so
 ``import freeml_keras`` is fast and does not load TensorFlow until a part that needs it is used.
 """
 
@@ -11,12 +11,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("datasets", "devices", "memory", "zoo", "keras", "tflite_schema", "energy",
-               "exits", "converter", "metadata", "interpreters", "runtime", "intermittent", "pipeline",
-               "sparsecomp", "factorize", "pruning", "vbmf", "targets")
-_FUNCTIONS = {"compress": "sparsecomp", "CompressionResult": "sparsecomp", "Budget": "sparsecomp",
-              "BudgetUnreachable": "sparsecomp",
-              "convert": "converter", "export_c": "converter"}
+# Stages, in the order data flows through them (each imports only what stands before it):
+# the base modules and ``format``, then compression -> exits -> conversion -> runtime ->
+# targets -> energy -> demo -> cli.
+_SUBMODULES = ("datasets", "devices", "memory", "zoo", "keras", "costs", "cache", "format",
+               "compression", "exits", "conversion", "runtime", "targets", "energy", "demo")
+_FUNCTIONS = {"compress": "compression", "CompressionResult": "compression", "Budget": "compression",
+              "BudgetUnreachable": "compression",
+              "convert": "conversion", "export_c": "conversion", "TFLiteModel": "format"}
 
 
 def __getattr__(name: str):

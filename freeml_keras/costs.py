@@ -1,6 +1,7 @@
 """What each operator costs on a target core: a cost model fitted per operator kind from the
-per-operator counts that ``bench/targets.py`` measured on the emulated targets
-(``bench/results/targets.json``), and the per-operator costs of a converted model, which the
+per-operator counts measured on the emulated targets (the cost tables shipped with the package,
+``freeml_keras/data/cost_tables.json``, written on purpose by ``bench/targets.py
+--update-tables``), and the per-operator costs of a converted model, which the
 converter writes into the ``freeml`` metadata and the energy simulation reads back.
 
 Per kind (the builtin op name, ``/csr`` appended when its weights are stored sparse) the cost
@@ -16,16 +17,24 @@ MSP430.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from freeml_keras import devices
+from freeml_keras import devices, memory
+from freeml_keras.format import tflite as ts
+from freeml_keras.format.metadata import FreemlMetadata, OpCost, replace_metadata
+from freeml_keras.format.model import ModelLike, as_model
 
 __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
-           "segment_cycles", "keras_layer_ops", "measure"]
+           "segment_cycles", "keras_layer_ops", "read_cost_tables", "COST_TABLES_VERSION"]
+
+# Version of the shipped cost tables' layout (``freeml_keras/data/cost_tables.json``).
+COST_TABLES_VERSION = 1
 
 _TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
 MAC_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -52,8 +61,7 @@ def target_of(device: str | devices.DeviceProfile) -> str:
 def kind_of(op: str, macs: int, sparse_macs: int) -> str:
     """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse
     (the converter's rule: at least ``SPARSE_MIN_ZERO_FRACTION`` of them zero)."""
-    from freeml_keras.memory import SPARSE_MIN_ZERO_FRACTION
-    csr = op in MAC_KINDS and macs > 0 and sparse_macs <= (1.0 - SPARSE_MIN_ZERO_FRACTION) * macs
+    csr = op in MAC_KINDS and macs > 0 and sparse_macs <= (1.0 - memory.SPARSE_MIN_ZERO_FRACTION) * macs
     return f"{op}/csr" if csr else op
 
 
@@ -116,17 +124,15 @@ class CostModel:
 
     @classmethod
     def load(cls, target: str, path: str | Path | None = None) -> "CostModel":
-        """The cost model of ``target`` fitted from a targets benchmark result file (by default
-        the repository's ``bench/results/targets.json``)."""
-        from freeml_keras.targets import COST_TABLES, read_cost_tables
-        p = Path(path or COST_TABLES)
+        """The cost model of ``target`` fitted from the cost tables shipped with the package, or
+        from ``path`` (a file ``bench/targets.py`` wrote: its result JSON or the tables file)."""
         try:
-            tables = read_cost_tables(p).get(target)
+            tables = read_cost_tables(path).get(target)
         except FileNotFoundError as e:
             raise CostTableError(str(e)) from None
         if not tables:
-            raise CostTableError(f"{p} has no cost tables for target {target!r}; "
-                                 f"run `python bench/targets.py`")
+            raise CostTableError(f"{path or 'the shipped cost tables'} have no cost tables for target "
+                                 f"{target!r}; run `python bench/targets.py --update-tables`")
         return cls.fit(target, tables)
 
     def op_cost(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> float:
@@ -167,12 +173,11 @@ def _fit(rows: Sequence[tuple[float, float, float]], with_macs: bool) -> KindCos
     return KindCost(float(full[0]), float(full[1]), float(full[2]), len(rows), err)
 
 
-def op_costs(model_bytes: bytes, cost_model: CostModel) -> list[int]:
+def op_costs(model_bytes: ModelLike, cost_model: CostModel) -> list[int]:
     """Predicted cost of each operator of the main subgraph of a flatbuffer, in operator order
     (DENSIFY, which the runtime aliases, costs nothing)."""
-    from freeml_keras import memory
-    from freeml_keras import tflite_schema as ts
-    model = ts.read_model(model_bytes)
+    model_bytes = as_model(model_bytes)
+    model = model_bytes.parsed
     sg = model.subgraphs[0]
     layers = {l.op_index: l for l in memory.tflite_footprint(model_bytes).layers if l.subgraph == 0}
     out = []
@@ -211,21 +216,18 @@ def keras_layer_ops(layer, macs: int, sparse_macs: int, output_bytes: int) -> li
 
 
 def _tensor_bytes(sg, index: int) -> int:
-    from freeml_keras import tflite_schema as ts
     t = sg.tensors[index]
     return int(np.prod(t.shape if t.shape is not None else [])) * ts.TENSOR_TYPE_BYTES.get(t.type, 1)
 
 
-def with_costs(model_bytes: bytes, costs: CostModel | Sequence[int], *, target: str | None = None,
+def with_costs(model_bytes: ModelLike, costs: CostModel | Sequence[int], *, target: str | None = None,
                unit: str | None = None, source: str | None = None) -> bytes:
     """The flatbuffer with per-operator costs in its ``freeml`` metadata: predicted by a
     :class:`CostModel` (source ``fitted``) or given per main-subgraph operator (for example
     measured for this very model by :func:`freeml_keras.targets.run_model`; pass ``target``,
     ``unit`` and ``source="measured"``). A model without metadata gets one with no exits."""
-    from freeml_keras import memory
-    from freeml_keras import tflite_schema as ts
-    from freeml_keras.metadata import FreemlMetadata, OpCost, read_metadata
-    model = ts.read_model(model_bytes)
+    model_bytes = as_model(model_bytes)
+    model = model_bytes.parsed
     n_ops = len(model.subgraphs[0].operators or [])
     if isinstance(costs, CostModel):
         values = op_costs(model_bytes, costs)
@@ -238,7 +240,8 @@ def with_costs(model_bytes: bytes, costs: CostModel | Sequence[int], *, target: 
         raise ValueError(f"{len(values)} costs for the {n_ops} operators of the main subgraph")
     if any(v < 0 for v in values):
         raise ValueError(f"negative cost for operator {min(range(n_ops), key=lambda i: values[i])}")
-    md = read_metadata(model_bytes)
+    md = model_bytes.metadata
+    md = None if md is None else FreemlMetadata.decode(md.encode())     # a copy: the parse is shared
     if md is None:
         fp = memory.tflite_footprint(model_bytes)
         layers = {l.op_index: l for l in fp.layers if l.subgraph == 0}
@@ -249,33 +252,18 @@ def with_costs(model_bytes: bytes, costs: CostModel | Sequence[int], *, target: 
     for rec, v in zip(md.ops, values):
         rec.cost = v
     md.info["cost"] = {"target": target, "unit": unit, "source": source or "measured"}
-    from freeml_keras.converter import replace_metadata
     return replace_metadata(model, md)
 
 
-def measure(model_bytes: bytes, target: str, x_int8: np.ndarray, work_dir: str | Path) -> bytes:
-    """The flatbuffer with per-operator costs measured by running one inference of the runtime
-    on ``target``'s emulator (:func:`freeml_keras.targets.run_model`, input ``x_int8``) in its
-    metadata (source ``measured``)."""
-    from freeml_keras import targets
-    from freeml_keras import tflite_schema as ts
-    target = target_of(target)
-    run = targets.run_model(target, model_bytes, x_int8, work_dir)
-    per_op = [0] * len(ts.read_model(model_bytes).subgraphs[0].operators or [])
-    for index, _code, _units, cost in run.ops:
-        per_op[index] += int(cost)
-    return with_costs(model_bytes, per_op, target=target, unit=run.run.unit, source="measured")
-
-
-def segment_cycles(model_bytes: bytes, cost_model: CostModel | None = None, *,
+def segment_cycles(model_bytes: ModelLike, cost_model: CostModel | None = None, *,
                    include_heads: bool = True) -> list[int]:
     """Cost of the segments of an inference from the metadata's per-operator costs: segment i
     (i < K) runs the main subgraph up to exit point i and (unless ``include_heads=False``) adds
     that exit's contribution to the head (pooling and W_i . p_i, priced by ``cost_model``, by
     default the metadata's target); segment K runs the rest. Raises :class:`CostTableError`
     when the model has no costs."""
-    from freeml_keras.metadata import read_metadata
-    md = read_metadata(model_bytes)
+    model_bytes = as_model(model_bytes)
+    md = model_bytes.metadata
     if md is None or not md.ops or not any(o.cost for o in md.ops):
         raise CostTableError("the model's freeml metadata has no per-operator costs; convert "
                              "it with target= (or freeml_keras.costs.with_costs)")
@@ -293,13 +281,12 @@ def segment_cycles(model_bytes: bytes, cost_model: CostModel | None = None, *,
     return out
 
 
-def _head_costs(model_bytes: bytes, md, cm: CostModel) -> list[int]:
+def _head_costs(model_bytes: ModelLike, md, cm: CostModel) -> list[int]:
     """Per exit: pooling its feature map (priced as the head's pooling operator) and the
     slice of the head FULLY_CONNECTED that multiplies its pooled features."""
-    from freeml_keras import tflite_schema as ts
     if not md.exits:
         return []
-    model = ts.read_model(model_bytes)
+    model = as_model(model_bytes).parsed
     sg = model.subgraphs[md.head_subgraph]
     consumers = {}
     for j, op in enumerate(sg.operators or []):
@@ -322,3 +309,34 @@ def _head_costs(model_bytes: bytes, md, cm: CostModel) -> list[int]:
                            4 * md.num_classes)
         out.append(int(round(cost)))
     return out
+
+
+def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict]]:
+    """Per-operator cost tables measured on the targets: the ones shipped with the package
+    (``freeml_keras/data/cost_tables.json``, written by ``bench/targets.py --update-tables``),
+    or those of ``path`` (that file, or a ``bench/targets.py`` result JSON). Layout:
+    ``{target: {model: {"unit": "instructions"|"cycles", "ops": [{"index", "op", "units",
+    <unit>, "per_unit", "macs", "sparse_macs", "output_bytes"}, ...]}}}`` (``macs``: dense MACs,
+    ``sparse_macs``: MACs over the stored non-zero weights, ``output_bytes``: bytes of the
+    operator's output tensor).
+
+    Example::
+
+        from freeml_keras.costs import read_cost_tables
+        print(sorted(read_cost_tables()["msp430"]))
+    """
+    if path is None:
+        text = resources.files("freeml_keras").joinpath("data", "cost_tables.json").read_text()
+        where = "freeml_keras/data/cost_tables.json"
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"{p}: no such cost table file: run `python bench/targets.py` first")
+        text, where = p.read_text(), str(p)
+    doc = json.loads(text)
+    if "version" in doc and doc["version"] != COST_TABLES_VERSION:
+        raise CostTableError(f"{where}: cost tables version {doc['version']}, this package reads "
+                             f"{COST_TABLES_VERSION}")
+    if "cost_tables" not in doc:
+        raise CostTableError(f"{where}: no 'cost_tables' entry")
+    return doc["cost_tables"]

@@ -35,6 +35,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from freeml_keras import devices
+from freeml_keras.format import tflite as ts
+from freeml_keras.format.model import ModelLike, as_model
 
 SPARSE_MIN_ZERO_FRACTION = 0.3
 SCALE_BYTES = 4          # float32 scale per channel
@@ -377,12 +379,10 @@ def quantization_bytes(tensor) -> int:
     return SCALE_BYTES * n_scale + ZERO_POINT_BYTES * n_zp
 
 
-def tflite_footprint(data: bytes) -> Footprint:
-    """Footprint of a .tflite flatbuffer: stored weights (values, sparse indices, bias,
-    quantization) per operator, arena plan of the main subgraph, MACs."""
-    from freeml_keras import tflite_schema as ts
-
-    model = ts.read_model(data)
+def tflite_footprint(data: ModelLike) -> Footprint:
+    """Footprint of a .tflite flatbuffer (bytes or ``TFLiteModel``): stored weights (values,
+    sparse indices, bias, quantization) per operator, arena plan of the main subgraph, MACs."""
+    model = as_model(data).parsed
     buffers = model.buffers or []
 
     def const_bytes(t) -> int:

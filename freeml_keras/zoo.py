@@ -19,7 +19,6 @@ epochs, seed).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from freeml_keras import datasets
+from freeml_keras.cache import cache_dir
 from freeml_keras.keras import keras, tf
 
 NAMES = ("cnn_s", "cnn_m", "imu_cnn")
@@ -114,11 +114,6 @@ def build(name: str, input_shape: tuple[int, ...], num_classes: int, *, width: f
         raise ValueError(f"{name} takes (height, width, channels) images, not input shape {input_shape}")
     inp = keras.Input(shape=tuple(input_shape), name="input")
     return keras.Model(inp, _BUILDERS[name](inp, num_classes, width), name=name)
-
-
-def cache_dir() -> Path:
-    """Where pre-trained models are kept: ``$FREEML_CACHE_DIR`` or ``~/.cache/freeml``."""
-    return Path(os.environ.get("FREEML_CACHE_DIR", Path.home() / ".cache" / "freeml"))
 
 
 def _model_dir(name: str, dataset: str, width: float) -> Path:

@@ -76,7 +76,7 @@ LOAD_DATA = code('''
 # Notebooks 02 and 03 start from the compressed model: the same call as in notebook 01. With
 # resume=True it picks up notebook 01's finished run in OUT/compress (instantly), or runs it.
 COMPRESSED = code('''
-    from freeml_keras import sparsecomp
+    from freeml_keras.compression import sparsecomp
 
     result = sparsecomp.compress(model, DEVICE, train, val, out_dir=OUT / "compress", resume=True,
                                  **COMPRESS_OPTIONS)
@@ -152,7 +152,7 @@ NB01 = [
         points of validation accuracy (the digits validation set has only 360 examples).
     '''),
     code('''
-        from freeml_keras import sparsecomp
+        from freeml_keras.compression import sparsecomp
 
         weights_before = [w.copy() for w in model.get_weights()]
         result = sparsecomp.compress(model, DEVICE, train, val, out_dir=OUT / "compress", resume=True,
@@ -483,7 +483,7 @@ NB03 = [
         from freeml_keras import exits
 
         if not (OUT / "exit_model" / "exit_model.json").exists():
-            from freeml_keras import sparsecomp
+            from freeml_keras.compression import sparsecomp
             print("no exit model from notebook 2 in", OUT, "- making it now")
             result = sparsecomp.compress(model, DEVICE, train, val, out_dir=OUT / "compress", resume=True,
                                          **COMPRESS_OPTIONS)
@@ -512,12 +512,13 @@ NB03 = [
         that stock TFLite Micro can run (it has no DENSIFY op).
     '''),
     code('''
-        from freeml_keras import converter, metadata
+        from freeml_keras import conversion
+        from freeml_keras.format import metadata
 
         backbone = em.backbone
-        model_bytes = converter.convert(backbone, train[0][:200], sparse=True, exit_model=em, policy=policy,
+        model_bytes = conversion.convert(backbone, train[0][:200], sparse=True, exit_model=em, policy=policy,
                                         target=DEVICE)
-        dense_bytes = converter.convert(backbone, train[0][:200], sparse=False, exit_model=em, policy=policy)
+        dense_bytes = conversion.convert(backbone, train[0][:200], sparse=False, exit_model=em, policy=policy)
         (OUT / "model.tflite").write_bytes(model_bytes)
         print(f"sparse flatbuffer {len(model_bytes):,} B, dense {len(dense_bytes):,} B -> {OUT / 'model.tflite'}")
 
@@ -554,7 +555,7 @@ NB03 = [
     code('''
         c_dir = OUT / "c"
         c_dir.mkdir(exist_ok=True)
-        header, source = converter.export_c(model_bytes, c_dir / "model_data.h", symbol="fm_model", section=".fram")
+        header, source = conversion.export_c(model_bytes, c_dir / "model_data.h", symbol="fm_model", section=".fram")
         print(header.read_text())
         print("\\n".join(source.read_text().splitlines()[:4]) + "\\n...")
     '''),
@@ -566,13 +567,14 @@ NB03 = [
         Inputs are quantized with the scale and zero point of the model's input tensor.
     '''),
     code('''
-        from freeml_keras import interpreters, runtime
+        from freeml_keras import runtime
+        from freeml_keras.runtime import reference
 
         interp = runtime.Interpreter(model_bytes)
         print(f"operators {interp.op_codes}")
         print(f"arena {interp.arena_bytes:,} B + state {interp.state_bytes:,} B")
-        (in_q,), (out_q,) = interpreters.io_quantization(model_bytes)
-        x_int8 = interpreters.quantize(test[0], *in_q)
+        (in_q,), (out_q,) = reference.io_quantization(model_bytes)
+        x_int8 = reference.quantize(test[0], *in_q)
         y_ours = np.stack([interp.invoke(x_int8[i:i + 1])[0].ravel() for i in range(len(x_int8))])
         acc_int8 = np.mean(y_ours.argmax(1) == test[1])
         print(f"test accuracy: int8 on the C runtime {acc_int8:.4f}, float Keras {exit_acc['backbone_accuracy']:.4f}")
@@ -587,12 +589,12 @@ NB03 = [
     '''),
     code('''
         n = min(len(x_int8), 200)
-        y_tflm = interpreters.run_tflm(dense_bytes, [x_int8[:n]])[0].reshape(n, -1)
+        y_tflm = reference.run_tflm(dense_bytes, [x_int8[:n]])[0].reshape(n, -1)
         dense_interp = runtime.Interpreter(dense_bytes)
         y_dense = np.stack([dense_interp.invoke(x_int8[i:i + 1])[0].ravel() for i in range(n)])
         print(f"{n} inputs: C runtime (dense) == TFLite Micro: {np.array_equal(y_dense, y_tflm)}; "
               f"sparse == dense: {np.array_equal(y_ours[:n], y_dense)}")
-        tflm_arena = interpreters.smallest_tflm_arena(dense_bytes)
+        tflm_arena = reference.smallest_tflm_arena(dense_bytes)
         print(f"arena: C runtime {dense_interp.arena_bytes:,} B, smallest TFLite Micro arena {tflm_arena:,} B")
         assert np.array_equal(y_dense, y_tflm) and np.array_equal(y_ours[:n], y_dense)
     '''),
@@ -605,16 +607,16 @@ NB03 = [
         finishes, the way a device resumes from FRAM. The output must equal an uninterrupted run.
     '''),
     code('''
-        from freeml_keras import intermittent
+        from freeml_keras.runtime import intermittent
 
         rows = []
         for i in range(min(40, len(x_int8))):     # inputs until at least 25 failures were injected
             if sum(r[1] for r in rows) >= 25:
                 break
-            reference, info = intermittent.run_uninterrupted(model_bytes, x_int8[i])
+            expected, info = intermittent.run_uninterrupted(model_bytes, x_int8[i])
             rep = intermittent.run_with_power_failures(model_bytes, x_int8[i], seed=i, max_failures=30)
             rows.append((i, rep.failures, rep.failures_in_commits, rep.reexecuted_units, rep.units_total,
-                         rep.checkpoint_bytes_written, np.array_equal(rep.output, reference)))
+                         rep.checkpoint_bytes_written, np.array_equal(rep.output, expected)))
         print(f"{'input':>5s} {'failures':>8s} {'in commits':>10s} {'re-run units':>12s} {'units':>6s} "
               f"{'ckpt B':>7s}  same output")
         for r in rows:
@@ -630,7 +632,7 @@ NB03 = [
         failures.
     '''),
     code('''
-        _, (head_q,) = interpreters.io_quantization(model_bytes, subgraph=meta.head_subgraph)
+        _, (head_q,) = reference.io_quantization(model_bytes, subgraph=meta.head_subgraph)
 
 
         def stop_at(k):
@@ -641,7 +643,7 @@ NB03 = [
         print(f"input {i}, label {test[1][i]}")
         for k in range(em.num_exits):
             q, info = intermittent.run_uninterrupted(model_bytes, x_int8[i], options=stop_at(k))
-            z = interpreters.dequantize(q, *head_q)
+            z = reference.dequantize(q, *head_q)
             print(f"  exit {k}: class {z.argmax()} (confidence {float(policy.confidence_of(z)):.2f}) "
                   f"after {info['units']} of {rows[0][4]} units; float head says class {float_logits[k].argmax()}")
         _, info = intermittent.run_uninterrupted(model_bytes, x_int8[i],

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from freeml_keras.cli import main
-from freeml_keras.converter import convert
+from freeml_keras.conversion.converter import convert
 from test_memory import hand_model, sparse_model
 
 

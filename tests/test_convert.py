@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from freeml_keras import datasets, memory, zoo
-from freeml_keras import tflite_schema as ts
+from freeml_keras.format import tflite as ts
 from freeml_keras.cli import main
-from freeml_keras.converter import ConversionError, convert, export_c, extract_subgraph
+from freeml_keras.conversion import ConversionError, convert, export_c, extract_subgraph
 from freeml_keras.exits import HeadQuantization, attach_global_exit, incremental_logits_int8
-from freeml_keras.interpreters import io_quantization, quantize, run_tflite, run_tflm
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite, run_tflm
 from freeml_keras.keras import keras, tf
-from freeml_keras.metadata import FreemlMetadata, MetadataError, read_metadata
-from freeml_keras.pruning import hard_threshold
+from freeml_keras.format.metadata import FreemlMetadata, MetadataError, read_metadata
+from freeml_keras.compression.pruning import hard_threshold
 
 EXITS = ["pool1", "conv2", "fc1"]
 
@@ -195,7 +195,7 @@ def test_metadata_records_the_graph(setup):
 
 
 def test_metadata_round_trip_and_errors():
-    from freeml_keras.metadata import ExitRecord, OpCost
+    from freeml_keras.format.metadata import ExitRecord, OpCost
     md = FreemlMetadata(num_classes=3, head_subgraph=1,
                         exits=[ExitRecord(5, 0, 2, 0.75), ExitRecord(9, 1, 4, 2.0)],
                         ops=[OpCost(10, 5, 100, 64), OpCost(0, 0, 0, 8)],

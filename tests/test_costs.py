@@ -7,16 +7,16 @@ import struct
 import numpy as np
 import pytest
 
-from freeml_keras import costs, datasets, zoo
-from freeml_keras import tflite_schema as ts
+from freeml_keras import costs, datasets, targets, zoo
+from freeml_keras.format import tflite as ts
 from freeml_keras.cli import main
-from freeml_keras.converter import convert, strip_names
+from freeml_keras.conversion.converter import convert, strip_names
 from freeml_keras.exits import attach_global_exit, segment_costs
-from freeml_keras.interpreters import io_quantization, quantize, run_tflite
-from freeml_keras.intermittent import exit_options, run_uninterrupted
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite
+from freeml_keras.runtime.intermittent import exit_options, run_uninterrupted
 from freeml_keras.keras import keras
-from freeml_keras.metadata import FreemlMetadata, read_metadata
-from freeml_keras.pruning import hard_threshold
+from freeml_keras.format.metadata import FreemlMetadata, read_metadata
+from freeml_keras.compression.pruning import hard_threshold
 from freeml_keras.runtime import Interpreter
 
 EXITS = ["pool1", "conv3"]
@@ -182,11 +182,17 @@ def test_cli_convert_with_target_and_inspect(setup, tmp_path, capsys):
     assert "unknown device 'esp32'" in capsys.readouterr().err
 
 
-def test_measured_on_the_cortex_m4_emulator(setup, tmp_path, capsys):
+def test_measured_on_the_cortex_m4_emulator(setup, tmp_path, capsys, monkeypatch):
     b = setup["plain"]
     te = setup["data"][1]
     (iq,), _ = io_quantization(b)
-    measured = costs.measure(b, "apollo3", quantize(te[0][:1], *iq), tmp_path / "m4")
+    # the model is parsed once for the whole chain (build files, kernel config, run, costs)
+    parses = []
+    real_read = ts.read_model
+    monkeypatch.setattr(ts, "read_model", lambda data: parses.append(len(data)) or real_read(data))
+    measured = targets.measure(b, "apollo3", quantize(te[0][:1], *iq), tmp_path / "m4")
+    monkeypatch.undo()
+    assert parses == [len(b)]
     md = read_metadata(measured)
     assert md.info["cost"] == {"target": "cortex_m4", "unit": "instructions", "source": "measured"}
     m = ts.read_model(b)
@@ -202,7 +208,7 @@ def test_measured_on_the_cortex_m4_emulator(setup, tmp_path, capsys):
 
 
 def test_atomic_steps_are_priced_by_the_metadata(setup):
-    from freeml_keras.intermittent import atomic_steps
+    from freeml_keras.runtime.intermittent import atomic_steps
     b = setup["exits"]
     total = sum(o.cost for o in read_metadata(b).ops)
     for g in (1, None):                                  # units mode, the default work mode
@@ -215,7 +221,7 @@ def test_atomic_steps_are_priced_by_the_metadata(setup):
 
 def test_inspect_prices_the_largest_atomic_step(setup, tmp_path, capsys):
     from freeml_keras import devices
-    from freeml_keras.intermittent import atomic_steps
+    from freeml_keras.runtime.intermittent import atomic_steps
     path = tmp_path / "m.tflite"
     path.write_bytes(setup["exits"])
     assert main(["inspect", str(path), "--device", "msp430fr5994"]) == 0

@@ -7,7 +7,7 @@ import json
 import time
 
 from freeml_keras import devices
-from freeml_keras.pipeline import DemoConfig, run_demo
+from freeml_keras.demo import DemoConfig, run_demo
 
 
 def test_demo_end_to_end_and_cached(tmp_path):

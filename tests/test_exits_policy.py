@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from freeml_keras import devices, memory
-from freeml_keras.converter import convert
+from freeml_keras.conversion.converter import convert
 from freeml_keras.exits import (ExitPolicy, HeadQuantization, attach_global_exit,
                                 calibrate_thresholds, evaluate_policy, incremental_logits,
                                 incremental_logits_int8, segment_costs)
@@ -196,7 +196,7 @@ def test_head_model_converts_to_full_int8_and_runs_in_tflite_micro():
     """The head the converter takes: only pooling, reshapes, concatenation and one
     FULLY_CONNECTED once converted to int8, and TFLite Micro runs it close to the float head."""
     from freeml_keras.keras import tf
-    from freeml_keras.tflite_schema import read_model, op_name
+    from freeml_keras.format.tflite import read_model, op_name
     from tflite_micro import runtime
     keras.utils.set_random_seed(3)
     inp = keras.Input((12, 12, 1))

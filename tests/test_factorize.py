@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from freeml_keras import factorize, memory
+from freeml_keras import memory
+from freeml_keras.compression import factorize
 from freeml_keras.keras import keras
 
 

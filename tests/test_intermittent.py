@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from freeml_keras import datasets, zoo
-from freeml_keras.converter import convert
-from freeml_keras.interpreters import io_quantization, quantize, run_tflm
-from freeml_keras.intermittent import run_uninterrupted, run_with_power_failures
+from freeml_keras.conversion.converter import convert
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+from freeml_keras.runtime.intermittent import run_uninterrupted, run_with_power_failures
 from freeml_keras.keras import keras
-from freeml_keras.pruning import hard_threshold
+from freeml_keras.compression.pruning import hard_threshold
 
 TOTAL = {"failures": 0, "in_commits": 0, "by_time": 0, "reexecuted": 0, "ckpt_bytes": 0, "runs": 0}
 
@@ -131,9 +131,9 @@ def exit_models():
 def test_exit_logits_equal_tflite_micro_running_the_head(exit_models, sparse):
     """At every exit the runtime's int8 logits (incremental accumulator) equal TFLite Micro
     running the head subgraph alone with the features of later exit points at their zero point."""
-    from freeml_keras.converter import extract_subgraph
-    from freeml_keras.intermittent import exit_options
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.conversion.converter import extract_subgraph
+    from freeml_keras.runtime.intermittent import exit_options
+    from freeml_keras.format.metadata import read_metadata
     em, models, xs = exit_models
     b = models[sparse]
     head = extract_subgraph(b, read_metadata(b).head_subgraph)
@@ -157,7 +157,7 @@ def test_exit_logits_equal_tflite_micro_running_the_head(exit_models, sparse):
 def test_exit_state_survives_power_failures(exit_models, in_order):
     """The accumulator (written only when it changed since the slot's last record) survives
     failures with commits of three writes and of one write (fm_nvm.in_order)."""
-    from freeml_keras.intermittent import exit_options
+    from freeml_keras.runtime.intermittent import exit_options
     _, models, xs = exit_models
     opts = exit_options(stop_at_exit=2) + (["-O"] if in_order else [])
     refs = [run_uninterrupted(models[True], x, options=opts)[0] for x in xs]
@@ -170,8 +170,8 @@ def test_exit_state_survives_power_failures(exit_models, in_order):
 
 
 def test_energy_rule_stops_where_the_next_segment_is_unaffordable(exit_models):
-    from freeml_keras.intermittent import exit_options
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.runtime.intermittent import exit_options
+    from freeml_keras.format.metadata import read_metadata
     _, models, xs = exit_models
     md = read_metadata(models[False])
     macs_to = [sum(o.macs for o in md.ops[:e.after_op + 1]) for e in md.exits]
@@ -187,8 +187,8 @@ def test_energy_rule_stops_where_the_next_segment_is_unaffordable(exit_models):
 
 def _with_metadata(model_bytes: bytes, md_bytes: bytes) -> bytes:
     """The model with ``md_bytes`` as its freeml metadata, byte for byte (even malformed)."""
-    from freeml_keras import tflite_schema as ts
-    from freeml_keras.converter import replace_metadata
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.metadata import replace_metadata
 
     class Raw:
         def encode(self) -> bytes:
@@ -207,8 +207,8 @@ def test_energy_rule_prices_the_metadata_costs(exit_models):
     unknown (0) cost for an operator that runs, and version 1 metadata (16-byte operator
     records), keep the MAC rule; record tables past the end of the buffer are refused."""
     import struct
-    from freeml_keras.intermittent import exit_options, plan
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.runtime.intermittent import exit_options, plan
+    from freeml_keras.format.metadata import read_metadata
     _, models, xs = exit_models
     b = models[False]
     md = read_metadata(b)
@@ -263,11 +263,11 @@ def test_energy_rule_prices_the_metadata_costs(exit_models):
 
 
 def test_confidence_thresholds_from_the_metadata(exit_models):
-    from freeml_keras.intermittent import exit_options
-    from freeml_keras.interpreters import dequantize
+    from freeml_keras.runtime.intermittent import exit_options
+    from freeml_keras.runtime.reference import dequantize
     em, models, xs = exit_models
     b = models[False]
-    from freeml_keras.converter import extract_subgraph
+    from freeml_keras.conversion.converter import extract_subgraph
     _, out_q = io_quantization(extract_subgraph(b, 1))
     thresholds = [0.9, 0.8, 0.7]
     chosen = []
@@ -297,7 +297,8 @@ def test_simulator_agrees_with_the_runtime_on_harvested_energy(trace):
     equal those of the real runtime driven step by step by the same supply, whose output stays
     bit-exact."""
     from freeml_keras.energy import Capacitor, Constant, Program, Simulator, Step, traces
-    from freeml_keras.intermittent import atomic_steps, run_on_harvested_energy
+    from freeml_keras.energy.replay import run_on_harvested_energy
+    from freeml_keras.runtime.intermittent import atomic_steps
     b, xs = _model("cnn_s", "digits", 0.5, 0.0)
     steps = atomic_steps(b, granularity=1)
     program = Program(tuple(Step(s.cycles, s.nvm_bytes) for s in steps[:-1]) +
@@ -319,7 +320,7 @@ def test_checkpoint_records_in_nvm_follow_the_documented_format(tmp_path):
     the newest valid record says done, and the slots hold consecutive sequence numbers."""
     import struct
     import subprocess
-    from freeml_keras.intermittent import harness_path
+    from freeml_keras.runtime.intermittent import harness_path
     b, xs = _model("cnn_s", "digits", 0.5, 0.0)
     (tmp_path / "m.tflite").write_bytes(b)
     (tmp_path / "x.bin").write_bytes(xs[0].tobytes())
@@ -353,7 +354,7 @@ def _advance(units: list[int], op: int, unit: int, n: int) -> tuple[int, int, li
 def test_work_mode_steps_cover_the_model_within_the_budget():
     """Work mode: the plan's steps run every unit once, in order, each inside one operator and
     within the work budget unless it is a single unit; alias operators take no step."""
-    from freeml_keras.intermittent import plan
+    from freeml_keras.runtime.intermittent import plan
     b, _ = _model("cnn_m", "digits", 0.25, 0.0)
     units = [o["units"] for o in plan(b)["ops"]]
     for budget in (300, 1024, 1 << 20):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from freeml_keras import devices, memory
-from freeml_keras.converter import convert
+from freeml_keras.conversion.converter import convert
 from freeml_keras.keras import keras
 
 

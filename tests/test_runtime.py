@@ -9,8 +9,8 @@ import pytest
 
 from freeml_keras import memory, zoo
 from freeml_keras.cli import main
-from freeml_keras.converter import convert
-from freeml_keras.interpreters import io_quantization, quantize, run_tflm, smallest_tflm_arena
+from freeml_keras.conversion.converter import convert
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm, smallest_tflm_arena
 from freeml_keras.keras import keras
 from freeml_keras.runtime import Interpreter, RuntimeModelError
 

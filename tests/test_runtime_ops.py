@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from freeml_keras.converter import convert
-from freeml_keras.interpreters import run_tflm
+from freeml_keras.conversion.converter import convert
+from freeml_keras.runtime.reference import run_tflm
 from freeml_keras.keras import keras
 from freeml_keras.runtime import Interpreter, RuntimeModelError
 
@@ -182,7 +182,7 @@ def float_io(model_bytes: bytes) -> bytes:
     (the converter's int8 I/O models have neither)."""
     import copy
 
-    from freeml_keras import tflite_schema as ts
+    from freeml_keras.format import tflite as ts
     m = ts.read_model(model_bytes)
     sg = m.subgraphs[0]
     codes = {}

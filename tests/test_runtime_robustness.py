@@ -10,23 +10,23 @@ import numpy as np
 import pytest
 
 from freeml_keras import zoo
-from freeml_keras.converter import convert
+from freeml_keras.conversion.converter import convert
 from freeml_keras.keras import keras
-from freeml_keras.runtime import TFLM_PORT_DIR, Interpreter, RuntimeModelError
+from freeml_keras.runtime import Interpreter, RuntimeModelError
+from freeml_keras.runtime.build import SOURCE_DIR, make_host
 
 MUTATIONS = 2500
 
 
 def make(target: str) -> None:
-    r = subprocess.run(["make", "-s", "-C", str(TFLM_PORT_DIR), target], capture_output=True,
+    r = subprocess.run(["make", "-s", "-C", str(SOURCE_DIR), target], capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 @pytest.fixture(scope="module")
 def driver():
-    make("asan")
-    return TFLM_PORT_DIR / "build" / "fm_driver_asan"
+    return make_host("asan", "fm_driver_asan")
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from freeml_keras import datasets, memory, pruning
+from freeml_keras import datasets, memory
+from freeml_keras.compression import pruning
 from freeml_keras.keras import keras
-from freeml_keras.sparsecomp import Budget, BudgetUnreachable, CompressionResult, compress
+from freeml_keras.compression.sparsecomp import Budget, BudgetUnreachable, CompressionResult, compress
 
 FAST = dict(fine_tune_epochs=1, qat_epochs=1, batch_size=64, verbose=False)
 

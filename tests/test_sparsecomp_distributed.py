@@ -15,7 +15,7 @@ SCRIPT = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     from freeml_keras import datasets, memory
-    from freeml_keras.sparsecomp import compress
+    from freeml_keras.compression.sparsecomp import compress
 
     tr, va, _ = datasets.load("digits")
     keras.utils.set_random_seed(0)

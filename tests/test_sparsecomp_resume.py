@@ -8,7 +8,7 @@ import pytest
 
 from freeml_keras import datasets
 from freeml_keras.keras import keras
-from freeml_keras.sparsecomp import compress
+from freeml_keras.compression.sparsecomp import compress
 
 OPTS = dict(fine_tune_epochs=1, qat_epochs=1, batch_size=64, factorize=False, verbose=False)
 

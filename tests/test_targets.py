@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from freeml_keras import costs
 from freeml_keras import targets as T
 
 PROGRAMS = T.TARGETS_DIR / "programs"
@@ -220,8 +221,9 @@ def digit_models():
     """Two small trained int8 models on the digits data: an MLP (FULLY_CONNECTED, SOFTMAX) that
     fits the MSP430's 48 KB with the runtime, and a CNN (CONV_2D, MAX_POOL_2D) for the M4; plus
     real quantized test inputs."""
-    from freeml_keras import converter, datasets
-    from freeml_keras.interpreters import io_quantization, quantize
+    from freeml_keras import datasets
+    from freeml_keras.conversion import converter
+    from freeml_keras.runtime.reference import io_quantization, quantize
     from freeml_keras.keras import keras
 
     (xtr, ytr), _, (xte, _) = datasets.load("digits")
@@ -245,7 +247,7 @@ def digit_models():
 def test_model_inference_equals_host_and_tflm(target, model, digit_models, tmp_path):
     """The runtime built for the target, model in flash / FRAM, gives the host runtime's and TFLite
     Micro's int8 output bit for bit; per-operator counts add up to the inference."""
-    from freeml_keras.interpreters import run_tflm
+    from freeml_keras.runtime.reference import run_tflm
     from freeml_keras.runtime import Interpreter
 
     b, x = digit_models[model]
@@ -315,11 +317,20 @@ def test_msp430_build_for_the_real_chip_uses_the_mpy32_address(tmp_path):
 def test_cost_tables_round_trip(tmp_path):
     p = tmp_path / "targets.json"
     with pytest.raises(FileNotFoundError, match="bench/targets.py"):
-        T.read_cost_tables(p)
+        costs.read_cost_tables(p)
     table = {"msp430": {"m": {"unit": "cycles", "ops": [{"index": 0, "op": "FULLY_CONNECTED", "units": 4,
                                                           "cycles": 400, "per_unit": 100.0}]}}}
     p.write_text(__import__("json").dumps({"cost_tables": table}))
-    assert T.read_cost_tables(p) == table
+    assert costs.read_cost_tables(p) == table
+
+
+def _bench_fixtures():
+    """bench/fixtures.py (the benchmark's model makers, not part of the package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_fixtures", DATA.parents[1] / "bench" / "fixtures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
@@ -330,10 +341,10 @@ def cnn_s_compressed():
     import json
 
     from freeml_keras import datasets
-    from freeml_keras.interpreters import io_quantization, quantize
+    from freeml_keras.runtime.reference import io_quantization, quantize
     b = (DATA / "cnn_s_compressed.tflite").read_bytes()
     meta = json.loads((DATA / "cnn_s_compressed.json").read_text())
-    assert meta["key"]["budget_bytes"] == T.COMPRESSED_CNN_S_BUDGET
+    assert meta["key"]["budget_bytes"] == _bench_fixtures().COMPRESSED_CNN_S_BUDGET
     (scale, zp), = io_quantization(b)[0]
     return b, quantize(datasets.load("digits")[2][0][:3], scale, zp), meta
 
@@ -397,7 +408,7 @@ def test_compressed_cnn_s_backbone_checkpointed_on_the_msp430(cnn_s_compressed, 
     refused with FM_ERR_UNSUPPORTED."""
     from freeml_keras.runtime import Interpreter
 
-    from freeml_keras.converter import extract_subgraph
+    from freeml_keras.conversion.converter import extract_subgraph
 
     b_head, x, _ = cnn_s_compressed
     b = extract_subgraph(b_head, 0)               # what compressed_cnn_s(exit_head=False) returns

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from freeml_keras import vbmf
+from freeml_keras.compression import vbmf
 
 
 def _low_rank(rng, L, M, rank, noise):

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"no model file {path}")
     from freeml_keras import datasets
     from freeml_keras.keras import keras
-    from freeml_keras.sparsecomp import Budget, compress
+    from freeml_keras.compression.sparsecomp import Budget, compress
 
     model = keras.models.load_model(path)
     tr, va, _ = datasets.load(args.dataset)

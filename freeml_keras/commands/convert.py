@@ -40,10 +40,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from freeml_keras import datasets, zoo
-    from freeml_keras.converter import convert, export_c
-    from freeml_keras.interpreters import io_quantization, quantize, run_tflite
+    from freeml_keras.conversion import convert, export_c
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite
     from freeml_keras.keras import keras
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.format.metadata import read_metadata
 
     if args.measure and not args.target:
         raise CommandError("--measure needs --target (the emulator to measure on)")
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     (iq,), _ = io_quantization(data)
     if args.measure:
         import tempfile
-        from freeml_keras.costs import measure
+        from freeml_keras.targets import measure
         print(f"measuring one inference on the {args.target} emulator ...", file=sys.stderr, flush=True)
         from freeml_keras.targets import TargetRunError, ToolMissingError, memory_overflow
         with tempfile.TemporaryDirectory() as work:

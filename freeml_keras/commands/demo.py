@@ -1,5 +1,5 @@
 """``freeml demo``: the main job on the embedded default, stage by stage, each stage cached
-(see :mod:`freeml_keras.pipeline`)."""
+(see :mod:`freeml_keras.demo`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from freeml_keras.pipeline import DemoConfig, run_demo
+    from freeml_keras.demo import DemoConfig, run_demo
     cfg = DemoConfig(out_dir=args.out, device=args.device, dataset=args.dataset, quick=args.quick)
     if args.full:
         cfg.train_limit = None

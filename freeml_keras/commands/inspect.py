@@ -25,7 +25,7 @@ def footprint_of(path: Path):
     if not path.exists():
         raise CommandError(f"{path}: no such file or directory")
     if path.is_file() and (path.suffix == ".tflite" or path.read_bytes()[4:8] == b"TFL3"):
-        from freeml_keras.tflite_schema import TFLiteFormatError
+        from freeml_keras.format.tflite import TFLiteFormatError
         try:
             return memory.tflite_footprint(path.read_bytes())
         except TFLiteFormatError as e:
@@ -43,7 +43,7 @@ def exits_of(path: Path) -> dict | None:
     """The exit points, head size and per-operator costs from a .tflite's freeml metadata."""
     if not (path.is_file() and path.read_bytes()[4:8] == b"TFL3"):
         return None
-    from freeml_keras.metadata import MetadataError, read_metadata
+    from freeml_keras.format.metadata import MetadataError, read_metadata
     try:
         md = read_metadata(path.read_bytes())
     except MetadataError as e:
@@ -89,8 +89,8 @@ def atomic_steps_of(path: Path, device: str) -> dict | None:
         return None
     from freeml_keras import costs, devices
     from freeml_keras.energy import Capacitor
-    from freeml_keras.intermittent import DEFAULT_STEP_WORK, atomic_steps, plan
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.runtime.intermittent import DEFAULT_STEP_WORK, atomic_steps, plan
+    from freeml_keras.format.metadata import read_metadata
     b = path.read_bytes()
     try:
         p = plan(b)

@@ -28,7 +28,7 @@ def evaluate(model_bytes: bytes, x, y, *, compare_tflm: bool = True) -> dict:
     """Accuracy, agreement with TFLite Micro and timings of the model on float inputs x."""
     import numpy as np
 
-    from freeml_keras.interpreters import io_quantization, quantize, run_tflm
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
     from freeml_keras.runtime import Interpreter
     it = Interpreter(model_bytes)
     (iq, *_), _ = io_quantization(model_bytes)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _has_densify(data: bytes) -> bool:
-    from freeml_keras import tflite_schema as ts
+    from freeml_keras.format import tflite as ts
     try:
         m = ts.read_model(data)
     except ts.TFLiteFormatError as e:

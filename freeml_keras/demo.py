@@ -113,7 +113,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     cdir = out / "compress"
 
     def compress_stage() -> dict:
-        from freeml_keras.sparsecomp import compress
+        from freeml_keras.compression.sparsecomp import compress
         opts = {"fine_tune_epochs": 1, "qat_epochs": 1} if cfg.quick else {}
         res = compress(model, cfg.device, tr_s, va_s, out_dir=cdir, resume=True, seed=cfg.seed, **opts)
         fp = memory.keras_footprint(res.model)
@@ -171,9 +171,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     log(f"[4/{n_stages}] int8 flatbuffer with the exit head and the freeml metadata; C source")
 
     def convert_stage() -> dict:
-        from freeml_keras.converter import convert, export_c
+        from freeml_keras.conversion import convert, export_c
         from freeml_keras.exits import ExitModel
-        from freeml_keras.interpreters import io_quantization, quantize, run_tflite
+        from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite
         em = ExitModel.load(edir)
         calib = datasets.subset(tr, 300, seed=cfg.seed + 2)[0]
         sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"],
@@ -185,7 +185,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
         (iq,), _ = io_quantization(sparse)
         pred = run_tflite(sparse, [quantize(te_s[0], *iq)])[0]
         fp = memory.tflite_footprint(sparse)
-        from freeml_keras.converter import strip_names
+        from freeml_keras.conversion.converter import strip_names
         return {"tflite_bytes": len(sparse), "dense_tflite_bytes": len(dense),
                 "stripped_tflite_bytes": len(strip_names(sparse)),
                 "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes,
@@ -199,8 +199,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     log(f"[5/{n_stages}] C runtime with injected power failures ({cfg.power_failure_inputs} inputs)")
 
     def power_stage() -> dict:
-        from freeml_keras.interpreters import io_quantization, quantize, run_tflm
-        from freeml_keras.intermittent import plan, run_uninterrupted, run_with_power_failures
+        from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+        from freeml_keras.runtime.intermittent import plan, run_uninterrupted, run_with_power_failures
         b = (out / "model.tflite").read_bytes()
         (iq,), _ = io_quantization(b)
         xs = quantize(te_s[0][:cfg.power_failure_inputs], *iq)

@@ -44,7 +44,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from freeml_keras import devices, factorize, memory, pruning
+from freeml_keras import devices, memory
+from freeml_keras.compression import factorize, pruning
 from freeml_keras.keras import keras
 
 __all__ = ["compress", "CompressionResult", "Budget", "BudgetUnreachable", "Options"]

@@ -2,7 +2,7 @@
 
 - Layer separation: :func:`factorize_dense` (truncated SVD of a Dense kernel into two Dense
   layers) and :func:`factorize_conv2d` (Tucker-2 of a Conv2D kernel into 1x1 -> kxk core -> 1x1
-  convolutions, ranks by EVBMF from :mod:`freeml_keras.vbmf` unless given).
+  convolutions, ranks by EVBMF from :mod:`freeml_keras.compression.vbmf` unless given).
 - Narrowing: :func:`narrow` removes a layer's output channels (filters or units) of lowest L1
   norm, together with the matching input channels of the layer that consumes them, so that
   the network computes the same thing minus those channels.
@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from freeml_keras import vbmf
+from freeml_keras.compression import vbmf
 from freeml_keras.keras import keras
 
 __all__ = ["factorize_dense", "factorize_conv2d", "svd_factors", "tucker2_factors",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from freeml_keras.runtime import TFLM_PORT_DIR, build_library
+from freeml_keras.runtime.build import make_host
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
-           "exit_options", "step_options", "plan", "atomic_steps", "run_on_harvested_energy",
+           "exit_options", "step_options", "plan", "atomic_steps",
            "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK"]
 
 DEFAULT_GRANULARITY = 8   # units per atomic step in units mode (FM_DEFAULT_GRANULARITY)
@@ -49,14 +49,8 @@ def step_options(granularity: int | None = None, step_work: int | None = None) -
 
 
 def harness_path() -> Path:
-    """The host harness, built with make when missing or stale."""
-    build_library()  # shares the lock and the staleness rule; then the harness target
-    path = TFLM_PORT_DIR / "build" / "fm_intermittent"
-    r = subprocess.run(["make", "-s", "-C", str(TFLM_PORT_DIR), "intermittent"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        raise OSError(f"building {path} failed:\n{r.stdout}{r.stderr}")
-    return path
+    """The host harness (``tools/fm_intermittent.c``), built into the cache on first use."""
+    return make_host("intermittent", "fm_intermittent")
 
 
 @dataclass
@@ -245,7 +239,7 @@ def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_wor
     stored non-zero weights). Exit points are marked from the metadata (the exit a step
     completes, alias operators passed after it included)."""
     from freeml_keras import memory
-    from freeml_keras.metadata import read_metadata
+    from freeml_keras.format.metadata import read_metadata
     p = plan(model_bytes, granularity=granularity, step_work=step_work)
     units_of = [o["units"] for o in p["ops"]]
     fp = memory.tflite_footprint(model_bytes)
@@ -279,51 +273,3 @@ def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_wor
                 break
         steps.append(AtomicStep(st["op"], st["units"], int(m), int(round(cycles)), p["record_bytes"], ex))
     return steps
-
-
-def run_on_harvested_energy(model_bytes: bytes, x_int8: np.ndarray, supply, steps: list[AtomicStep],
-                            *, granularity: int | None = None, step_work: int | None = None,
-                            max_consecutive_failures: int = 1000) -> dict:
-    """Run one inference of the real runtime step by step, with a power supply from
-    :mod:`freeml_keras.energy` deciding whether each step gets the energy to commit: a step that
-    does not is executed and killed before its commit completes (its work is lost), the
-    capacitor recharges, and the runtime resumes from its checkpoint. Returns the output and the
-    number of power failures, to compare with the simulator on the same program."""
-    tool = harness_path()
-    with tempfile.TemporaryDirectory() as d:
-        d = Path(d)
-        model, nvm, x, y = d / "m.tflite", d / "nvm", d / "x.bin", d / "y.bin"
-        model.write_bytes(model_bytes)
-        x.write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
-        base = [str(tool), str(model), str(nvm)]
-        opts = [*step_options(granularity, step_work), "-o", str(y)]
-        record = steps[0].nvm_bytes if steps else 16
-        failures = 0
-        started = False
-        r = None
-        for i, step in enumerate(steps):
-            # the first step's run also writes an idle record, the input and the start record
-            head = [] if started else ["new", str(x)]
-            first_commit_byte = 1 if started else 2 * record + int(np.asarray(x_int8).size) + 1
-            in_a_row = 0
-            while not supply.run_step(step.cycles, step.nvm_bytes):
-                failures += 1
-                in_a_row += 1
-                if in_a_row > max_consecutive_failures:
-                    from freeml_keras.energy import NeverCompletes
-                    raise NeverCompletes(f"step {i} ({step.cycles} cycles) failed {in_a_row} times "
-                                         "in a row: one charge of the capacitor cannot pay for it")
-                # the step runs, then the supply is cut inside its commit: its work is lost
-                r = subprocess.run(base + (head or ["resume"]) + opts + ["-s", "1", "-k", str(first_commit_byte)],
-                                   capture_output=True, text=True)
-                if r.returncode != -signal.SIGKILL:
-                    raise RuntimeError(f"step {i}: expected a kill inside the commit, got exit {r.returncode}")
-                supply.charge()
-            r = subprocess.run(base + (head or ["resume"]) + opts + ["-s", "1"], capture_output=True, text=True)
-            started = True
-            if r.returncode not in (0, 4):
-                raise RuntimeError(f"step {i}: harness exit {r.returncode}: {r.stderr.strip()}")
-        if r is None or r.returncode != 0:
-            raise RuntimeError(f"the runtime did not finish after the {len(steps)} planned steps")
-        return {"output": np.frombuffer(y.read_bytes(), np.int8).copy(), "failures": failures,
-                "time_s": supply.t}

@@ -34,12 +34,17 @@ on the core named by the JSON object's ``cost`` entry (``{"target", "unit", "sou
 
 from __future__ import annotations
 
+import copy
 import json
 import struct
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from freeml_keras.format import tflite as ts
+
 __all__ = ["FreemlMetadata", "ExitRecord", "OpCost", "MetadataError", "METADATA_NAME",
-           "METADATA_VERSION", "read_metadata"]
+           "METADATA_VERSION", "read_metadata", "metadata_of_parsed", "replace_metadata"]
 
 METADATA_NAME = "freeml"
 METADATA_VERSION = 2
@@ -129,10 +134,8 @@ def _u32(v: int) -> int:
     return min(int(v), 0xFFFFFFFF)
 
 
-def read_metadata(model_bytes: bytes) -> FreemlMetadata | None:
-    """The ``freeml`` metadata of a flatbuffer, or None when it has none."""
-    from freeml_keras import tflite_schema as ts
-    model = ts.read_model(model_bytes)
+def metadata_of_parsed(model: "ts.schema.ModelT") -> FreemlMetadata | None:
+    """The ``freeml`` metadata of a parsed flatbuffer, or None when it has none."""
     for md in model.metadata or []:
         name = md.name.decode() if isinstance(md.name, bytes) else md.name
         if name == METADATA_NAME:
@@ -140,3 +143,34 @@ def read_metadata(model_bytes: bytes) -> FreemlMetadata | None:
                 raise MetadataError(f"the freeml metadata points at buffer {md.buffer}, which holds no data")
             return FreemlMetadata.decode(bytes(model.buffers[md.buffer].data))
     return None
+
+
+def read_metadata(model) -> FreemlMetadata | None:
+    """The ``freeml`` metadata of a flatbuffer (bytes or ``TFLiteModel``), or None when it has
+    none."""
+    if hasattr(model, "metadata") and hasattr(model, "parsed"):      # a TFLiteModel: parsed once
+        return model.metadata
+    return metadata_of_parsed(ts.read_model(model))
+
+
+def replace_metadata(model: "ts.schema.ModelT", md: FreemlMetadata) -> bytes:
+    """The flatbuffer of ``model`` (parsed) with ``md`` as its ``freeml`` metadata (replacing
+    any; the old buffer is emptied so that buffer indices stay valid). ``model`` is not
+    modified."""
+    model = copy.copy(model)
+    model.buffers = list(model.buffers)
+    kept = []
+    for m in model.metadata or []:
+        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME:
+            if 0 <= m.buffer < len(model.buffers):
+                model.buffers[m.buffer] = ts.schema.BufferT()
+        else:
+            kept.append(m)
+    buf = ts.schema.BufferT()
+    buf.data = np.frombuffer(md.encode(), dtype=np.uint8)
+    model.buffers.append(buf)
+    entry = ts.schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = kept + [entry]
+    return ts.write_model(model)

@@ -25,7 +25,7 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 def io_quantization(model_bytes: bytes, subgraph: int = 0) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
     """(scale, zero point) of each input and output of a subgraph."""
-    from freeml_keras import tflite_schema as ts
+    from freeml_keras.format import tflite as ts
     m = ts.read_model(model_bytes)
     sg = m.subgraphs[subgraph]
 
@@ -93,7 +93,7 @@ def smallest_tflm_arena(model_bytes: bytes, upper: int = 1 << 24) -> int:
 
 
 def _output_indices(model_bytes: bytes) -> list[int]:
-    from freeml_keras import tflite_schema as ts
+    from freeml_keras.format import tflite as ts
     return [int(i) for i in ts.read_model(model_bytes).subgraphs[0].outputs]
 
 

@@ -1,23 +1,22 @@
 """Python binding (ctypes) of the tflm_port C runtime: run int8 .tflite models on the host.
 
 ``Interpreter(model_bytes)`` parses, validates and plans the model once; ``invoke(x)`` runs one
-inference and returns the int8 outputs. The shared library is built with ``make -C tflm_port``
-on first use when it is missing or older than its sources.
+inference and returns the int8 outputs. The shared library is built with ``make``
+on first use into the per-user cache (``freeml_keras.runtime.build``).
 """
 
 from __future__ import annotations
 
 import ctypes
-import fcntl
-import subprocess
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Interpreter", "RuntimeModelError", "library_path", "build_library", "TFLM_PORT_DIR"]
+from freeml_keras.format import tflite as ts
+from freeml_keras.runtime.build import build_library
 
-TFLM_PORT_DIR = Path(__file__).resolve().parents[1] / "tflm_port"
+__all__ = ["Interpreter", "RuntimeModelError"]
+
 _STATUS = {1: "bad argument", 2: "malformed model", 3: "unsupported model", 4: "not enough memory",
            5: "bad call order"}
 _TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
@@ -48,34 +47,8 @@ class _Cursor(ctypes.Structure):
 
 
 def _builtin_name(code: int) -> str:
-    from freeml_keras.tflite_schema import BuiltinOperator
-    names = {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+    names = {v: k for k, v in vars(ts.BuiltinOperator).items() if not k.startswith("_")}
     return names.get(code, f"OP_{code}")
-
-
-def _sources() -> list[Path]:
-    return [p for d in ("src", "include") for p in (TFLM_PORT_DIR / d).rglob("*") if p.is_file()] + \
-        [TFLM_PORT_DIR / "Makefile"]
-
-
-def library_path() -> Path:
-    """Where the host shared library is (built or not)."""
-    return TFLM_PORT_DIR / "build" / "libfreeml.so"
-
-
-def build_library(force: bool = False) -> Path:
-    """Build ``libfreeml.so`` with make if it is missing or older than a source file."""
-    lib = library_path()
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    with open(lib.parent / ".build.lock", "w") as lock:       # pytest-xdist workers build once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        newest = max(p.stat().st_mtime for p in _sources())
-        if force or not lib.exists() or lib.stat().st_mtime < newest:
-            r = subprocess.run(["make", "-s", "-C", str(TFLM_PORT_DIR), "lib"],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise OSError(f"building {lib} failed:\n{r.stdout}{r.stderr}")
-    return lib
 
 
 def _load():

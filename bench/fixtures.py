@@ -1,0 +1,68 @@
+"""Models the benchmarks make for themselves (not part of the library): the compressed cnn_s
+that fits the MSP430FR5994 with the runtime."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+
+from freeml_keras import datasets, memory, zoo
+from freeml_keras.compression import compress
+from freeml_keras.conversion import convert, extract_subgraph
+from freeml_keras.exits import attach_global_exit, train_global_exit
+from freeml_keras.runtime.reference import io_quantization, quantize
+
+# The compressed cnn_s that fits the MSP430FR5994 together with the runtime (see
+# tflm_port/targets/README.md for the byte budget): the zoo's cnn_s at width 0.25 on the digits,
+# SparseComp to this many bytes of stored parameters, a gNet exit head, names stripped.
+COMPRESSED_CNN_S_BUDGET = 4000
+CNN_S_DIGITS_EPOCHS = 30            # pre-training of the zoo's cnn_s (width 0.25) on the digits
+_COMPRESSED_CNN_S_VERSION = 2
+
+
+def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: int = 3,
+                     verbose: bool = False, exit_head: bool = True) -> tuple[bytes, np.ndarray, dict]:
+    """The zoo's ``cnn_s`` (width 0.25, trained on the digits) compressed with SparseComp to
+    ``budget_bytes`` of stored parameters, with a gNet exit head after its first pooling stage,
+    converted to a sparse int8 flatbuffer with names stripped: the cnn_s that fits the
+    MSP430FR5994's lower FRAM with the runtime. Returns the flatbuffer, ``num_inputs`` quantized
+    digits test inputs (int8, batch first) and a description (accuracies, sizes, seconds).
+    Cached in the zoo's cache directory (about a minute to make). ``exit_head=False``: the same
+    model's backbone alone, its main subgraph bit for bit without the head subgraph and the
+    ``freeml`` metadata (no exit points: a checkpointed build leaves out the exit head's code,
+    which is what lets it fit the MSP430); its outputs are the full model's
+    (``meta["exit_head"]`` is False and ``meta["flatbuffer_bytes"]`` its size)."""
+    d = zoo.cache_dir() / "models" / f"cnn_s-digits-w0.25-sparsecomp{int(budget_bytes)}"
+    meta_path, model_path = d / "meta.json", d / "model.tflite"
+    key = {"version": _COMPRESSED_CNN_S_VERSION, "budget_bytes": int(budget_bytes),
+           "pretrain_epochs": CNN_S_DIGITS_EPOCHS}
+    tr, va, te = datasets.load("digits")
+    if meta_path.exists() and model_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
+        b = model_path.read_bytes()
+        meta = json.loads(meta_path.read_text())
+    else:
+        t0 = time.time()
+        base = zoo.pretrained("cnn_s", "digits", width=0.25, epochs=CNN_S_DIGITS_EPOCHS, verbose=0)
+        res = compress(base, (int(budget_bytes), None), tr, va, fine_tune_epochs=4, qat_epochs=1,
+                       factorize=False, seed=0, verbose=verbose)
+        em = attach_global_exit(res.model, "auto")
+        train_global_exit(em, tr, va, method="stagewise", epochs=10, verbose=0, seed=0)
+        b = convert(res.model, tr[0][:100], sparse=True, exit_model=em, strip=True)
+        fp = memory.tflite_footprint(b)
+        meta = {"key": key, "pretrained_accuracy": zoo.accuracy(base, te),
+                "compressed_accuracy": zoo.accuracy(res.model, te),
+                "exit_accuracy": [float(a) for a in em.evaluate(te)["exit_accuracy"]],
+                "weight_bytes": fp.weight_bytes, "flatbuffer_bytes": len(b),
+                "sparse_layers": sum(1 for layer in fp.layers if layer.stored_format == "int8_csr"),
+                "seconds": round(time.time() - t0, 1)}
+        d.mkdir(parents=True, exist_ok=True)
+        model_path.write_bytes(b)
+        meta_path.write_text(json.dumps(meta, indent=1))
+    (scale, zp), = io_quantization(b)[0]
+    if not exit_head:
+        b = extract_subgraph(b, 0)
+        meta = {**meta, "exit_head": False, "flatbuffer_bytes": len(b)}
+    return b, quantize(te[0][:num_inputs], scale, zp), meta
+

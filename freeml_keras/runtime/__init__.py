@@ -1,0 +1,8 @@
+"""Running converted models on the host: our C runtime through ctypes (``interpreter``), the
+reference interpreters tf.lite and TFLite Micro (``reference``), and intermittent execution with
+injected power failures (``intermittent``). The C sources ship inside the package and are built
+on first use into the per-user cache (``build``)."""
+
+from freeml_keras.runtime.interpreter import Interpreter, RuntimeModelError
+
+__all__ = ["Interpreter", "RuntimeModelError"]
