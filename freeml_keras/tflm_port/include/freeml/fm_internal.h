@@ -210,6 +210,8 @@ enum {
 FM_NOINLINE fm_status fm_fail_at(fm_interp *it, fm_status s, const char *msg, int16_t op, int16_t tensor,
                                  int32_t value);
 FM_NOINLINE fm_status fm_fail_code(fm_interp *it, fm_status s, int16_t op, int16_t tensor, int32_t value);
+/* A format error at the flatbuffer reader's error position (its message is set by the caller). */
+FM_NOINLINE fm_status fm_format_error_at(fm_interp *it, const fm_fb *fb, int16_t op, int16_t tensor);
 #if FM_ERROR_TEXT
 #define FM_MSG(msg) (msg)
 #define fm_fail(it, s, msg, op, tensor, value) \
@@ -258,5 +260,11 @@ fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, in
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
+
+/* n rounded up to a multiple of 4 (state allocations). */
+#define FM_ALIGN4(n) (((uint32_t)(n) + 3u) & ~3u)
+
+/* Static arena plan of the prepared operators (planner.c): offsets, it->arena_needed. */
+fm_status fm_plan(fm_interp *it);
 
 #endif

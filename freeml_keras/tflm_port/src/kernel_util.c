@@ -1,0 +1,215 @@
+/* Helpers the kernels' prepare steps share: operand checks, state allocation, quantization
+ * multipliers, activation ranges, windows. */
+#include <string.h>
+
+#include "freeml/fm_internal.h"
+#include "freeml/fm_math.h"
+
+void *fm_state_alloc(fm_interp *it, uint32_t n)
+{
+    void *p;
+    n = FM_ALIGN4(n);
+    if (!it->state || n > it->state_len - it->state_used) {
+        fm_fail(it, FM_ERR_MEMORY, "state block too small", -1, -1, (int32_t)n);
+        return NULL;
+    }
+    p = it->state + it->state_used;
+    it->state_used += n;
+    return p;
+}
+
+const fm_tensor *fm_root(const fm_interp *it, int16_t t)
+{
+    const fm_tensor *x = &it->tensors[t];
+    while (x->alias >= 0) x = &it->tensors[x->alias];
+    return x;
+}
+
+uint8_t *fm_data(const fm_interp *it, int16_t t)
+{
+    const fm_tensor *r = fm_root(it, t);
+    if (r->cdata) return (uint8_t *)(uintptr_t)r->cdata;
+    return it->arena + r->offset;
+}
+
+int32_t fm_elements(const fm_tensor *t)
+{
+    int32_t n = 1;
+    uint8_t i;
+    for (i = 0; i < t->ndim; i++) n *= t->dims[i];
+    return n;
+}
+
+float fm_channel_scale(const fm_tensor *t, uint32_t c)
+{
+    if (t->num_scales > 1 && c < t->num_scales) return fm_ld_f32(t->scales + 4u * c);
+    return t->scale;
+}
+
+uint32_t fm_seg(const fm_tensor *t, uint32_t r)
+{
+    switch (t->seg_w) {
+    case 1: return t->seg[r];
+    case 2: return ((const uint16_t *)(const void *)t->seg)[r];
+    default: return ((const uint32_t *)(const void *)t->seg)[r];
+    }
+}
+
+fm_status fm_expect(fm_interp *it, uint16_t opi, int16_t t, uint8_t type, const fm_tensor **out)
+{
+    if (t < 0 || t >= (int16_t)it->num_tensors)
+        return fm_fail(it, FM_ERR_FORMAT, "operator input missing", opi, t, 0);
+    if (it->tensors[t].type != type)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor has an unsupported type", opi, t,
+                       it->tensors[t].type);
+    if (fm_root(it, t)->flags & FM_T_SPARSE)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "sparse tensor where dense data is needed", opi, t, 0);
+    *out = &it->tensors[t];
+    return FM_OK;
+}
+
+fm_status fm_expect_weights(fm_interp *it, uint16_t opi, int16_t t, const fm_tensor **out,
+                            const fm_tensor **data)
+{
+    if (t < 0 || t >= (int16_t)it->num_tensors)
+        return fm_fail(it, FM_ERR_FORMAT, "operator input missing", opi, t, 0);
+    if (it->tensors[t].type != FM_INT8)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "weights must be int8", opi, t, it->tensors[t].type);
+    *data = fm_root(it, t);
+    if (!((*data)->flags & FM_T_CONST))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "weights must be constant", opi, t, 0);
+    *out = &it->tensors[t];
+    return FM_OK;
+}
+
+fm_status fm_weighted_operands(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor **in,
+                               const fm_tensor **f, const fm_tensor **fd, const fm_tensor **out,
+                               const fm_tensor **bias)
+{
+    fm_status s;
+    *bias = NULL;
+    if (op->num_in < 2) return fm_fail(it, FM_ERR_FORMAT, "operator needs input and weights", opi, -1, 0);
+    if ((s = fm_expect(it, opi, op->in[0], FM_INT8, in)) != FM_OK) return s;
+    if ((s = fm_expect_weights(it, opi, op->in[1], f, fd)) != FM_OK) return s;
+    if ((s = fm_expect(it, opi, op->out, FM_INT8, out)) != FM_OK) return s;
+    if (op->num_in > 2 && op->in[2] >= 0) {
+        if ((s = fm_expect(it, opi, op->in[2], FM_INT32, bias)) != FM_OK) return s;
+        if (!((*bias)->flags & FM_T_CONST)) return fm_fail(it, FM_ERR_UNSUPPORTED, "bias must be constant", opi, op->in[2], 0);
+    }
+    return FM_OK;
+}
+
+fm_status fm_check_bias(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *bias, int32_t out_c)
+{
+    if (bias && fm_elements(bias) != out_c)
+        return fm_fail(it, FM_ERR_FORMAT, "bias size differs from output channels", opi, op->in[2], 0);
+    return FM_OK;
+}
+
+fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b)
+{
+    if (a->scale != b->scale || a->zero_point != b->zero_point)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "input and output quantization differ", opi,
+                       (int32_t)(b - it->tensors), 0);
+    return FM_OK;
+}
+
+void fm_alias(fm_interp *it, int16_t out, int16_t in)
+{
+    it->tensors[out].alias = in;
+}
+
+/* zero_point + round(real / scale) of an int8 output: a fused activation's bound. */
+static FM_NOINLINE int32_t quantized_bound(const fm_tensor *out, float real)
+{
+    return out->zero_point + fm_round_f(real / out->scale);
+}
+
+fm_status fm_activation_range(fm_interp *it, uint16_t opi, int32_t act, const fm_tensor *out,
+                              int32_t *mn, int32_t *mx)
+{
+    /* TFLite ActivationFunctionType 0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6: real lower bound
+     * (1 .. 3) and upper bound (2, 3) */
+    static const int8_t lower[4] = {0, 0, -1, 0}, upper[4] = {0, 0, 1, 6};
+    int32_t lo = -128, hi = 127, q;
+    if (!(out->scale > 0))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "output scale must be positive", opi, -1, 0);
+    if (act < 0 || act > 3)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "unsupported fused activation", opi, -1, act);
+    if (act >= 1) {
+        q = quantized_bound(out, (float)lower[act]);
+        if (q > lo) lo = q;
+    }
+    if (act >= 2) {
+        q = quantized_bound(out, (float)upper[act]);
+        if (q < hi) hi = q;
+    }
+    *mn = lo;
+    *mx = hi;
+    return FM_OK;
+}
+
+fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
+                              const fm_tensor *filter, const fm_tensor *out, int32_t channels,
+                              int32_t **mult, int8_t **shift)
+{
+    int32_t c, sh;
+    if (filter->num_scales > 1 && filter->num_scales != (uint32_t)channels)
+        return fm_fail(it, FM_ERR_FORMAT, "per-channel scale count differs from channels", opi,
+                       -1, filter->num_scales);
+    *mult = (int32_t *)fm_state_alloc(it, 4u * (uint32_t)channels);
+    *shift = (int8_t *)fm_state_alloc(it, (uint32_t)channels);
+    if (!*mult || !*shift) return FM_ERR_MEMORY;
+    for (c = 0; c < channels; c++) {
+        const double eff = (double)in->scale * (double)fm_channel_scale(filter, (uint32_t)c) /
+                           (double)out->scale;
+        if (!fm_quantize_multiplier(eff, &(*mult)[c], &sh) || sh > 30 || sh < -31)
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "quantization scales out of range", opi, -1, c);
+        (*shift)[c] = (int8_t)sh;
+    }
+    return FM_OK;
+}
+
+fm_status fm_channel_offsets(fm_interp *it, const fm_tensor *w, const int32_t *bias,
+                             int32_t in_off, int32_t channels, int32_t rows, int32_t row_len,
+                             int32_t **acc0)
+{
+    const int8_t *v = (const int8_t *)w->cdata;
+    int32_t c;
+    *acc0 = (int32_t *)fm_state_alloc(it, 4u * (uint32_t)channels);
+    if (!*acc0) return FM_ERR_MEMORY;
+    for (c = 0; c < channels; c++) {
+        uint32_t j, e;
+        int32_t sum = 0;
+        if (w->flags & FM_T_SPARSE) {
+            j = fm_seg(w, (uint32_t)(c * rows));
+            e = fm_seg(w, (uint32_t)((c + 1) * rows));
+        } else {
+            j = (uint32_t)(c * rows * row_len);
+            e = j + (uint32_t)(rows * row_len);
+        }
+        for (; j < e; j++) sum += v[j];
+        (*acc0)[c] = FM_WRAP_ADD(bias ? bias[c] : 0, in_off * sum);
+    }
+    return FM_OK;
+}
+
+fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
+                    int32_t stride, int32_t dil, int32_t out, int32_t *pad)
+{
+    int32_t eff, want, total;
+    if (stride < 1 || dil < 1 || k < 1 || stride > 1024 || dil > 1024)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "stride, dilation or window out of range", opi, -1, stride);
+    eff = (k - 1) * dil + 1;
+    if (padding == 0) want = (in + stride - 1) / stride;           /* SAME */
+    else if (padding == 1) want = (in + stride - eff) / stride;     /* VALID */
+    else return fm_fail(it, FM_ERR_UNSUPPORTED, "padding type", opi, -1, padding);
+    if (want < 1 || want != out)
+        return fm_fail(it, FM_ERR_FORMAT, "output size does not match the window", opi, -1, out);
+    total = (out - 1) * stride + eff - in;
+    *pad = total > 0 ? total / 2 : 0;
+    if (*pad >= eff)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "padding larger than the window", opi, -1, *pad);
+    return FM_OK;
+}
+
