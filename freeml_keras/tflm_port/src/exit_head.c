@@ -6,34 +6,10 @@
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
-enum { MODEL_BUFFERS = 4, MODEL_METADATA = 6, MD_NAME = 0, MD_BUFFER = 1, BUF_DATA = 0 };
-
 /* Position and length of the `freeml` metadata buffer inside the model, 0 if none. */
 static uint32_t metadata(const uint8_t *model, uint32_t len, uint32_t *md_len)
 {
-    fm_fb fb;
-    uint32_t root, mds, n, buffers, nbuf, i;
-    fb.buf = model;
-    fb.len = len;
-    fb.err = 0;
-    fb.err_pos = 0;
-    *md_len = 0;
-    root = fb_root(&fb);
-    mds = fb_vector(&fb, root, MODEL_METADATA, 4, &n);
-    buffers = fb_vector(&fb, root, MODEL_BUFFERS, 4, &nbuf);
-    if (fb.err) return 0;
-    for (i = 0; i < n; i++) {
-        uint32_t m = fb_vec_table(&fb, mds, i), name_len, name, b, bt, data;
-        name = fb_vector(&fb, m, MD_NAME, 1, &name_len);
-        if (fb.err) return 0;
-        if (name_len != 6u || memcmp(model + name, "freeml", 6) != 0) continue;
-        b = fb_u32(&fb, m, MD_BUFFER, 0);
-        if (fb.err || b >= nbuf) return 0;
-        bt = fb_vec_table(&fb, buffers, b);
-        data = fb_vector(&fb, bt, BUF_DATA, 1, md_len);
-        return fb.err ? 0 : data;
-    }
-    return 0;
+    return fb_metadata(model, len, "freeml", 6u, md_len);
 }
 
 /* Checks of the metadata's fixed part that everything else relies on: magic, a known version,

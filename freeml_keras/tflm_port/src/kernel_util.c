@@ -119,41 +119,50 @@ void fm_alias(fm_interp *it, int16_t out, int16_t in)
     it->tensors[out].alias = in;
 }
 
+#if FM_PREPARE_FLOAT
 /* zero_point + round(real / scale) of an int8 output: a fused activation's bound. */
 static FM_NOINLINE int32_t quantized_bound(const fm_tensor *out, float real)
 {
     return out->zero_point + fm_round_f(real / out->scale);
 }
+#endif
 
 fm_status fm_activation_range(fm_interp *it, uint16_t opi, int32_t act, const fm_tensor *out,
                               int32_t *mn, int32_t *mx)
 {
     /* TFLite ActivationFunctionType 0 NONE, 1 RELU, 2 RELU_N1_TO_1, 3 RELU6: real lower bound
      * (1 .. 3) and upper bound (2, 3) */
-    static const int8_t lower[4] = {0, 0, -1, 0}, upper[4] = {0, 0, 1, 6};
-    int32_t lo = -128, hi = 127, q;
-    if (!(out->scale > 0))
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "output scale must be positive", opi, -1, 0);
+    int32_t lo = -128, hi = 127;
     if (act < 0 || act > 3)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "unsupported fused activation", opi, -1, act);
-    if (act >= 1) {
-        q = quantized_bound(out, (float)lower[act]);
-        if (q > lo) lo = q;
+#if FM_PREPARE_FLOAT
+    {
+        static const int8_t lower[4] = {0, 0, -1, 0}, upper[4] = {0, 0, 1, 6};
+        int32_t q;
+        if (!(out->scale > 0))
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "output scale must be positive", opi, -1, 0);
+        if (act >= 1) {
+            q = quantized_bound(out, (float)lower[act]);
+            if (q > lo) lo = q;
+        }
+        if (act >= 2) {
+            q = quantized_bound(out, (float)upper[act]);
+            if (q < hi) hi = q;
+        }
     }
-    if (act >= 2) {
-        q = quantized_bound(out, (float)upper[act]);
-        if (q < hi) hi = q;
-    }
-    *mn = lo;
-    *mx = hi;
+#else
+    (void)out;
+#endif
+    *mn = fm_pre_value(it, lo);
+    *mx = fm_pre_value(it, hi);
     return FM_OK;
 }
 
 fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
                               const fm_tensor *filter, const fm_tensor *out, int32_t channels,
-                              int32_t **mult, int8_t **shift)
+                              uint8_t per_tensor_product, int32_t **mult, int8_t **shift)
 {
-    int32_t c, sh;
+    int32_t c, sh = 0, q = 0;
     if (filter->num_scales > 1 && filter->num_scales != (uint32_t)channels)
         return fm_fail(it, FM_ERR_FORMAT, "per-channel scale count differs from channels", opi,
                        -1, filter->num_scales);
@@ -161,10 +170,25 @@ fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
     *shift = (int8_t *)fm_state_alloc(it, (uint32_t)channels);
     if (!*mult || !*shift) return FM_ERR_MEMORY;
     for (c = 0; c < channels; c++) {
-        const double eff = (double)in->scale * (double)fm_channel_scale(filter, (uint32_t)c) /
-                           (double)out->scale;
-        if (!fm_quantize_multiplier(eff, &(*mult)[c], &sh) || sh > 30 || sh < -31)
+#if FM_PREPARE_FLOAT
+        double eff;
+        if (per_tensor_product) {   /* TFLite's FULLY_CONNECTED multiplies the two scales in float */
+            const float prod = in->scale * filter->scale;
+            eff = (double)prod / (double)out->scale;
+        } else {
+            eff = (double)in->scale * (double)fm_channel_scale(filter, (uint32_t)c) / (double)out->scale;
+        }
+        if (!fm_quantize_multiplier(eff, &q, &sh)) sh = 127;       /* refused below */
+#else
+        (void)in;
+        (void)out;
+        (void)per_tensor_product;
+#endif
+        q = fm_pre_value(it, q);
+        sh = fm_pre_value(it, sh);
+        if (sh > 30 || sh < -31)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "quantization scales out of range", opi, -1, c);
+        (*mult)[c] = q;
         (*shift)[c] = (int8_t)sh;
     }
     return FM_OK;

@@ -327,6 +327,8 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         return fm_fail(it, FM_ERR_MEMORY, "state block too small", -1, -1, (int32_t)need);
     if (((uintptr_t)state) % 4)
         return fm_fail(it, FM_ERR_ARG, "state block must be 4-byte aligned", -1, -1, 0);
+    s = fm_pre_find(it, subgraph, nops);
+    if (s) return s;
     it->tensors = (fm_tensor *)fm_state_alloc(it, nt * (uint32_t)sizeof(fm_tensor));
     it->ops = (fm_op *)fm_state_alloc(it, nops * (uint32_t)sizeof(fm_op));
     it->num_tensors = (uint16_t)nt;
@@ -394,7 +396,9 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             return fm_fail(it, FM_ERR_FORMAT, "operator output is constant or written twice",
                            (int32_t)i, op->out, 0);
         touch(&it->tensors[op->out], (int16_t)i);
+        fm_pre_begin(it, (uint16_t)i);
         s = k->prepare(it, (uint16_t)i, op);
+        if (s == FM_OK) s = fm_pre_end(it, (uint16_t)i);
         if (s) {
             if (it->err.op < 0) it->err.op = (int32_t)i;
             return s;

@@ -150,3 +150,39 @@ int32_t fb_vec_i32(const fm_fb *fb, uint32_t vec, uint32_t i)
 {
     return (int32_t)fm_ld_u32(fb->buf + vec + 4u * i);
 }
+
+/* Model field ids of the metadata lookup (TFLite schema: Model.buffers 4, Model.metadata 6;
+ * Metadata.name 0, .buffer 1; Buffer.data 0). */
+enum { MD_MODEL_BUFFERS = 4, MD_MODEL_METADATA = 6, MD_NAME = 0, MD_BUFFER = 1, MD_BUF_DATA = 0 };
+
+uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint32_t name_len,
+                     uint32_t *data_len)
+{
+    fm_fb fb;
+    uint32_t root, mds, n, buffers, nbuf, i;
+    fb.buf = model;
+    fb.len = len;
+    fb.err = 0;
+    fb.err_pos = 0;
+    *data_len = 0;
+    root = fb_root(&fb);
+    mds = fb_vector(&fb, root, MD_MODEL_METADATA, 4, &n);
+    buffers = fb_vector(&fb, root, MD_MODEL_BUFFERS, 4, &nbuf);
+    if (fb.err) return 0;
+    for (i = 0; i < n; i++) {
+        uint32_t m = fb_vec_table(&fb, mds, i), nl, at, b, bt, data;
+        at = fb_vector(&fb, m, MD_NAME, 1, &nl);
+        if (fb.err) return 0;
+        if (nl != name_len || memcmp(model + at, name, name_len) != 0) continue;
+        b = fb_u32(&fb, m, MD_BUFFER, 0);
+        if (fb.err || b >= nbuf) return 0;
+        bt = fb_vec_table(&fb, buffers, b);
+        data = fb_vector(&fb, bt, MD_BUF_DATA, 1, data_len);
+        if (fb.err) {
+            *data_len = 0;
+            return 0;
+        }
+        return data;
+    }
+    return 0;
+}

@@ -75,6 +75,18 @@ typedef struct {
     uint8_t num_outputs;
     uint8_t ready;
     fm_error err;
+    /* Precomputed requantization parameters (the model's "freeml_prepare" metadata), used while
+     * fm_init prepares the operators; model_id_pos is the position of its model id in the
+     * model (0: the model has none). */
+    const uint8_t *pre_blob;
+    uint32_t pre_blob_len;
+    uint32_t pre_ops;
+    const uint8_t *pre_words;
+    uint32_t pre_n;
+    uint32_t pre_i;
+    uint8_t pre_err;
+    uint32_t model_id;
+    uint32_t model_id_pos;
 } fm_interp;
 
 /* Size of fm_interp, for bindings that allocate it as an opaque block. */

@@ -39,6 +39,21 @@
 #ifndef FM_EXITS
 #define FM_EXITS 1
 #endif
+/* FM_PREPARE_FLOAT 1 (hosts): prepare computes the requantization parameters from the float
+ * scales (double arithmetic, as TFLite Micro does) and, when the model carries them precomputed
+ * ("freeml_prepare" metadata, precomputed.c), refuses a model whose values differ. 0 (the
+ * targets: no floating point in prepare, no software double arithmetic in the image): prepare
+ * takes them from the metadata only and refuses a model without it. */
+#ifndef FM_PREPARE_FLOAT
+#define FM_PREPARE_FLOAT 1
+#endif
+/* The type of a real-valued rescaling factor in prepare: double where it is computed, an unused
+ * int otherwise (so that the call sites compile without floating point). */
+#if FM_PREPARE_FLOAT
+#define FM_PREPARE_REAL double
+#else
+#define FM_PREPARE_REAL int32_t
+#endif
 
 /* ---- bounds-checked flatbuffer reader (reader.c) ------------------------------------------ */
 
@@ -72,6 +87,10 @@ uint32_t fm_ld_u32(const uint8_t *p);
 uint16_t fm_ld_u16(const uint8_t *p);
 float fm_ld_f32(const uint8_t *p);
 int32_t fb_vec_i32(const fm_fb *fb, uint32_t vec, uint32_t i);
+/* Position and length (*data_len) of the buffer of the model's metadata entry `name`, 0 (and 0)
+ * when there is none or the tables around it are malformed. */
+uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint32_t name_len,
+                     uint32_t *data_len);
 
 /* ---- tensors and operators ---------------------------------------------------------------- */
 
@@ -246,9 +265,33 @@ uint32_t fm_seg(const fm_tensor *t, uint32_t r);
 /* Fused activation range of an int8 output (TFLite ActivationFunctionType). */
 fm_status fm_activation_range(fm_interp *it, uint16_t opi, int32_t act, const fm_tensor *out,
                               int32_t *mn, int32_t *mx);
+/* Per output channel multiplier and shift of in * filter / out (per_tensor_product: one scale,
+ * multiplied in float first as TFLite's FULLY_CONNECTED does). */
 fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
                               const fm_tensor *filter, const fm_tensor *out, int32_t channels,
-                              int32_t **mult, int8_t **shift);
+                              uint8_t per_tensor_product, int32_t **mult, int8_t **shift);
+
+/* ---- precomputed requantization parameters (precomputed.c) --------------------------------
+ *
+ * Metadata entry "freeml_prepare" (freeml_keras/format/prepared.py writes it), little-endian:
+ *   0  "FMLP"   4  u16 version 1   6  u16 S subgraph records   8  u32 model id (FNV-1a of the
+ *   file with these 4 bytes 0)   12  u32 0;  16: S records (u16 subgraph, u16 operators N,
+ *   u32 offset of its operator table); operator table: N records (u32 offset of the
+ *   operator's int32 words, u32 number of words). A kernel's prepare takes its words in the
+ *   order it would compute them (fm_pre_value): CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED:
+ *   act_min, act_max, then multiplier and shift per output channel; pooling: act_min,
+ *   act_max; ADD: act_min, act_max and three (multiplier, shift) pairs; SOFTMAX: multiplier,
+ *   left shift, diff_min; MEAN and int8 QUANTIZE: multiplier, shift. */
+/* Find the entry for `subgraph` (it->pre_blob NULL when the model has none); FM_ERR_FORMAT when
+ * it is there but malformed or made for another graph. */
+fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops);
+/* Point at operator opi's words before its prepare; check after it that all were taken and
+ * none differed (with FM_PREPARE_FLOAT) from what the prepare computed. */
+void fm_pre_begin(fm_interp *it, uint16_t opi);
+fm_status fm_pre_end(fm_interp *it, uint16_t opi);
+/* The next precomputed value of the operator being prepared; `computed` is what the float
+ * prepare computed (ignored with FM_PREPARE_FLOAT 0). Errors are sticky until fm_pre_end. */
+int32_t fm_pre_value(fm_interp *it, int32_t computed);
 /* acc0[c] = bias[c] + in_off * (sum of the weights of output channel c), for weights laid out
  * as `channels` blocks of `rows` rows (CSR rows when sparse) of `row_len` values. */
 fm_status fm_channel_offsets(fm_interp *it, const fm_tensor *w, const int32_t *bias,

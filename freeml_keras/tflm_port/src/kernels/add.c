@@ -2,9 +2,18 @@
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
-static fm_status multiplier(fm_interp *it, uint16_t opi, double m, int32_t *q, int32_t *shift)
+/* One of ADD's three rescalings: m in (0, 1) as multiplier and non-positive shift. */
+static fm_status multiplier(fm_interp *it, uint16_t opi, FM_PREPARE_REAL m, int32_t *q, int32_t *shift)
 {
-    if (!(m > 0) || m >= 1.0 || !fm_quantize_multiplier(m, q, shift) || *shift > 0)
+    int32_t mq = 0, sh = 0;
+#if FM_PREPARE_FLOAT
+    if (!(m > 0) || m >= 1.0 || !fm_quantize_multiplier(m, &mq, &sh)) sh = 1;   /* refused below */
+#else
+    (void)m;
+#endif
+    *q = fm_pre_value(it, mq);
+    *shift = fm_pre_value(it, sh);
+    if (*shift > 0 || *q <= 0)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "ADD scales out of range", opi, -1, 0);
     return FM_OK;
 }
@@ -15,7 +24,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     const fm_tensor *a, *b, *out;
     fm_fb fb;
     int32_t act, d, la, lb, lo, sa = 1, sb = 1;
-    double twice;
+    FM_PREPARE_REAL m1 = 0, m2 = 0, m3 = 0;
     fm_status s;
     if (op->num_in < 2) return fm_fail(it, FM_ERR_FORMAT, "ADD needs two inputs", opi, -1, 0);
     if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &a)) != FM_OK) return s;
@@ -43,10 +52,15 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     p->in2_off = -b->zero_point;
     p->out_off = out->zero_point;
     p->left_shift = 20;
-    twice = 2.0 * (double)(a->scale > b->scale ? a->scale : b->scale);
-    if ((s = multiplier(it, opi, (double)a->scale / twice, &p->in1_mult, &p->in1_shift)) != FM_OK) return s;
-    if ((s = multiplier(it, opi, (double)b->scale / twice, &p->in2_mult, &p->in2_shift)) != FM_OK) return s;
-    if ((s = multiplier(it, opi, twice / ((double)((int32_t)1 << 20) * (double)out->scale), &p->out_mult, &p->out_shift)) != FM_OK) return s;
+#if FM_PREPARE_FLOAT
+    const double twice = 2.0 * (double)(a->scale > b->scale ? a->scale : b->scale);
+    m1 = (double)a->scale / twice;
+    m2 = (double)b->scale / twice;
+    m3 = twice / ((double)((int32_t)1 << 20) * (double)out->scale);
+#endif
+    if ((s = multiplier(it, opi, m1, &p->in1_mult, &p->in1_shift)) != FM_OK) return s;
+    if ((s = multiplier(it, opi, m2, &p->in2_mult, &p->in2_shift)) != FM_OK) return s;
+    if ((s = multiplier(it, opi, m3, &p->out_mult, &p->out_shift)) != FM_OK) return s;
     op->units = (uint32_t)p->count;
     return FM_OK;
 }

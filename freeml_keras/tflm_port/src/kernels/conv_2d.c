@@ -45,7 +45,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
     p->out_off = out->zero_point;
-    s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, &p->mult, &p->shift);
+    s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, 0, &p->mult, &p->shift);
     if (s) return s;
     s = fm_channel_offsets(it, fd, bias ? (const int32_t *)(const void *)bias->cdata : NULL, p->in_off,
                            p->out_c, p->k_h * p->k_w, p->k_c, &p->acc0);

@@ -41,20 +41,8 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     p->out_off = out->zero_point;
     {
         const fm_tensor *fq = f->num_scales ? f : fd;
-        s = fm_conv_multipliers(it, opi, in, fq, out, p->out_c, &p->mult, &p->shift);
+        s = fm_conv_multipliers(it, opi, in, fq, out, p->out_c, (uint8_t)(fq->num_scales <= 1), &p->mult, &p->shift);
         if (s) return s;
-        if (fq->num_scales <= 1) {
-            /* per-tensor: TFLite multiplies the two float scales in float first */
-            const float prod = in->scale * fq->scale;
-            int32_t c;
-            for (c = 0; c < p->out_c; c++)
-                {
-                int32_t sh;
-                if (!fm_quantize_multiplier((double)prod / (double)out->scale, &p->mult[c], &sh) || sh > 30 || sh < -31)
-                    return fm_fail(it, FM_ERR_UNSUPPORTED, "quantization scales out of range", opi, -1, 0);
-                p->shift[c] = (int8_t)sh;
-            }
-        }
     }
     op->units = (uint32_t)p->batches * (uint32_t)p->out_c;
     return FM_OK;

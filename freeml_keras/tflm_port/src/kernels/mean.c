@@ -32,9 +32,18 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     }
     if (fm_elements(out) != outputs) return fm_fail(it, FM_ERR_FORMAT, "MEAN output size", opi, op->out, outputs);
     if (count > 65535) return fm_fail(it, FM_ERR_UNSUPPORTED, "MEAN over too many elements", opi, -1, count);
-    if (!(in->scale > 0) || !(out->scale > 0) ||
-        !fm_quantize_multiplier((double)in->scale / (double)out->scale, &p->mult, &p->shift))
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "MEAN scales out of range", opi, -1, 0);
+    {
+        int32_t mult = 0, shift = 127;
+#if FM_PREPARE_FLOAT
+        if (!(in->scale > 0) || !(out->scale > 0) ||
+            !fm_quantize_multiplier((double)in->scale / (double)out->scale, &mult, &shift))
+            shift = 127;                                 /* refused below */
+#endif
+        p->mult = fm_pre_value(it, mult);
+        p->shift = fm_pre_value(it, shift);
+        if (p->mult < 0 || p->shift > 31 || p->shift < -31)
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "MEAN scales out of range", opi, -1, 0);
+    }
     fm_mean_multiplier(&p->mult, &p->shift, count);
     p->count = count;
     p->outputs = outputs;

@@ -12,7 +12,14 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     in = &it->tensors[op->in[0]];
     if (in->type == FM_INT8) {
         if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
-        if (!(out->scale > 0) || !fm_quantize_multiplier((double)in->scale / (double)out->scale, &p->mult, &p->shift) || p->shift > 30)
+        int32_t mult = 0, shift = 127;
+#if FM_PREPARE_FLOAT
+        if (!(out->scale > 0) || !fm_quantize_multiplier((double)in->scale / (double)out->scale, &mult, &shift))
+            shift = 127;                                 /* refused below */
+#endif
+        p->mult = fm_pre_value(it, mult);
+        p->shift = fm_pre_value(it, shift);
+        if (p->mult < 0 || p->shift > 30 || p->shift < -31)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "QUANTIZE scales out of range", opi, -1, 0);
     } else if ((s = fm_expect(it, opi, op->in[0], FM_FLOAT32, &in)) != FM_OK) {
         return s;

@@ -7,9 +7,6 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
     fm_softmax_params *p = &op->p.softmax;
     const fm_tensor *in, *out;
-    fm_fb fb;
-    double beta, real, radius;
-    int32_t i;
     fm_status s;
     if (op->num_in < 1) return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX needs an input", opi, -1, 0);
     if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
@@ -18,19 +15,33 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
         return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX shapes do not match", opi, -1, 0);
     if (out->zero_point != -128 || out->scale != 1.0f / 256.0f)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX output must have scale 1/256, zero point -128", opi, op->out, 0);
-    fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
-    beta = (double)fb_f32(&fb, op->opts, 0, 0.0f);
-    if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad SOFTMAX options", opi, -1, 0);
-    /* input differences are rescaled to Q5.26 (5 integer bits) */
-    real = beta * (double)in->scale * (double)((int32_t)1 << 26);
-    if (real > 2147483647.0) real = 2147483647.0;
-    if (!(real > 1.0) || !fm_quantize_multiplier(real, &p->input_multiplier, &p->input_left_shift) ||
-        p->input_left_shift < 0 || p->input_left_shift > 31)
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX beta * input scale out of range", opi, -1, 0);
-    /* diff_min = -floor(31 * 2^26 / 2^left_shift) */
-    radius = 31.0 * (double)((int32_t)1 << 26);
-    for (i = 0; i < p->input_left_shift; i++) radius *= 0.5;
-    p->diff_min = -(int32_t)radius;
+    {
+        int32_t mult = 0, left = -1, diff_min = 0;
+#if FM_PREPARE_FLOAT
+        fm_fb fb;
+        double beta, real, radius;
+        int32_t i;
+        fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
+        beta = (double)fb_f32(&fb, op->opts, 0, 0.0f);
+        if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad SOFTMAX options", opi, -1, 0);
+        /* input differences are rescaled to Q5.26 (5 integer bits) */
+        real = beta * (double)in->scale * (double)((int32_t)1 << 26);
+        if (real > 2147483647.0) real = 2147483647.0;
+        if (real > 1.0 && fm_quantize_multiplier(real, &mult, &left)) {
+            /* diff_min = -floor(31 * 2^26 / 2^left_shift) */
+            radius = 31.0 * (double)((int32_t)1 << 26);
+            for (i = 0; i < left; i++) radius *= 0.5;
+            diff_min = -(int32_t)radius;
+        } else {
+            left = -1;                                   /* refused below */
+        }
+#endif
+        p->input_multiplier = fm_pre_value(it, mult);
+        p->input_left_shift = fm_pre_value(it, left);
+        p->diff_min = fm_pre_value(it, diff_min);
+        if (p->input_left_shift < 0 || p->input_left_shift > 31 || p->input_multiplier <= 0 || p->diff_min > 0)
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX beta * input scale out of range", opi, -1, 0);
+    }
     p->depth = in->dims[in->ndim - 1];
     if (p->depth > 4096) return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX over more than 4096 classes", opi, -1, p->depth);
     p->rows = fm_elements(in) / p->depth;
