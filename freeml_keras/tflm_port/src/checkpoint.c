@@ -234,40 +234,86 @@ static uint8_t is_exit_op(const fm_intermittent *r, uint16_t op)
 #endif
 }
 
+/* Per-operator costs of the model's v2 freeml metadata (operator records: u32 cost at byte 16 of
+ * 20), or NULL (and 0 records) when it has none. */
+static const uint8_t *metadata_costs(const fm_interp *it, uint32_t *num_ops)
+{
+    uint32_t n, at = fb_metadata(it->model, it->model_len, "freeml", 6u, &n), ops_at, count;
+    const uint8_t *md = it->model + at;
+    *num_ops = 0;
+    if (at == 0u || n < 32u || memcmp(md, "FMLM", 4) != 0 || fm_ld_u16(md + 4) != 2u) return NULL;
+    count = fm_ld_u16(md + 14);
+    ops_at = fm_ld_u32(md + 20);
+    if (count != it->num_ops || ops_at > n || 20u * count > n - ops_at) return NULL;
+    *num_ops = count;
+    return md + ops_at;
+}
+
+fm_status fm_plan_ops(fm_intermittent *r)
+{
+    fm_interp *it = r->it;
+    uint32_t n_costs, i;
+    const uint8_t *costs = r->step_cost > 0u ? metadata_costs(it, &n_costs) : NULL;
+    uint8_t by_cost = costs != NULL;
+    if (r->granularity == 0u) return FM_ERR_ARG;
+    for (i = 0; costs && i < it->num_ops; i++) {      /* cost mode needs every working op priced */
+        const uint32_t c = fm_ld_u32(costs + 20u * i + 16u);
+        it->ops[i].unit_cost = it->ops[i].units && c ? unit_work(c, it->ops[i].units) : 0u;
+        if (c == 0u && it->ops[i].units > 0u) by_cost = 0;
+    }
+    for (i = 0; i < it->num_ops; i++) {
+        fm_op *o = &it->ops[i];
+        uint32_t n = o->units, whole, per, budget;
+        if (!by_cost) o->unit_cost = 0u;             /* an incomplete table prices nothing */
+        if (by_cost) {
+            whole = fm_ld_u32(costs + 20u * i + 16u);
+            per = o->unit_cost;
+            budget = r->step_cost;
+        } else if (r->step_work > 0u) {
+            whole = op_work(it, o);
+            per = o->units ? unit_work(whole, o->units) : 1u;
+            budget = r->step_work;
+        } else {
+            whole = per = budget = 0u;                  /* units mode: granularity alone */
+        }
+        if (budget > 0u && !(whole <= budget)) {
+            n = per ? budget / per : n;
+            if (n == 0u) n = 1u;                        /* a step runs at least one unit */
+        }
+        if (n > r->granularity) n = r->granularity;
+        o->step_units = n;
+    }
+    r->planned = 1;
+    return FM_OK;
+}
+
 /* The atomic step that starts at `start`: how many units of its operator it runs (fm_step runs
- * them from `start`, passing alias operators before and after) and, in work mode, its work.
- * Units mode (step_work == 0): at most `granularity` units. Work mode: as many units as fit
- * step_work (at least one), at most `granularity`. A step never crosses into a second operator
+ * them from `start`, passing alias operators before and after; at most the operator's planned
+ * step_units) and, when asked, its work and cost. A step never crosses into a second operator
  * with units. That would be idempotent only where the arena plan keeps the step's inputs apart
  * from the later operators' outputs, which the planner's buffer reuse rarely allows (one
  * FULLY_CONNECTED + SOFTMAX pair per reference model), and checking the plan at every step cost
  * about as much as the commit it saved: Cortex-M4, MLP 64-16-10, 6.9% overhead with that pair
- * joined against 6.7% without (a version that joined, measured before it was taken out). */
-static uint32_t plan_step(const fm_intermittent *r, fm_cursor start, uint32_t *work)
+ * joined against 6.7% without (a version that joined, measured before it was taken out). The
+ * restart path reaches its first unit through here: no division, no metadata read. */
+static uint32_t plan_step(const fm_intermittent *r, fm_cursor start, uint32_t *work, uint32_t *cost)
 {
     const fm_interp *it = r->it;
     const fm_op *o = it->ops + start.op;
     uint16_t op = start.op;
-    uint32_t unit = start.unit, n, total, w, per;
-    *work = 0;
+    uint32_t unit = start.unit, n;
     for (; op < it->num_ops; op++, o++, unit = 0) {   /* alias operators: no units, no step */
         if (unit < o->units) break;
         if (is_exit_op(r, op)) return 0;              /* a step to accumulate it */
     }
     if (op == it->num_ops) return 0;
-    total = o->units;
-    n = total - unit;
-    if (n > r->granularity) n = r->granularity;
-    if (r->step_work == 0u) return n;
-    w = op_work(it, o);
-    if (unit == 0u && n == total && w <= r->step_work) {
-        *work = w;                               /* the whole operator fits */
-        return n;
+    n = o->units - unit;
+    if (n > o->step_units) n = o->step_units;
+    if (work) {
+        const uint32_t w = op_work(it, o);
+        *work = unit == 0u && n == o->units ? w : unit_work(w, o->units) * n;
     }
-    per = unit_work(w, total);
-    if (r->step_work / per < n) n = r->step_work / per;
-    if (n == 0u) n = 1u;                         /* a step runs at least one unit */
-    *work = per * n;
+    if (cost) *cost = o->unit_cost * n;
     return n;
 }
 
@@ -390,21 +436,33 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
         r->st_committed = 1;
     }
     if (!(r->st.flags & (FM_CKPT_RUNNING | FM_CKPT_DONE))) return FM_ERR_STATE;
+    /* a record whose position is not one of this model's is not this model's progress */
+    if (r->st.op > r->it->num_ops ||
+        (r->st.op < r->it->num_ops && r->st.unit > r->it->ops[r->st.op].units) ||
+        (r->st.op == r->it->num_ops && r->st.unit != 0u) ||
+        (r->exits && FM_CKPT_PASSED(r->st.flags) > r->exits->num_exits))
+        return fm_fail(r->it, FM_ERR_FORMAT, "checkpoint record out of range for this model", (int32_t)r->st.op,
+                       -1, (int32_t)r->st.unit);
     if (r->st.flags & FM_CKPT_DONE) {
         *done = 1;
         return FM_OK;
     }
+    if (!r->planned) {
+        s = fm_plan_ops(r);
+        if (s) return s;
+    }
     while (!finished && (max_steps == 0u || steps < max_steps)) {
         fm_cursor cur;
-        uint32_t n, work;
+        uint32_t n;
         uint8_t early = 0;
 #if FM_EXITS
         uint16_t op;
 #endif
         cur.op = r->st.op;
         cur.unit = r->st.unit;
-        n = plan_step(r, cur, &work);
+        n = plan_step(r, cur, NULL, NULL);
         r->st_committed = 0;         /* r->st runs ahead of NVM until the commit below */
+        if (steps == 0u) FM_TRACE_FIRST_UNIT();
         s = fm_step(r->it, &cur, n, &finished);
         if (s) return s;
         r->units_run += n;
@@ -449,14 +507,13 @@ uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t m
     cur.op = 0;
     cur.unit = 0;
     if (r->granularity == 0u || exits_supported(r) != FM_OK) return 0;
+    if (!r->planned && fm_plan_ops((fm_intermittent *)(uintptr_t)r) != FM_OK) return 0;
     while (cur.op < it->num_ops) {
         fm_step_info si;
-        si.units = plan_step(r, cur, &si.work);
+        si.units = plan_step(r, cur, &si.work, &si.cost);
         while (cur.op < it->num_ops && it->ops[cur.op].units == 0u && si.units > 0u) cur.op++;
         si.op = cur.op;                          /* the operator whose units the step runs */
         si.unit = cur.unit;
-        if (r->step_work == 0u && si.units > 0u)
-            si.work = unit_work(op_work(it, &it->ops[cur.op]), it->ops[cur.op].units) * si.units;
         /* where fm_step leaves the cursor: past the step's units and the alias operators after */
         cur.unit += si.units;
         while (cur.op < it->num_ops && cur.unit >= it->ops[cur.op].units) {
@@ -464,7 +521,9 @@ uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t m
             cur.unit = 0;
         }
         if (steps && count < max_steps) steps[count] = si;
-        if (si.work > largest->work || (si.work == largest->work && si.units > largest->units)) *largest = si;
+        if (si.cost > largest->cost || (si.cost == largest->cost &&
+            (si.work > largest->work || (si.work == largest->work && si.units > largest->units))))
+            *largest = si;
         count++;
     }
     return count;

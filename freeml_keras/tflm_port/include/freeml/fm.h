@@ -116,6 +116,11 @@ uint32_t fm_op_units(const fm_interp *it, uint16_t op);
 /* Builtin operator code of operator `op`. */
 int32_t fm_op_code(const fm_interp *it, uint16_t op);
 
+/* The intermittent runtime's plan (fm_plan_ops): most units of `op` per atomic step and the
+ * metadata cost of one unit (0 when unknown). */
+uint32_t fm_op_step_units(const fm_interp *it, uint16_t op);
+uint32_t fm_op_unit_cost(const fm_interp *it, uint16_t op);
+
 /* Input / output i: data pointer, byte size, type, shape, quantization. */
 uint8_t *fm_tensor_data(const fm_interp *it, int16_t tensor);
 uint32_t fm_tensor_bytes(const fm_interp *it, int16_t tensor);

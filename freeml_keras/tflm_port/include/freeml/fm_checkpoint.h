@@ -59,6 +59,12 @@ extern "C" {
  * MLP's is 117 k cycles though it counts 10) is a step of its own: fm_plan_steps reports the
  * largest. */
 #define FM_DEFAULT_STEP_WORK 1024u
+/* Cost per atomic step by default in cost mode, in the metadata cost table's unit: 50,000 MSP430
+ * cycles are 17.5 uJ at 0.35 nJ per cycle (a step and its commit fit one charge of a 10 uF
+ * capacitor between 3.3 V and 1.8 V, 38 uJ); about as much work as FM_DEFAULT_STEP_WORK on the
+ * MSP430's MAC-heavy operators, and it also bounds the steps whose units are expensive but
+ * count few MACs (a SOFTMAX row: 10 MAC-equivalents, 115 k cycles, is a step of its own). */
+#define FM_DEFAULT_STEP_COST 50000u
 #define FM_CKPT_MAX_CLASSES 64u
 #define FM_CKPT_RUNNING 0x0001u
 #define FM_CKPT_DONE 0x0002u
@@ -126,6 +132,11 @@ typedef struct {
                                  * complete cost table (fm_exit_head.has_costs) */
     int16_t stop_at_exit;       /* stop at this exit point whatever the policy says; -1: none */
     uint8_t use_thresholds;     /* stop when confidence reaches the metadata's threshold */
+    uint32_t step_cost;         /* cost mode (used when > 0 and the model's v2 metadata has a
+                                 * complete per-operator cost table): the most cost per step in
+                                 * the table's unit (cycles of the device it was converted for);
+                                 * else work mode (step_work), else units mode */
+    uint8_t planned;            /* the operators' step_units hold this configuration's plan */
 } fm_intermittent;
 
 /* The answer of a finished inference: exit index (num_exits for the model's own output) and
@@ -159,11 +170,18 @@ typedef struct {
     uint32_t unit;
     uint32_t units;
     uint32_t work;
+    uint32_t cost;              /* by the metadata's cost table (0 when it has none) */
 } fm_step_info;
 
+/* Plan the atomic steps of r's configuration: each operator's step_units (and unit_cost from
+ * the metadata's cost table), in r->it's operator table; sets r->planned. fm_resume and
+ * fm_plan_steps call it when r->planned is 0; fm_power_on plans once and keeps the plan in the
+ * prepared image. */
+fm_status fm_plan_ops(fm_intermittent *r);
+
 /* The atomic steps of one inference with r's configuration (r->it, granularity, step_work,
- * exits), the first max_steps of them into `steps` (may be NULL), and the one with the most
- * work (most units in units mode) into *largest. Returns the number of steps (0 for
+ * step_cost, exits), the first max_steps of them into `steps` (may be NULL), and the largest
+ * into *largest: by cost in cost mode, else by work (most units in units mode). Returns the number of steps (0 for
  * granularity 0, or exits set in a build with FM_EXITS 0). */
 uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t max_steps,
                        fm_step_info *largest);

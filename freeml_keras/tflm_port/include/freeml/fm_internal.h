@@ -39,6 +39,11 @@
 #ifndef FM_EXITS
 #define FM_EXITS 1
 #endif
+/* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
+ * the targets define it as a mark); nothing by default. */
+#ifndef FM_TRACE_FIRST_UNIT
+#define FM_TRACE_FIRST_UNIT() ((void)0)
+#endif
 /* FM_PREPARE_FLOAT 1 (hosts): prepare computes the requantization parameters from the float
  * scales (double arithmetic, as TFLite Micro does) and, when the model carries them precomputed
  * ("freeml_prepare" metadata, precomputed.c), refuses a model whose values differ. 0 (the
@@ -179,6 +184,9 @@ struct fm_op {
     int16_t out;
     uint8_t num_in;
     uint8_t kernel;
+    uint32_t step_units;        /* intermittent runtime: most units of this operator per atomic
+                                 * step (fm_plan_ops; 0 until planned) */
+    uint32_t unit_cost;         /* metadata cost of one unit (rounded up), 0 when unknown */
     union {
         fm_conv_params conv;
         fm_fc_params fc;

@@ -1,0 +1,171 @@
+/* Warm restart (fm_persist.h): the prepared image in NVM, its seal and the power-on check. */
+#include "freeml/fm_persist.h"
+
+#include <string.h>
+
+#include "freeml/fm_internal.h"
+
+/* The build a seal was made by: version, the sizes of what the image holds and the build's
+ * switches (a firmware whose structures or code paths differ cannot read the image). */
+#define SEAL_BUILD ((FM_PERSIST_VERSION << 28) ^ ((uint32_t)sizeof(fm_prepared) << 12) ^ \
+                    ((uint32_t)sizeof(fm_op) << 4) ^ ((uint32_t)sizeof(fm_tensor) << 20) ^ \
+                    ((uint32_t)FM_EXITS << 1) ^ (uint32_t)FM_PREPARE_FLOAT)
+
+uint32_t fm_model_fingerprint(const uint8_t *model, uint32_t model_len)
+{
+    /* FNV-1a over the length and 16 words sampled at fixed fractions of the model: for a model
+     * converted without freeml_prepare (no model id). About 250 MSP430 cycles. */
+    uint32_t h = 2166136261u ^ model_len, step = (model_len / 16u) & ~3u, at = 0;
+    uint8_t i;
+    if (model_len < 4u) return h;
+    for (i = 0; i < 16u; i++, at += step) {
+        h = (h ^ fm_ld_u32(model + (at + 4u <= model_len ? at : model_len - 4u))) * 16777619u;
+    }
+    return h;
+}
+
+/* Fletcher-style sum of 16-bit words over [p, p + n) (n rounded down to even), continuing s. */
+static uint32_t sum16(uint32_t s, const uint8_t *p, uint32_t n)
+{
+    uint16_t a = (uint16_t)s, b = (uint16_t)(s >> 16);
+    uint32_t i;
+    for (i = 0; i + 1u < n; i += 2u) {
+        a = (uint16_t)(a + fm_ld_u16(p + i));
+        b = (uint16_t)(b + a);
+    }
+    return ((uint32_t)b << 16) | a;
+}
+
+static uint32_t image_sum(const fm_prepared *p)
+{
+    uint32_t s = sum16(0u, (const uint8_t *)p, (uint32_t)offsetof(fm_prepared, seal));
+    s = sum16(s, p->main.state, p->main.state_used);
+    if (p->has_exits) s = sum16(s, p->head.state, p->head.state_used);
+    return s;
+}
+
+/* The seal fm_power_on would write now, except model id and sum (they need the image). */
+static void expected_seal(fm_seal *e, const fm_blocks *b, const fm_step_config *cfg)
+{
+    memset(e, 0, sizeof *e);
+    e->build = SEAL_BUILD;
+    e->model_len = b->model_len;
+    e->lens[0] = b->state_len;
+    e->lens[1] = b->arena_len;
+    e->lens[2] = b->head_state ? b->head_state_len : 0u;
+    e->lens[3] = b->head_state ? b->head_arena_len : 0u;
+    e->granularity = cfg->granularity;
+    e->step_work = cfg->step_work;
+    e->step_cost = cfg->step_cost;
+    e->kernels = (uintptr_t)fm_kernels;
+    e->model = (uintptr_t)b->model;
+    e->blocks[0] = (uintptr_t)b->state;
+    e->blocks[1] = (uintptr_t)b->arena;
+    e->blocks[2] = b->head_state ? (uintptr_t)b->head_state : 0u;
+    e->blocks[3] = b->head_state ? (uintptr_t)b->head_arena : 0u;
+    e->tag = FM_SEAL_TAG;
+}
+
+/* The model id the image would have: the freeml_prepare id at the seal's position when the
+ * model has it there, else the fingerprint. */
+static uint32_t model_id_at(const fm_blocks *b, uint32_t pos)
+{
+    if (pos != 0u && pos <= b->model_len - 4u && b->model_len >= 4u) return fm_ld_u32(b->model + pos);
+    return fm_model_fingerprint(b->model, b->model_len);
+}
+
+static uint8_t warm_ok(const fm_prepared *p, const fm_blocks *b, const fm_step_config *cfg, uint8_t verify)
+{
+    fm_seal e;
+    const fm_seal *s = &p->seal;
+    if (s->tag != FM_SEAL_TAG) return 0;                 /* never sealed, or torn */
+    expected_seal(&e, b, cfg);
+    e.model_id_pos = s->model_id_pos;
+    e.model_id = model_id_at(b, s->model_id_pos);
+    e.sum = s->sum;
+    if (memcmp(&e, s, sizeof e) != 0) return 0;
+    /* the interpreters point where the blocks are (a cheap check against a damaged image) */
+    if (p->main.model != b->model || p->main.state != b->state || p->main.arena != b->arena ||
+        !p->main.ready || p->main.state_used > b->state_len || p->has_exits > 1u ||
+        (p->has_exits && (!b->head_state || p->head.state != b->head_state || !p->head.ready)))
+        return 0;
+    return !verify || image_sum(p) == s->sum;
+}
+
+static void nvm_store(fm_nvm *nvm, const void *at, const void *src, uint32_t n)
+{
+    nvm->write(nvm, (uint32_t)((const uint8_t *)at - nvm->mem), (const uint8_t *)src, n);
+}
+
+static fm_status prepare_image(fm_prepared *p, const fm_blocks *b, fm_intermittent *r)
+{
+    fm_status s = fm_init(&p->main, b->model, b->model_len, b->state, b->state_len, b->arena, b->arena_len);
+    uint16_t head_sg;
+    if (s) return s;
+    p->has_exits = 0;
+#if FM_EXITS
+    if (b->head_state && fm_exit_find(b->model, b->model_len, &head_sg) == FM_OK) {
+        s = fm_init_subgraph(&p->head, b->model, b->model_len, head_sg, b->head_state, b->head_state_len,
+                             b->head_arena, b->head_arena_len);
+        if (s == FM_OK) s = fm_exit_init(&p->exits, &p->main, &p->head);
+        if (s) {
+            p->main.err = p->head.err;                    /* the error the caller will read */
+            return s;
+        }
+        p->has_exits = 1;
+    }
+#else
+    (void)head_sg;
+#endif
+    r->it = &p->main;
+    r->planned = 0;
+    return fm_plan_ops(r);
+}
+
+fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_step_config *cfg,
+                      uint32_t ckpt_offset, uint8_t verify, fm_intermittent *r, uint8_t *warm)
+{
+    fm_status s;
+    *warm = 0;
+    if (!p || !nvm || !b || !cfg || !r || !b->model || (const uint8_t *)p < nvm->mem ||
+        (uint32_t)((const uint8_t *)p - nvm->mem) > nvm->len - (uint32_t)sizeof *p || nvm->len < sizeof *p)
+        return FM_ERR_ARG;
+    memset(r, 0, sizeof *r);
+    r->nvm = nvm;
+    r->ckpt_offset = ckpt_offset;
+    r->granularity = cfg->granularity;
+    r->step_work = cfg->step_work;
+    r->step_cost = cfg->step_cost;
+    r->stop_at_exit = -1;
+    if (warm_ok(p, b, cfg, verify)) {
+        *warm = 1;
+    } else {
+        fm_seal e;
+        if (p->seal.tag != 0u) {                         /* invalid from here until sealed */
+            const uint32_t zero = 0u;
+            nvm_store(nvm, &p->seal.tag, &zero, 4u);
+        }
+        s = prepare_image(p, b, r);
+        if (s) return s;
+        expected_seal(&e, b, cfg);
+        e.model_id_pos = p->main.model_id_pos;
+        e.model_id = model_id_at(b, e.model_id_pos);
+        e.sum = image_sum(p);
+        if (nvm->in_order) {
+            nvm_store(nvm, &p->seal, &e, (uint32_t)sizeof e);   /* tag last in address order */
+        } else {
+            nvm_store(nvm, &p->seal, &e, (uint32_t)offsetof(fm_seal, tag));
+            nvm_store(nvm, &p->seal.tag, &e.tag, 4u);
+        }
+    }
+    r->it = &p->main;
+    r->planned = 1;
+#if FM_EXITS
+    if (p->has_exits) {
+        r->exits = &p->exits;
+        r->head = &p->head;
+        r->st.num_classes = p->exits.num_classes;
+    }
+#endif
+    return FM_OK;
+}
