@@ -89,7 +89,8 @@ def installed(tmp_path_factory):
     # site-packages' own .pth files (the editable install of the checkout) are not processed.
     site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                      cwd=work, env=env).stdout.strip())
-    (site / "zz_project_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (site / "zz_project_deps.pth").write_text("".join(f"{d}\n" for d in deps))
     return wheel, py, venv / "bin" / "freeml", site, work, env
 
 
