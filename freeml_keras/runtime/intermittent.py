@@ -1,10 +1,16 @@
-"""Intermittent execution on the host: the tflm_port runtime with its arena and checkpoint in a
-memory-mapped file, killed with SIGKILL at random points and resumed until it completes.
+"""Intermittent execution on the host: the tflm_port runtime with its arena, checkpoint and
+prepared image in a memory-mapped file, killed with SIGKILL at random points and resumed until it
+completes.
 
 A SIGKILL loses everything but the file's contents, the way a power failure loses everything
-but FRAM. Two kinds of failure are injected, both from a seeded generator: by time (the parent
-kills the child after a random delay: anywhere, inside kernels included) and by NVM writes (the
-child kills itself at the N-th byte a checkpoint commit writes: torn records included).
+but FRAM. Two kinds of failure are injected, both from a seeded generator: by time (the harness
+arms a high-resolution timer at its power-on, a random delay within the inference's duration:
+anywhere, inside kernels, commits and the restart included) and by NVM writes (the harness kills
+itself at the N-th byte written: torn checkpoint records and torn seals of the prepared image).
+Every failure is classified by where it landed, from the phase the harness records in shared
+memory: the restart (power-on check or preparation), inference work, a checkpoint commit, or
+outside the inference (harness set-up, writing a new input, after the answer); only the first
+three count as failures inside the inference.
 """
 
 from __future__ import annotations
@@ -24,11 +30,16 @@ from freeml_keras.runtime.build import make_host
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
            "exit_options", "step_options", "plan", "atomic_steps",
-           "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK"]
+           "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK", "DEFAULT_STEP_COST", "PHASES", "INSIDE"]
 
 DEFAULT_GRANULARITY = 8   # units per atomic step in units mode (FM_DEFAULT_GRANULARITY)
-DEFAULT_STEP_WORK = 1024  # MAC-equivalents per atomic step, the runtime's default (FM_DEFAULT_STEP_WORK)
-_LINE = re.compile(r"units=(\d+) commits=(\d+) ckpt_bytes=(\d+) exit=(-?\d+)")
+DEFAULT_STEP_WORK = 1024  # MAC-equivalents per atomic step in work mode (FM_DEFAULT_STEP_WORK)
+DEFAULT_STEP_COST = 50000  # metadata cost units per atomic step in cost mode (FM_DEFAULT_STEP_COST)
+_LINE = re.compile(r"units=(\d+) commits=(\d+) ckpt_bytes=(\d+) exit=(-?\d+) warm=(\d) work_ns=(\d+)")
+# The harness's phases (tools/fm_intermittent.c, -t): where a failure landed.
+PHASES = {0: "setup", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
+INSIDE = ("restart", "work", "commit")
+_SEAL_BYTES = 112        # sizeof(fm_seal) on x86-64 (fm_persist.h): bytes a preparation seals
 
 
 def step_options(granularity: int | None = None, step_work: int | None = None) -> list[str]:
@@ -55,12 +66,19 @@ def harness_path() -> Path:
 
 @dataclass
 class FailureReport:
-    """What one inference under injected power failures did."""
+    """What one inference under injected power failures did. ``failures_by_phase`` counts the
+    failures by where they landed (see ``PHASES``); ``failures`` counts those inside the
+    inference (restart, work, commit), ``failures_outside`` the others (they tested nothing of
+    the runtime's recovery)."""
     output: np.ndarray
     failures: int = 0
     failures_by_time: int = 0
     failures_in_commits: int = 0
+    failures_outside: int = 0
+    failures_by_phase: dict = field(default_factory=lambda: {k: 0 for k in PHASES.values()})
     restarts_without_progress: int = 0
+    warm_restarts: int = 0
+    power_ons: int = 0
     units_total: int = 0
     units_run: int = 0
     commits: int = 0
@@ -79,9 +97,9 @@ class FailureReport:
         return d
 
 
-def _parse(stdout: str) -> tuple[int, int, int, int]:
+def _parse(stdout: str) -> tuple[int, ...]:
     m = _LINE.search(stdout)
-    return tuple(int(g) for g in m.groups()) if m else (0, 0, 0, -1)  # killed before printing
+    return tuple(int(g) for g in m.groups()) if m else (0, 0, 0, -1, 0, 0)  # killed before printing
 
 
 def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
@@ -125,10 +143,10 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
         seconds = time.perf_counter() - t0
         if r.returncode != 0:
             raise RuntimeError(f"harness exit {r.returncode}: {r.stderr.strip()}")
-        units, commits, ckpt, exit_index = _parse(r.stdout)
+        units, commits, ckpt, exit_index, _warm, work_ns = _parse(r.stdout)
         out = np.frombuffer((d / "y.bin").read_bytes(), np.int8).copy()
         info = {"units": units, "commits": commits, "checkpoint_bytes": ckpt, "exit": exit_index,
-                "seconds": seconds}
+                "seconds": seconds, "work_ns": work_ns}
         if dump_exit_tensor and (d / "exit.bin").exists():
             info["exit_tensor"] = np.frombuffer((d / "exit.bin").read_bytes(), np.int8).copy()
     return out, info
@@ -137,11 +155,15 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
 def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int | None = None,
                             step_work: int | None = None, seed: int = 0, max_failures: int = 20,
                             time_fraction: float = 0.3, options: list[str] | tuple[str, ...] = (),
-                            workdir: str | Path | None = None) -> FailureReport:
-    """Run one inference, killing it up to ``max_failures`` times at random points and resuming
-    from the checkpoint after every kill, until it completes. Returns the output and counts.
-    Atomic steps: see :func:`step_options`."""
-    tool = harness_path()
+                            workdir: str | Path | None = None, harness: Path | None = None) -> FailureReport:
+    """Run one inference, killing it up to ``max_failures`` times (failures inside the inference;
+    ones that land outside it are injected again) and resuming after every kill, until it
+    completes. Returns the output and counts. A fraction ``time_fraction`` of the failures are
+    timed (a delay drawn within the inference's measured duration), the others land at a byte
+    of the NVM writes (checkpoint commits, and the prepared image's seal when a power-on
+    prepares). Atomic steps: see :func:`step_options`. ``harness``: another build of it (the
+    sanitized one, ``make_host("intermittent_asan", ...)``)."""
+    tool = harness or harness_path()
     rng = np.random.default_rng(seed)
     _, ref = run_uninterrupted(model_bytes, x_int8, granularity=granularity, step_work=step_work,
                                options=options, workdir=workdir)
@@ -152,43 +174,64 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
         model.write_bytes(model_bytes)
         x.write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
         rep = FailureReport(output=np.zeros(0, np.int8), units_total=ref["units"])
+        # How long a warm power-on takes to finish the inference: the range of the timed kills
+        # (the reference run above prepared from scratch, which later power-ons do not).
+        base = [str(tool), str(model), str(d / "warm"), "new", str(x), *step_options(granularity, step_work),
+                *options]
+        subprocess.run(base, capture_output=True, text=True)
+        warm_ns = _parse(subprocess.run(base, capture_output=True, text=True).stdout)[5] or ref["work_ns"]
         started = False
+        attempts = 0
         while True:
-            inject = rep.failures < max_failures
+            inject = rep.failures < max_failures and attempts < 20 * max_failures
             cmd = [str(tool), str(model), str(nvm)] + (["resume"] if started else ["new", str(x)])
             cmd += [*step_options(granularity, step_work), "-o", str(y), "-t", str(stats), *options]
             by_time = inject and rng.random() < time_fraction
-            if inject and not by_time:
+            if by_time:
+                span = ref["work_ns"] if not started else warm_ns
+                cmd += ["-K", str(int(rng.integers(1, max(span, 2))))]
+            elif inject and rng.random() < 0.2:
+                # a byte of the prepared image's seal (effective when this power-on prepares:
+                # the first one, or after a seal torn before)
+                cmd += ["-j", str(int(rng.integers(1, _SEAL_BYTES + 5)))]
+            elif inject:
                 # a byte within the next few commits (a new run first writes an idle record,
                 # the input and the start record)
                 setup = 0 if started else np.asarray(x_int8).size + 2 * record_bytes
                 cmd += ["-k", str(int(rng.integers(1, setup + 4 * record_bytes + 1)))]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            if by_time:
-                time.sleep(float(rng.uniform(0.0, max(ref["seconds"], 1e-3))))
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL)
-            out_text, err = proc.communicate()
+            attempts += inject
+            proc = subprocess.run(cmd, capture_output=True, text=True)
             rep.runs += 1
-            rep.exit = _parse(out_text)[3] if out_text else rep.exit
-            if stats.exists() and stats.stat().st_size >= 24:
-                units, commits, ckpt = np.frombuffer(stats.read_bytes()[:24], np.uint64).tolist()
+            rep.exit = _parse(proc.stdout)[3] if proc.stdout else rep.exit
+            phase = None
+            if stats.exists() and stats.stat().st_size >= 48:
+                units, commits, ckpt, phase, warm, power_ons = \
+                    np.frombuffer(stats.read_bytes()[:48], np.uint64).tolist()
                 rep.units_run += int(units)
                 rep.commits += int(commits)
                 rep.checkpoint_bytes_written += int(ckpt)
+                rep.warm_restarts += int(warm)
+                rep.power_ons += int(power_ons)
                 stats.unlink()
             if proc.returncode == -signal.SIGKILL:
-                rep.failures += 1
-                rep.failures_by_time += by_time
-                rep.failures_in_commits += not by_time
-                started = True
+                where = PHASES.get(int(phase), "setup") if phase is not None else "setup"
+                rep.failures_by_phase[where] += 1
+                if where in INSIDE:
+                    rep.failures += 1
+                    rep.failures_by_time += by_time
+                    rep.failures_in_commits += where == "commit"
+                else:
+                    rep.failures_outside += 1
+                # killed before the power-on of a new run: nothing of it reached NVM; otherwise
+                # resume (exit 3 below when no inference was committed yet)
+                started = started or where != "setup"
                 continue
             if proc.returncode == 3:       # killed before the start was committed: new input
                 started = False
                 rep.restarts_without_progress += 1
                 continue
             if proc.returncode != 0:
-                raise RuntimeError(f"harness exit {proc.returncode}: {err.strip()}")
+                raise RuntimeError(f"harness exit {proc.returncode}: {proc.stderr.strip()}")
             rep.output = np.frombuffer(y.read_bytes(), np.int8).copy()
             return rep
 
@@ -206,27 +249,36 @@ class AtomicStep:
     exit_index: int | None = None
 
 
-def plan(model_bytes: bytes, *, granularity: int | None = None, step_work: int | None = None) -> dict:
-    """The runtime's operators (code, units), its atomic steps for one inference (``op``, ``unit``
-    where the step starts, ``units``, ``work`` in MAC-equivalents; a step of 0 units only passes
-    alias operators), its largest atomic step (in units and in work) and the checkpoint record
-    size. Atomic steps: see :func:`step_options`."""
+def plan(model_bytes: bytes, *, granularity: int | None = None, step_work: int | None = None,
+         step_cost: int | None = None) -> dict:
+    """The runtime's plan for one inference, as the device makes it at preparation: operators
+    (code, units, ``step_units``: most units per step, ``unit_cost``: the metadata's cost of one
+    unit, 0 when unknown), atomic steps (``op``, ``unit`` where the step starts, ``units``,
+    ``work`` in MAC-equivalents, ``cost`` in the metadata's unit; a step of 0 units only passes
+    alias operators), the largest atomic step (by cost in cost mode, else by work) and the
+    checkpoint record size; ``mode``: ``cost`` (the default when the model's metadata has a
+    complete per-operator cost table: at most ``step_cost``, default FM_DEFAULT_STEP_COST, per
+    step), ``work`` or ``units`` (see :func:`step_options`)."""
     tool = harness_path()
+    opts = step_options(granularity, step_work) + (["-S", str(int(step_cost))] if step_cost is not None else [])
     with tempfile.TemporaryDirectory() as d:
-        (Path(d) / "m.tflite").write_bytes(model_bytes)
-        r = subprocess.run([str(tool), str(Path(d) / "m.tflite"), str(Path(d) / "nvm"), "plan",
-                            *step_options(granularity, step_work)], capture_output=True, text=True)
+        (Path(d) / "m.tflite").write_bytes(bytes(model_bytes))
+        r = subprocess.run([str(tool), str(Path(d) / "m.tflite"), str(Path(d) / "nvm"), "plan", *opts],
+                           capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"harness exit {r.returncode}: {r.stderr.strip()}")
-    ops = [dict(zip(("op", "code", "units"), map(int, m)))
-           for m in re.findall(r"^op=(\d+) code=(-?\d+) units=(\d+)$", r.stdout, re.M)]
-    steps = [dict(zip(("op", "unit", "units", "work"), map(int, m)))
-             for m in re.findall(r"^step=\d+ op=(\d+) unit=(\d+) units=(\d+) work=(\d+)$", r.stdout, re.M)]
+    ops = [dict(zip(("op", "code", "units", "step_units", "unit_cost"), map(int, m)))
+           for m in re.findall(r"^op=(\d+) code=(-?\d+) units=(\d+) step_units=(\d+) unit_cost=(\d+)$",
+                               r.stdout, re.M)]
+    steps = [dict(zip(("op", "unit", "units", "work", "cost"), map(int, m)))
+             for m in re.findall(r"^step=\d+ op=(\d+) unit=(\d+) units=(\d+) work=(\d+) cost=(\d+)$",
+                                 r.stdout, re.M)]
     m = re.search(r"largest_step=(\d+) op=(\d+) record_bytes=(\d+) largest_step_work=(\d+) "
-                  r"largest_step_op=(\d+) steps=(\d+)", r.stdout)
-    big, big_op, rec, big_work, big_work_op, n = map(int, m.groups())
+                  r"largest_step_op=(\d+) steps=(\d+) largest_step_cost=(\d+) mode=(\w+)", r.stdout)
+    big, big_op, rec, big_work, big_work_op, n, big_cost = map(int, m.groups()[:7])
     return {"ops": ops, "steps": steps, "largest_step_units": big, "largest_step_op": big_op,
-            "largest_step_work": big_work, "largest_step_work_op": big_work_op, "record_bytes": rec}
+            "largest_step_work": big_work, "largest_step_work_op": big_work_op, "record_bytes": rec,
+            "largest_step_cost": big_cost, "mode": m.group(8)}
 
 
 def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_work: int | None = None,

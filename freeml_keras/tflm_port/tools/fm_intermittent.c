@@ -12,7 +12,10 @@
  *          -w WORK          work mode: at most WORK MAC-equivalents per atomic step (default:
  *                           work mode, FM_DEFAULT_STEP_WORK, no unit limit)
  *          -o OUTPUT        write the int8 output there when the inference completes
- *          -k N             SIGKILL this process at the N-th byte written by a commit
+ *          -k N             SIGKILL this process at the N-th byte written by a commit (or the
+ *                           new input), after the power-on
+ *          -j N             SIGKILL this process at the N-th byte written to the prepared
+ *                           image's seal when this power-on prepares (a torn seal)
  *          -s STEPS         stop (exit 4) after this many atomic steps
  *          -x EXIT          stop at this exit point (fm_exit_now after it), if the model has an
  *                           exit head; -X FILE then receives that exit point's main tensor
@@ -29,9 +32,10 @@
  *                           killed run did and where it was killed: phase 0 harness set-up
  *                           (not the device's), 1 restart (fm_power_on: warm check or cold
  *                           preparation and its seal), 2 inference work (kernels, planning, exit
- *                           head), 3 inside a checkpoint commit, 4 after the inference
- *          -K USEC          SIGKILL this process USEC microseconds of CPU time after the restart
- *                           begins (the device's power-on): a failure anywhere in the inference
+ *                           head), 3 inside a checkpoint commit, 4 after the inference, 5 while
+ *                           a new input is written and its inference started
+ *          -K NSEC          SIGKILL this process NSEC nanoseconds (a high-resolution timer) after
+ *                           the restart begins (the device's power-on): a failure anywhere
  *          -W COST -R COST -C COST   on-period in the metadata cost table's unit: each power-on
  *                           pays the restart (-R) and every atomic step its planned cost plus a
  *                           commit (-C); a step the rest of the on-period cannot pay for runs
@@ -45,7 +49,7 @@
  * Exit codes: 0 done, 2 usage/IO error, 3 nothing to resume, 4 stopped, 5 runtime error.
  * Prints one line: units=<run by this process> commits=<n> ckpt_bytes=<bytes written>
  * exit=<exit index answered, the number of exits for the model's own output> warm=<0|1>
- * work_us=<CPU microseconds from the power-on to the end>.
+ * work_ns=<nanoseconds from the power-on to the end>.
  * The output file receives the model's output, or the exit's int8 logits when it stopped early.
  */
 #define _GNU_SOURCE
@@ -55,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -73,10 +78,11 @@
 #define HEAD_ARENA_BYTES (1u << 16)
 #define ALIGN16(n) (((n) + 15u) & ~(uint32_t)15u)
 
-enum { PH_SETUP = 0, PH_RESTART = 1, PH_WORK = 2, PH_COMMIT = 3, PH_DONE = 4 };
+enum { PH_SETUP = 0, PH_RESTART = 1, PH_WORK = 2, PH_COMMIT = 3, PH_DONE = 4, PH_INPUT = 5 };
 
 static unsigned long g_kill_at = 0; /* 0: never */
 static unsigned long g_written = 0;
+static unsigned long g_kill_seal_at = 0, g_seal_written = 0;
 /* units run, commits, checkpoint bytes, phase, warm restarts, power-ons */
 static volatile uint64_t *g_stats = NULL;
 static volatile uint64_t g_local_stats[8];
@@ -111,20 +117,17 @@ static void nvm_write(fm_nvm *nvm, uint32_t offset, const uint8_t *src, uint32_t
     }
     if (was == PH_WORK) set_phase(PH_COMMIT);   /* the seal's writes stay in the restart */
     for (i = 0; i < n; i++) {
-        g_written++;
-        if (g_kill_at != 0 && g_written == g_kill_at) {
-            kill(getpid(), SIGKILL);
+        if (was == PH_RESTART) {                /* the prepared image's seal */
+            g_seal_written++;
+            if (g_kill_seal_at != 0 && g_seal_written == g_kill_seal_at) kill(getpid(), SIGKILL);
+        } else {
+            g_written++;
+            if (g_kill_at != 0 && g_written == g_kill_at) kill(getpid(), SIGKILL);
         }
         nvm->mem[offset + i] = src[i];
     }
     g_stats[2] += n;
     set_phase(was);
-}
-
-static void on_timer(int sig)
-{
-    (void)sig;
-    kill(getpid(), SIGKILL);
 }
 
 /* Map a file (or anonymous memory for path NULL) at a fixed address. */
@@ -135,11 +138,11 @@ static void *map_at(void *addr, size_t len, int fd, int prot, int flags)
     return m;
 }
 
-static long long cpu_us(void)
+static long long now_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (long long)ts.tv_sec * 1000000ll + ts.tv_nsec / 1000;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000ll + ts.tv_nsec;
 }
 
 static uint8_t *read_file(const char *path, uint32_t *len)
@@ -168,7 +171,8 @@ int main(int argc, char **argv)
     int8_t logits[FM_CKPT_MAX_CLASSES];
     uint8_t thresholds = 0, has_energy = 0, verify = 0, warm = 0;
     float per_mac = 0.0f, per_cycle = 0.0f;
-    uint32_t model_len, max_steps = 0, input_len = 0, kill_us = 0;
+    uint32_t model_len, max_steps = 0, input_len = 0;
+    unsigned long long kill_ns = 0;
     uint8_t gran_set = 0, work_set = 0, in_order = 0;
     uint8_t *model, *input = NULL, *scratch, *nvm_mem, *ram, done = 0;
     long long restart_cost = 0, t0;
@@ -233,7 +237,8 @@ int main(int argc, char **argv)
         } else if (!strcmp(argv[argi], "-S")) cfg.step_cost = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
         else if (!strcmp(argv[argi], "-o")) output_path = argv[argi + 1];
         else if (!strcmp(argv[argi], "-k")) g_kill_at = strtoul(argv[argi + 1], NULL, 10);
-        else if (!strcmp(argv[argi], "-K")) kill_us = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
+        else if (!strcmp(argv[argi], "-j")) g_kill_seal_at = strtoul(argv[argi + 1], NULL, 10);
+        else if (!strcmp(argv[argi], "-K")) kill_ns = strtoull(argv[argi + 1], NULL, 10);
         else if (!strcmp(argv[argi], "-W")) g_budget = atoll(argv[argi + 1]);
         else if (!strcmp(argv[argi], "-R")) restart_cost = atoll(argv[argi + 1]);
         else if (!strcmp(argv[argi], "-C")) g_commit_cost = atoll(argv[argi + 1]);
@@ -329,15 +334,22 @@ int main(int argc, char **argv)
     image = (fm_prepared *)(void *)(nvm_mem + off_image);
 
     /* ---- power-on: what a device does from reset ---- */
-    if (kill_us) {
-        struct itimerval tv;
-        memset(&tv, 0, sizeof tv);
-        tv.it_value.tv_sec = (time_t)(kill_us / 1000000u);
-        tv.it_value.tv_usec = (suseconds_t)(kill_us % 1000000u);
-        signal(SIGPROF, on_timer);
-        setitimer(ITIMER_PROF, &tv, NULL);
+    if (kill_ns) {
+        /* a high-resolution timer (CLOCK_MONOTONIC, no timer slack): the failure lands within
+         * microseconds of the drawn time, inside whatever the process is doing */
+        timer_t tid;
+        struct sigevent ev;
+        struct itimerspec its;
+        memset(&ev, 0, sizeof ev);
+        memset(&its, 0, sizeof its);
+        ev.sigev_notify = SIGEV_SIGNAL;
+        ev.sigev_signo = SIGKILL;
+        its.it_value.tv_sec = (time_t)(kill_ns / 1000000000ull);
+        its.it_value.tv_nsec = (long)(kill_ns % 1000000000ull);
+        prctl(PR_SET_TIMERSLACK, 1ul, 0ul, 0ul, 0ul);
+        if (timer_create(CLOCK_MONOTONIC, &ev, &tid) != 0 || timer_settime(tid, 0, &its, NULL) != 0) return 2;
     }
-    t0 = cpu_us();
+    t0 = now_ns();
     g_stats[5] += 1u;
     set_phase(PH_RESTART);
     s = fm_power_on(image, &nvm, &blocks, &cfg, 0u, verify, &r, &warm);
@@ -393,11 +405,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "input must be %u bytes\n", (unsigned)fm_tensor_bytes(r.it, in_t));
             return 2;
         }
+        set_phase(PH_INPUT);
         s = fm_prepare_input(&r);
         if (s) return 5;
         nvm_write(&nvm, (uint32_t)(fm_tensor_data(r.it, in_t) - nvm.mem), input, input_len);
         s = fm_start(&r);
         if (s) return 5;
+        set_phase(PH_WORK);
     }
     if (g_budget >= 0) {
         /* On-period budget: pay the restart, then step by step while the budget lasts. */
@@ -442,9 +456,9 @@ int main(int argc, char **argv)
     g_stats[1] = r.commits;
     set_phase(PH_DONE);
     if (s == FM_OK && done) s = fm_answer(&r, &answer, logits);
-    printf("units=%u commits=%u ckpt_bytes=%lu exit=%d warm=%u work_us=%lld\n", (unsigned)r.units_run,
+    printf("units=%u commits=%u ckpt_bytes=%lu exit=%d warm=%u work_ns=%lld\n", (unsigned)r.units_run,
            (unsigned)r.commits, (unsigned long)r.commits * (FM_CKPT_HEADER_BYTES + 4u * r.st.num_classes),
-           (int)answer, (unsigned)warm, cpu_us() - t0);
+           (int)answer, (unsigned)warm, now_ns() - t0);
     if (s == FM_ERR_STATE) return 3;
     if (s) {
         fprintf(stderr, "runtime error: %s\n", fm_last_error(r.it)->msg ? fm_last_error(r.it)->msg : "(no message)");
