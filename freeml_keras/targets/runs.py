@@ -17,7 +17,7 @@ from freeml_keras.targets.toolchain import (RUNTIME_DIR, TARGETS_DIR, RunResult,
                                             code_size, run)
 
 __all__ = ["DotRun", "run_dot_cases", "ModelRun", "run_model", "CheckpointRun", "run_checkpointed",
-           "measure", "RUNTIME_DEFINES", "TARGET_DEFINES", "TARGET_OPT"]
+           "measure", "model_sources", "RUNTIME_DEFINES", "TARGET_DEFINES", "TARGET_OPT"]
 
 @dataclass
 class DotRun:
@@ -101,7 +101,7 @@ TARGET_DEFINES = {"cortex_m4": RUNTIME_DEFINES,
 TARGET_OPT = {"cortex_m4": "-O2", "msp430": "-Oz -flto"}
 
 
-def _model_sources(exits: bool = True) -> list[Path]:
+def model_sources(exits: bool = True) -> list[Path]:
     """Runtime sources of a per-model build (its own kernel registry instead of registry.c;
     without exit_head.c for a build with FM_EXITS 0)."""
     srcs = sorted((RUNTIME_DIR / "src").glob("*.c")) + sorted((RUNTIME_DIR / "src" / "kernels").glob("*.c"))
@@ -132,7 +132,7 @@ def run_model(target: str, model_bytes: ModelLike, x: np.ndarray, out_dir: str |
         host = Interpreter(model_bytes)
         state_bytes = host.state_bytes if state_bytes is None else state_bytes
         arena_bytes = host.arena_bytes if arena_bytes is None else arena_bytes
-    sources = _model_sources() + [out / "registry_model.c", out / "model_data.c",
+    sources = model_sources() + [out / "registry_model.c", out / "model_data.c",
                                   TARGETS_DIR / "programs" / "model_run.c"]
     for attempt in range(2):
         (out / "model_io.h").write_text(
@@ -215,7 +215,7 @@ def run_checkpointed(target: str, model_bytes: ModelLike, x: np.ndarray, out_dir
         + (f"#define FM_NUM_STEP_WORKS {len(step_works)}\n"
            f"#define FM_STEP_WORKS {{{', '.join(f'{int(w)}ul' for w in step_works)}}}\n"
            if step_works else ""))
-    sources = _model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
+    sources = model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
                                        TARGETS_DIR / "programs" / "ckpt_run.c"]
     elf = build(target, "ckpt_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
                 opt=TARGET_OPT[target], defines=TARGET_DEFINES[target])

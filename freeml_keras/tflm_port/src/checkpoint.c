@@ -116,8 +116,14 @@ fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes,
     b = a + record_bytes(num_classes);
     va = valid(a, num_classes);
     vb = valid(b, num_classes);
-    memset(out, 0, sizeof(*out));
+    /* the header and the classes in use (the whole accumulator is 256 bytes: a power-on reads
+     * this before its first unit of work) */
+    out->seq = 0u;
+    out->op = 0u;
+    out->flags = 0u;
+    out->unit = 0u;
     out->num_classes = num_classes;
+    memset(out->acc, 0, 4u * (uint32_t)num_classes);
     if (!va && !vb) return FM_OK;
     decode(vb && (!va || newer(fm_ld_u32(b), fm_ld_u32(a))) ? b : a, num_classes, out);
     *found = 1;

@@ -1,0 +1,316 @@
+"""Power-on to progress on the targets: the cost of a restart, and power failures that land
+anywhere in a real inference (``programs/power_run.c``).
+
+- ``measure_restart``: cycles (MSP430) or instructions (Cortex-M4) of a cold preparation and of
+  a warm restart, from reset to the first resumed unit of work.
+- ``run_power_failures``: one inference under a seeded series of power failures.
+  MSP430: ``mspdebug sim`` runs a seeded number of instructions, then the power fails: SRAM is
+  overwritten with a seeded pattern, the CPU is reset (registers, PC at the reset vector), FRAM
+  is kept; until the inference completes. Failures land inside kernels, inside commits (torn
+  records), inside the restart itself (crt0, the warm check, a cold preparation and its seal).
+  Cortex-M4: QEMU cannot be stopped and reset from outside here, so the program cuts its own
+  power: a seeded countdown in its NVM write path (power lost at the k-th byte written: torn
+  commits and seals), after which it restarts from main with its volatile state clobbered.
+
+Example::
+
+    from freeml_keras.targets import power
+    costs = power.measure_restart("msp430", model_bytes, x_int8, "build/restart")
+    print(costs["warm_restart"], costs["cold_init"])
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from freeml_keras.format.model import ModelLike, as_model
+from freeml_keras.runtime.interpreter import Interpreter
+from freeml_keras.targets.codegen import c_array, check_flatbuffer_fits, model_has_exits, write_model_build_files
+from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
+from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size, run,
+                                            symbol_address)
+
+__all__ = ["PowerBuild", "build_power_program", "measure_restart", "PowerFailureReport", "run_power_failures",
+           "PHASES"]
+
+# programs/power_run.c's power_phase values: where a failure landed
+PHASES = {0: "restart", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
+_SRAM = (0x1C00, 0x2000)              # MSP430FR5994 SRAM: clobbered at every power failure
+
+
+@dataclass
+class PowerBuild:
+    """A built ``power_run`` program and the sizes of its blocks (from the target itself)."""
+    target: str
+    elf: Path
+    state_bytes: int
+    arena_bytes: int
+    head_state_bytes: int
+    head_arena_bytes: int
+    size: dict = field(default_factory=dict)
+
+
+def _need_line(output: str) -> tuple[int, int, int] | None:
+    m = re.search(r"@need (\d+) (\d+) (\d+)", output)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
+def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
+                        countdown: Sequence[int] | None = None, step_cost: int | None = None,
+                        step_work: int | None = None, prepare_float: bool = False) -> PowerBuild:
+    """Build ``power_run.c`` for ``model`` with input ``x`` on ``target`` (prepared image,
+    state, arena and checkpoint in the target's NVM section; FM_PREPARE_FLOAT 0, so the model
+    must carry precomputed requantization parameters). The blocks are sized by the target: a
+    first build with the host's sizes reports, if they are wrong, what it needs (``@need``) and
+    is rebuilt with that. ``countdown``: the Cortex-M4's in-program power failures (bytes).
+    ``prepare_float``: compute the requantization parameters in floating point instead (the
+    runtime before they were precomputed; for comparison)."""
+    from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
+    m = as_model(model)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_flatbuffer_fits(target, m)
+    exits = model_has_exits(m)
+    write_model_build_files(m, out, exits=exits)
+    host = Interpreter(m)
+    # First guesses from the host's sizes (64-bit pointers: an upper bound, about twice the
+    # MSP430's); the target then reports exactly what it used and the program is rebuilt with
+    # that (or what it needs when a guess was short).
+    frac = 45 if target == "msp430" else 100
+    sizes = [max(64, host.state_bytes * frac // 100), host.arena_bytes,
+             max(64, host.state_bytes * frac // 100) if exits else 0]
+    head_arena = 2048 if exits else 0
+    xi = np.ascontiguousarray(x, dtype=np.int8).ravel()
+    cfg = (f"#define FM_STEP_COST {int(DEFAULT_STEP_COST if step_cost is None else step_cost)}ul\n"
+           f"#define FM_STEP_WORK {int(DEFAULT_STEP_WORK if step_work is None else step_work)}ul\n")
+    if countdown is not None:
+        cfg += f"#define FM_COUNTDOWN_FAILURES {{{', '.join(f'{int(k)}ul' for k in countdown) or '0ul'}}}\n"
+    (out / "power_cfg.h").write_text(cfg)
+    # the first unit fm_resume runs marks the end of a restart; prepare without floating point
+    config = (out / "fm_kernel_config.h").read_text().replace(
+        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n"
+        f"#define FM_PREPARE_FLOAT {int(prepare_float)}\n#endif")
+    (out / "fm_kernel_config.h").write_text(config)
+    defines = TARGET_DEFINES[target]
+    sources = model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
+                                      TARGETS_DIR / "programs" / "power_run.c"]
+    for _ in range(4):
+        (out / "model_io.h").write_text(
+            "/* Generated by freeml_keras.targets.power. */\n#include <stdint.h>\n"
+            f"#define FM_STATE_BYTES {sizes[0]}u\n#define FM_ARENA_BYTES {sizes[1]}u\n"
+            f"#define FM_HEAD_STATE_BYTES {sizes[2]}u\n#define FM_HEAD_ARENA_BYTES {head_arena}u\n"
+            + c_array("model_input", "int8_t", xi))
+        elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
+                    opt=TARGET_OPT[target], defines=defines)
+        if countdown is not None:
+            return PowerBuild(target, elf, *sizes, head_arena, code_size(target, elf))
+        r = run(target, elf, max_marks=8, timeout=600)
+        need = _need_line(r.output)
+        used = re.search(r"@sizes (\d+) (\d+) (\d+)", r.output)
+        if need is None and used is None:
+            raise TargetRunError(f"power_run on {target} exited with {r.exit_code}:\n{r.output[-2000:]}")
+        if need is not None:       # grow what was short (0: not known yet)
+            new = [need[0] if need[0] > sizes[0] else sizes[0],
+                   need[1] if need[1] > sizes[1] else sizes[1],
+                   need[2] if exits and need[2] > sizes[2] else sizes[2]]
+        else:
+            new = [max(int(used.group(1)), 4), max(int(used.group(2)), 4), int(used.group(3)) if exits else 0]
+            if new == sizes:
+                if r.exit_code != 0:
+                    raise TargetRunError(f"power_run on {target} exited with {r.exit_code}:\n{r.output[-2000:]}")
+                return PowerBuild(target, elf, *sizes, head_arena, code_size(target, elf))
+        sizes = new
+    raise TargetRunError(f"power_run on {target}: block sizes did not settle ({sizes})")
+
+
+def _mspdebug(elf: Path, commands: list[str], timeout: float = 600.0) -> str:
+    cmd = ["mspdebug", "-q", "sim", "simio add console con", "simio add tracer tr", "simio add hwmult hw",
+           f"prog {elf}"] + commands
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return r.stdout
+
+
+_STOP = re.compile(r"\(\s*PC:\s*([0-9a-fA-F]+)\)")
+
+
+def _stops(stdout: str) -> list[tuple[int, int, int]]:
+    """(pc, instructions, MCLK cycles) at every tracer report, in order."""
+    out, pc, instr = [], None, None
+    for line in stdout.splitlines():
+        m = _STOP.search(line)
+        if m:
+            pc = int(m.group(1), 16)
+        elif line.startswith("Instruction count:"):
+            instr = int(line.split(":")[1])
+        elif line.startswith("MCLK:") and pc is not None and instr is not None:
+            out.append((pc, instr, int(line.split(":")[1])))
+            pc = instr = None
+    return out
+
+
+def measure_restart(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
+                    prepare_float: bool = False) -> dict:
+    """Costs of power-on on ``target`` (MCLK cycles on the MSP430, instructions on the M4):
+    ``cold_init`` (fm_power_on preparing the model: parse, prepare, exit head, step plan, seal),
+    ``warm_power_on`` (fm_power_on reusing the sealed image), ``warm_restart`` (from reset to
+    the first unit of work of the resumed inference: start-up code, warm power-on, reading the
+    checkpoint, planning the step), ``crt0`` (start-up code to main), and the program's
+    sizes."""
+    m = as_model(model)
+    out = Path(out_dir)
+    if target == "msp430":
+        pb = build_power_program(target, m, x, out / "plain", prepare_float=prepare_float)
+        mark = symbol_address(target, pb.elf, "fm_target_mark")
+        halt = symbol_address(target, pb.elf, "fm_target_halt")
+        info = ["run", "simio info tr"]
+        cmds = [f"setbreak {mark:#x}", f"setbreak {halt:#x}"] + info * 3 + \
+            [f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} 0xa5 0x5a 0x3c", "reset"] + info * 3 + info * 2
+        stops = _stops(_mspdebug(pb.elf, cmds))
+        if len(stops) < 6 or any(s[0] != mark for s in stops[:6]):
+            raise TargetRunError(f"power_run on msp430: unexpected stops {stops[:8]}")
+        c = [s[2] for s in stops]
+        return {"target": target, "unit": "cycles", "crt0_first_boot": c[0], "cold_init": c[1] - c[0],
+                "crt0": c[3] - c[2], "warm_power_on": c[4] - c[3], "warm_restart": c[5] - c[2],
+                "warm_restart_instructions": stops[5][1] - stops[2][1], "size": pb.size,
+                "state_bytes": pb.state_bytes, "arena_bytes": pb.arena_bytes,
+                "head_state_bytes": pb.head_state_bytes}
+    # Cortex-M4: the program cuts its power at the first byte of the first step's commit; the
+    # power-on after it is the warm restart (its start-up code measured on a plain run).
+    plain = build_power_program(target, m, x, out / "plain", prepare_float=prepare_float)
+    r0 = run(target, plain.elf, max_marks=8)
+    marks = r0.marks
+    first_commit = _first_step_commit_byte(target, m)
+    cd = build_power_program(target, m, x, out / "countdown", countdown=[first_commit],
+                             prepare_float=prepare_float)
+    r1 = run(target, cd.elf, max_marks=16)
+    mk = r1.marks
+    if len(marks) < 3 or len(mk) < 6:
+        raise TargetRunError(f"power_run on cortex_m4: marks {marks} / {mk}")
+    crt0 = marks[0]
+    return {"target": target, "unit": "instructions", "crt0_first_boot": crt0, "crt0": crt0,
+            "cold_init": marks[1] - marks[0], "warm_power_on": mk[4] - mk[3],
+            "warm_restart": crt0 + (mk[5] - mk[3]), "size": plain.size, "state_bytes": plain.state_bytes,
+            "arena_bytes": plain.arena_bytes, "head_state_bytes": plain.head_state_bytes}
+
+
+def _seal_bytes(target: str) -> int:
+    """sizeof(fm_seal) (fm_persist.h) on the target: 15 u32 and 6 pointers."""
+    return 15 * 4 + 6 * (2 if target == "msp430" else 4)
+
+
+def _first_step_commit_byte(target: str, model: ModelLike) -> int:
+    """The NVM byte (counted from a cold power-on) at which the first step's commit starts in a
+    new inference: the prepared image's seal, the idle record, the input and the start record
+    come first."""
+    m = as_model(model)
+    md = m.metadata
+    record = 16 + 4 * (md.num_classes if md is not None and md.exits else 0)
+    sg = m.parsed.subgraphs[0]
+    return _seal_bytes(target) + 2 * record + int(np.prod(sg.tensors[int(sg.inputs[0])].shape)) + 1
+
+
+def _crt0_end(elf: Path) -> int:
+    """The address after the MSP430 start-up code (the next symbol after ``_start``)."""
+    r = subprocess.run(["llvm-nm", "-n", str(elf)], capture_output=True, text=True, check=True)
+    addrs = [int(l.split()[0], 16) for l in r.stdout.splitlines() if len(l.split()) == 3]
+    start = symbol_address("msp430", elf, "_start")
+    later = sorted(a for a in addrs if a > start)
+    return later[0] if later else start + 64
+
+
+@dataclass
+class PowerFailureReport:
+    """One inference on a target under power failures: its output, the failures by where they
+    landed (``restart``, ``work``, ``commit``; ``done``/``input`` are outside the inference), the
+    power-ons and how many reused the prepared image."""
+    target: str
+    output: list[int]
+    exit: int
+    failures_by_phase: dict
+    power_ons: int
+    warm_power_ons: int
+    method: str
+
+    @property
+    def failures(self) -> int:
+        return sum(self.failures_by_phase.get(k, 0) for k in ("restart", "work", "commit"))
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "failures": self.failures}
+
+
+def _boots(output: str) -> tuple[int, int]:
+    lines = [l.split() for l in output.splitlines() if l.startswith("@boots")]
+    return (int(lines[-1][1]), int(lines[-1][2])) if lines else (0, 0)
+
+
+def _done_line(output: str) -> tuple[int, list[int]]:
+    lines = [l for l in output.splitlines() if l.startswith("@done")]
+    if not lines:
+        raise TargetRunError(f"the inference did not finish:\n{output[-2000:]}")
+    f = lines[-1].split()[1:]
+    return int(f[0]), [int(v) for v in f[1:]]
+
+
+def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
+                       failures: int = 50, seed: int = 0, span: int | None = None,
+                       build_: PowerBuild | None = None) -> PowerFailureReport:
+    """One inference of ``model`` on ``target`` interrupted by ``failures`` seeded power
+    failures, resumed after each until it completes (see the module doc for how each target
+    cuts the power). MSP430: each on-period runs a number of instructions drawn uniformly from
+    [1, ``span``] (default: about one whole inference); SRAM gets a seeded pattern at each
+    failure."""
+    rng = np.random.default_rng(seed)
+    m = as_model(model)
+    out = Path(out_dir)
+    if target == "msp430":
+        pb = build_ or build_power_program(target, m, x, out / "plain")
+        halt = symbol_address(target, pb.elf, "fm_target_halt")
+        phase_at = symbol_address(target, pb.elf, "power_phase")
+        crt0 = (symbol_address(target, pb.elf, "_start"), _crt0_end(pb.elf))
+        if span is None:
+            st = _stops(_mspdebug(pb.elf, [f"setbreak {halt:#x}", "run", "simio info tr"]))
+            span = max(st[-1][1], 100) if st else 100000
+        cmds: list[str] = [f"setbreak {halt:#x}"]
+        for _ in range(failures):
+            pattern = " ".join(f"{int(b):#04x}" for b in rng.integers(0, 256, 4))
+            cmds += [f"step {int(rng.integers(1, span + 1))}", f"md {phase_at:#x} 2",
+                     f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} {pattern}", "reset"]
+        cmds += ["run", "simio info tr"]
+        text = _mspdebug(pb.elf, cmds, timeout=1800)
+        # after every step: the register dump (PC) and the phase word
+        pcs = [int(mm.group(1), 16) for mm in _STOP.finditer(text)]
+        phases = [int(mm.group(1), 16) for mm in re.finditer(rf"^\s*{phase_at:05x}:\s+([0-9a-f]{{2}})", text, re.M)]
+        by_phase = {k: 0 for k in ("restart", "work", "commit", "done", "input")}
+        for pc, ph in zip(pcs, phases):
+            where = "restart" if crt0[0] <= pc < crt0[1] else PHASES.get(ph, "restart")
+            if pc == halt:
+                where = "done"
+            by_phase[where] += 1
+        if len(phases) != failures:
+            raise TargetRunError(f"mspdebug: {len(phases)} phase reads for {failures} failures")
+        exit_index, y = _done_line(text)
+        ons, warm = _boots(text)
+        return PowerFailureReport(target, y, exit_index, by_phase, ons, warm, "mspdebug: step, SRAM fill, reset")
+    # Cortex-M4: in-program countdown at the k-th NVM byte after each power-on
+    if span is None:
+        span = 4 * _first_step_commit_byte(target, m)
+    countdown = [int(k) for k in rng.integers(1, span + 1, failures)]
+    pb = build_power_program(target, m, x, out / f"countdown-{seed}", countdown=countdown)
+    r = run(target, pb.elf, max_marks=0)
+    f = [l.split() for l in r.output.splitlines() if l.startswith("@failures")]
+    if r.exit_code != 0 or not f:
+        raise TargetRunError(f"power_run on cortex_m4 exited with {r.exit_code}:\n{r.output[-2000:]}")
+    counts = [int(v) for v in f[-1][1:]]
+    by_phase = {"restart": counts[1 + 1] + counts[1 + 0], "work": counts[1 + 2], "commit": counts[1 + 3],
+                "done": counts[1 + 4], "input": counts[1 + 5]}
+    exit_index, y = _done_line(r.output)
+    ons, warm = _boots(r.output)
+    return PowerFailureReport(target, y, exit_index, by_phase, ons, warm,
+                              "in-program countdown at the k-th NVM byte written")
