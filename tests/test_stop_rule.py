@@ -1,4 +1,5 @@
-"""The stop rule at an exit point: its decisions, and the users that share it."""
+"""The stop rule at an exit point: its decisions, and the users that share it (the exit policy,
+the energy simulator)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,22 @@ def test_first_exit_is_the_first_decision_to_stop(seed):
         conf, avail, need).tolist()                    # no energy given: unlimited
     # one reading for every exit, no confidence rule
     assert StopRule().first_exit(energy_available_j=5.0, energy_to_next_exit_j=[1, 6, 1]).tolist() == [1]
+
+
+def test_the_simulator_and_the_policy_decide_with_the_rule():
+    from freeml_keras.energy import Capacitor, Constant, ExitContext, Program, Simulator, Step
+    from freeml_keras.exits.policy import ExitPolicy
+    rule = StopRule((0.7, None))
+    ctx = ExitContext(exit_index=0, num_exits=3, example=0, energy_available_j=1.0,
+                      energy_to_next_exit_j=2.0, cycles_to_next_exit=10, confidence=0.5,
+                      time_since_arrival_s=0.0, power_failures=0)
+    assert rule.should_stop(ctx)                                   # energy
+    assert not rule.should_stop(ExitContext(**{**vars(ctx), "energy_available_j": 3.0}))
+    prog = Program((Step(1_000_000, 0, 0), Step(1_000_000, 0, 1), Step(1_000_000, 0, 2)))
+    cap = Capacitor()
+    sim = Simulator(Constant(10e-3), cap, v_start=cap.v_max)         # plenty of energy
+    conf = np.array([[0.9, 0.1, 1.0], [0.2, 0.99, 1.0], [0.1, 0.1, 1.0]])
+    res = sim.run(prog, [0.0, 1.0, 2.0], policy=rule, confidence=conf)
+    assert [r.exit_index for r in res.inferences] == [0, 2, 2]       # exit 1 never by confidence
+    pol = ExitPolicy([0.7, None], [1.0, 2.0, 4.0])
+    assert pol.rule == rule
