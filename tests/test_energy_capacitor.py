@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 
@@ -98,6 +98,9 @@ def test_evolve_stops_at_empty_without_v_down():
 @settings(max_examples=150, deadline=None)
 @given(leak=st.sampled_from(sorted(LEAKS)), v0=st.floats(0.2, 3.5),
        p=st.floats(-8e-3, 8e-3), dt=st.floats(1e-6, 50.0))
+# Settles within 1e-12 of the equilibrium P/I = 5.96 mV (voltage_after used to return that
+# 1e-12 hair, reached after 8.99 s, instead of the voltage at 14 s).
+@example(leak="current", v0=0.203125, p=1.192092896e-07, dt=14.0)
 def test_time_to_inverts_voltage_after(leak, v0, p, dt):
     cap = Capacitor(v_max=100.0, **LEAKS[leak])
     v1 = cap.voltage_after(v0, p, dt)

@@ -5,23 +5,24 @@
 - ``capacitor``: the storage capacitor, integrated in closed form;
 - ``simulator``: event-driven execution of an inference's atomic steps across power failures;
 - ``strategies``: exit strategies compared on the same trace and inputs.
+
+The exit decision is the stop rule of :mod:`freeml_keras.exits.stop_rule` (``StopRule``), which
+the simulator takes as a ``StopDecider``.
 """
 
 from __future__ import annotations
 
 from freeml_keras.energy.capacitor import Capacitor, Evolution
 from freeml_keras.energy.harvester import Constant, Harvester, Trace, TraceFormatError, load_trace
-from freeml_keras.energy.simulator import (ExitContext, ExitPolicy, InferenceResult, Ledger,
-                                           NeverCompletes, PowerSupply, Program,
-                                           SimulationResult, Simulator, Step, periodic_arrivals)
-from freeml_keras.energy.strategies import (AnyOf, ConfidencePolicy, EnergyPolicy, ExitCosts,
-                                            Strategy, StrategyReport, branches_energy, compare,
-                                            gnet_anytime, gnet_energy, run_to_completion)
+from freeml_keras.energy.simulator import (ExitContext, InferenceResult, Ledger, NeverCompletes,
+                                           PowerSupply, Program, SimulationResult, Simulator, Step,
+                                           StopDecider, periodic_arrivals)
+from freeml_keras.energy.strategies import (ExitCosts, Strategy, StrategyReport, branches_energy,
+                                            compare, gnet_anytime, gnet_energy, run_to_completion)
 from freeml_keras.energy import traces
 
 __all__ = ["Capacitor", "Evolution", "Constant", "Harvester", "Trace", "TraceFormatError",
-           "load_trace", "ExitContext", "ExitPolicy", "InferenceResult", "Ledger",
+           "load_trace", "ExitContext", "StopDecider", "InferenceResult", "Ledger",
            "NeverCompletes", "PowerSupply", "Program", "SimulationResult", "Simulator", "Step",
-           "periodic_arrivals", "AnyOf", "ConfidencePolicy", "EnergyPolicy", "ExitCosts",
-           "Strategy", "StrategyReport", "branches_energy", "compare", "gnet_anytime",
-           "gnet_energy", "run_to_completion", "traces"]
+           "periodic_arrivals", "ExitCosts", "Strategy", "StrategyReport", "branches_energy",
+           "compare", "gnet_anytime", "gnet_energy", "run_to_completion", "traces"]

@@ -11,9 +11,11 @@ load) over an interval:
   ``E_ss = P tau``; the time to reach a given energy is a logarithm.
 - current:     ``C V dV/dt = P - I V``: the time to go from V0 to V is explicit,
   ``t = C [-(V - V0)/I - (P/I^2) ln((P - I V)/(P - I V0))]`` (evaluated in a form without
-  cancellation); the voltage after a given time is the root of that monotone expression
-  (``scipy.optimize.brentq``): the inverse needs Lambert's W near its branch point, which loses
-  half the digits in the usual case of a small leak.
+  cancellation, also near the equilibrium ``P/I``); the voltage after a given time is the root
+  of that monotone expression (``scipy.optimize.brentq``): the inverse needs Lambert's W near its
+  branch point, which loses half the digits in the usual case of a small leak. Once the voltage
+  has settled within 1e-12 of the equilibrium the same expression is solved in closed form for
+  the distance to it.
 
 The voltage is clamped at ``v_max`` (the front end's overvoltage protection: surplus power is
 spilled) and at 0 V (leakage stops; a load that finds the capacitor empty gets only what is
@@ -135,10 +137,18 @@ class Capacitor:
             if p_net == 0.0:              # pure current drain: linear in V
                 return c * (v0 - v) / b
             x = b * (v - v0) / u0
-            if x >= 1.0:                  # at or beyond the equilibrium P/I
-                return math.inf
+            if x > 0.5:
+                # Near the equilibrium P/I: 1 - x = (P - I V)/u0 from P - I V directly; forming
+                # it from x cancels (x carries the rounding of V - V0, which can be hundreds of
+                # ulps of V when V0 >> V).
+                rest = (p_net - b * v) / u0
+                if rest <= 0.0:           # at or beyond the equilibrium
+                    return math.inf
+                h = (-math.log(rest) - x) / (x * x)
+            else:
+                h = _log1p_series_h(x)
             # t = C (V - V0) [V0/u0 + P (V - V0) h(x) / u0^2], no cancellation for small I.
-            t = c * (v - v0) * (v0 / u0 + p_net * (v - v0) * _log1p_series_h(x) / (u0 * u0))
+            t = c * (v - v0) * (v0 / u0 + p_net * (v - v0) * h / (u0 * u0))
             return t if t >= 0 else math.inf
         e0, e1 = self.energy(v0), self.energy(v)
         tau = self._tau
@@ -169,16 +179,18 @@ class Capacitor:
                 return v0 - b * dt / self.capacitance_f
             # Bracket the root of the monotone t(V) - dt between v0 and a bound from the leak
             # at v0 (the leak only grows with V when rising, shrinks when falling) or, nearer, a
-            # hair short of the equilibrium voltage P/I that is never reached.
+            # hair (1e-12) short of the equilibrium voltage P/I that is never reached.
             e0 = self.energy(v0)
-            if u0 > 0:
-                end = min(self.voltage(e0 + u0 * dt), p_net / b * (1.0 - 1e-12))
-            else:
-                end = self.voltage(max(e0 + u0 * dt, 0.0))
-                if p_net > 0:
-                    end = max(end, p_net / b * (1.0 + 1e-12))
-            if self.time_to(v0, p_net, end) <= dt:   # the root is within rounding of the bound
-                return end
+            end = self.voltage(e0 + u0 * dt) if u0 > 0 else self.voltage(max(e0 + u0 * dt, 0.0))
+            hair = p_net / b * (1.0 - 1e-12 if u0 > 0 else 1.0 + 1e-12) if p_net > 0 else None
+            settles = hair is not None and (hair < end if u0 > 0 else hair > end)
+            if settles:
+                end = hair
+            if self.time_to(v0, p_net, end) <= dt:
+                # Past the leak bound only rounding remains; past the hair, the voltage has
+                # settled closer to P/I than the hair, by far (a few time constants later it is
+                # within rounding of P/I): solved in closed form.
+                return self._settled_voltage(v0, p_net, dt, end) if settles else end
             return brentq(lambda v: self.time_to(v0, p_net, v) - dt, min(v0, end), max(v0, end),
                           xtol=1e-15, rtol=1e-15, maxiter=200)
         tau = self._tau
@@ -189,6 +201,28 @@ class Capacitor:
             ess = p_net * tau
             e1 = e0 + (ess - e0) * -math.expm1(-dt / tau)
         return self.voltage(e1)           # 0 V once empty (voltage() clamps)
+
+    def _settled_voltage(self, v0: float, p_net: float, dt: float, hair: float) -> float:
+        """Voltage after ``dt`` under a leak current I when it ends closer to the equilibrium
+        P/I (P > 0) than ``hair`` (P/I times 1 -/+ 1e-12). With q = (P - I V)/(P - I V0), the
+        distance to the equilibrium as a fraction of the one at V0, the time of :meth:`time_to`
+        reads ``t = C/I^2 [P ln(1/q) - (P - I V0)(1 - q)]``: solved for ln(1/q) by fixed-point
+        iteration, whose contraction factor |P - I V0| q / P is below 1e-12 past the hair (it
+        converges at once; an error in q moves V by that fraction of V - P/I, itself below 1e-12
+        of P/I), then V = (P - q (P - I V0)) / I. The equilibrium is never reached: the result
+        stays on the side of V0, at the nearest voltage whose time is finite."""
+        b = self._current
+        u0 = p_net - b * v0
+        t_scaled = dt * b * b / self.capacitance_f
+        q = 0.0
+        for _ in range(3):
+            q = math.exp(-(t_scaled + u0 * (1.0 - q)) / p_net)
+        v = (p_net - q * u0) / b
+        for _ in range(64):               # one or two ulps
+            if self.time_to(v0, p_net, v) < math.inf:
+                return v
+            v = math.nextafter(v, v0)
+        return hair
 
     # -- one interval with events and clamps --------------------------------------------------
     def evolve(self, v0: float, p_net: float, dt: float, *, v_down: float | None = None,

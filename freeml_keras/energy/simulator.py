@@ -15,7 +15,9 @@ The inference, as the runtime of issue 7 executes it, is a ``Program``: a list o
 ``Step`` s, each a number of cycles followed by a commit of some NVM bytes. A step that reaches
 ``v_off`` before its commit ends is lost; after the capacitor recharges to ``v_on`` the MCU
 resumes (``resume_cycles``: boot and checkpoint restore) and runs the step again from its start.
-When a step that ends at an exit point commits, the exit policy decides whether to answer now.
+When a step that ends at an exit point commits, a stop decider (``policy``) decides whether to
+answer now: usually the stop rule, :class:`freeml_keras.exits.StopRule`; any object with
+``should_stop(ctx)``, or a callable of the ``ExitContext``, will do.
 
 Events only: the time to the next threshold crossing (``v_off`` while running, ``v_on`` while
 charging) or to the next change of harvested power is solved in closed form, so the cost of a
@@ -50,7 +52,7 @@ from freeml_keras import devices
 from freeml_keras.energy.capacitor import Capacitor
 from freeml_keras.energy.harvester import Harvester
 
-__all__ = ["Step", "Program", "ExitContext", "ExitPolicy", "NeverCompletes", "Ledger",
+__all__ = ["Step", "Program", "ExitContext", "StopDecider", "NeverCompletes", "Ledger",
            "PowerSupply", "InferenceResult", "SimulationResult", "Simulator",
            "periodic_arrivals"]
 
@@ -125,7 +127,7 @@ class Program:
 # -- exit decisions -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ExitContext:
-    """What an exit policy sees at an intermediate exit point (the runtime can know all of it:
+    """What a stop decider sees at an intermediate exit point (the runtime can know all of it:
     the stored energy from the capacitor voltage, the costs from the model's cost table)."""
     exit_index: int
     num_exits: int
@@ -139,22 +141,23 @@ class ExitContext:
 
 
 @runtime_checkable
-class ExitPolicy(Protocol):
-    """Decides at an exit point whether to answer now (True) or go on."""
+class StopDecider(Protocol):
+    """Decides at an exit point whether to answer now (True) or go on; the stop rule
+    (:class:`freeml_keras.exits.StopRule`) is one."""
     def should_stop(self, ctx: ExitContext) -> bool: ...
 
 
-PolicyLike = Union[ExitPolicy, Callable[[ExitContext], bool], None]
+DeciderLike = Union[StopDecider, Callable[[ExitContext], bool], None]
 
 
-def _decider(policy: PolicyLike) -> Callable[[ExitContext], bool] | None:
+def _decider(policy: DeciderLike) -> Callable[[ExitContext], bool] | None:
     if policy is None:
         return None
-    if isinstance(policy, ExitPolicy):
+    if isinstance(policy, StopDecider):
         return policy.should_stop
     if callable(policy):
         return policy
-    raise TypeError(f"an exit policy needs should_stop(ctx) or must be callable, got {policy!r}")
+    raise TypeError(f"a stop decider needs should_stop(ctx) or must be callable, got {policy!r}")
 
 
 # -- the power supply ---------------------------------------------------------------------------
@@ -462,13 +465,23 @@ class Simulator:
                         f"smaller atomic steps")
         return ""
 
-    def run(self, program: Program, arrivals: Sequence[float], *, policy: PolicyLike = None,
+    def run(self, program: Program, arrivals: Sequence[float], *, policy: DeciderLike = None,
             confidence: np.ndarray | None = None,
             examples: Sequence[int] | None = None) -> SimulationResult:
         """Simulate one inference of ``program`` per arrival time.
 
-        ``confidence`` (examples x exits) is what the policy sees as ``ctx.confidence``;
-        ``examples`` maps each arrival to an example (default: 0, 1, 2, ...).
+        ``policy`` decides at each intermediate exit point (a :class:`StopDecider`, e.g.
+        :class:`freeml_keras.exits.StopRule`, or a callable of the :class:`ExitContext`; None:
+        run every program to its end). ``confidence`` (examples x exits) is what it sees as
+        ``ctx.confidence``; ``examples`` maps each arrival to an example (default: 0, 1, 2, ...).
+
+        Example::
+
+            from freeml_keras.energy import Constant, Program, Simulator, Step
+            from freeml_keras.exits import StopRule
+            program = Program((Step(2_000_000, 64, 0), Step(3_000_000, 64, 1)))
+            res = Simulator(Constant(1e-4)).run(program, [0.0, 1.0], policy=StopRule())
+            print([r.exit_index for r in res.inferences])
         """
         arrivals = np.asarray(arrivals, dtype=np.float64)
         if arrivals.ndim != 1 or np.any(np.diff(arrivals) < 0) or np.any(arrivals < 0):
@@ -489,7 +502,7 @@ class Simulator:
         sup = self.supply()
         steps = program.steps
         n_steps = len(steps)
-        # Energy and cycles from after step i to the next exit (the policy's look-ahead).
+        # Energy and cycles from after step i to the next exit (the decider's look-ahead).
         to_next_e = [0.0] * n_steps
         to_next_c = [0] * n_steps
         acc_e, acc_c = 0.0, 0

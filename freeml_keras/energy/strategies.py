@@ -12,6 +12,9 @@ its exit mechanism takes. Four are defined:
 - ``gnet_anytime``: gNet, stopping at the first exit whose confidence reaches its threshold
   (optionally also on the energy rule).
 
+The decision rule is the stop rule of the exits, :class:`freeml_keras.exits.StopRule` (its
+energy half alone, its confidence half alone, or both).
+
 Costs are plain numbers (``ExitCosts``): cycles per backbone segment between exit points, cycles
 of the exit head at each exit point, NVM bytes. They can come from the analytical cost model of
 ``freeml_keras.exits.policy`` or from measured cycle tables; nothing here depends on either.
@@ -25,12 +28,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from freeml_keras.energy.simulator import (ExitContext, PolicyLike, Program, SimulationResult,
-                                           Simulator, Step)
+from freeml_keras.energy.simulator import DeciderLike, Program, SimulationResult, Simulator, Step
+from freeml_keras.exits.stop_rule import StopRule
 
-__all__ = ["ExitCosts", "EnergyPolicy", "ConfidencePolicy", "AnyOf", "Strategy",
-           "StrategyReport", "run_to_completion", "branches_energy", "gnet_energy",
-           "gnet_anytime", "compare"]
+__all__ = ["ExitCosts", "Strategy", "StrategyReport", "run_to_completion", "branches_energy",
+           "gnet_energy", "gnet_anytime", "compare"]
 
 
 # -- costs --------------------------------------------------------------------------------------
@@ -128,40 +130,11 @@ class ExitCosts:
         return Program(tuple(steps), resume_cycles=self.resume_cycles, name=name)
 
 
-# -- decision rules -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class EnergyPolicy:
-    """Stop when the stored energy will not reach the next exit: available < margin x needed."""
-    margin: float = 1.0
-
-    def should_stop(self, ctx: ExitContext) -> bool:
-        return ctx.energy_available_j < self.margin * ctx.energy_to_next_exit_j
-
-
-@dataclass(frozen=True)
-class ConfidencePolicy:
-    """Stop at exit i when the answer's confidence is at least ``thresholds[i]``."""
-    thresholds: Sequence[float]
-
-    def should_stop(self, ctx: ExitContext) -> bool:
-        if ctx.confidence is None:
-            raise ValueError("ConfidencePolicy needs per-example confidences (run(confidence=...))")
-        return ctx.confidence >= self.thresholds[ctx.exit_index]
-
-
-@dataclass(frozen=True)
-class AnyOf:
-    """Stop when any of the policies says stop."""
-    policies: tuple
-
-    def should_stop(self, ctx: ExitContext) -> bool:
-        return any(p.should_stop(ctx) for p in self.policies)
-
-
 # -- strategies ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Strategy:
-    """A program, its decision rule, its per-exit correctness and the memory of its exits.
+    """A program, its decision rule (a stop decider, see :meth:`Simulator.run`), its per-exit
+    correctness and the memory of its exits.
 
     ``correct`` is (examples, exits): whether the answer at each exit (the last column: the
     final answer) is right; ``confidence`` likewise, for confidence rules.
@@ -169,7 +142,7 @@ class Strategy:
     name: str
     program: Program
     correct: np.ndarray
-    policy: PolicyLike = None
+    policy: DeciderLike = None
     confidence: np.ndarray | None = None
     memory_bytes: int = 0
 
@@ -215,7 +188,7 @@ def branches_energy(costs: ExitCosts, correct: np.ndarray, *, memory_bytes: int 
     """Per-exit branches (``costs.head_cycles`` are the branch classifiers) with the energy rule."""
     program = costs.program(name=name)
     return Strategy(name, program, _as_2d(correct, program.num_exits, name),
-                    EnergyPolicy(margin), None, memory_bytes)
+                    StopRule(energy_margin=margin), None, memory_bytes)
 
 
 def gnet_energy(costs: ExitCosts, correct: np.ndarray, *, memory_bytes: int = 0,
@@ -223,7 +196,7 @@ def gnet_energy(costs: ExitCosts, correct: np.ndarray, *, memory_bytes: int = 0,
     """gNet (``costs.head_cycles``: one accumulation per exit point) with the energy rule."""
     program = costs.program(name=name)
     return Strategy(name, program, _as_2d(correct, program.num_exits, name),
-                    EnergyPolicy(margin), None, memory_bytes)
+                    StopRule(energy_margin=margin), None, memory_bytes)
 
 
 def gnet_anytime(costs: ExitCosts, correct: np.ndarray, confidence: np.ndarray,
@@ -231,13 +204,12 @@ def gnet_anytime(costs: ExitCosts, correct: np.ndarray, confidence: np.ndarray,
                  energy: bool = False, margin: float = 1.0,
                  name: str = "gNet anytime") -> Strategy:
     """gNet stopping at the first exit whose confidence reaches ``thresholds[exit]`` (one per
-    intermediate exit point); with ``energy=True`` also on the energy rule."""
+    intermediate exit point; above 1: never by confidence); with ``energy=True`` also on the
+    energy rule."""
     program = costs.program(name=name)
     if len(thresholds) < program.num_exits - 1:
         raise ValueError(f"{name}: need {program.num_exits - 1} thresholds, got {len(thresholds)}")
-    policy = ConfidencePolicy(tuple(float(t) for t in thresholds))
-    if energy:
-        policy = AnyOf((policy, EnergyPolicy(margin)))
+    policy = StopRule(tuple(float(t) for t in thresholds), energy_margin=margin if energy else None)
     return Strategy(name, program, _as_2d(correct, program.num_exits, name), policy,
                     confidence, memory_bytes)
 

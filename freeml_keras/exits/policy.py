@@ -1,5 +1,6 @@
-"""Energy-adaptive exit policy: what each segment of inference costs on a device, when to stop,
-and thresholds calibrated for a target accuracy or a target mean cost.
+"""Energy-adaptive exit policy: what each segment of inference costs on a device, the policy
+(the stop rule of :mod:`freeml_keras.exits.stop_rule` with these costs and calibrated
+thresholds), and thresholds calibrated for a target accuracy or a target mean cost.
 
 Segment i (i < K) runs the backbone from exit point i-1 (or the input) to exit point i and adds
 exit point i's contribution to the head; segment K runs the rest of the backbone to its output.
@@ -20,13 +21,12 @@ import numpy as np
 
 from freeml_keras import devices
 from freeml_keras.exits.footprint import layer_work
-from freeml_keras.exits.training import softmax
+from freeml_keras.exits.stop_rule import CONFIDENCES, StopRule, confidence as _confidence
 
 __all__ = ["SegmentCost", "segment_costs", "ExitPolicy", "calibrate_thresholds",
            "evaluate_policy", "CONFIDENCES", "CYCLE_ESTIMATES"]
 
 POLICY_VERSION = 1
-CONFIDENCES = ("max_softmax", "margin")
 # Estimated cycles per int8 MAC and per byte moved by reference kernels, by core, when nothing was
 # measured:
 # MSP430 multiplies through the memory-mapped MPY32 (operand writes, result reads, 16-bit adds
@@ -119,11 +119,18 @@ def segment_costs(exit_model, device: str | devices.DeviceProfile = "msp430fr599
 
 @dataclass
 class ExitPolicy:
-    """At exit point i: stop when the confidence of exit i reaches ``thresholds[i]`` (None: never
-    by confidence), or when the energy available cannot pay for the segment to exit i+1. The
-    backbone's own output (after the last exit point) always stops.
+    """The exit policy of a model on a device: at exit point i, the :class:`StopRule` with
+    ``thresholds[i]`` (None: never by confidence) and the energy of segment i+1 as the work to
+    the next exit. The backbone's own output (after the last exit point) always stops.
 
     ``segment_energy_j[i]``: energy of segment i (K+1 entries, see :func:`segment_costs`).
+
+    Example::
+
+        import numpy as np
+        from freeml_keras.exits import ExitPolicy
+        policy = ExitPolicy(thresholds=[0.9, None], segment_energy_j=[1.0, 2.0, 4.0])
+        print(policy.decide(0, np.log([0.5, 0.3, 0.2]), energy_available_j=1.5))  # (True, 'energy')
     """
     thresholds: list[float | None]
     segment_energy_j: list[float]
@@ -142,25 +149,23 @@ class ExitPolicy:
     def num_exits(self) -> int:
         return len(self.thresholds)
 
+    @property
+    def rule(self) -> StopRule:
+        """The stop rule with this policy's thresholds (the energy rule without margin)."""
+        return StopRule(self.thresholds, energy_margin=1.0)
+
     def confidence_of(self, logits: np.ndarray) -> np.ndarray:
         """Confidence of logits (..., classes): max softmax, or top-1 minus top-2 probability."""
-        p = softmax(np.asarray(logits, np.float64))
-        if self.confidence == "max_softmax":
-            return p.max(axis=-1)
-        top = np.sort(p, axis=-1)
-        return top[..., -1] - top[..., -2]
+        return _confidence(logits, self.confidence)
 
     def decide(self, exit_index: int, logits: np.ndarray, energy_available_j: float) -> tuple[bool, str]:
         """(stop, reason) at exit ``exit_index`` (``num_exits`` is the backbone's output);
         reason is "confident", "energy", "final" or "continue"."""
         if exit_index >= self.num_exits:
             return True, "final"
-        t = self.thresholds[exit_index]
-        if t is not None and float(self.confidence_of(logits)) >= t:
-            return True, "confident"
-        if energy_available_j < self.segment_energy_j[exit_index + 1]:
-            return True, "energy"
-        return False, "continue"
+        return self.rule.decide(exit_index, confidence=float(self.confidence_of(logits)),
+                                energy_available_j=energy_available_j,
+                                energy_to_next_exit_j=self.segment_energy_j[exit_index + 1])
 
     def run(self, exit_logits: np.ndarray, final_output: np.ndarray,
             energy_j: float | np.ndarray | None = None) -> dict:
@@ -169,26 +174,19 @@ class ExitPolicy:
         exit taken (K = backbone output, -1 = not even exit 0 reachable), prediction (-1 when
         none) and energy used."""
         K, n = exit_logits.shape[0], exit_logits.shape[1]
-        seg = np.asarray(self.segment_energy_j)
+        seg = np.asarray(self.segment_energy_j, np.float64)
         budget = np.full(n, np.inf) if energy_j is None else np.broadcast_to(
             np.asarray(energy_j, float), (n,)).copy()
-        exit_taken = np.full(n, K)
-        remaining = budget - seg[0]
-        exit_taken[remaining < 0] = -1
-        open_ = remaining >= 0
-        for i in range(K):
-            t = self.thresholds[i]
-            conf = self.confidence_of(exit_logits[i])
-            stop = open_ & (((conf >= t) if t is not None else False) | (remaining < seg[i + 1]))
-            exit_taken[stop] = i
-            open_ &= ~stop
-            remaining = np.where(open_, remaining - seg[i + 1], remaining)
+        rule, cum = self.rule, np.cumsum(seg)
+        # at exit point i the budget has paid for segments 0..i
+        available = budget[None, :] - cum[:K, None]
+        exit_taken = rule.first_exit(self.confidence_of(exit_logits), available, seg[1:])
+        exit_taken[rule.short_of_energy(budget, seg[0])] = -1
         preds = np.full(n, -1)
         for i in range(K):
             m = exit_taken == i
             preds[m] = np.argmax(exit_logits[i][m], -1)
         preds[exit_taken == K] = np.argmax(final_output[exit_taken == K], -1)
-        cum = np.cumsum(seg)
         used = np.where(exit_taken >= 0, cum[np.clip(exit_taken, 0, K)], 0.0)
         return {"exit": exit_taken, "prediction": preds, "energy_j": used}
 
@@ -258,8 +256,8 @@ def calibrate_thresholds(exit_model, val_data: tuple[np.ndarray, np.ndarray], *,
     cum = np.cumsum(policy.segment_energy_j) / np.sum(policy.segment_energy_j)
     best, best_key = None, None
     for t in _candidates(conf):
-        stop = np.concatenate([conf >= t, np.ones((1, len(y)), bool)])
-        exit_at = np.argmax(stop, axis=0)                            # first exit that stops
+        # unlimited energy: the confidence rule alone
+        exit_at = StopRule([float(t)] * K, energy_margin=None).first_exit(conf)
         acc = float(np.mean(right[exit_at, np.arange(len(y))]))
         cost = float(np.mean(cum[exit_at]))
         if target_accuracy is not None:

@@ -17,19 +17,13 @@ import numpy as np
 
 from freeml_keras.keras import keras, tf
 
-__all__ = ["exit_loss", "pack_targets", "ExitValidation", "softmax", "cross_entropy", "log"]
+__all__ = ["exit_loss", "pack_targets", "ExitValidation", "cross_entropy", "log"]
 
 
 def log(verbose: int, msg: str) -> None:
     """One progress line on stderr when verbose."""
     if verbose:
         print(msg, file=sys.stderr, flush=True)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def cross_entropy(logits: np.ndarray, y: np.ndarray) -> float:

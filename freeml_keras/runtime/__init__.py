@@ -1,7 +1,8 @@
 """Running converted models on the host: our C runtime through ctypes (``interpreter``), the
-reference interpreters tf.lite and TFLite Micro (``reference``), and intermittent execution with
-injected power failures (``intermittent``). The C sources ship inside the package and are built
-on first use into the per-user cache (``build``)."""
+reference interpreters tf.lite and TFLite Micro (``reference``), intermittent execution with
+injected power failures (``intermittent``), and the runtime's exit decision predicted in Python
+(``exit_decision``). The C sources ship inside the package and are built on first use into the
+per-user cache (``build``)."""
 
 from freeml_keras.runtime.interpreter import Interpreter, RuntimeModelError
 

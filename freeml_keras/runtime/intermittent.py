@@ -109,7 +109,8 @@ def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
     metadata's confidence thresholds, or by a (constant) energy reading and the price of the work
     to the next exit: ``energy_per_cycle_j`` (J per unit of the metadata's cost table) when the
     model's metadata (version 2) has a cost for every operator that runs and it is > 0, otherwise
-    ``energy_per_mac_j``."""
+    ``energy_per_mac_j``. :func:`freeml_keras.runtime.exit_decision.predicted_exit` takes the
+    same settings and predicts the exit with the stop rule of :mod:`freeml_keras.exits`."""
     opts: list[str] = []
     if stop_at_exit is not None:
         opts += ["-x", str(stop_at_exit)]

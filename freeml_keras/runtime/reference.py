@@ -23,10 +23,11 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (np.asarray(q, np.float32) - zero_point) * np.float32(scale)
 
 
-def io_quantization(model_bytes: bytes, subgraph: int = 0) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
-    """(scale, zero point) of each input and output of a subgraph."""
-    from freeml_keras.format import tflite as ts
-    m = ts.read_model(model_bytes)
+def io_quantization(model_bytes: "bytes | TFLiteModel", subgraph: int = 0) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+    """(scale, zero point) of each input and output of a subgraph (of a flatbuffer's bytes, or
+    of a ``TFLiteModel``, parsed once)."""
+    from freeml_keras.format.model import as_model
+    m = as_model(model_bytes).parsed
     sg = m.subgraphs[subgraph]
 
     def q(i: int) -> tuple[float, int]:
