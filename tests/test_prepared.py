@@ -371,6 +371,32 @@ def test_target_build_files_hold_a_prepared_model(models, tmp_path):
     assert write_model_build_files(models["imu_dense"], tmp_path).data == models["imu_dense"]
 
 
+def test_inspect_shows_the_entry_and_its_model_id(models, tmp_path, capsys):
+    import json
+
+    from freeml_keras.cli import main
+    b = models["exits_sparse"]
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"model id 0x{model_id(b):08x} (matches the bytes)" in out and "freeml_prepare v1" in out
+    assert main(["inspect", str(path), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["prepared"]
+    assert d["present"] and d["id_matches"] and d["words_match"] and d["model_id"] == model_id(b)
+    assert d["subgraphs"] == 2
+    fb = ts.schema.Model.GetRootAsModel(b, 0)
+    w = next(fb.Buffers(i)._tab for i in range(fb.BuffersLength()) if fb.Buffers(i).DataLength() > 64)
+    x = bytearray(b)
+    x[w.Vector(w.Offset(4)) + 3] ^= 0x10         # another weight: another model
+    path.write_bytes(bytes(x))
+    assert main(["inspect", str(path)]) == 0
+    assert "does NOT match the bytes" in capsys.readouterr().out
+    path.write_bytes(_strip_entry(b))
+    assert main(["inspect", str(path)]) == 0
+    assert "precomputed operator parameters: none" in capsys.readouterr().out
+
+
 def _with_scale(b: bytes, op_name: str, role: str, value: float) -> tuple[bytes, int, int]:
     m = ts.read_model(b)
     sg = m.subgraphs[0]

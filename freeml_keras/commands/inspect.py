@@ -71,15 +71,17 @@ def prepared_of(path: Path) -> dict | None:
         return None
     from freeml_keras.format.model import TFLiteModel
     from freeml_keras.format.prepared import PrepareError, model_id, operator_words, read_prepared
+    from freeml_keras.format.tflite import TFLiteFormatError
     m = TFLiteModel(path.read_bytes())
     try:
         p = read_prepared(m)
-    except PrepareError as e:
+        if p is None:
+            return {"present": False}
+        of_bytes = model_id(m.data)
+    except (PrepareError, TFLiteFormatError) as e:
         return {"present": True, "error": str(e)}
-    if p is None:
-        return {"present": False}
     d = {"present": True, "version": p.version, "model_id": p.model_id,
-         "model_id_of_bytes": model_id(m.data), "id_matches": p.model_id == model_id(m.data),
+         "model_id_of_bytes": of_bytes, "id_matches": p.model_id == of_bytes,
          "subgraphs": len(p.subgraphs),
          "words": sum(len(w) for ops in p.subgraphs.values() for w in ops)}
     try:

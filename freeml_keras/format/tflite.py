@@ -92,21 +92,31 @@ def fnv1a32(data: bytes, h: int = _FNV_OFFSET) -> int:
 def prepared_data_span(data: bytes) -> tuple[int, int] | None:
     """(absolute offset, length) in the flatbuffer ``data`` of the data of the buffer that the
     first ``freeml_prepare`` metadata entry points at, or None when there is no such entry (or
-    it points at no buffer or an empty one). Read with the flatbuffers reader, not unpacked."""
-    m = schema.Model.GetRootAsModel(data, 0)
-    name = PREPARED_NAME.encode()
-    for i in range(m.MetadataLength()):
-        md = m.Metadata(i)
-        if md.Name() != name:
-            continue
-        index = md.Buffer()
-        if not 0 <= index < m.BuffersLength():
-            return None
-        tab = m.Buffers(index)._tab
-        o = tab.Offset(4)                       # Buffer.data
-        if not o:
-            return None
-        return tab.Vector(o), tab.VectorLen(o)
+    it points at no buffer or an empty one). Read with the flatbuffers reader, not unpacked;
+    raises TFLiteFormatError for a file the reader cannot follow."""
+    try:
+        m = schema.Model.GetRootAsModel(data, 0)
+        name = PREPARED_NAME.encode()
+        for i in range(m.MetadataLength()):
+            md = m.Metadata(i)
+            if md.Name() != name:
+                continue
+            index = md.Buffer()
+            if not 0 <= index < m.BuffersLength():
+                return None
+            tab = m.Buffers(index)._tab
+            o = tab.Offset(4)                       # Buffer.data
+            if not o:
+                return None
+            at, n = tab.Vector(o), tab.VectorLen(o)
+            if at + n > len(data):
+                raise TFLiteFormatError(f"the freeml_prepare entry's data ({n} B at {at}) runs past "
+                                        f"the end of the file")
+            return at, n
+    except TFLiteFormatError:
+        raise
+    except Exception as e:  # the generated reader raises anything from struct.error to TypeError
+        raise TFLiteFormatError(f"corrupt flatbuffer: {type(e).__name__}: {e}") from None
     return None
 
 
