@@ -179,10 +179,12 @@ def test_multiple_outputs_and_reshape(shape):
 
 def float_io(model_bytes: bytes) -> bytes:
     """The model with a float32 input and output: a QUANTIZE op in front, a DEQUANTIZE op behind
-    (the converter's int8 I/O models have neither)."""
+    (the converter's int8 I/O models have neither); its precomputed parameters recomputed for the
+    new operator list."""
     import copy
 
     from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import with_prepared
     m = ts.read_model(model_bytes)
     sg = m.subgraphs[0]
     codes = {}
@@ -206,7 +208,7 @@ def float_io(model_bytes: bytes) -> bytes:
     sg.operators = [q] + list(sg.operators) + [dq]
     sg.inputs, sg.outputs = [new["in"][1]], [new["out"][1]]
     m.signatureDefs = None
-    return ts.write_model(m)
+    return with_prepared(ts.write_model(m))
 
 
 @SETTINGS

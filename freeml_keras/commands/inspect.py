@@ -63,6 +63,52 @@ def exits_of(path: Path) -> dict | None:
             "cost_total": sum(o.cost for o in md.ops)}
 
 
+def prepared_of(path: Path) -> dict | None:
+    """Whether a .tflite carries its operators' precomputed parameters (the ``freeml_prepare``
+    entry), its model id and whether the id matches the file's bytes and the words the model's
+    scales give now."""
+    if not (path.is_file() and path.read_bytes()[4:8] == b"TFL3"):
+        return None
+    from freeml_keras.format.model import TFLiteModel
+    from freeml_keras.format.prepared import PrepareError, model_id, operator_words, read_prepared
+    from freeml_keras.format.tflite import TFLiteFormatError
+    m = TFLiteModel(path.read_bytes())
+    try:
+        p = read_prepared(m)
+        if p is None:
+            return {"present": False}
+        of_bytes = model_id(m.data)
+    except (PrepareError, TFLiteFormatError) as e:
+        return {"present": True, "error": str(e)}
+    d = {"present": True, "version": p.version, "model_id": p.model_id,
+         "model_id_of_bytes": of_bytes, "id_matches": p.model_id == of_bytes,
+         "subgraphs": len(p.subgraphs),
+         "words": sum(len(w) for ops in p.subgraphs.values() for w in ops)}
+    try:
+        now = operator_words(m)
+        d["words_match"] = all(p.subgraphs.get(i) == ops for i, ops in enumerate(now)) and \
+            len(p.subgraphs) == len(now)
+    except PrepareError as e:
+        d["words_match"], d["error"] = False, str(e)
+    return d
+
+
+def prepared_text(d: dict) -> str:
+    if not d["present"]:
+        return ("precomputed operator parameters: none (the runtime computes them from float "
+                "scales at every power-on)")
+    if "version" not in d:
+        return f"precomputed operator parameters: present but unreadable ({d['error']})"
+    text = (f"precomputed operator parameters: freeml_prepare v{d['version']}, {d['words']:,} words "
+            f"for {d['subgraphs']} subgraph(s); model id 0x{d['model_id']:08x} "
+            + ("(matches the bytes)" if d["id_matches"] else
+               f"(does NOT match the bytes: 0x{d['model_id_of_bytes']:08x})"))
+    if not d["words_match"]:
+        text += "\n  the words differ from what the model's scales give now: the runtime refuses them" + \
+            (f" ({d['error']})" if "error" in d else "")
+    return text
+
+
 def exits_table(d: dict) -> str:
     cost = d.get("cost")
     lines = [f"freeml metadata v{d['version']}: {len(d['exits'])} exit points" +
@@ -136,15 +182,20 @@ def run(args: argparse.Namespace) -> int:
     fp = footprint_of(path)
     fit = fp.fits(devices.get(args.device))
     exits = exits_of(path)
+    prepared = prepared_of(path)
     steps = atomic_steps_of(path, args.device)
     if args.json:
-        print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits, "atomic_steps": steps}, indent=2))
+        print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits, "prepared": prepared,
+                          "atomic_steps": steps}, indent=2))
         return 0
     print(f"{args.path} ({fp.source})")
     print(fp.table())
     if exits is not None:
         print()
         print(exits_table(exits))
+    if prepared is not None:
+        print()
+        print(prepared_text(prepared))
     if steps is not None:
         print()
         print(steps_text(steps, args.device))

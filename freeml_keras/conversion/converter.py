@@ -30,6 +30,7 @@ from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras, tf
 from freeml_keras.format.metadata import (NEVER, METADATA_NAME, ExitRecord, FreemlMetadata, OpCost,
                                           replace_metadata)
+from freeml_keras.format.prepared import PREPARED_NAME, PrepareError, with_prepared
 
 __all__ = ["convert", "extract_subgraph", "strip_names", "ConversionError", "HEAD_SUBGRAPH_NAME"]
 
@@ -144,7 +145,10 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     ``thresholds``) whose thresholds go into the metadata. ``target``: a device name or
     ``msp430`` / ``cortex_m4``; the metadata gets each operator's cost on it, predicted from
     the targets benchmark's measurements (:mod:`freeml_keras.costs`). ``strip``: drop names and
-    signatures (:func:`strip_names`). The model is not modified.
+    signatures (:func:`strip_names`). Last, every operator's requantization parameters are
+    precomputed into the ``freeml_prepare`` entry (:mod:`freeml_keras.format.prepared`), so the
+    runtime need not compute them from float scales at every power-on. The model is not
+    modified.
     """
     if len(model.inputs) != 1:
         raise ConversionError(f"the model has {len(model.inputs)} inputs; convert takes one")
@@ -155,7 +159,12 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     if target is not None:
         from freeml_keras import costs
         data = costs.with_costs(data, costs.CostModel.load(costs.target_of(target)))
-    return strip_names(data) if strip else data
+    if strip:
+        data = strip_names(data)
+    try:
+        return with_prepared(data)
+    except PrepareError as e:
+        raise ConversionError(str(e)) from None
 
 
 def _signature_map(model: "ts.schema.ModelT", kind: str) -> dict[str, int]:
@@ -293,8 +302,8 @@ def _append_head_subgraph(main, head, exit_tensors: list[int], head_inputs: list
 def strip_names(model_bytes: bytes) -> bytes:
     """The same model without what only people and the TFLite Python API read: tensor and
     subgraph names, signature definitions, the description and the converter's metadata entries
-    (the ``freeml`` entry stays). Interpreters run it unchanged; on the MSP430 the names alone are
-    kilobytes of FRAM."""
+    (the ``freeml`` and ``freeml_prepare`` entries stay). Interpreters run it unchanged; on the
+    MSP430 the names alone are kilobytes of FRAM."""
     model = ts.read_model(model_bytes)
     for sg in model.subgraphs:
         sg.name = None
@@ -304,7 +313,7 @@ def strip_names(model_bytes: bytes) -> bytes:
     model.description = None
     kept = []
     for m in model.metadata or []:
-        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME:
+        if (m.name.decode() if isinstance(m.name, bytes) else m.name) in (METADATA_NAME, PREPARED_NAME):
             kept.append(m)
         elif 0 <= m.buffer < len(model.buffers):
             model.buffers[m.buffer].data = None     # buffer indices stay valid
@@ -316,15 +325,20 @@ def extract_subgraph(model_bytes: bytes, index: int) -> bytes:
     """A flatbuffer whose only subgraph is subgraph ``index`` of the given one, without the
     ``freeml`` metadata (to run the exit head alone in an interpreter, or the backbone without
     its head). Operator codes and buffer indices are kept; the data of buffers nothing refers
-    to any more is left out."""
+    to any more is left out. A model with a ``freeml_prepare`` entry gets one computed for the
+    extracted subgraph (its records are by subgraph index)."""
     model = ts.read_model(model_bytes)
+    prepared = any((m.name.decode() if isinstance(m.name, bytes) else m.name) == PREPARED_NAME
+                   for m in model.metadata or [])
     if not 0 <= index < len(model.subgraphs):
         raise ConversionError(f"the model has {len(model.subgraphs)} subgraphs; no subgraph {index}")
     model.subgraphs = [model.subgraphs[index]]
     model.signatureDefs = []
-    model.metadata = [m for m in (model.metadata or []) if (m.name.decode() if isinstance(m.name, bytes) else m.name) != METADATA_NAME]
+    model.metadata = [m for m in (model.metadata or [])
+                      if (m.name.decode() if isinstance(m.name, bytes) else m.name) not in (METADATA_NAME, PREPARED_NAME)]
     used = {int(t.buffer) for t in model.subgraphs[0].tensors or []} | {int(m.buffer) for m in model.metadata}
     for i, buf in enumerate(model.buffers or []):
         if i not in used:
             buf.data = None
-    return ts.write_model(model)
+    data = ts.write_model(model)
+    return with_prepared(data) if prepared else data

@@ -9,9 +9,18 @@ import flatbuffers
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 __all__ = ["schema", "read_model", "write_model", "BuiltinOperator", "TensorType",
-           "op_name", "tensor_type_name", "TFLiteFormatError", "FILE_IDENTIFIER"]
+           "op_name", "tensor_type_name", "TFLiteFormatError", "FILE_IDENTIFIER",
+           "PREPARED_NAME", "PREPARED_MAGIC", "fnv1a32", "prepared_data_span", "stamp_model_id"]
 
 FILE_IDENTIFIER = b"TFL3"
+# The metadata entry with the operators' precomputed requantization parameters
+# (freeml_keras.format.prepared): its bytes 8..12 hold the FNV-1a hash of the whole file (with
+# those 4 bytes zero), which write_model keeps right.
+PREPARED_NAME = "freeml_prepare"
+PREPARED_MAGIC = b"FMLP"
+_ID_AT = 8                      # offset of the model id in the entry's data
+_FNV_OFFSET = 2166136261
+_FNV_PRIME = 16777619
 BuiltinOperator = schema.BuiltinOperator
 TensorType = schema.TensorType
 
@@ -65,7 +74,64 @@ def read_model(data: bytes) -> "schema.ModelT":
 
 
 def write_model(model: "schema.ModelT") -> bytes:
-    """Serialize an object-API model back to flatbuffer bytes with the TFL3 identifier."""
+    """Serialize an object-API model back to flatbuffer bytes with the TFL3 identifier. When the
+    model has a ``freeml_prepare`` metadata entry, its model id is set for these very bytes
+    (:func:`stamp_model_id`), so that every writer of the package keeps it right."""
     b = flatbuffers.Builder(1024)
     b.Finish(model.Pack(b), file_identifier=FILE_IDENTIFIER)
-    return bytes(b.Output())
+    return stamp_model_id(bytes(b.Output()))
+
+
+def fnv1a32(data: bytes, h: int = _FNV_OFFSET) -> int:
+    """32-bit FNV-1a of ``data`` (offset basis 2166136261, prime 16777619)."""
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & 0xFFFFFFFF
+    return h
+
+
+def prepared_data_span(data: bytes) -> tuple[int, int] | None:
+    """(absolute offset, length) in the flatbuffer ``data`` of the data of the buffer that the
+    first ``freeml_prepare`` metadata entry points at, or None when there is no such entry (or
+    it points at no buffer or an empty one). Read with the flatbuffers reader, not unpacked;
+    raises TFLiteFormatError for a file the reader cannot follow."""
+    try:
+        m = schema.Model.GetRootAsModel(data, 0)
+        name = PREPARED_NAME.encode()
+        for i in range(m.MetadataLength()):
+            md = m.Metadata(i)
+            if md.Name() != name:
+                continue
+            index = md.Buffer()
+            if not 0 <= index < m.BuffersLength():
+                return None
+            tab = m.Buffers(index)._tab
+            o = tab.Offset(4)                       # Buffer.data
+            if not o:
+                return None
+            at, n = tab.Vector(o), tab.VectorLen(o)
+            if at + n > len(data):
+                raise TFLiteFormatError(f"the freeml_prepare entry's data ({n} B at {at}) runs past "
+                                        f"the end of the file")
+            return at, n
+    except TFLiteFormatError:
+        raise
+    except Exception as e:  # the generated reader raises anything from struct.error to TypeError
+        raise TFLiteFormatError(f"corrupt flatbuffer: {type(e).__name__}: {e}") from None
+    return None
+
+
+def stamp_model_id(data: bytes) -> bytes:
+    """``data`` with the model id of its ``freeml_prepare`` entry set: FNV-1a over the whole
+    file with the id's 4 bytes zero, stored little-endian at bytes 8..12 of the entry's data.
+    Unchanged when the file has no such entry or its data is shorter than 16 bytes or does not
+    start with ``FMLP``."""
+    span = prepared_data_span(data)
+    if span is None:
+        return data
+    at, n = span
+    if n < 16 or data[at:at + 4] != PREPARED_MAGIC:
+        return data
+    out = bytearray(data)
+    out[at + _ID_AT:at + _ID_AT + 4] = bytes(4)
+    out[at + _ID_AT:at + _ID_AT + 4] = fnv1a32(out).to_bytes(4, "little")
+    return bytes(out)

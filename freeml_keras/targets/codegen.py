@@ -9,7 +9,8 @@ from typing import Iterable
 
 from freeml_keras.conversion.c_export import export_c
 from freeml_keras.format import tflite as ts
-from freeml_keras.format.model import ModelLike, as_model
+from freeml_keras.format.model import ModelLike, TFLiteModel, as_model
+from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.targets.toolchain import RUNTIME_DIR, TargetRunError
 
 __all__ = ["c_array", "model_op_names", "kernel_registry_source", "kernel_config_source", "model_has_exits",
@@ -146,13 +147,17 @@ def check_flatbuffer_fits(target: str, model_bytes: ModelLike) -> None:
 
 
 def write_model_build_files(model_bytes: ModelLike, out: Path, subgraphs: Iterable[int] | None = None,
-                             exits: bool | None = None) -> None:
+                             exits: bool | None = None) -> TFLiteModel:
     """The per-model sources of a runtime build: the model array, the kernel registry of the
     operators in ``subgraphs`` (default: all) and the kernel configuration (``exits``: see
-    ``kernel_config_source``)."""
-    model_bytes = as_model(model_bytes)
+    ``kernel_config_source``). The array holds the model with its operators' parameters
+    precomputed (the ``freeml_prepare`` entry, added when the model has none or one that is not
+    right for it: :func:`freeml_keras.format.prepared.ensure_prepared`); that model is
+    returned."""
+    model_bytes = ensure_prepared(model_bytes)
     export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram")
     (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes, subgraphs)))
     (out / "fm_kernel_config.h").write_text(kernel_config_source(model_bytes, exits=exits))
+    return model_bytes
 
 

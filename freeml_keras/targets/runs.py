@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from freeml_keras.format.model import ModelLike, as_model
+from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.targets.codegen import (c_array, check_flatbuffer_fits, model_has_exits,
                                           write_model_build_files)
@@ -118,7 +119,7 @@ def run_model(target: str, model_bytes: ModelLike, x: np.ndarray, out_dir: str |
     with 64-bit pointers, is an upper bound); if one is too small the target says how much it
     needs and the program is rebuilt once with that. ``kernel_config``: the text of
     ``fm_kernel_config.h`` to build with instead of the model's own (``kernel_config_source``)."""
-    model_bytes = as_model(model_bytes)          # parsed once for every step below
+    model_bytes = ensure_prepared(model_bytes)   # what the build holds; parsed once for every step below
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_flatbuffer_fits(target, model_bytes)
@@ -195,7 +196,7 @@ def run_checkpointed(target: str, model_bytes: ModelLike, x: np.ndarray, out_dir
     head's code); by default when the model's metadata has exit points (``model_has_exits``).
     The program itself runs the model to its end either way."""
 
-    model_bytes = as_model(model_bytes)          # parsed once for every step below
+    model_bytes = ensure_prepared(model_bytes)   # what the build holds; parsed once for every step below
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if exits is None:
