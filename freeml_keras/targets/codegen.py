@@ -128,6 +128,9 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     for ib in _CSR_WIDTHS:
         lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
     lines.append(f"#define FM_EXITS {int(bool(exits))}")
+    # the targets prepare without floating point: requantization parameters come precomputed
+    # in the model's freeml_prepare metadata (write_model_build_files adds it when missing)
+    lines.append("#define FM_PREPARE_FLOAT 0")
     return "\n".join(lines + ["#endif", ""])
 
 

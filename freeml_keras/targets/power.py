@@ -94,8 +94,8 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     (out / "power_cfg.h").write_text(cfg)
     # the first unit fm_resume runs marks the end of a restart; prepare without floating point
     config = (out / "fm_kernel_config.h").read_text().replace(
-        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n"
-        f"#define FM_PREPARE_FLOAT {int(prepare_float)}\n#endif")
+        "#define FM_PREPARE_FLOAT 0", f"#define FM_PREPARE_FLOAT {int(prepare_float)}").replace(
+        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n#endif")
     (out / "fm_kernel_config.h").write_text(config)
     defines = TARGET_DEFINES[target]
     sources = model_sources(exits) + [out / "registry_model.c", out / "model_data.c",

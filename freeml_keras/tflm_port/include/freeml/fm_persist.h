@@ -29,8 +29,8 @@
 extern "C" {
 #endif
 
-#define FM_PERSIST_VERSION 1u
-#define FM_SEAL_TAG 0x5EA1ED01u     /* every byte nonzero: a torn tag never reads as valid */
+#define FM_PERSIST_VERSION 1ul
+#define FM_SEAL_TAG 0x5EA1ED01ul    /* every byte nonzero: a torn tag never reads as valid */
 
 /* Where the model is and the blocks preparation writes. */
 typedef struct {
