@@ -19,11 +19,25 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from freeml_keras import costs as op_costs
+from freeml_keras import datasets, devices, memory, zoo
+from freeml_keras.compression import compress
+from freeml_keras.conversion import convert, export_c, strip_names
+from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare, gnet_anytime,
+                                 gnet_energy, periodic_arrivals, run_to_completion, traces)
+from freeml_keras.exits import (ExitModel, attach_exit_branches, attach_global_exit, calibrate_thresholds,
+                                compare_mechanisms, segment_costs, train_exit_branches, train_global_exit)
+from freeml_keras.keras import keras
+from freeml_keras.runtime.intermittent import plan, run_uninterrupted, run_with_power_failures
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite, run_tflm
 
 __all__ = ["DemoConfig", "run_demo"]
 
 ARRIVAL_PERIOD_S = 30.0   # inputs at most this often in the simulation
 ARRIVAL_LOAD = 0.5        # and no more often than half of what the harvest pays for without exits
+N_STAGES = 7
 
 
 @dataclass
@@ -41,7 +55,7 @@ class DemoConfig:
     seed: int = 0
 
     def resolved(self) -> "DemoConfig":
-        from freeml_keras import datasets
+        """A copy with the dataset chosen (when None) and the ``quick`` limits applied."""
         c = DemoConfig(**asdict(self))
         if c.dataset is None:
             c.dataset = "fashion_mnist" if datasets.available("fashion_mnist") else "mnist"
@@ -51,6 +65,27 @@ class DemoConfig:
             c.eval_limit = min(c.eval_limit, 500)
             c.power_failure_inputs = min(c.power_failure_inputs, 3)
         return c
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The dataset's splits the stages use: the full training and test sets, and the subsets
+    that compression and exits train on and that accuracy, power failures are measured on."""
+    train: datasets.Split
+    test: datasets.Split
+    train_s: datasets.Split
+    val_s: datasets.Split
+    test_s: datasets.Split
+
+    @classmethod
+    def load(cls, cfg: DemoConfig) -> "_Data":
+        """The splits of ``cfg.dataset`` and their subsets by ``cfg``'s limits and seed."""
+        tr, va, te = datasets.load(cfg.dataset)
+        return cls(train=tr, test=te,
+                   train_s=datasets.subset(tr, cfg.train_limit, seed=cfg.seed),
+                   val_s=datasets.subset(va, None if cfg.train_limit is None
+                                         else max(cfg.train_limit // 5, 500), seed=cfg.seed),
+                   test_s=datasets.subset(te, cfg.eval_limit, seed=cfg.seed + 1))
 
 
 def _stage(out: Path, name: str, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
@@ -80,165 +115,52 @@ def _jsonable(v: Any):
 def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = print) -> dict:
     """Run (or load from the cache) every stage; returns the summary written to
     ``summary.json`` next to ``report.md``."""
-    from freeml_keras import datasets, devices, memory, zoo
-    from freeml_keras.keras import keras
-
     cfg = (config or DemoConfig()).resolved()
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cdir, edir = out / "compress", out / "exits"
     dev = devices.get(cfg.device)
-    tr, va, te = datasets.load(cfg.dataset)
-    tr_s = datasets.subset(tr, cfg.train_limit, seed=cfg.seed)
-    va_s = datasets.subset(va, None if cfg.train_limit is None else max(cfg.train_limit // 5, 500), seed=cfg.seed)
-    te_s = datasets.subset(te, cfg.eval_limit, seed=cfg.seed + 1)
-    n_stages = 7
+    data = _Data.load(cfg)
     t_start = time.time()
 
-    # 1. the user's pre-trained model
-    log(f"[1/{n_stages}] pre-trained {cfg.model} on {cfg.dataset}")
+    log(f"[1/{N_STAGES}] pre-trained {cfg.model} on {cfg.dataset}")
     model = zoo.pretrained(cfg.model, cfg.dataset, verbose=0)
-
-    def pretrained() -> dict:
-        fp = memory.keras_footprint(model)
-        return {"dataset": cfg.dataset, "test_accuracy": zoo.accuracy(model, te),
-                "params": int(model.count_params()), "fp32_bytes": fp.totals["fp32"],
-                "int8_bytes": fp.totals["int8"], "arena_bytes": fp.arena_bytes,
-                "train": zoo.pretrained_meta(cfg.model, cfg.dataset)}
-    s_pre = _stage(out, "pretrained", pretrained, log)
+    s_pre = _stage(out, "pretrained", lambda: _pretrained(cfg, data, model), log)
     log(f"      test accuracy {s_pre['test_accuracy']:.4f}; {s_pre['fp32_bytes']:,} B fp32")
 
-    # 2. SparseComp to the device budget
-    log(f"[2/{n_stages}] SparseComp to the {dev.name} budget ({dev.model_budget_bytes:,} B "
+    log(f"[2/{N_STAGES}] SparseComp to the {dev.name} budget ({dev.model_budget_bytes:,} B "
         f"parameters, {dev.ram_budget_bytes:,} B activations + state)")
-    cdir = out / "compress"
-
-    def compress_stage() -> dict:
-        from freeml_keras.compression.sparsecomp import compress
-        opts = {"fine_tune_epochs": 1, "qat_epochs": 1} if cfg.quick else {}
-        res = compress(model, cfg.device, tr_s, va_s, out_dir=cdir, resume=True, seed=cfg.seed, **opts)
-        fp = memory.keras_footprint(res.model)
-        return {"weight_bytes": fp.weight_bytes, "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
-                "test_accuracy": zoo.accuracy(res.model, te),
-                "ratio_vs_fp32": s_pre["fp32_bytes"] / fp.weight_bytes,
-                "ratio_vs_int8": s_pre["int8_bytes"] / fp.weight_bytes,
-                "steps": [{k: s.get(k) for k in ("step", "phase", "layer", "weight_bytes", "val_accuracy", "peak_ram_bytes")}
-                          for s in res.report.get("steps", [])],
-                "report_txt": (cdir / "report.txt").read_text() if (cdir / "report.txt").exists() else ""}
-    s_comp = _stage(out, "compress", compress_stage, log)
+    s_comp = _stage(out, "compress", lambda: _compress(cfg, data, model, s_pre, cdir), log)
     small = keras.models.load_model(cdir / "model.keras", compile=False)
     log(f"      {s_comp['weight_bytes']:,} B stored ({s_comp['ratio_vs_fp32']:.1f}x smaller than fp32), "
         f"test accuracy {s_comp['test_accuracy']:.4f}")
 
-    # 3. exits: gNet and the per-exit branches baseline
-    log(f"[3/{n_stages}] gNet shared exit head and per-exit branches")
-    edir = out / "exits"
-
-    def exits_stage() -> dict:
-        from freeml_keras.exits import (attach_exit_branches, attach_global_exit,
-                                        calibrate_thresholds, compare_mechanisms,
-                                        train_exit_branches, train_global_exit)
-        epochs = 8 if cfg.quick else 30
-        # The configuration bench/exits.py chose for cnn_s: a 3x3 pooled map with at most 32
-        # channels at the first exit point, 1x1 after; stagewise training with per-exit scaling.
-        k = len(attach_global_exit(small, "auto").exit_points)
-        em = attach_global_exit(small, "auto", pooled_size=[3] + [1] * (k - 1),
-                                max_width=[32] + [None] * (k - 1))
-        train_global_exit(em, tr_s, va_s, method="stagewise", scale=True, epochs=epochs,
-                          verbose=0, seed=cfg.seed)
-        br = attach_exit_branches(small, em.exit_points)
-        train_exit_branches(br, tr_s, va_s, epochs=epochs, verbose=0, seed=cfg.seed)
-        em.save(edir)
-        policy = calibrate_thresholds(em, va_s, target_accuracy=s_comp["test_accuracy"] - 0.01,
-                                      device=cfg.device)
-        mech = compare_mechanisms(em, br)
-        g, b = em.evaluate(te_s), br.evaluate(te_s)
-        zg, out_g = em.predict_all(te_s[0])
-        zb, out_b = br.predict_all(te_s[0])
-        np.savez(edir / "predictions.npz", gnet=np.asarray(zg), branches=np.asarray(zb),
-                 final=np.asarray(out_g), labels=te_s[1])
-        (edir / "policy.json").write_text(json.dumps(policy.to_dict(), indent=1))
-        return {"exit_points": list(em.exit_points), "gnet_accuracy": g["exit_accuracy"],
-                "branches_accuracy": b["exit_accuracy"], "backbone_accuracy": g["backbone_accuracy"],
-                "head_bytes_gnet": mech["gnet"]["head_bytes"], "head_bytes_branches": mech["branches"]["head_bytes"],
-                "head_ratio": mech["head_ratio"], "overhead_ratio": mech["overhead_ratio"],
-                "policy": policy.to_dict()}
-    s_exit = _stage(out, "exits", exits_stage, log)
+    log(f"[3/{N_STAGES}] gNet shared exit head and per-exit branches")
+    s_exit = _stage(out, "exits", lambda: _exits(cfg, data, small, s_comp, edir), log)
     log("      per-exit accuracy gNet " + " ".join(f"{a:.3f}" for a in s_exit["gnet_accuracy"]) +
         " | branches " + " ".join(f"{a:.3f}" for a in s_exit["branches_accuracy"]) +
         f"; head {s_exit['head_ratio']:.1f}x smaller than the branches")
 
-    # 4. convert
-    log(f"[4/{n_stages}] int8 flatbuffer with the exit head and the freeml metadata; C source")
-
-    def convert_stage() -> dict:
-        from freeml_keras.conversion import convert, export_c
-        from freeml_keras.exits import ExitModel
-        from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite
-        em = ExitModel.load(edir)
-        calib = datasets.subset(tr, 300, seed=cfg.seed + 2)[0]
-        sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"],
-                         target=cfg.device)
-        dense = convert(em.backbone, calib, sparse=False, exit_model=em, policy=s_exit["policy"])
-        (out / "model.tflite").write_bytes(sparse)
-        (out / "model_dense.tflite").write_bytes(dense)
-        export_c(sparse, out / "model.h", symbol="freeml_model", section=".fram")
-        (iq,), _ = io_quantization(sparse)
-        pred = run_tflite(sparse, [quantize(te_s[0], *iq)])[0]
-        fp = memory.tflite_footprint(sparse)
-        from freeml_keras.conversion.converter import strip_names
-        return {"tflite_bytes": len(sparse), "dense_tflite_bytes": len(dense),
-                "stripped_tflite_bytes": len(strip_names(sparse)),
-                "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes,
-                "int8_accuracy": float(np.mean(np.argmax(pred, -1) == te_s[1])),
-                "keras_accuracy": zoo.accuracy(em.backbone, te_s)}
-    s_conv = _stage(out, "convert", convert_stage, log)
+    log(f"[4/{N_STAGES}] int8 flatbuffer with the exit head and the freeml metadata; C source")
+    s_conv = _stage(out, "convert", lambda: _convert(cfg, data, edir, s_exit, out), log)
     log(f"      {s_conv['tflite_bytes']:,} B flatbuffer; int8 accuracy {s_conv['int8_accuracy']:.4f} "
         f"(Keras {s_conv['keras_accuracy']:.4f})")
 
-    # 5. the C runtime under injected power failures
-    log(f"[5/{n_stages}] C runtime with injected power failures ({cfg.power_failure_inputs} inputs)")
-
-    def power_stage() -> dict:
-        from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
-        from freeml_keras.runtime.intermittent import plan, run_uninterrupted, run_with_power_failures
-        b = (out / "model.tflite").read_bytes()
-        (iq,), _ = io_quantization(b)
-        xs = quantize(te_s[0][:cfg.power_failure_inputs], *iq)
-        dense_out = run_tflm((out / "model_dense.tflite").read_bytes(), [xs])[0]
-        tot = {"failures": 0, "failures_in_commits": 0, "failures_by_time": 0, "reexecuted_units": 0,
-               "units": 0, "checkpoint_bytes_written": 0, "bit_exact": True, "equals_tflite_micro": True}
-        for i, x in enumerate(xs):
-            ref, _ = run_uninterrupted(b, x)
-            rep = run_with_power_failures(b, x, seed=cfg.seed + i, max_failures=cfg.failures_per_input)
-            tot["bit_exact"] &= bool(np.array_equal(rep.output, ref))
-            tot["equals_tflite_micro"] &= bool(np.array_equal(ref, dense_out[i].ravel()))
-            for k in ("failures", "failures_in_commits", "failures_by_time", "reexecuted_units",
-                      "checkpoint_bytes_written"):
-                tot[k] += int(getattr(rep, k))
-            tot["units"] += rep.units_total
-        p = plan(b)
-        tot["largest_step_units"] = p["largest_step_units"]
-        tot["checkpoint_record_bytes"] = p["record_bytes"]
-        return tot
-    s_pf = _stage(out, "power_failures", power_stage, log)
+    log(f"[5/{N_STAGES}] C runtime with injected power failures ({cfg.power_failure_inputs} inputs)")
+    s_pf = _stage(out, "power_failures", lambda: _power_failures(cfg, data, out), log)
     log(f"      {s_pf['failures']} power failures survived, output bit-exact: {s_pf['bit_exact']}, "
         f"equal to TFLite Micro (dense variant): {s_pf['equals_tflite_micro']}")
     if not s_pf["bit_exact"]:
         raise RuntimeError("the output after power failures differs from the uninterrupted output")
 
-    # 6. energy-harvesting simulation
-    log(f"[6/{n_stages}] energy-harvesting simulation on the bundled traces")
-
-    def simulate_stage() -> dict:
-        return _simulate(cfg, edir, s_exit, out)
-    s_sim = _stage(out, "simulate", simulate_stage, log)
+    log(f"[6/{N_STAGES}] energy-harvesting simulation on the bundled traces")
+    s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out), log)
     for trace, rows in s_sim["traces"].items():
         best = min(rows, key=lambda r: r["latency_mean_s"])
         log(f"      {trace}: fastest {best['name']} ({best['latency_mean_s']:.2f} s mean latency, "
             f"accuracy {best['accuracy']:.3f})")
 
-    # 7. report
-    log(f"[7/{n_stages}] report")
+    log(f"[7/{N_STAGES}] report")
     summary = {"config": asdict(cfg), "pretrained": s_pre, "compress": s_comp, "exits": s_exit,
                "convert": s_conv, "power_failures": s_pf, "simulate": s_sim,
                "seconds_this_run": round(time.time() - t_start, 1)}
@@ -248,11 +170,111 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     return summary
 
 
+# ---------------------------------------------------------------------------------------------
+# The stages, in order. Each returns what its ``stage-<name>.json`` holds.
+
+def _pretrained(cfg: DemoConfig, data: _Data, model: "keras.Model") -> dict:
+    """1. The user's pre-trained model: test accuracy and sizes."""
+    fp = memory.keras_footprint(model)
+    return {"dataset": cfg.dataset, "test_accuracy": zoo.accuracy(model, data.test),
+            "params": int(model.count_params()), "fp32_bytes": fp.totals["fp32"],
+            "int8_bytes": fp.totals["int8"], "arena_bytes": fp.arena_bytes,
+            "train": zoo.pretrained_meta(cfg.model, cfg.dataset)}
+
+
+def _compress(cfg: DemoConfig, data: _Data, model: "keras.Model", s_pre: dict, cdir: Path) -> dict:
+    """2. SparseComp to the device budget; the compressed model is ``cdir/model.keras``."""
+    opts = {"fine_tune_epochs": 1, "qat_epochs": 1} if cfg.quick else {}
+    res = compress(model, cfg.device, data.train_s, data.val_s, out_dir=cdir, resume=True,
+                   seed=cfg.seed, **opts)
+    fp = memory.keras_footprint(res.model)
+    return {"weight_bytes": fp.weight_bytes, "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
+            "test_accuracy": zoo.accuracy(res.model, data.test),
+            "ratio_vs_fp32": s_pre["fp32_bytes"] / fp.weight_bytes,
+            "ratio_vs_int8": s_pre["int8_bytes"] / fp.weight_bytes,
+            "steps": [{k: s.get(k) for k in ("step", "phase", "layer", "weight_bytes", "val_accuracy", "peak_ram_bytes")}
+                      for s in res.report.get("steps", [])],
+            "report_txt": (cdir / "report.txt").read_text() if (cdir / "report.txt").exists() else ""}
+
+
+def _exits(cfg: DemoConfig, data: _Data, small: "keras.Model", s_comp: dict, edir: Path) -> dict:
+    """3. gNet and the per-exit branches baseline on the compressed model; the exit model,
+    its test-set predictions and its exit policy are saved in ``edir``."""
+    epochs = 8 if cfg.quick else 30
+    # The configuration bench/exits.py chose for cnn_s: a 3x3 pooled map with at most 32
+    # channels at the first exit point, 1x1 after; stagewise training with per-exit scaling.
+    k = len(attach_global_exit(small, "auto").exit_points)
+    em = attach_global_exit(small, "auto", pooled_size=[3] + [1] * (k - 1),
+                            max_width=[32] + [None] * (k - 1))
+    train_global_exit(em, data.train_s, data.val_s, method="stagewise", scale=True, epochs=epochs,
+                      verbose=0, seed=cfg.seed)
+    br = attach_exit_branches(small, em.exit_points)
+    train_exit_branches(br, data.train_s, data.val_s, epochs=epochs, verbose=0, seed=cfg.seed)
+    em.save(edir)
+    policy = calibrate_thresholds(em, data.val_s, target_accuracy=s_comp["test_accuracy"] - 0.01,
+                                  device=cfg.device)
+    mech = compare_mechanisms(em, br)
+    g, b = em.evaluate(data.test_s), br.evaluate(data.test_s)
+    zg, out_g = em.predict_all(data.test_s[0])
+    zb, out_b = br.predict_all(data.test_s[0])
+    np.savez(edir / "predictions.npz", gnet=np.asarray(zg), branches=np.asarray(zb),
+             final=np.asarray(out_g), labels=data.test_s[1])
+    (edir / "policy.json").write_text(json.dumps(policy.to_dict(), indent=1))
+    return {"exit_points": list(em.exit_points), "gnet_accuracy": g["exit_accuracy"],
+            "branches_accuracy": b["exit_accuracy"], "backbone_accuracy": g["backbone_accuracy"],
+            "head_bytes_gnet": mech["gnet"]["head_bytes"], "head_bytes_branches": mech["branches"]["head_bytes"],
+            "head_ratio": mech["head_ratio"], "overhead_ratio": mech["overhead_ratio"],
+            "policy": policy.to_dict()}
+
+
+def _convert(cfg: DemoConfig, data: _Data, edir: Path, s_exit: dict, out: Path) -> dict:
+    """4. The int8 flatbuffers (sparse for the target, dense for TFLite Micro) with the exit head
+    and the exit policy, and the C source, in ``out``."""
+    em = ExitModel.load(edir)
+    calib = datasets.subset(data.train, 300, seed=cfg.seed + 2)[0]
+    sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"],
+                     target=cfg.device)
+    dense = convert(em.backbone, calib, sparse=False, exit_model=em, policy=s_exit["policy"])
+    (out / "model.tflite").write_bytes(sparse)
+    (out / "model_dense.tflite").write_bytes(dense)
+    export_c(sparse, out / "model.h", symbol="freeml_model", section=".fram")
+    (iq,), _ = io_quantization(sparse)
+    pred = run_tflite(sparse, [quantize(data.test_s[0], *iq)])[0]
+    fp = memory.tflite_footprint(sparse)
+    return {"tflite_bytes": len(sparse), "dense_tflite_bytes": len(dense),
+            "stripped_tflite_bytes": len(strip_names(sparse)),
+            "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes,
+            "int8_accuracy": float(np.mean(np.argmax(pred, -1) == data.test_s[1])),
+            "keras_accuracy": zoo.accuracy(em.backbone, data.test_s)}
+
+
+def _power_failures(cfg: DemoConfig, data: _Data, out: Path) -> dict:
+    """5. The C runtime on ``out/model.tflite`` under injected power failures: totals, and whether
+    every output equals the uninterrupted one and TFLite Micro's on the dense variant."""
+    b = (out / "model.tflite").read_bytes()
+    (iq,), _ = io_quantization(b)
+    xs = quantize(data.test_s[0][:cfg.power_failure_inputs], *iq)
+    dense_out = run_tflm((out / "model_dense.tflite").read_bytes(), [xs])[0]
+    tot = {"failures": 0, "failures_in_commits": 0, "failures_by_time": 0, "reexecuted_units": 0,
+           "units": 0, "checkpoint_bytes_written": 0, "bit_exact": True, "equals_tflite_micro": True}
+    for i, x in enumerate(xs):
+        ref, _ = run_uninterrupted(b, x)
+        rep = run_with_power_failures(b, x, seed=cfg.seed + i, max_failures=cfg.failures_per_input)
+        tot["bit_exact"] &= bool(np.array_equal(rep.output, ref))
+        tot["equals_tflite_micro"] &= bool(np.array_equal(ref, dense_out[i].ravel()))
+        for k in ("failures", "failures_in_commits", "failures_by_time", "reexecuted_units",
+                  "checkpoint_bytes_written"):
+            tot[k] += int(getattr(rep, k))
+        tot["units"] += rep.units_total
+    p = plan(b)
+    tot["largest_step_units"] = p["largest_step_units"]
+    tot["checkpoint_record_bytes"] = p["record_bytes"]
+    return tot
+
+
 def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
-    from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare,
-                                     gnet_anytime, gnet_energy, periodic_arrivals, run_to_completion,
-                                     traces)
-    from freeml_keras.exits import ExitModel, attach_exit_branches, segment_costs
+    """6. The strategies (no exit, branches, gNet, gNet anytime) on every bundled harvesting
+    trace, from the exit predictions in ``edir`` and the costs in ``out_dir/model.tflite``."""
     em = ExitModel.load(edir)
     pred = np.load(edir / "predictions.npz")
     y = pred["labels"]
@@ -265,7 +287,6 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     br = attach_exit_branches(em.backbone, em.exit_points)
     # The converted model's per-operator costs (metadata) price the backbone and the gNet head;
     # the branches, never converted, are priced per Keras layer by the same cost model.
-    from freeml_keras import costs as op_costs
     model_bytes = (out_dir / "model.tflite").read_bytes()
     try:
         backbone = op_costs.segment_cycles(model_bytes, include_heads=False)
@@ -286,7 +307,6 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
                   gnet_energy(costs_g, correct_g), gnet_anytime(costs_g, correct_g, conf, th)]
     n = min(len(y), 200 if cfg.quick else 1000)
     out: dict = {"inputs": n, "capacitor_f": 470e-6, "traces": {}}
-    from freeml_keras import devices
     full_j = sum(backbone) * devices.get(cfg.device).energy_per_cycle_j
     for name in traces.names():
         harvester = traces.generate(name)
@@ -308,12 +328,17 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
 
 
 def _report(out: Path, s: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """7. ``report.md`` and its PNG plots in ``out``, from the summary of every stage."""
+    _plots(out, s)
+    (out / "report.md").write_text(_markdown(s))
 
+
+def _plots(out: Path, s: dict) -> None:
+    """The size ladder, the accuracy per exit point, and latency against accuracy per trace.
+    (Figures without pyplot: no backend is selected, none of the caller's state changes.)"""
     steps = [st for st in s["compress"]["steps"] if st.get("weight_bytes")]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     if steps:
         ax.plot([st["weight_bytes"] / 1024 for st in steps],
                 [st.get("val_accuracy") or np.nan for st in steps], "o-", ms=3)
@@ -323,12 +348,11 @@ def _report(out: Path, s: dict) -> None:
     ax.set_ylabel("validation accuracy")
     ax.set_title("SparseComp: size ladder")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "size_ladder.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "size_ladder.png")
 
     e = s["exits"]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     k = np.arange(len(e["exit_points"]))
     ax.bar(k - 0.2, e["gnet_accuracy"], 0.4, label=f"gNet ({e['head_bytes_gnet']:,} B)")
     ax.bar(k + 0.2, e["branches_accuracy"], 0.4, label=f"branches ({e['head_bytes_branches']:,} B)")
@@ -337,11 +361,10 @@ def _report(out: Path, s: dict) -> None:
     ax.set_ylabel("test accuracy")
     ax.set_title("accuracy per exit point")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "exits.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "exits.png")
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for trace, rows in s["simulate"]["traces"].items():
         for r, m in zip(rows, "osD^"):
             ax.scatter(r["latency_mean_s"], r["accuracy"], marker=m,
@@ -351,11 +374,17 @@ def _report(out: Path, s: dict) -> None:
     ax.set_ylabel("accuracy")
     ax.set_title("strategies on the bundled traces")
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(out / "latency_accuracy.png", dpi=120)
-    plt.close(fig)
+    _save(fig, out / "latency_accuracy.png")
 
-    c, p, cv, pf = s["compress"], s["pretrained"], s["convert"], s["power_failures"]
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _markdown(s: dict) -> str:
+    """The text of ``report.md``."""
+    c, p, e, cv, pf = s["compress"], s["pretrained"], s["exits"], s["convert"], s["power_failures"]
     cfg = s["config"]
     lines = [
         "# FreeML-Keras demo report", "",
@@ -391,4 +420,4 @@ def _report(out: Path, s: dict) -> None:
                          f"{r['latency_p90_s']:.3f} | {r['energy_mj']:.3f} | {r['failures']:.2f} |")
     lines += ["", "![latency and accuracy](latency_accuracy.png)", "",
               "## SparseComp report", "", "```", c.get("report_txt", "").rstrip(), "```", ""]
-    (out / "report.md").write_text("\n".join(lines))
+    return "\n".join(lines)

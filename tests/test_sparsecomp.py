@@ -204,3 +204,46 @@ def test_qat_leaves_unsupported_conv1d_in_float_and_frozen():
     np.testing.assert_array_equal(plain.get_layer("conv").get_weights()[0], w[0])
     assert not np.array_equal(plain.get_layer("logits").get_weights()[0],
                               m.get_layer("logits").get_weights()[0])
+
+
+def test_best_weights_is_early_stopping_except_when_no_epoch_has_a_finite_loss():
+    """BestWeights restores the best epoch at the end of a run that did not stop early, as
+    tf_keras 2.21's EarlyStopping(restore_best_weights=True) does; when no val_loss is finite
+    it keeps the last epoch's weights where EarlyStopping restores the first's (why it stays)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 1)
+    xv = rng.normal(size=(32, 4)).astype("float32")
+    yv = rng.integers(0, 3, 32)
+    epochs = 5
+
+    def fit(callback, xv):
+        keras.utils.set_random_seed(0)
+        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(3)])
+        m.compile(keras.optimizers.Adam(0.05),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        epoch_weights = []
+        snap = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda e, logs: epoch_weights.append(m.get_weights()))
+        h = m.fit(x, y, validation_data=(xv, yv), epochs=epochs, batch_size=16, verbose=0,
+                  callbacks=[snap, callback])
+        return m.get_weights(), h.history["val_loss"], epoch_weights
+
+    def same(a, b):
+        return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+    def early_stopping():
+        return keras.callbacks.EarlyStopping("val_loss", patience=epochs, restore_best_weights=True)
+
+    w_best, losses, snaps = fit(pruning.BestWeights("val_loss"), xv)
+    w_es, losses_es, _ = fit(early_stopping(), xv)
+    assert len(losses_es) == epochs and int(np.argmin(losses)) < epochs - 1
+    assert same(w_best, snaps[int(np.argmin(losses))]) and same(w_best, w_es)
+
+    overflow = xv.copy()
+    overflow[0] = 3e38                       # one example overflows: every val_loss is inf or NaN
+    w_best, losses, snaps = fit(pruning.BestWeights("val_loss"), overflow)
+    w_es, _, _ = fit(early_stopping(), overflow)
+    assert not np.isfinite(losses).any()
+    assert same(w_best, snaps[-1]) and same(w_es, snaps[0]) and not same(w_best, w_es)

@@ -9,7 +9,7 @@ The pieces SparseComp fine-tunes with, reusable in a user's own ``model.fit``:
 - :func:`strip` returns the plain model with the masked weights. tfmot keeps every weight whose
   magnitude ties with the threshold, so :func:`strip` (through :func:`hard_threshold`) cuts ties
   and leaves exactly ``max(1, round(density * size))`` non-zeros: the density asked for.
-- :func:`quantize_aware` / :func:`quantize_aware_finetune`: int8 QAT with
+- :func:`quantize_aware` / :func:`strip_quantization`: int8 QAT with
   ``Default8BitPrunePreserveQuantizeScheme`` (zeros stay zeros), stripped back to a plain model
   of the original architecture.
 
@@ -129,7 +129,13 @@ def strip(pruned: "keras.Model", densities: Mapping[str, float] | None = None) -
 
 class BestWeights(keras.callbacks.Callback):
     """Keeps the weights of the epoch with the lowest ``monitor`` and restores them at the end
-    of training (EarlyStopping restores only when it stops early)."""
+    of training; when no epoch's value is below +inf (every one inf or NaN), the last epoch's
+    weights stay.
+
+    Not tf_keras's ``EarlyStopping(monitor, patience=epochs, restore_best_weights=True)``: in
+    tf_keras 2.21 it too restores the best epoch at the end of a run that did not stop early,
+    but when no epoch improves on +inf it restores the first epoch's weights instead of
+    leaving the last, so the fine-tuning result would change for a run that diverges."""
 
     def __init__(self, monitor: str = "val_loss"):
         super().__init__()
