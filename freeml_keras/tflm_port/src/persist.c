@@ -141,19 +141,15 @@ fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_
     if (!p || !nvm || !b || !cfg || !r || !b->model || (const uint8_t *)p < nvm->mem ||
         (uint32_t)((const uint8_t *)p - nvm->mem) > nvm->len - (uint32_t)sizeof *p || nvm->len < sizeof *p)
         return FM_ERR_ARG;
-    /* every field but the checkpoint's accumulator (256 bytes: fm_ckpt_load fills the classes
-     * the model has), at every power-on */
+    /* every field but the checkpoint record st, which fm_resume / fm_start read from NVM
+     * (st_committed 0), at every power-on */
     r->it = NULL;
     r->nvm = nvm;
     r->ckpt_offset = ckpt_offset;
     r->granularity = cfg->granularity;
     r->step_work = cfg->step_work;
     r->step_cost = cfg->step_cost;
-    r->st.seq = 0u;
-    r->st.op = 0u;
-    r->st.flags = 0u;
-    r->st.unit = 0u;
-    r->st.num_classes = 0u;
+    r->st.num_classes = 0u;         /* the rest of st: read from NVM by fm_resume and fm_start */
     r->st_committed = 0u;
     r->units_run = 0u;
     r->commits = 0u;

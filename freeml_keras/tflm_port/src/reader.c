@@ -5,6 +5,32 @@
 
 #include "freeml/fm_internal.h"
 
+/* Little-endian loads at any alignment. On a little-endian machine a memcpy into the value (a
+ * few byte moves): the shifts of the portable form cost the 16-bit MSP430, which shifts one bit
+ * per instruction, about 100 cycles per 32-bit load, and the restart path reads a few dozen. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+uint32_t fm_ld_u32(const uint8_t *p)
+{
+    uint32_t v;
+#if UINTPTR_MAX <= 0xFFFFu
+    /* 16-bit targets: two word loads when p is even (flatbuffer fields and records mostly are),
+     * the high one moved up a word; a library memcpy call otherwise */
+    if (((uintptr_t)p & 1u) == 0u) {
+        const uint16_t *w = (const uint16_t *)(const void *)p;
+        return (uint32_t)w[0] | ((uint32_t)w[1] << 16);
+    }
+#endif
+    memcpy(&v, p, 4);
+    return v;
+}
+
+uint16_t fm_ld_u16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+#else
 uint32_t fm_ld_u32(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -14,6 +40,7 @@ uint16_t fm_ld_u16(const uint8_t *p)
 {
     return (uint16_t)((uint16_t)p[0] | (uint16_t)((uint16_t)p[1] << 8));
 }
+#endif
 
 float fm_ld_f32(const uint8_t *p)
 {

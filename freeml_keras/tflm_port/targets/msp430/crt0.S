@@ -13,7 +13,8 @@ _start:
     mov.w   #__data_start, r13
 1:  cmp.w   #__data_end, r13
     jhs     2f
-    mov.w   @r12+, 0(r13)
+    mov.w   @r12+, r14
+    mov.w   r14, 0(r13)
     incd.w  r13
     jmp     1b
 2:  mov.w   #__bss_start, r13

@@ -37,6 +37,14 @@ void *memmove(void *dst, const void *src, size_t n)
 void *memset(void *dst, int c, size_t n)
 {
     uint8_t *d = (uint8_t *)dst;
+    if (((uintptr_t)d & 1u) == 0u) {                        /* word aligned: words (the compiler
+                                                              * merges zeroed fields into calls
+                                                              * here, on the restart path too) */
+        uint16_t *dw = (uint16_t *)(void *)d;
+        const uint16_t w = (uint16_t)((uint8_t)c * 0x0101u);
+        for (; n >= 2u; n -= 2u) *dw++ = w;
+        d = (uint8_t *)dw;
+    }
     while (n--) *d++ = (uint8_t)c;
     return dst;
 }
