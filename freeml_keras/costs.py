@@ -31,7 +31,7 @@ from freeml_keras.format.metadata import FreemlMetadata, OpCost, replace_metadat
 from freeml_keras.format.model import ModelLike, as_model
 
 __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
-           "segment_cycles", "keras_layer_ops", "read_cost_tables", "COST_TABLES_VERSION"]
+           "segment_cycles", "keras_layer_ops", "read_cost_tables", "restart_cost", "COST_TABLES_VERSION"]
 
 # Version of the shipped cost tables' layout (``freeml_keras/data/cost_tables.json``).
 COST_TABLES_VERSION = 1
@@ -340,3 +340,29 @@ def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict
     if "cost_tables" not in doc:
         raise CostTableError(f"{where}: no 'cost_tables' entry")
     return doc["cost_tables"]
+
+
+def restart_cost(device: str | devices.DeviceProfile, *, what: str = "warm_restart",
+                 path: str | Path | None = None) -> int:
+    """What a power-on costs on ``device``'s core, in its cost unit (MSP430 cycles, Cortex-M4
+    instructions), as measured on the emulators (``targets.power.measure_restart``, written into
+    the shipped tables by ``bench/targets.py --update-tables``): ``warm_restart`` (reset to the
+    first resumed unit of work, reusing the prepared image; the largest over the measured
+    models) or ``cold_init`` (a preparation from scratch).
+
+    Example::
+
+        from freeml_keras.costs import restart_cost
+        print(restart_cost("msp430fr5994"))
+    """
+    target = target_of(device)
+    if path is None:
+        doc = json.loads(resources.files("freeml_keras").joinpath("data", "cost_tables.json").read_text())
+    else:
+        doc = json.loads(Path(path).read_text())
+    models = doc.get("restart", {}).get(target, {}).get("models", {})
+    values = [int(m[what]) for m in models.values() if what in m]
+    if not values:
+        raise CostTableError(f"no measured {what} for target {target!r}; run `python bench/targets.py "
+                             f"--update-tables`")
+    return max(values)

@@ -100,7 +100,7 @@ static uint8_t warm_ok(const fm_prepared *p, const fm_blocks *b, const fm_step_c
         !p->main.ready || p->main.state_used > b->state_len || p->has_exits > 1u ||
         (p->has_exits && (!b->head_state || p->head.state != b->head_state || !p->head.ready)))
         return 0;
-    return !verify || image_sum(p) == p->seal.sum;
+    return !verify || (p->seal.sum != 0u && image_sum(p) == p->seal.sum);
 }
 
 static void nvm_store(fm_nvm *nvm, const void *at, const void *src, uint32_t n)
@@ -175,7 +175,7 @@ fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_
         expected_seal(&e, b, cfg);
         e.model_id_pos = p->main.model_id_pos;
         e.model_id = model_id_at(b, e.model_id_pos);
-        e.sum = image_sum(p);
+        e.sum = verify ? image_sum(p) : 0u;       /* 0: sealed without a sum */
         if (nvm->in_order) {
             nvm_store(nvm, &p->seal, &e, (uint32_t)sizeof e);   /* tag last in address order */
         } else {

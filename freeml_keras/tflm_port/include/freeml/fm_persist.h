@@ -11,8 +11,9 @@
  *     structures, the address of the kernel table), other memory blocks or step configuration,
  *   - an image whose preparation a power failure interrupted (the seal is invalidated before a
  *     preparation starts and its tag written last: torn or missing tag, no image),
- *   - with `verify` (optional: a Fletcher sum over the image and its state blocks, about 3
- *     cycles per byte on the MSP430), an image whose bytes changed after it was sealed.
+ *   - with `verify` (optional: a Fletcher sum over the image and its state blocks, computed
+ *     when a preparation seals with `verify` and checked at power-ons with `verify`; about 5
+ *     instructions per 16-bit word), an image whose bytes changed after it was sealed.
  * The image, the state blocks and the arena must lie in NVM (the arena for the checkpoints);
  * the head's arena may be volatile (the exit head uses it only inside one step).
  */
@@ -61,7 +62,7 @@ typedef struct {
     uint32_t model_id_pos;      /* position of the id in the model; 0: fingerprint */
     uint32_t lens[4];           /* state, arena, head state, head arena */
     uint32_t granularity, step_work, step_cost;
-    uint32_t sum;               /* Fletcher sum of the image and its state blocks */
+    uint32_t sum;               /* Fletcher sum of the image and its state blocks; 0: none */
     uintptr_t kernels;          /* address of the kernel table: another firmware moves it */
     uintptr_t model;
     uintptr_t blocks[4];
