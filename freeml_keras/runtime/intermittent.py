@@ -39,7 +39,7 @@ _LINE = re.compile(r"units=(\d+) commits=(\d+) ckpt_bytes=(\d+) exit=(-?\d+) war
 # The harness's phases (tools/fm_intermittent.c, -t): where a failure landed.
 PHASES = {0: "setup", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
 INSIDE = ("restart", "work", "commit")
-_SEAL_BYTES = 112        # sizeof(fm_seal) on x86-64 (fm_persist.h): bytes a preparation seals
+_SEAL_BYTES = 100        # fm_seal up to and with its tag on x86-64 (fm_persist.h): bytes a preparation seals
 
 
 def step_options(granularity: int | None = None, step_work: int | None = None) -> list[str]:

@@ -200,8 +200,9 @@ def measure_restart(target: str, model: ModelLike, x: np.ndarray, out_dir: str |
 
 
 def _seal_bytes(target: str) -> int:
-    """sizeof(fm_seal) (fm_persist.h) on the target: 15 u32 and 6 pointers."""
-    return 15 * 4 + 6 * (2 if target == "msp430" else 4)
+    """Bytes of fm_seal (fm_persist.h) up to and with its tag on the target: 13 u32 and 6
+    pointers (no padding on either target)."""
+    return 13 * 4 + 6 * (2 if target == "msp430" else 4)
 
 
 def _first_step_commit_byte(target: str, model: ModelLike) -> int:
