@@ -63,14 +63,16 @@ def _need_line(output: str) -> tuple[int, int, int] | None:
 
 def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                         countdown: Sequence[int] | None = None, step_cost: int | None = None,
-                        step_work: int | None = None, prepare_float: bool = False) -> PowerBuild:
+                        step_work: int | None = None, prepare_float: bool = False,
+                        inferences: int = 1) -> PowerBuild:
     """Build ``power_run.c`` for ``model`` with input ``x`` on ``target`` (prepared image,
     state, arena and checkpoint in the target's NVM section; FM_PREPARE_FLOAT 0, so the model
     must carry precomputed requantization parameters). The blocks are sized by the target: a
     first build with the host's sizes reports, if they are wrong, what it needs (``@need``) and
     is rebuilt with that. ``countdown``: the Cortex-M4's in-program power failures (bytes).
     ``prepare_float``: compute the requantization parameters in floating point instead (the
-    runtime before they were precomputed; for comparison)."""
+    runtime before they were precomputed; for comparison). ``inferences``: how many the
+    program runs one after the other (a device answering input after input)."""
     from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
     m = as_model(model)
     out = Path(out_dir)
@@ -89,6 +91,7 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     xi = np.ascontiguousarray(x, dtype=np.int8).ravel()
     cfg = (f"#define FM_STEP_COST {int(DEFAULT_STEP_COST if step_cost is None else step_cost)}ul\n"
            f"#define FM_STEP_WORK {int(DEFAULT_STEP_WORK if step_work is None else step_work)}ul\n")
+    cfg += f"#define FM_INFERENCES {int(inferences)}u\n"
     if countdown is not None:
         cfg += f"#define FM_COUNTDOWN_FAILURES {{{', '.join(f'{int(k)}ul' for k in countdown) or '0ul'}}}\n"
     (out / "power_cfg.h").write_text(cfg)
@@ -110,7 +113,7 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
                     opt=TARGET_OPT[target], defines=defines)
         if countdown is not None:
             return PowerBuild(target, elf, *sizes, head_arena, code_size(target, elf))
-        r = run(target, elf, max_marks=8, timeout=600)
+        r = run(target, elf, max_marks=8 + 2 * inferences, timeout=600)
         need = _need_line(r.output)
         used = re.search(r"@sizes (\d+) (\d+) (\d+)", r.output)
         if need is None and used is None:
@@ -227,12 +230,12 @@ def _crt0_end(elf: Path) -> int:
 
 @dataclass
 class PowerFailureReport:
-    """One inference on a target under power failures: its output, the failures by where they
-    landed (``restart``, ``work``, ``commit``; ``done``/``input`` are outside the inference), the
-    power-ons and how many reused the prepared image."""
+    """Inferences on a target under power failures: every answer given (``outputs``: exit
+    index and int8 values), the failures by where they landed (``restart``, ``work``,
+    ``commit``; ``done``/``input`` are outside an inference), the power-ons and how many of
+    them reused the prepared image."""
     target: str
-    output: list[int]
-    exit: int
+    outputs: list
     failures_by_phase: dict
     power_ons: int
     warm_power_ons: int
@@ -251,67 +254,102 @@ def _boots(output: str) -> tuple[int, int]:
     return (int(lines[-1][1]), int(lines[-1][2])) if lines else (0, 0)
 
 
-def _done_line(output: str) -> tuple[int, list[int]]:
-    lines = [l for l in output.splitlines() if l.startswith("@done")]
-    if not lines:
-        raise TargetRunError(f"the inference did not finish:\n{output[-2000:]}")
-    f = lines[-1].split()[1:]
-    return int(f[0]), [int(v) for v in f[1:]]
+def _done_lines(output: str) -> list[tuple[int, list[int]]]:
+    out = []
+    for line in output.splitlines():
+        if line.startswith("@done"):
+            f = line.split()[1:]
+            out.append((int(f[0]), [int(v) for v in f[1:]]))
+    return out
 
 
 def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
-                       failures: int = 50, seed: int = 0, span: int | None = None,
-                       build_: PowerBuild | None = None) -> PowerFailureReport:
-    """One inference of ``model`` on ``target`` interrupted by ``failures`` seeded power
-    failures, resumed after each until it completes (see the module doc for how each target
-    cuts the power). MSP430: each on-period runs a number of instructions drawn uniformly from
-    [1, ``span``] (default: about one whole inference); SRAM gets a seeded pattern at each
-    failure."""
+                       failures: int = 50, seed: int = 0, inferences: int | None = None,
+                       span: int | None = None, in_commits: bool = False) -> PowerFailureReport:
+    """``inferences`` inferences of ``model`` (input ``x`` each time, one after the other, as a
+    device answering input after input) on ``target``, interrupted by ``failures`` seeded power
+    failures and resumed after each (see the module doc for how each target cuts the power).
+    MSP430: each on-period runs a number of instructions drawn uniformly from [1, ``span``]
+    (default: a third of one inference, so that the failures keep landing in inferences:
+    ``inferences`` defaults to one per five failures); SRAM gets a seeded pattern at each
+    failure. Cortex-M4: each power-on loses power at a byte drawn from [1, ``span``] of its
+    NVM writes (default: twice what a new inference writes before its first step).
+    ``in_commits`` (MSP430): each on-period runs to the entry of one of the next few NVM writes
+    (the program's write callback, a breakpoint) and then 1 to 80 instructions into it: power
+    failures inside commits, torn records. ``outputs`` holds every answer given."""
     rng = np.random.default_rng(seed)
+    if inferences is None:
+        inferences = max(2, failures // 5)
     m = as_model(model)
     out = Path(out_dir)
     if target == "msp430":
-        pb = build_ or build_power_program(target, m, x, out / "plain")
+        pb = build_power_program(target, m, x, out / f"n{inferences}", inferences=inferences)
         halt = symbol_address(target, pb.elf, "fm_target_halt")
+        mark = symbol_address(target, pb.elf, "fm_target_mark")
         phase_at = symbol_address(target, pb.elf, "power_phase")
         crt0 = (symbol_address(target, pb.elf, "_start"), _crt0_end(pb.elf))
-        if span is None:
-            st = _stops(_mspdebug(pb.elf, [f"setbreak {halt:#x}", "run", "simio info tr"]))
-            span = max(st[-1][1], 100) if st else 100000
+        # An uninterrupted run, stopping at every mark: power-on entry, after fm_power_on (the cold
+        # preparation), then the first unit of each inference: instructions of the preparation
+        # and of one inference.
+        st = _stops(_mspdebug(pb.elf, [f"setbreak {mark:#x}", f"setbreak {halt:#x}"]
+                              + ["run", "simio info tr"] * (inferences + 4)))
+        firsts = [s_[1] for s_ in st if s_[0] == mark][2:]
+        if len(firsts) < 2:
+            raise TargetRunError(f"power_run on msp430: {len(firsts)} first units in an uninterrupted run")
+        prepared = firsts[0]
+        if span is None:      # about three failures per inference
+            span = max((firsts[1] - firsts[0]) // 3, 100)
+        # the first on-period pays the cold preparation (a charge that cannot never prepares: see
+        # freeml inspect), then it and every later one run a seeded number of instructions
         cmds: list[str] = [f"setbreak {halt:#x}"]
-        for _ in range(failures):
+        if in_commits:
+            cmds += [f"step {prepared}", f"setbreak {symbol_address(target, pb.elf, 'nvm_write'):#x}"]
+        for i in range(failures):
             pattern = " ".join(f"{int(b):#04x}" for b in rng.integers(0, 256, 4))
-            cmds += [f"step {int(rng.integers(1, span + 1))}", f"md {phase_at:#x} 2",
-                     f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} {pattern}", "reset"]
+            if in_commits:
+                cmds += ["run"] * int(rng.integers(1, 4)) + [f"step {int(rng.integers(1, 81))}"]
+            else:
+                cmds += [f"step {int(rng.integers(1, span + 1)) + (prepared if i == 0 else 0)}"]
+            cmds += [f"md {phase_at:#x} 2", f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} {pattern}", "reset"]
+        if in_commits:
+            cmds.append(f"delbreak 1")
         cmds += ["run", "simio info tr"]
         text = _mspdebug(pb.elf, cmds, timeout=1800)
-        # after every step: the register dump (PC) and the phase word
-        pcs = [int(mm.group(1), 16) for mm in _STOP.finditer(text)]
-        phases = [int(mm.group(1), 16) for mm in re.finditer(rf"^\s*{phase_at:05x}:\s+([0-9a-f]{{2}})", text, re.M)]
+        # where each failure landed: the PC of the last register dump before each phase read
+        md_line = re.compile(rf"^\s*{phase_at:05x}:\s+([0-9a-f]{{2}})")
+        landed, pc = [], None
+        for line in text.splitlines():
+            mm = _STOP.search(line)
+            if mm:
+                pc = int(mm.group(1), 16)
+            mm = md_line.match(line)
+            if mm and pc is not None:
+                landed.append((pc, int(mm.group(1), 16)))
+        if len(landed) != failures:
+            raise TargetRunError(f"mspdebug: {len(landed)} phase reads for {failures} failures")
         by_phase = {k: 0 for k in ("restart", "work", "commit", "done", "input")}
-        for pc, ph in zip(pcs, phases):
-            where = "restart" if crt0[0] <= pc < crt0[1] else PHASES.get(ph, "restart")
+        for pc, ph in landed:
             if pc == halt:
-                where = "done"
+                where = "done"                      # the program had finished
+            elif crt0[0] <= pc < crt0[1]:
+                where = "restart"
+            else:
+                where = PHASES.get(ph, "restart")
             by_phase[where] += 1
-        if len(phases) != failures:
-            raise TargetRunError(f"mspdebug: {len(phases)} phase reads for {failures} failures")
-        exit_index, y = _done_line(text)
         ons, warm = _boots(text)
-        return PowerFailureReport(target, y, exit_index, by_phase, ons, warm, "mspdebug: step, SRAM fill, reset")
-    # Cortex-M4: in-program countdown at the k-th NVM byte after each power-on
+        return PowerFailureReport(target, _done_lines(text), by_phase, ons, warm,
+                                  "mspdebug: step N instructions, SRAM filled with a seeded pattern, reset")
     if span is None:
-        span = 4 * _first_step_commit_byte(target, m)
+        span = 2 * _first_step_commit_byte(target, m)
     countdown = [int(k) for k in rng.integers(1, span + 1, failures)]
-    pb = build_power_program(target, m, x, out / f"countdown-{seed}", countdown=countdown)
+    pb = build_power_program(target, m, x, out / f"countdown-{seed}", countdown=countdown, inferences=inferences)
     r = run(target, pb.elf, max_marks=0)
     f = [l.split() for l in r.output.splitlines() if l.startswith("@failures")]
     if r.exit_code != 0 or not f:
         raise TargetRunError(f"power_run on cortex_m4 exited with {r.exit_code}:\n{r.output[-2000:]}")
     counts = [int(v) for v in f[-1][1:]]
-    by_phase = {"restart": counts[1 + 1] + counts[1 + 0], "work": counts[1 + 2], "commit": counts[1 + 3],
-                "done": counts[1 + 4], "input": counts[1 + 5]}
-    exit_index, y = _done_line(r.output)
+    by_phase = {"restart": counts[1] + counts[2], "work": counts[3], "commit": counts[4],
+                "done": counts[5], "input": counts[6]}
     ons, warm = _boots(r.output)
-    return PowerFailureReport(target, y, exit_index, by_phase, ons, warm,
-                              "in-program countdown at the k-th NVM byte written")
+    return PowerFailureReport(target, _done_lines(r.output), by_phase, ons, warm,
+                              "in-program countdown: power lost at the k-th NVM byte written after a power-on")

@@ -10,7 +10,8 @@
  * FM_STATE_BYTES, FM_ARENA_BYTES, FM_HEAD_STATE_BYTES, FM_HEAD_ARENA_BYTES) and power_cfg.h
  * (FM_STEP_COST, FM_STEP_WORK; FM_TRACE_FIRST_UNIT, which the build defines as power_first_unit()).
  *
- * Output, when the inference has finished: "@boots <power-ons> <warm ones>", "@sizes <state
+ * With FM_INFERENCES n (power_cfg.h), n inferences one after the other (the same input), as a
+ * device that answers and takes the next input. Output, when an inference has finished: "@boots <power-ons> <warm ones>", "@sizes <state
  * used> <arena needed> <head state used>", "@done <exit> <int8 outputs>" (nothing is printed on
  * the way: output would cost the restart cycles); "@need <state> <arena> <head state>" when a
  * block is too small, "@error <where> <status>" on a runtime error. Marks, per power-on:
@@ -59,6 +60,11 @@ static power_nvm nvm_mem __attribute__((section(".persistent"), aligned(16)));
 volatile uint16_t power_phase __attribute__((section(".persistent")));
 volatile uint16_t power_ons __attribute__((section(".persistent")));
 volatile uint16_t warm_ons __attribute__((section(".persistent")));
+/* inferences completed: the program runs FM_INFERENCES of them (power_cfg.h; default 1) */
+volatile uint16_t inferences __attribute__((section(".persistent")));
+#ifndef FM_INFERENCES
+#define FM_INFERENCES 1u
+#endif
 #if FM_HEAD_STATE_BYTES
 /* the exit head's arena: volatile memory (used only inside one step), not cleared at start-up */
 static uint8_t head_arena[PW_ALIGN16(FM_HEAD_ARENA_BYTES)] __attribute__((section(".noinit"), aligned(16)));
@@ -156,47 +162,53 @@ static int power_on_and_run(void)
         fm_target_putc('\n');
         return 2;
     }
-    s = fm_resume(&r, 0u, &done);
-    if (s == FM_ERR_STATE) {                 /* nothing committed to resume: a new inference */
-        const int16_t t = fm_input(r.it, 0);
-        power_phase = PH_INPUT;
-        if (fm_tensor_bytes(r.it, t) != (uint32_t)sizeof model_input || fm_prepare_input(&r) != FM_OK) return 3;
-        nvm_write(&nvm, (uint32_t)(fm_tensor_data(r.it, t) - nvm.mem), (const uint8_t *)model_input,
-                  (uint32_t)sizeof model_input);
-        if (fm_start(&r) != FM_OK) return 4;
-        power_phase = PH_RESTART;
+    for (;;) {
         s = fm_resume(&r, 0u, &done);
-    }
-    if (s || !done) {
-        fm_target_puts("@error resume");
-        put_field(s);
-        fm_target_putc('\n');
-        return 5;
-    }
-    power_phase = PH_DONE;
-    if (fm_answer(&r, &answer, logits) != FM_OK) return 6;
-    /* printed only now: output costs cycles that are not the restart's */
-    fm_target_puts("@boots");
-    put_field(power_ons);
-    put_field(warm_ons);
-    fm_target_puts("\n@sizes");
-    put_field((int32_t)nvm_mem.image.main.state_used);
-    put_field((int32_t)nvm_mem.image.main.arena_needed);
-    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
-    fm_target_puts("\n@done");
-    put_field(answer);
-    {
-        const int16_t t = fm_output(r.it, 0);
-        const int8_t *y = (const int8_t *)fm_tensor_data(r.it, t);
-        uint32_t i, n = fm_tensor_bytes(r.it, t);
-        if (r.exits && answer < (int16_t)r.exits->num_exits) {
-            y = logits;
-            n = r.exits->num_classes;
+        if (s == FM_ERR_STATE) {             /* nothing committed to resume: a new inference */
+            const int16_t t = fm_input(r.it, 0);
+            power_phase = PH_INPUT;
+            if (fm_tensor_bytes(r.it, t) != (uint32_t)sizeof model_input || fm_prepare_input(&r) != FM_OK) return 3;
+            nvm_write(&nvm, (uint32_t)(fm_tensor_data(r.it, t) - nvm.mem), (const uint8_t *)model_input,
+                      (uint32_t)sizeof model_input);
+            if (fm_start(&r) != FM_OK) return 4;
+            power_phase = PH_RESTART;
+            s = fm_resume(&r, 0u, &done);
         }
-        for (i = 0; i < n; i++) put_field(y[i]);
+        if (s || !done) {
+            fm_target_puts("@error resume");
+            put_field(s);
+            fm_target_putc('\n');
+            return 5;
+        }
+        power_phase = PH_DONE;
+        if (fm_answer(&r, &answer, logits) != FM_OK) return 6;
+        /* printed only now: output costs cycles that are not the restart's */
+        fm_target_puts("@boots");
+        put_field(power_ons);
+        put_field(warm_ons);
+        fm_target_puts("\n@sizes");
+        put_field((int32_t)nvm_mem.image.main.state_used);
+        put_field((int32_t)nvm_mem.image.main.arena_needed);
+        put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
+        fm_target_puts("\n@done");
+        put_field(answer);
+        {
+            const int16_t t = fm_output(r.it, 0);
+            const int8_t *y = (const int8_t *)fm_tensor_data(r.it, t);
+            uint32_t i, n = fm_tensor_bytes(r.it, t);
+            if (r.exits && answer < (int16_t)r.exits->num_exits) {
+                y = logits;
+                n = r.exits->num_classes;
+            }
+            for (i = 0; i < n; i++) put_field(y[i]);
+        }
+        fm_target_putc('\n');
+        inferences = (uint16_t)(inferences + 1u);
+        if (inferences >= FM_INFERENCES) return 0;
+        /* the next input (the same one again): what a device does after an answer */
+        power_phase = PH_INPUT;
+        if (fm_prepare_input(&r) != FM_OK) return 7;
     }
-    fm_target_putc('\n');
-    return 0;
 }
 
 #ifdef FM_COUNTDOWN_FAILURES
@@ -212,6 +224,7 @@ int main(void)
     memset((void *)power_failed_in, 0, sizeof power_failed_in);
     power_ons = 0u;
     warm_ons = 0u;
+    inferences = 0u;
     memset(&nvm_mem, 0, sizeof nvm_mem);
     if (setjmp(power_lost)) {
         power_failures = (uint16_t)(power_failures + 1u);
