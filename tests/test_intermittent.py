@@ -383,3 +383,38 @@ def test_work_mode_steps_cover_the_model_within_the_budget():
     whole = plan(b, step_work=1 << 20)
     assert len(whole["steps"]) == sum(1 for u in units if u), "one step per operator with units"
     assert len(plan(b, step_work=300)["steps"]) > len(whole["steps"])
+
+
+# ---- no livelock: one charge pays the restart plus the largest atomic step ---------------------
+
+def test_on_periods_of_restart_plus_largest_step_finish_and_shorter_ones_never_do(tmp_path):
+    """Steps are planned by the metadata's per-operator costs (cost mode). On-periods of 1.2 x
+    (measured restart + largest step) in that cost finish every time, bit-exact; at 0.9 x the
+    largest step never completes, and power_on_budget says so beforehand, with the shortfall."""
+    from freeml_keras.costs import restart_cost
+    from freeml_keras.energy import Capacitor
+    from freeml_keras.energy.livelock import power_on_budget
+    from freeml_keras.runtime.intermittent import plan, run_on_periods
+    tr, _, te = datasets.load("digits")
+    keras.utils.set_random_seed(0)
+    m = zoo.build("cnn_s", tr[0].shape[1:], 10, width=0.5)
+    b = convert(m, tr[0][:64], sparse=False, target="msp430fr5994")
+    (iq,), _ = io_quantization(b)
+    x = quantize(te[0][:1], *iq)[0]
+    ref, _ = run_uninterrupted(b, x)
+    p = plan(b)
+    assert p["mode"] == "cost" and p["largest_step_cost"] > 0
+    restart = restart_cost("msp430fr5994")
+    need = restart + p["largest_step_cost"]
+    ok = run_on_periods(b, x, on_period=int(1.2 * need), restart=restart, max_power_ons=400)
+    assert ok["done"] and np.array_equal(ok["output"], ref) and ok["power_ons"] > 1
+    short = run_on_periods(b, x, on_period=int(0.9 * need), restart=restart, max_power_ons=3 * len(p["steps"]))
+    assert not short["done"]
+    budget = power_on_budget(b, "msp430fr5994")
+    assert budget["needed_cycles"] == need
+    per_cycle = budget["needed_j"] / need
+    fits = Capacitor(capacitance_f=1.2 * budget["min_capacitance_f"])
+    small = Capacitor(capacitance_f=0.9 * budget["min_capacitance_f"])
+    assert power_on_budget(b, "msp430fr5994", fits)["finishes"]
+    s = power_on_budget(b, "msp430fr5994", small)
+    assert not s["finishes"] and s["shortfall_j"] == pytest.approx(0.1 * need * per_cycle, rel=1e-6)

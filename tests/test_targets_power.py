@@ -119,3 +119,21 @@ def test_failure_totals_on_the_targets():
     assert inside >= 300
     assert t["restart"] > 0 and t["work"] > 0 and t["commit"] > 0
     assert TOTALS["cortex_m4"]["commit"] > 0
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_s"])
+def test_no_livelock_when_a_charge_pays_restart_and_largest_step(models, name, tmp_path):
+    """On-periods of exactly 1.2 x (warm restart + largest atomic step with its commit), in
+    executed MSP430 instructions: every inference completes, bit-exact. At 0.9 x the largest
+    step never completes: no answer at all (the runtime's plan says so beforehand:
+    freeml_keras.energy.livelock)."""
+    b, x = models[name]
+    ref = _host(b, x)
+    si = power.msp430_step_instructions(b, x, tmp_path / "steps")
+    need = si["restart"] + si["largest_step"]
+    ok = power.run_power_failures("msp430", b, x, tmp_path / "ok", failures=40, inferences=2,
+                                  on_period=int(1.2 * need), final_run=False)
+    assert len(ok.outputs) >= 2 and all(y == ref for _, y in ok.outputs)
+    short = power.run_power_failures("msp430", b, x, tmp_path / "short", failures=40, inferences=2,
+                                     on_period=int(0.9 * need), final_run=False)
+    assert short.outputs == []

@@ -15,6 +15,9 @@ def register(sub) -> None:
                                    "activation bytes, MACs), totals, and whether it fits a device.")
     p.add_argument("path", help="a Keras model (.keras, .h5), a .tflite file or a saved exit model directory")
     p.add_argument("--device", default="msp430fr5994", help="device profile (default msp430fr5994)")
+    p.add_argument("--capacitor-uf", type=float, default=None,
+                   help="storage capacitor (uF, charged 3.3 V -> 1.8 V): can one charge pay a restart and "
+                        "the largest atomic step (.tflite only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
 
@@ -127,7 +130,7 @@ def exits_table(d: dict) -> str:
     return "\n".join(lines)
 
 
-def atomic_steps_of(path: Path, device: str) -> dict | None:
+def atomic_steps_of(path: Path, device: str, capacitor_uf: float | None = None) -> dict | None:
     """The runtime's atomic steps at its default granularity for a .tflite: how many, the
     largest in MAC-equivalents and, when the metadata has costs for the device's core, in
     cycles, energy and the smallest capacitor whose charge (3.3 V to 1.8 V) pays for it."""
@@ -147,6 +150,13 @@ def atomic_steps_of(path: Path, device: str) -> dict | None:
     md = read_metadata(b)
     dev = devices.get(device)
     cost = md.info.get("cost") if md else None
+    try:
+        from freeml_keras.energy.livelock import power_on_budget
+        d["power_on"] = power_on_budget(b, dev, Capacitor(capacitance_f=capacitor_uf * 1e-6)
+                                        if capacitor_uf else None)
+        d["power_on"]["cold_init"] = costs.restart_cost(dev, what="cold_init")
+    except costs.CostTableError as e:
+        d["power_on"] = {"error": str(e)}
     if cost and cost["target"] == costs.target_of(dev):
         big = max(atomic_steps(b), key=lambda s: s.cycles)
         cap = Capacitor(capacitance_f=1.0)
@@ -167,6 +177,20 @@ def steps_text(d: dict, device: str) -> str:
                  f"{d['largest_step_cycles']:,} (operator {d['largest_step_cycles_op']}), "
                  f"{1e6 * d['largest_step_energy_j']:.1f} uJ on {device}: one charge of at least "
                  f"{1e6 * d['min_capacitance_f']:.1f} uF between 3.3 V and 1.8 V")
+    po = d.get("power_on")
+    if po and "error" not in po:
+        u = po["unit"]
+        text += (f"\npower-on to progress on {po['device']}: restart {po['restart']:,} {u} (measured, "
+                 f"{1e6 * po['restart'] * po['needed_j'] / max(po['needed_cycles'], 1):.2f} uJ; the first "
+                 f"power-on prepares, up to {po['cold_init']:,} measured, once) + largest atomic step {po['largest_step']:,} "
+                 f"({po['step_mode']} mode) = {po['needed_cycles']:,} {u}, {1e6 * po['needed_j']:.1f} uJ: "
+                 f"one charge of at least {1e6 * po['min_capacitance_f']:.2f} uF (3.3 V -> 1.8 V)")
+        if "finishes" in po:
+            text += ("\n  this capacitor finishes the model" if po["finishes"] else
+                     f"\n  this capacitor CANNOT finish the model: one charge gives {1e6 * po['charge_j']:.1f} uJ, "
+                     f"short by {1e6 * po['shortfall_j']:.1f} uJ (every power-on would restart and fail)")
+    elif po:
+        text += f"\npower-on to progress: {po['error']}"
     return text
 
 
@@ -183,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     fit = fp.fits(devices.get(args.device))
     exits = exits_of(path)
     prepared = prepared_of(path)
-    steps = atomic_steps_of(path, args.device)
+    steps = atomic_steps_of(path, args.device, args.capacitor_uf)
     if args.json:
         print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits, "prepared": prepared,
                           "atomic_steps": steps}, indent=2))

@@ -30,7 +30,8 @@ from freeml_keras.runtime.build import make_host
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
            "exit_options", "step_options", "plan", "atomic_steps",
-           "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK", "DEFAULT_STEP_COST", "PHASES", "INSIDE"]
+           "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK", "DEFAULT_STEP_COST", "PHASES", "INSIDE",
+           "run_on_periods"]
 
 DEFAULT_GRANULARITY = 8   # units per atomic step in units mode (FM_DEFAULT_GRANULARITY)
 DEFAULT_STEP_WORK = 1024  # MAC-equivalents per atomic step in work mode (FM_DEFAULT_STEP_WORK)
@@ -326,3 +327,30 @@ def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_wor
                 break
         steps.append(AtomicStep(st["op"], st["units"], int(m), int(round(cycles)), p["record_bytes"], ex))
     return steps
+
+
+def run_on_periods(model_bytes: bytes, x_int8: np.ndarray, *, on_period: int, restart: int, commit: int = 0,
+                   max_power_ons: int = 1000, workdir: str | Path | None = None) -> dict:
+    """Run one inference on fixed on-periods, in the metadata cost table's unit: every power-on
+    pays ``restart``, then each atomic step its planned cost plus ``commit`` while the
+    on-period lasts; the step it cannot pay runs and loses its power inside its commit. Stops
+    when the inference completes or after ``max_power_ons``. Returns ``done``, ``output``,
+    ``power_ons`` and ``units_run`` (a livelock: power-ons that never finish)."""
+    tool = harness_path()
+    with tempfile.TemporaryDirectory(dir=workdir) as d:
+        d = Path(d)
+        (d / "m.tflite").write_bytes(bytes(model_bytes))
+        (d / "x.bin").write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
+        budget = ["-W", str(int(on_period)), "-R", str(int(restart)), "-C", str(int(commit))]
+        units = 0
+        for n in range(1, max_power_ons + 1):
+            mode = ["new", str(d / "x.bin")] if n == 1 else ["resume"]
+            r = subprocess.run([str(tool), str(d / "m.tflite"), str(d / "nvm"), *mode, "-o", str(d / "y.bin"),
+                                *budget], capture_output=True, text=True)
+            units += _parse(r.stdout)[0]
+            if r.returncode == 0:
+                return {"done": True, "output": np.frombuffer((d / "y.bin").read_bytes(), np.int8).copy(),
+                        "power_ons": n, "units_run": units}
+            if r.returncode not in (-signal.SIGKILL, 4):
+                raise RuntimeError(f"harness exit {r.returncode}: {r.stderr.strip()}")
+        return {"done": False, "output": None, "power_ons": max_power_ons, "units_run": units}

@@ -37,7 +37,7 @@ from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunE
                                             symbol_address)
 
 __all__ = ["PowerBuild", "build_power_program", "measure_restart", "PowerFailureReport", "run_power_failures",
-           "PHASES"]
+           "msp430_step_instructions", "PHASES"]
 
 # programs/power_run.c's power_phase values: where a failure landed
 PHASES = {0: "restart", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
@@ -263,9 +263,32 @@ def _done_lines(output: str) -> list[tuple[int, list[int]]]:
     return out
 
 
+def msp430_step_instructions(model: ModelLike, x: np.ndarray, out_dir: str | Path) -> dict:
+    """Executed instructions on the MSP430 of a warm restart (reset to the first resumed unit)
+    and of every atomic step of one inference, each with its commit (from one NVM write entry to
+    the next): what one on-period must pay to make progress."""
+    m = as_model(model)
+    pb = build_power_program("msp430", m, x, Path(out_dir) / "n2", inferences=2)
+    mark = symbol_address("msp430", pb.elf, "fm_target_mark")
+    halt = symbol_address("msp430", pb.elf, "fm_target_halt")
+    write = symbol_address("msp430", pb.elf, "nvm_write")
+    st = _stops(_mspdebug(pb.elf, [f"setbreak {mark:#x}", f"setbreak {halt:#x}", f"setbreak {write:#x}"]
+                          + ["run", "simio info tr"] * 4000))
+    firsts = [i for i, s_ in enumerate(st) if s_[0] == mark]
+    # the second inference: from its first unit to its answer, commit entries in between
+    after = st[firsts[-1]:]
+    end = next((i for i, s_ in enumerate(after) if s_[0] == halt), len(after))
+    second = [s_ for s_ in after[:end + 1] if s_[0] in (write, halt)]
+    starts = [st[firsts[-1]][1]] + [s_[1] for s_ in second]
+    steps = [b - a for a, b in zip(starts, starts[1:])]
+    warm = measure_restart("msp430", m, x, Path(out_dir) / "restart")
+    return {"restart": int(warm["warm_restart_instructions"]), "steps": steps, "largest_step": max(steps)}
+
+
 def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                        failures: int = 50, seed: int = 0, inferences: int | None = None,
-                       span: int | None = None, in_commits: bool = False) -> PowerFailureReport:
+                       span: int | None = None, in_commits: bool = False, on_period: int | None = None,
+                       final_run: bool = True) -> PowerFailureReport:
     """``inferences`` inferences of ``model`` (input ``x`` each time, one after the other, as a
     device answering input after input) on ``target``, interrupted by ``failures`` seeded power
     failures and resumed after each (see the module doc for how each target cuts the power).
@@ -276,7 +299,10 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
     NVM writes (default: twice what a new inference writes before its first step).
     ``in_commits`` (MSP430): each on-period runs to the entry of one of the next few NVM writes
     (the program's write callback, a breakpoint) and then 1 to 80 instructions into it: power
-    failures inside commits, torn records. ``outputs`` holds every answer given."""
+    failures inside commits, torn records. ``on_period`` (MSP430): every on-period runs exactly
+    that many instructions (the first one also pays the cold preparation); ``final_run=False``
+    leaves out the last, uninterrupted on-period (to see whether the on-periods alone
+    progress). ``outputs`` holds every answer given."""
     rng = np.random.default_rng(seed)
     if inferences is None:
         inferences = max(2, failures // 5)
@@ -309,11 +335,13 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
             if in_commits:
                 cmds += ["run"] * int(rng.integers(1, 4)) + [f"step {int(rng.integers(1, 81))}"]
             else:
-                cmds += [f"step {int(rng.integers(1, span + 1)) + (prepared if i == 0 else 0)}"]
+                n = int(on_period) if on_period is not None else int(rng.integers(1, span + 1))
+                cmds += [f"step {n + (prepared if i == 0 else 0)}"]
             cmds += [f"md {phase_at:#x} 2", f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} {pattern}", "reset"]
         if in_commits:
             cmds.append(f"delbreak 1")
-        cmds += ["run", "simio info tr"]
+        if final_run:
+            cmds += ["run", "simio info tr"]
         text = _mspdebug(pb.elf, cmds, timeout=1800)
         # where each failure landed: the PC of the last register dump before each phase read
         md_line = re.compile(rf"^\s*{phase_at:05x}:\s+([0-9a-f]{{2}})")

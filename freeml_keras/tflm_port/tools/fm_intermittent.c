@@ -417,8 +417,14 @@ int main(int argc, char **argv)
         /* On-period budget: pay the restart, then step by step while the budget lasts. */
         long long left = g_budget - restart_cost;
         uint32_t taken = 0;
+        uint8_t found = 0;
         s = FM_OK;
-        while (!done && (max_steps == 0u || taken < max_steps)) {
+        if (!r.st_committed) {            /* where the committed inference is */
+            s = fm_ckpt_load(r.nvm, r.ckpt_offset, r.st.num_classes, &r.st, &found);
+            r.st_committed = found;
+            if (s == FM_OK && !found) s = FM_ERR_STATE;
+        }
+        while (s == FM_OK && !done && (max_steps == 0u || taken < max_steps)) {
             fm_step_info next, largest;
             fm_cursor at;
             long long cost;
