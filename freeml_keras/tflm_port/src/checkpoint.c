@@ -401,6 +401,9 @@ fm_status fm_answer(const fm_intermittent *r, int16_t *exit_index, int8_t *logit
         return FM_OK;
     }
 #if FM_EXITS
+    /* an early answer needs the exit head and an exit point passed (a damaged record) */
+    if (!r->exits || FM_CKPT_PASSED(r->st.flags) == 0u || FM_CKPT_PASSED(r->st.flags) > r->exits->num_exits)
+        return FM_ERR_STATE;
     *exit_index = (int16_t)(FM_CKPT_PASSED(r->st.flags) - 1u);
     fm_exit_logits(r->exits, r->head, r->st.acc, logits);
     return FM_OK;
@@ -446,7 +449,9 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
     if (r->st.op > r->it->num_ops ||
         (r->st.op < r->it->num_ops && r->st.unit > r->it->ops[r->st.op].units) ||
         (r->st.op == r->it->num_ops && r->st.unit != 0u) ||
-        (r->exits && FM_CKPT_PASSED(r->st.flags) > r->exits->num_exits))
+        (r->exits && FM_CKPT_PASSED(r->st.flags) > r->exits->num_exits) ||
+        ((r->st.flags & FM_CKPT_EARLY) && (!r->exits || FM_CKPT_PASSED(r->st.flags) == 0u)) ||
+        (!r->exits && FM_CKPT_PASSED(r->st.flags) != 0u))
         return fm_fail(r->it, FM_ERR_FORMAT, "checkpoint record out of range for this model", (int32_t)r->st.op,
                        -1, (int32_t)r->st.unit);
     if (r->st.flags & FM_CKPT_DONE) {

@@ -224,7 +224,9 @@ fm_status fm_exit_accumulate(const fm_exit_head *h, const fm_interp *main, fm_in
             uint32_t d;
             for (d = lo; d < hi; d++) sum += (int32_t)row[d] * ((int32_t)x[d - lo] + in_off);
         }
-        acc[c] += sum;
+        /* wrap-around, never undefined: the accumulator comes from NVM (a record damaged
+         * after its commit may hold anything) */
+        acc[c] = (int32_t)((uint32_t)acc[c] + (uint32_t)sum);
     }
     return FM_OK;
 }
@@ -234,7 +236,12 @@ void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t 
     const fm_fc_params *p = &head->ops[h->fc_op].p.fc;
     uint16_t c;
     for (c = 0; c < h->num_classes; c++) {
-        int32_t v = fm_mul_by_qm(acc[c], p->mult[c], p->shift[c]) + p->out_off;
+        /* clamped before the offset is added (no overflow for any accumulator, the same
+         * logits: the activation range lies inside [-128, 127]) */
+        int32_t v = fm_mul_by_qm(acc[c], p->mult[c], p->shift[c]);
+        if (v > 255) v = 255;
+        if (v < -256) v = -256;
+        v += p->out_off;
         if (v < p->act_min) v = p->act_min;
         if (v > p->act_max) v = p->act_max;
         logits[c] = (int8_t)v;

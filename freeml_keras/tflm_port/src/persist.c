@@ -24,7 +24,12 @@ uint32_t fm_model_fingerprint(const uint8_t *model, uint32_t model_len)
     return h;
 }
 
-/* Fletcher-style sum of the 16-bit words of [p, p + n) (n rounded down to even), continuing s.
+/* Fletcher-32 of the 16-bit words of [p, p + n) (n rounded down to even), continuing s: both
+ * sums modulo 65535 (an end-around carry after each add; one more instruction per add than
+ * modulo 65536). Modulo 65536, two flips of the same bit in words an even distance apart
+ * cancel (bit 15: in a and in b), and 1-8 seeded bit flips in the image went undetected in 2
+ * of 7,609 cases (tools/fm_hostile.c), 0 of 15,151 modulo 65535, where they cancel only 65535
+ * words apart.
  * Native loads (p is 2-aligned: the image and the state blocks are), the byte order of the
  * machine: the sum is compared on the machine that made it. */
 static uint32_t sum16(uint32_t s, const uint8_t *p, uint32_t n)
@@ -34,7 +39,9 @@ static uint32_t sum16(uint32_t s, const uint8_t *p, uint32_t n)
     uint32_t i;
     for (i = 0; i < n / 2u; i++) {
         a = (uint16_t)(a + w[i]);
+        if (a < w[i]) a++;              /* carry out of 16 bits: 65536 = 1 (mod 65535) */
         b = (uint16_t)(b + a);
+        if (b < a) b++;
     }
     return ((uint32_t)b << 16) | a;
 }
@@ -98,7 +105,8 @@ static uint8_t warm_ok(const fm_prepared *p, const fm_blocks *b, const fm_step_c
     /* the interpreters point where the blocks are (a cheap check against a damaged image) */
     if (p->main.model != b->model || p->main.state != b->state || p->main.arena != b->arena ||
         !p->main.ready || p->main.state_used > b->state_len || p->has_exits > 1u ||
-        (p->has_exits && (!b->head_state || p->head.state != b->head_state || !p->head.ready)))
+        (p->has_exits && (!b->head_state || p->head.state != b->head_state || !p->head.ready ||
+                          p->head.state_used > b->head_state_len)))
         return 0;
     return !verify || (p->seal.sum != 0u && image_sum(p) == p->seal.sum);
 }

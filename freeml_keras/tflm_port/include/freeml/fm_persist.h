@@ -11,9 +11,12 @@
  *     structures, the address of the kernel table), other memory blocks or step configuration,
  *   - an image whose preparation a power failure interrupted (the seal is invalidated before a
  *     preparation starts and its tag written last: torn or missing tag, no image),
- *   - with `verify` (optional: a Fletcher sum over the image and its state blocks, computed
- *     when a preparation seals with `verify` and checked at power-ons with `verify`; about 5
- *     instructions per 16-bit word), an image whose bytes changed after it was sealed.
+ *   - with `verify` (optional: a Fletcher-32 sum, modulo 65535, over the image and its state
+ *     blocks, computed when a preparation seals with `verify` and checked at power-ons with
+ *     `verify`; about 7 instructions per 16-bit word), an image whose bytes changed after it was
+ *     sealed. Without `verify` nothing reads the image's bytes at power-on: a bit flipped inside
+ *     a sealed image after it was sealed is not detected (tests/test_hostile_nvm.py uses
+ *     `verify` for those cases).
  * The image, the state blocks and the arena must lie in NVM (the arena for the checkpoints);
  * the head's arena may be volatile (the exit head uses it only inside one step).
  */
