@@ -156,7 +156,8 @@ def atomic_steps_of(path: Path, device: str, capacitor_uf: float | None = None) 
                                         if capacitor_uf else None)
         d["power_on"]["cold_init"] = costs.restart_cost(dev, what="cold_init")
     except costs.CostTableError as e:
-        d["power_on"] = {"error": str(e)}
+        d["power_on"] = {"error": str(e), "restart": costs.restart_cost(dev),
+                         "unit": "cycles" if costs.target_of(dev) == "msp430" else "instructions"}
     if cost and cost["target"] == costs.target_of(dev):
         big = max(atomic_steps(b), key=lambda s: s.cycles)
         cap = Capacitor(capacitance_f=1.0)
@@ -190,7 +191,7 @@ def steps_text(d: dict, device: str) -> str:
                      f"\n  this capacitor CANNOT finish the model: one charge gives {1e6 * po['charge_j']:.1f} uJ, "
                      f"short by {1e6 * po['shortfall_j']:.1f} uJ (every power-on would restart and fail)")
     elif po:
-        text += f"\npower-on to progress: {po['error']}"
+        text += (f"\npower-on to progress: restart {po['restart']:,} {po['unit']} (measured); {po['error']}")
     return text
 
 

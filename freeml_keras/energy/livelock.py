@@ -29,14 +29,19 @@ def power_on_budget(model: ModelLike, device: str | devices.DeviceProfile,
     else the steps priced by :func:`atomic_steps`), in the core's cost unit; the energy at the
     device's energy per cycle, and the smallest capacitance whose charge between v_on and v_off
     (``capacitor``'s, default 3.3 V and 1.8 V) pays it. With a ``capacitor``: ``finishes`` and
-    ``shortfall_j`` (0 when it finishes)."""
+    ``shortfall_j`` (0 when it finishes). Raises ``CostTableError`` when the model's metadata
+    has no per-operator costs for the device's core (the steps cannot be priced)."""
     m = as_model(model)
     dev = devices.get(device)
+    md = m.metadata
+    cost = md.info.get("cost") if md is not None else None
+    if not cost or cost.get("target") != costs.target_of(dev):
+        raise costs.CostTableError(
+            f"the model's metadata has no per-operator costs for {dev.name}'s core "
+            f"({costs.target_of(dev)}): convert it with target={dev.name!r} to price its steps")
     p = plan(m.data)
-    if p["mode"] == "cost":
-        largest = int(p["largest_step_cost"])
-    else:
-        largest = max((s.cycles for s in atomic_steps(m.data)), default=0)
+    largest = int(p["largest_step_cost"]) if p["mode"] == "cost" else \
+        max((s.cycles for s in atomic_steps(m.data)), default=0)
     restart = costs.restart_cost(dev)
     needed = restart + largest
     energy = needed * dev.energy_per_cycle_j
