@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from freeml_keras import memory
+from freeml_keras import costs
 from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras, tf
 from freeml_keras.format.metadata import (NEVER, METADATA_NAME, ExitRecord, FreemlMetadata, OpCost,
@@ -157,7 +158,6 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     else:
         data = _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration)
     if target is not None:
-        from freeml_keras import costs
         data = costs.with_costs(data, costs.CostModel.load(costs.target_of(target)))
     if strip:
         data = strip_names(data)
@@ -215,9 +215,9 @@ def _convert_with_exits(model, data, sparse, exit_model, policy, limit) -> bytes
              for i, t in enumerate(exit_tensors)]
     provisional = ts.write_model(main)
     fp = memory.tflite_footprint(provisional)
-    costs = {l.op_index: l for l in fp.layers if l.subgraph == 0}
-    ops = [OpCost(costs[i].macs, costs[i].sparse_macs, costs[i].stored_bytes, costs[i].activation_bytes)
-           if i in costs else OpCost(0, 0, 0, 0) for i in range(len(sg0.operators))]
+    layer_of = {l.op_index: l for l in fp.layers if l.subgraph == 0}
+    ops = [OpCost(layer_of[i].macs, layer_of[i].sparse_macs, layer_of[i].stored_bytes, layer_of[i].activation_bytes)
+           if i in layer_of else OpCost(0, 0, 0, 0) for i in range(len(sg0.operators))]
     head_weight = sum(l.stored_bytes for l in fp.layers if l.subgraph == head_index)
     info = {"exit_points": points, "head_weight_bytes": head_weight,
             "num_classes": int(exit_model.num_classes),

@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from freeml_keras import devices
+from freeml_keras import costs
 from freeml_keras.exits.footprint import layer_work
 from freeml_keras.exits.stop_rule import CONFIDENCES, StopRule, confidence as _confidence
 
@@ -50,7 +51,6 @@ class SegmentCost:
 def _cost_model(device: devices.DeviceProfile):
     """The per-operator cost model measured on the device's core, or None when the targets
     benchmark has not measured it."""
-    from freeml_keras import costs
     try:
         return costs.CostModel.load(costs.target_of(device))
     except costs.CostTableError:

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from freeml_keras import memory
+from freeml_keras.format.metadata import read_metadata
 from freeml_keras.runtime.build import make_host
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
@@ -292,8 +294,6 @@ def atomic_steps(model_bytes: bytes, *, granularity: int | None = None, step_wor
     else the analytical model ``MACs x cycles_per_mac + units x cycles_per_unit`` (MACs of the
     stored non-zero weights). Exit points are marked from the metadata (the exit a step
     completes, alias operators passed after it included)."""
-    from freeml_keras import memory
-    from freeml_keras.format.metadata import read_metadata
     p = plan(model_bytes, granularity=granularity, step_work=step_work)
     units_of = [o["units"] for o in p["ops"]]
     fp = memory.tflite_footprint(model_bytes)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from freeml_keras import memory
+from freeml_keras.format import tflite as ts
+from freeml_keras.format.model import ModelLike, as_model
 __all__ = ["quantize", "dequantize", "io_quantization", "run_tflite", "run_tflm",
            "smallest_tflm_arena"]
 
@@ -23,10 +26,9 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (np.asarray(q, np.float32) - zero_point) * np.float32(scale)
 
 
-def io_quantization(model_bytes: "bytes | TFLiteModel", subgraph: int = 0) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+def io_quantization(model_bytes: ModelLike, subgraph: int = 0) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
     """(scale, zero point) of each input and output of a subgraph (of a flatbuffer's bytes, or
     of a ``TFLiteModel``, parsed once)."""
-    from freeml_keras.format.model import as_model
     m = as_model(model_bytes).parsed
     sg = m.subgraphs[subgraph]
 
@@ -94,12 +96,10 @@ def smallest_tflm_arena(model_bytes: bytes, upper: int = 1 << 24) -> int:
 
 
 def _output_indices(model_bytes: bytes) -> list[int]:
-    from freeml_keras.format import tflite as ts
     return [int(i) for i in ts.read_model(model_bytes).subgraphs[0].outputs]
 
 
 def _default_arena(model_bytes: bytes) -> int:
-    from freeml_keras import memory
     fp = memory.tflite_footprint(model_bytes)
     # TFLite Micro's persistent structs come on top of the tensor plan; this margin covers them.
     return 2 * fp.arena_bytes + 64 * 1024 + 256 * len(fp.layers)

@@ -31,6 +31,7 @@ import numpy as np
 
 from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.runtime.interpreter import Interpreter
+from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
 from freeml_keras.targets.codegen import c_array, check_flatbuffer_fits, model_has_exits, write_model_build_files
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size, run,
@@ -73,7 +74,6 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     ``prepare_float``: compute the requantization parameters in floating point instead (the
     runtime before they were precomputed; for comparison). ``inferences``: how many the
     program runs one after the other (a device answering input after input)."""
-    from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
     m = as_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -339,7 +339,7 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
                 cmds += [f"step {n + (prepared if i == 0 else 0)}"]
             cmds += [f"md {phase_at:#x} 2", f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} {pattern}", "reset"]
         if in_commits:
-            cmds.append(f"delbreak 1")
+            cmds.append("delbreak 1")
         if final_run:
             cmds += ["run", "simio info tr"]
         text = _mspdebug(pb.elf, cmds, timeout=1800)

@@ -9,6 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from freeml_keras import costs
 from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.interpreter import Interpreter
@@ -252,7 +253,6 @@ def measure(model_bytes: ModelLike, target: str, x_int8: np.ndarray, work_dir: s
         from freeml_keras.targets import measure
         b = measure(open("model.tflite", "rb").read(), "msp430", x_int8, "build/measure")
     """
-    from freeml_keras import costs
     m = as_model(model_bytes)
     target = costs.target_of(target)
     r = run_model(target, m, x_int8, work_dir)
