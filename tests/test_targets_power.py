@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from freeml_keras import datasets
-from freeml_keras import targets as T
 from freeml_keras.conversion import convert, extract_subgraph
 from freeml_keras.format.prepared import read_prepared, with_prepared
 from freeml_keras.keras import keras

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np

@@ -15,7 +15,6 @@ three count as failures inside the inference.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
