@@ -3,7 +3,8 @@
 For each bundled trace and each capacitor leakage model, simulates ``--inferences`` inputs
 arriving every ``--period`` seconds, each an inference of ``--steps`` atomic steps of
 ``--step-cycles`` cycles (a 20 M-cycle inference with two exit points, run to completion: the
-most work per inference), and records wall time per inference, per constant-power interval
+most work per inference; every power-on charged the warm restart measured for the MSP430FR5994,
+``freeml_keras.costs.restart_cycles``, or ``--restart-cycles``), and records wall time per inference, per constant-power interval
 integrated, power failures and the energy books' balance. Target (issue 8): one inference well
 under a second; here we aim at milliseconds so that thousands of inputs x traces take seconds.
 
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from freeml_keras import costs
 from freeml_keras.energy import Capacitor, Program, Simulator, Step, periodic_arrivals, traces
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -29,10 +31,11 @@ LEAKS = {"resistor 1 MOhm": dict(leak_resistance_ohm=1e6),
          "none": dict(leak_resistance_ohm=None)}
 
 
-def program(steps: int, step_cycles: int) -> Program:
+def program(steps: int, step_cycles: int, restart_cycles: int | None = None) -> Program:
+    """``restart_cycles`` at every power-on; None: the warm restart measured for the device."""
     marks = {steps // 3 - 1: 0, 2 * steps // 3 - 1: 1, steps - 1: 2}
     return Program(tuple(Step(step_cycles, 64, marks.get(i)) for i in range(steps)),
-                   resume_cycles=10_000, name=f"{steps}x{step_cycles}")
+                   resume_cycles=restart_cycles, name=f"{steps}x{step_cycles}")
 
 
 def main() -> int:
@@ -41,9 +44,13 @@ def main() -> int:
     ap.add_argument("--period", type=float, default=120.0, help="seconds between inputs")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--step-cycles", type=int, default=1_000_000)
+    ap.add_argument("--restart-cycles", type=int, default=None,
+                    help="cycles charged at every power-on (default: the measured warm restart)")
     ap.add_argument("--out", type=Path, default=RESULTS / "energy.json")
     args = ap.parse_args()
-    prog = program(args.steps, args.step_cycles)
+    prog = program(args.steps, args.step_cycles, args.restart_cycles)
+    restart = (costs.restart_cycles("msp430fr5994") if args.restart_cycles is None
+               else args.restart_cycles)
     rows = []
     for trace_name in traces.names():
         trace = traces.load(trace_name)
@@ -74,9 +81,12 @@ def main() -> int:
     out = {
         "benchmark": "energy simulator speed",
         "command": "python bench/energy.py" + ("" if args.inferences == 1000 else
-                                               f" --inferences {args.inferences}"),
+                                               f" --inferences {args.inferences}")
+                   + ("" if args.restart_cycles is None else f" --restart-cycles {args.restart_cycles}"),
         "program": {"steps": args.steps, "step_cycles": args.step_cycles, "exits": 3,
-                    "total_cycles": prog.total_cycles},
+                    "total_cycles": prog.total_cycles, "restart_cycles": restart,
+                    "restart_source": (costs.restart_source("msp430fr5994")
+                                       if args.restart_cycles is None else "--restart-cycles")},
         "device": "msp430fr5994", "capacitor": "470 uF, on 3.3 V, off 1.8 V, max 3.6 V",
         "inputs_every_s": args.period, "machine": platform.platform(),
         "note": "wall time on a shared 2-core machine with other jobs running",

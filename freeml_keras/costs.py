@@ -31,7 +31,8 @@ from freeml_keras.format.metadata import FreemlMetadata, OpCost, replace_metadat
 from freeml_keras.format.model import ModelLike, as_model
 
 __all__ = ["CostModel", "KindCost", "CostTableError", "target_of", "op_costs", "with_costs",
-           "segment_cycles", "keras_layer_ops", "read_cost_tables", "restart_cost", "COST_TABLES_VERSION"]
+           "segment_cycles", "keras_layer_ops", "read_cost_tables", "restart_cost", "restart_cycles", "restart_source", "CYCLES_PER_COST_UNIT",
+           "COST_TABLES_VERSION"]
 
 # Version of the shipped cost tables' layout (``freeml_keras/data/cost_tables.json``).
 COST_TABLES_VERSION = 1
@@ -39,6 +40,13 @@ COST_TABLES_VERSION = 1
 _TARGET_OF_CORE = {"MSP430": "msp430", "Cortex-M4": "cortex_m4"}
 MAC_KINDS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 _ANY_MAC, _ANY_OTHER = "*weights", "*other"
+# Simulator cycles (at the device profile's clock, ``DeviceProfile.energy_per_cycle_j`` each) per
+# unit of a target's cost tables. The MSP430 tables are MCLK cycles already (mspdebug's
+# instruction timings, no FRAM wait states). The Cortex-M4 tables count instructions (QEMU does
+# not model cycles): one cycle per instruction, the figure every per-operator cost on a
+# Cortex-M4 device is used at (``segment_cycles``, ``exits.segment_costs``, the metadata), so
+# restarts and inference are converted alike. The one place the conversion is made.
+CYCLES_PER_COST_UNIT = {"msp430": 1.0, "cortex_m4": 1.0}
 _MIN_OWN_FIT = 3          # a kind measured fewer times takes its family's shape (see _scaled)
 
 
@@ -366,3 +374,42 @@ def restart_cost(device: str | devices.DeviceProfile, *, what: str = "warm_resta
         raise CostTableError(f"no measured {what} for target {target!r}; run `python bench/targets.py "
                              f"--update-tables`")
     return max(values)
+
+
+def restart_cycles(device: str | devices.DeviceProfile, *, what: str = "warm_restart",
+                   path: str | Path | None = None) -> int:
+    """:func:`restart_cost` in the energy simulator's unit: cycles of ``device``'s clock
+    (``CYCLES_PER_COST_UNIT``: MSP430 cycles as measured, one cycle per Cortex-M4 instruction).
+    The simulator charges it at every power-on unless a program says otherwise
+    (:class:`freeml_keras.energy.Program` ``resume_cycles``).
+
+    Example::
+
+        from freeml_keras import devices
+        from freeml_keras.costs import restart_cycles
+        c = restart_cycles("msp430fr5994")
+        print(c, "cycles,", c * devices.get("msp430fr5994").energy_per_cycle_j * 1e6, "uJ")
+    """
+    units = restart_cost(device, what=what, path=path)
+    return int(round(units * CYCLES_PER_COST_UNIT[target_of(device)]))
+
+
+def restart_source(device: str | devices.DeviceProfile, *, what: str = "warm_restart",
+                   path: str | Path | None = None) -> str:
+    """Where :func:`restart_cycles` comes from, in words (for reports)."""
+    target = target_of(device)
+    where = "freeml_keras/data/cost_tables.json" if path is None else str(path)
+    doc = json.loads(resources.files("freeml_keras").joinpath("data", "cost_tables.json").read_text()
+                     if path is None else Path(path).read_text())
+    section = doc.get("restart", {}).get(target, {})
+    models = {k: int(m[what]) for k, m in section.get("models", {}).items() if what in m}
+    if not models:
+        raise CostTableError(f"no measured {what} for target {target!r}")
+    worst = max(models, key=models.get)
+    unit = section.get("unit", "cycles")
+    conv = CYCLES_PER_COST_UNIT[target]
+    return (f"{what.replace('_', ' ')} measured on the {target} emulator by "
+            f"{section.get('measured_by', 'bench/targets.py')}, the largest over "
+            f"{', '.join(sorted(models))} ({worst}: {models[worst]:,} {unit}"
+            + ("" if unit == "cycles" else f", {conv:g} cycle per instruction") +
+            f"); {where}, section \"restart\"")

@@ -53,6 +53,8 @@ class DemoConfig:
     power_failure_inputs: int = 10
     failures_per_input: int = 40
     seed: int = 0
+    restart_cycles: int | None = None   # charged at every power-on in the simulation; None: the
+                                        # warm restart measured for the device (costs.restart_cycles)
 
     def resolved(self) -> "DemoConfig":
         """A copy with the dataset chosen (when None) and the ``quick`` limits applied."""
@@ -88,11 +90,17 @@ class _Data:
                    test_s=datasets.subset(te, cfg.eval_limit, seed=cfg.seed + 1))
 
 
-def _stage(out: Path, name: str, fn: Callable[[], dict], log: Callable[[str], None]) -> dict:
+def _stage(out: Path, name: str, fn: Callable[[], dict], log: Callable[[str], None],
+           valid: Callable[[dict], bool] | None = None) -> dict:
+    """``fn()``'s result, saved as ``stage-<name>.json``, or that file's when it exists (and
+    ``valid`` accepts it: a stage cached with other settings is run again)."""
     path = out / f"stage-{name}.json"
     if path.exists():
-        log(f"      cached ({path.name})")
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if valid is None or valid(cached):
+            log(f"      cached ({path.name})")
+            return cached
+        log(f"      {path.name} was made with other settings: running it again")
     t0 = time.time()
     result = fn()
     result["seconds"] = round(time.time() - t0, 1)
@@ -153,8 +161,11 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     if not s_pf["bit_exact"]:
         raise RuntimeError("the output after power failures differs from the uninterrupted output")
 
-    log(f"[6/{N_STAGES}] energy-harvesting simulation on the bundled traces")
-    s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out), log)
+    restart = _restart(cfg)
+    log(f"[6/{N_STAGES}] energy-harvesting simulation on the bundled traces, every power-on "
+        f"charged a restart of {restart['cycles']:,} cycles ({restart['energy_uj']:.3g} uJ)")
+    s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out), log,
+                   valid=lambda c: c.get("restart", {}).get("cycles") == restart["cycles"])
     for trace, rows in s_sim["traces"].items():
         best = min(rows, key=lambda r: r["latency_mean_s"])
         log(f"      {trace}: fastest {best['name']} ({best['latency_mean_s']:.2f} s mean latency, "
@@ -272,6 +283,19 @@ def _power_failures(cfg: DemoConfig, data: _Data, out: Path) -> dict:
     return tot
 
 
+def _restart(cfg: DemoConfig) -> dict:
+    """What the simulation charges at every power-on: ``cfg.restart_cycles``, or the warm
+    restart measured for the device (:func:`freeml_keras.costs.restart_cycles`), and where it
+    comes from."""
+    dev = devices.get(cfg.device)
+    if cfg.restart_cycles is None:
+        cycles = op_costs.restart_cycles(dev)
+        source = op_costs.restart_source(dev)
+    else:
+        cycles, source = int(cfg.restart_cycles), "given (DemoConfig.restart_cycles)"
+    return {"cycles": cycles, "energy_uj": 1e6 * cycles * dev.energy_per_cycle_j, "source": source}
+
+
 def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     """6. The strategies (no exit, branches, gNet, gNet anytime) on every bundled harvesting
     trace, from the exit predictions in ``edir`` and the costs in ``out_dir/model.tflite``."""
@@ -297,23 +321,26 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     kbackbone = [int(c.cycles) for c in segment_costs(em, cfg.device, include_heads=False)]
     branch_heads = [a - b for a, b in zip([int(c.cycles) for c in segment_costs(br, cfg.device)], kbackbone)]
 
+    restart = _restart(cfg)
+
     def exit_costs(heads: list[int]) -> ExitCosts:
         return ExitCosts(segment_cycles=backbone, head_cycles=heads[:len(em.exit_points)],
-                         max_step_cycles=200_000, commit_bytes=2 * 32)
+                         max_step_cycles=200_000, commit_bytes=2 * 32,
+                         resume_cycles=restart["cycles"])
     costs_g, costs_b = exit_costs(gnet_heads), exit_costs(branch_heads)
     th = [t if t is not None else 2.0 for t in s_exit["policy"]["thresholds"]][:len(em.exit_points)]
     th += [2.0] * (len(em.exit_points) - len(th))
     strategies = [run_to_completion(costs_g, correct_g), branches_energy(costs_b, correct_b),
                   gnet_energy(costs_g, correct_g), gnet_anytime(costs_g, correct_g, conf, th)]
     n = min(len(y), 200 if cfg.quick else 1000)
-    out: dict = {"inputs": n, "capacitor_f": 470e-6, "traces": {}}
+    out: dict = {"inputs": n, "capacitor_f": 470e-6, "restart": restart, "traces": {}}
     full_j = sum(backbone) * devices.get(cfg.device).energy_per_cycle_j
     for name in traces.names():
         harvester = traces.generate(name)
         # An input every period: 30 s, or longer where the trace's mean power cannot run the
         # model to completion twice per period (queues would grow without bound).
         period = max(ARRIVAL_PERIOD_S, full_j / (ARRIVAL_LOAD * harvester.mean_power_w))
-        sim = Simulator(harvester, Capacitor(capacitance_f=470e-6))
+        sim = Simulator(harvester, Capacitor(capacitance_f=470e-6), device=cfg.device)
         rep = compare(strategies, sim, periodic_arrivals(n, period), examples=list(range(n)))
         out.setdefault("arrival_period_s", {})[name] = period
         out["traces"][name] = [{"name": k, "accuracy": r.accuracy,
@@ -321,6 +348,9 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
                                 "latency_p90_s": r.latency_s.get("p90", float("nan")),
                                 "energy_mj": 1e3 * r.energy_per_inference_j,
                                 "failures": r.power_failures_per_inference,
+                                "restart_cycles_per_inference": float(np.mean([x.resume_cycles for x in
+                                                                               r.result.inferences if x.completed]))
+                                if r.completed else float("nan"),
                                 "completed": r.completed, "exit_counts": r.exit_counts,
                                 "never_completes": r.never_completes}
                                for k, r in rep.items()]
@@ -382,6 +412,16 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def _restart_sentence(restart: dict | None) -> str:
+    """What the simulation charged at every power-on, for the report."""
+    if not restart:
+        return ("Restarts were charged nothing: this simulation stage was cached before restarts "
+                "were priced (delete stage-simulate.json to run it again).")
+    return (f"Every power-on is charged a restart of {restart['cycles']:,} cycles "
+            f"({restart['energy_uj']:.3g} uJ at active power) before the step that follows it: "
+            f"the {restart['source']}.")
+
+
 def _markdown(s: dict) -> str:
     """The text of ``report.md``."""
     c, p, e, cv, pf = s["compress"], s["pretrained"], s["exits"], s["convert"], s["power_failures"]
@@ -409,9 +449,8 @@ def _markdown(s: dict) -> str:
         f"{1 / ARRIVAL_LOAD:g} times; an input that arrives during an inference waits: latency counts from "
         "arrival), 470 uF capacitor (3.3 V on, 1.8 V off); costs per operator from the converted model's "
         "metadata (the cost model fitted to the operators measured on the target; the branches, never "
-        "converted, priced per layer by the same model). A restart after a power failure is charged "
-        "no cycles: the simulation assumes the prepared interpreter survives in FRAM, which the runtime "
-        "does not do yet (it prepares again at every start; see the README).", "",
+        "converted, priced per layer by the same model). "
+        + _restart_sentence(s["simulate"].get("restart")), "",
         "| trace | strategy | accuracy | mean latency (s) | p90 (s) | energy (mJ) | failures/inference |",
         "|---|---|---|---|---|---|---|"]
     for trace, rows in s["simulate"]["traces"].items():

@@ -684,7 +684,10 @@ NB03 = [
         the device's core (each gNet segment
         includes its exit point's accumulation, so running to completion is priced with the
         same segments). Segments are split into atomic steps of about 2% of the inference, each
-        committing a 64-byte checkpoint record. The capacitor is sized to hold about half an
+        committing a 64-byte checkpoint record. Every power-on costs a restart (reset to the first
+        resumed unit of work), run before the step that follows it: the warm restart measured on
+        the device's emulator, `costs.restart_cycles(DEVICE)` (the simulator's default; pass
+        `resume_cycles=0` for free restarts). The capacitor is sized to hold about half an
         inference, so that the inference has to cross power failures. Per test input we know
         whether each exit's answer is right (float model) and its confidence.
 
@@ -695,10 +698,14 @@ NB03 = [
         policy's threshold) and gNet with both rules.
     '''),
     code('''
+        from freeml_keras.costs import restart_cycles, restart_source
+
         seg = exits.segment_costs(em, DEVICE)
         total_cycles = sum(s.cycles for s in seg)
+        restart = restart_cycles(DEVICE)                 # charged at every power-on
+        print(f"restart: {restart:,} cycles at every power-on ({restart_source(DEVICE)})")
         costs = energy.ExitCosts(segment_cycles=[int(s.cycles) for s in seg], max_step_cycles=int(total_cycles / 50),
-                                 commit_bytes=64, resume_cycles=2_000)
+                                 commit_bytes=64, resume_cycles=restart)
         e_inference = sum(s.energy_j for s in seg)
         v_on, v_off = 3.3, 1.8
         # E = C (v_on^2 - v_off^2) / 2 = half an inference
@@ -710,7 +717,7 @@ NB03 = [
         branches = exits.attach_exit_branches(em.backbone, em.exit_points)
         exits.train_exit_branches(branches, train, val, epochs=30, learning_rate=1e-2, verbose=0)
         costs_b = energy.ExitCosts(segment_cycles=[int(s.cycles) for s in exits.segment_costs(branches, DEVICE)],
-                                   max_step_cycles=int(total_cycles / 50), commit_bytes=64, resume_cycles=2_000)
+                                   max_step_cycles=int(total_cycles / 50), commit_bytes=64, resume_cycles=restart)
 
         def right_at_each_exit(exit_logits, final_output):
             """(examples, exits + 1): whether each exit's answer, and the final one, is right."""

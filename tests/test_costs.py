@@ -81,6 +81,19 @@ def test_cost_tables_missing_or_empty(tmp_path):
         costs.target_of("esp32")
 
 
+def test_restart_cycles_in_the_simulators_unit():
+    """The measured warm restart converted to cycles of the device's clock, in one place
+    (``CYCLES_PER_COST_UNIT``): MSP430 cycles as measured, one cycle per Cortex-M4 instruction
+    (as every per-operator cost on a Cortex-M4 device); the largest over the measured models."""
+    assert costs.restart_cost("msp430fr5994") == costs.restart_cycles("msp430fr5994") == 1929
+    for dev in ("apollo3", "apollo4"):
+        assert costs.restart_cost(dev) == 577
+        assert costs.restart_cycles(dev) == round(577 * costs.CYCLES_PER_COST_UNIT["cortex_m4"])
+    assert costs.restart_cycles("msp430fr5994", what="cold_init") == 1_306_054
+    assert "1,929 cycles" in costs.restart_source("msp430fr5994")
+    assert "577 instructions, 1 cycle per instruction" in costs.restart_source("apollo3")
+
+
 def test_version_1_metadata_still_reads():
     head = struct.pack("<4sHHHHHHIIII", b"FMLM", 1, 32, 0, 10, 0, 2, 32, 32, 64, 2)
     recs = struct.pack("<IIII", 100, 50, 40, 16) + struct.pack("<IIII", 0, 0, 0, 8)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from freeml_keras import devices
-from freeml_keras.demo import DemoConfig, run_demo
+from freeml_keras import costs, devices
+from freeml_keras.demo import DemoConfig, _stage, run_demo
 
 
 def test_demo_end_to_end_and_cached(tmp_path):
@@ -29,7 +29,13 @@ def test_demo_end_to_end_and_cached(tmp_path):
     assert s["power_failures"]["failures"] > 0
     assert set(s["simulate"]["traces"]) == {"rf_walk", "rf_static", "solar_indoor"}
     assert len(s["exits"]["gnet_accuracy"]) == len(s["exits"]["exit_points"]) >= 1
-    assert "| SparseComp |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "| SparseComp |" in report
+    # every power-on charged the measured warm restart, and the report says so and from where
+    restart = costs.restart_cycles("msp430fr5994")
+    assert s["simulate"]["restart"]["cycles"] == restart
+    assert f"restart of {restart:,} cycles" in report and "cost_tables.json" in report
+    assert "charged no cycles" not in report and "charged nothing" not in report
     assert any(l.startswith("[7/7]") for l in lines)
 
     t0 = time.time()
@@ -38,3 +44,18 @@ def test_demo_end_to_end_and_cached(tmp_path):
     assert time.time() - t0 < 60
     assert sum("cached" in l for l in again) == 6
     assert json.dumps(s2["compress"], sort_keys=True) == json.dumps(s["compress"], sort_keys=True)
+
+
+def test_a_stage_cached_with_other_settings_runs_again(tmp_path):
+    """The simulation stage is cached with the restart it charged: another restart runs it
+    again, the same one comes from the cache."""
+    runs, lines = [], []
+
+    def fn(cycles):
+        runs.append(cycles)
+        return {"restart": {"cycles": cycles}}
+    for cycles in (1929, 1929, 0):
+        s = _stage(tmp_path, "simulate", lambda: fn(cycles), lines.append,
+                   valid=lambda c: c.get("restart", {}).get("cycles") == cycles)
+        assert s["restart"]["cycles"] == cycles
+    assert runs == [1929, 0] and sum("cached" in l for l in lines) == 1

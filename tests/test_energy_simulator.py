@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from freeml_keras import devices
+from freeml_keras import costs, devices
 from freeml_keras.energy import (Capacitor, Constant, NeverCompletes, PowerSupply, Program,
                                  Simulator, Step, Trace, periodic_arrivals, traces)
 
@@ -17,9 +17,9 @@ MSP = devices.get("msp430fr5994")
 P_ACTIVE = MSP.active_power_w
 
 
-def steps(n, cycles, nvm_bytes=0):
+def steps(n, cycles, nvm_bytes=0, resume_cycles=None):
     return Program(tuple(Step(cycles, nvm_bytes) for _ in range(n - 1))
-                   + (Step(cycles, nvm_bytes, 0),), name=f"{n}x{cycles}")
+                   + (Step(cycles, nvm_bytes, 0),), resume_cycles=resume_cycles, name=f"{n}x{cycles}")
 
 
 def test_constant_harvest_above_the_draw_gives_no_failures_and_exact_latency():
@@ -35,37 +35,54 @@ def test_constant_harvest_above_the_draw_gives_no_failures_and_exact_latency():
     assert (res.array("exit_index") == 0).all() and (res.array("nvm_bytes") == 1200).all()
 
 
-def test_failures_and_latency_match_a_hand_computation():
+MEASURED_RESTART = costs.restart_cycles(MSP)     # 1,929 cycles: the measured warm restart
+
+
+@pytest.mark.parametrize("restart", [0, MEASURED_RESTART, 400_000])
+def test_failures_and_latency_match_a_hand_computation(restart):
     # No leakage and constant power: energy is linear in time, so everything has a closed form.
+    # Every power-on costs `restart` cycles before the next step (the MCU that is on at t=0 has
+    # booted already).
     cap = Capacitor(leak_resistance_ohm=None)
     p_h, cycles, n = 1e-3, 1_000_000, 20
-    d = cycles / MSP.clock_hz
-    drain = (P_ACTIVE - p_h) * d                         # energy one step takes from the store
-    k = math.floor(cap.usable_energy_j / drain)          # steps per charge
-    charges = math.ceil(n / k)
-    failures = charges - 1
-    wasted = (cap.usable_energy_j - k * drain) / (P_ACTIVE - p_h)
+    d, d_r = cycles / MSP.clock_hz, restart / MSP.clock_hz
+    drain, drain_r = (P_ACTIVE - p_h) * d, (P_ACTIVE - p_h) * d_r   # energy taken from the store
+    k0 = math.floor(cap.usable_energy_j / drain)                  # steps in the first charge
+    k1 = math.floor((cap.usable_energy_j - drain_r) / drain)      # in every later one
+    failures = math.ceil((n - k0) / k1)
+    last = n - k0 - (failures - 1) * k1                           # steps in the final on-period
+    on_period = cap.usable_energy_j / (P_ACTIVE - p_h)            # v_on to v_off while running
     recharge = cap.usable_energy_j / (p_h - MSP.sleep_power_w)
-    res = Simulator(Constant(p_h), cap).run(steps(n, cycles), [0.0])
+    wasted = (on_period - k0 * d) + (failures - 1) * (on_period - d_r - k1 * d)
+    res = Simulator(Constant(p_h), cap).run(steps(n, cycles, resume_cycles=restart), [0.0])
     r = res.inferences[0]
-    assert (k, failures) == (6, 3) and r.power_failures == failures
-    assert r.latency_s == pytest.approx(n * d + failures * (wasted + recharge), rel=1e-10)
-    assert r.reexecuted_cycles == pytest.approx(failures * wasted * MSP.clock_hz, abs=failures)
-    assert r.cycles == n * cycles + r.reexecuted_cycles
+    assert (k0, k1, failures) == {0: (6, 6, 3), MEASURED_RESTART: (6, 6, 3),
+                                  400_000: (6, 5, 3)}[restart] and r.power_failures == failures
+    assert res.restart_cycles == restart and r.resume_cycles == failures * restart
+    assert r.latency_s == pytest.approx(failures * (on_period + recharge) + d_r + last * d, rel=1e-10)
+    assert r.reexecuted_cycles == pytest.approx(wasted * MSP.clock_hz, abs=failures)
+    assert r.cycles == n * cycles + r.reexecuted_cycles + r.resume_cycles
     # The recorded voltage: down to v_off at each failure, up to v_on after each recharge.
-    v = Simulator(Constant(p_h), cap, record_voltage=True).run(steps(n, cycles), [0.0]).voltage
+    v = Simulator(Constant(p_h), cap, record_voltage=True).run(
+        steps(n, cycles, resume_cycles=restart), [0.0]).voltage
     assert np.all(np.diff(v[:, 0]) >= 0) and v[:, 1].min() == cap.v_off
     assert np.sum(v[:, 1] == cap.v_off) == failures and np.sum(v[:, 1] == cap.v_on) == 1 + failures
     assert res.voltage is None
     # The same run driven step by step through the power supply's API.
     sup = PowerSupply(Constant(p_h), cap)
     outcomes = []
+    seen = sup.power_ons
     for _ in range(n):
-        while not sup.run_step(cycles):
+        while True:
+            extra = restart if sup.power_ons != seen else 0
+            seen = sup.power_ons
+            if sup.run_step(cycles + extra):
+                break
             outcomes.append("failed")
             sup.charge()
         outcomes.append("done")
-    assert outcomes.count("failed") == failures and outcomes[k] == "failed"
+    assert outcomes.count("failed") == failures and outcomes[k0] == "failed"
+    assert sup.power_ons == failures
     assert sup.t == pytest.approx(r.end_s, rel=1e-12)
 
 
@@ -236,3 +253,67 @@ def test_random_runs_balance_and_respect_the_physics(seed, leak, loop, charging)
         assert r.reexecuted_cycles <= r.cycles and r.start_s >= r.arrival_s
     if len(done) < len(res.inferences):
         assert res.never_completes
+
+
+# ---- restarts: every power-on costs the measured warm restart --------------------------------
+
+def test_the_measured_restart_is_charged_by_default_at_every_power_on():
+    """Same program and harvester, restarts free (0) against the measured warm restart (the
+    default): every power failure is followed by one restart, charged at active power, so the
+    run uses exactly failures x the restart's energy more than its work (useful and lost); it
+    uses more energy than the free-restart run and answers later."""
+    assert MEASURED_RESTART == 1929                     # costs.restart_cost: MSP430 cycles as measured
+    cap = Capacitor(capacitance_f=100e-6, leak_resistance_ohm=None)     # ~7 steps per charge
+    work = 120 * 150_000
+    program = {r: Program(tuple(Step(150_000, 0) for _ in range(119)) + (Step(150_000, 0, 0),),
+                          resume_cycles=r) for r in (0, None)}
+    runs = {r: Simulator(Constant(2e-4), cap, charging_power_w=0.0).run(p, [0.0])
+            for r, p in program.items()}
+    assert runs[None].restart_cycles == MEASURED_RESTART and runs[0].restart_cycles == 0
+    free, charged = runs[0].inferences[0], runs[None].inferences[0]
+    assert free.completed and charged.completed and charged.power_failures >= 5
+    restart_j = MEASURED_RESTART * MSP.energy_per_cycle_j
+    assert free.resume_cycles == 0
+    assert charged.resume_cycles == charged.power_failures * MEASURED_RESTART
+    for r in (free, charged):
+        # no commits and no off-state draw: the energy is the cycles run at active power; they
+        # are the work, the lost parts of failed steps, and the restarts
+        assert r.cycles == work + r.reexecuted_cycles + r.resume_cycles
+        assert r.energy_j == pytest.approx(r.cycles * MSP.energy_per_cycle_j, rel=1e-6)
+        restarts_j = r.energy_j - (work + r.reexecuted_cycles) * MSP.energy_per_cycle_j
+        # (up to the cycle a lost step is cut at, per failure)
+        assert restarts_j == pytest.approx(r.power_failures * (restart_j if r is charged else 0.0),
+                                           abs=(r.power_failures + 1) * MSP.energy_per_cycle_j)
+    assert charged.energy_j > free.energy_j and charged.end_s > free.end_s
+    assert charged.power_failures >= free.power_failures
+
+
+@pytest.mark.parametrize("v_max", [3.3, 3.6])
+def test_a_capacitor_that_cannot_pay_restart_plus_largest_step_never_finishes(v_max):
+    """An on-period (v_on to v_off) that pays for the largest step but not for the restart plus
+    the largest step: free restarts finish, the measured restart never does (statically when
+    the capacitor cannot hold more than v_on, otherwise after failing in a row); 1.2 x (restart
+    + largest step) finishes with the restart charged."""
+    p_h = 1e-5                                               # a trickle: the on-period is the store
+    big = 1_000_000
+    prog = {r: Program((Step(200_000, 0), Step(big, 0), Step(300_000, 0, 0)), resume_cycles=r)
+            for r in (0, None)}
+
+    def capacitor(cycles):                                   # usable energy = drain of `cycles`
+        drain = (P_ACTIVE - p_h) * cycles / MSP.clock_hz
+        return Capacitor(capacitance_f=2 * drain / (3.3 ** 2 - 1.8 ** 2), v_max=v_max,
+                         leak_resistance_ohm=None)
+
+    short = capacitor(big + MEASURED_RESTART / 2)            # pays the step, not restart + step
+    for r, completes in ((0, True), (None, False)):
+        res = Simulator(Constant(p_h), short, charging_power_w=0.0,
+                        max_consecutive_failures=20).run(prog[r], [0.0, 1.0])
+        assert [x.completed for x in res.inferences] == [completes] * 2, res.never_completes
+        if not completes:
+            assert res.restart_cycles == MEASURED_RESTART
+            assert ("with the restart" if v_max == 3.3 else "failed 20 times in a row") \
+                in res.never_completes
+    enough = capacitor(1.2 * (big + MEASURED_RESTART))
+    res = Simulator(Constant(p_h), enough, charging_power_w=0.0,
+                    max_consecutive_failures=20).run(prog[None], [0.0, 1.0])
+    assert all(x.completed for x in res.inferences) and res.inferences[0].power_failures >= 1

@@ -134,3 +134,28 @@ def test_strategy_inputs_are_checked(answers):
         compare([s[0], s[0]], sim, [0.0])
     with pytest.raises(ValueError, match="correctness for 60 examples"):
         compare(s, sim, [0.0], examples=[60])
+
+
+@pytest.mark.parametrize("device", ["msp430fr5994", "apollo3"])
+def test_exit_costs_charge_the_measured_restart_of_the_device_by_default(device):
+    """ExitCosts without resume_cycles: the simulator charges the warm restart measured for its
+    device (``costs.restart_cycles``, cycles at the device's clock) at every power-on; 0 keeps
+    restarts free."""
+    from freeml_keras import costs as op_costs
+    default = ExitCosts(segment_cycles=SEGMENTS, max_step_cycles=1_000_000)
+    assert default.resume_cycles is None and default.program().resume_cycles is None
+    assert ExitCosts.from_dict(default.to_dict()) == default
+    dev = devices.get(device)
+    # a capacitor that holds a fraction of one inference (100 uF on the MSP430, 5 uF on the Apollo3)
+    sim = Simulator(Constant(0.5 * dev.active_power_w), Capacitor(capacitance_f=5e-6 if
+                    device == "apollo3" else 100e-6), device=device)
+    res = sim.run(default.program(), [0.0])
+    measured = op_costs.restart_cycles(device)
+    assert measured == op_costs.restart_cost(device) == {"msp430fr5994": 1929, "apollo3": 577}[device]
+    assert res.restart_cycles == measured
+    r = res.inferences[0]
+    assert r.power_failures > 0 and r.resume_cycles == r.power_failures * measured
+    free = sim.run(ExitCosts(segment_cycles=SEGMENTS, max_step_cycles=1_000_000,
+                             resume_cycles=0).program(), [0.0])
+    assert free.restart_cycles == 0 and free.inferences[0].resume_cycles == 0
+    assert free.inferences[0].end_s < r.end_s

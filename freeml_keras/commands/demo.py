@@ -16,12 +16,17 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help="default: fashion_mnist, else mnist")
     p.add_argument("--quick", action="store_true", help="6,000 training examples, short training")
     p.add_argument("--full", action="store_true", help="all training examples (default: 20,000)")
+    p.add_argument("--restart-cycles", type=int, default=None, metavar="N",
+                   help="cycles the simulation charges at every power-on (default: the warm "
+                        "restart measured for the device, freeml_keras.costs.restart_cycles; "
+                        "0: restarts free)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from freeml_keras.demo import DemoConfig, run_demo
-    cfg = DemoConfig(out_dir=args.out, device=args.device, dataset=args.dataset, quick=args.quick)
+    cfg = DemoConfig(out_dir=args.out, device=args.device, dataset=args.dataset, quick=args.quick,
+                     restart_cycles=args.restart_cycles)
     if args.full:
         cfg.train_limit = None
     run_demo(cfg, log=lambda s: print(s, flush=True))

@@ -19,12 +19,19 @@ __all__ = ["run_on_harvested_energy"]
 
 def run_on_harvested_energy(model_bytes: bytes, x_int8: np.ndarray, supply, steps: list[AtomicStep],
                             *, granularity: int | None = None, step_work: int | None = None,
-                            max_consecutive_failures: int = 1000) -> dict:
+                            max_consecutive_failures: int = 1000,
+                            restart_cycles: int | None = None) -> dict:
     """Run one inference of the real runtime step by step, with a power supply from
     :mod:`freeml_keras.energy` deciding whether each step gets the energy to commit: a step that
     does not is executed and killed before its commit completes (its work is lost), the
-    capacitor recharges, and the runtime resumes from its checkpoint. Returns the output and the
-    number of power failures, to compare with the simulator on the same program."""
+    capacitor recharges, and the runtime resumes from its checkpoint. Every power-on is charged
+    ``restart_cycles`` before the next step, as the simulator does (None: the warm restart measured
+    for the supply's device, :func:`freeml_keras.costs.restart_cycles`; 0: free). Returns the
+    output and the number of power failures, to compare with the simulator on the same program."""
+    if restart_cycles is None:
+        from freeml_keras import costs
+        restart_cycles = costs.restart_cycles(supply.device)
+    seen_power_ons = supply.power_ons
     tool = harness_path()
     with tempfile.TemporaryDirectory() as d:
         d = Path(d)
@@ -42,7 +49,11 @@ def run_on_harvested_energy(model_bytes: bytes, x_int8: np.ndarray, supply, step
             head = [] if started else ["new", str(x)]
             first_commit_byte = 1 if started else 2 * record + int(np.asarray(x_int8).size) + 1
             in_a_row = 0
-            while not supply.run_step(step.cycles, step.nvm_bytes):
+            while True:
+                restart = restart_cycles if supply.power_ons != seen_power_ons else 0
+                seen_power_ons = supply.power_ons
+                if supply.run_step(step.cycles + restart, step.nvm_bytes):
+                    break
                 failures += 1
                 in_a_row += 1
                 if in_a_row > max_consecutive_failures:

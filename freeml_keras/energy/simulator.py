@@ -14,7 +14,12 @@ power (the device profile's figures at its nominal voltage, behind a regulator):
 The inference, as the runtime of issue 7 executes it, is a ``Program``: a list of atomic
 ``Step`` s, each a number of cycles followed by a commit of some NVM bytes. A step that reaches
 ``v_off`` before its commit ends is lost; after the capacitor recharges to ``v_on`` the MCU
-resumes (``resume_cycles``: boot and checkpoint restore) and runs the step again from its start.
+restarts and runs the step again from its start. Every power-on costs a restart (reset to the
+first resumed unit of work), run at active power before the first step that follows it
+(``Program.resume_cycles``; by default the warm restart measured for the device on the
+emulators, :func:`freeml_keras.costs.restart_cycles`: 1,929 cycles on the MSP430FR5994; 0 for
+free restarts). A power-on while idle is paid when the next step runs; the MCU that is on when a
+simulation starts (``v_start=None``) has already booted.
 When a step that ends at an exit point commits, a stop decider (``policy``) decides whether to
 answer now: usually the stop rule, :class:`freeml_keras.exits.StopRule`; any object with
 ``should_stop(ctx)``, or a callable of the ``ExitContext``, will do.
@@ -84,10 +89,13 @@ class Program:
 
     The last step is the final exit (the backbone's answer); earlier steps may mark intermediate
     exits, numbered 0, 1, ... in order; the final exit's index is one more than the last
-    intermediate one. ``resume_cycles`` is run before the step that follows each power failure.
+    intermediate one. ``resume_cycles``: the restart run at every power-on, before the step that
+    follows it (after each power failure); None (the default): the warm restart measured for the
+    device the program is simulated on (:func:`freeml_keras.costs.restart_cycles`), 0: restarts
+    are free.
     """
     steps: tuple[Step, ...]
-    resume_cycles: int = 0
+    resume_cycles: int | None = None
     name: str = "program"
 
     def __post_init__(self) -> None:
@@ -103,7 +111,7 @@ class Program:
         if not exits or exits[-1][0] != len(steps) - 1:
             raise ValueError(f"program {self.name!r}: the last step must carry the final exit "
                              f"(the next exit index after the intermediate ones)")
-        if self.resume_cycles < 0:
+        if self.resume_cycles is not None and self.resume_cycles < 0:
             raise ValueError(f"resume cycles must be >= 0, got {self.resume_cycles}")
 
     @property
@@ -195,6 +203,7 @@ class PowerSupply:
         self.ledger = Ledger()
         self.stored_start_j = cap.energy(self.v)
         self.failures = 0
+        self.power_ons = 0           # off -> on switches (each costs the MCU a restart)
         self.intervals = 0           # constant-power intervals integrated (a measure of work)
         # (time, voltage) at the start and at the end of every interval, when recording: the
         # voltage is monotone within an interval, so these points bound it.
@@ -342,6 +351,7 @@ class PowerSupply:
                     f" passes of the trace ({self.max_charge_periods * period:.6g} s); it rose from "
                     f"{v_first:.4g} V to {self.v:.4g} V")
         self.on = True
+        self.power_ons += 1
         return self.t - t_start
 
     def wait_until(self, t: float) -> None:
@@ -355,6 +365,7 @@ class PowerSupply:
             else:
                 if self._advance(self.charging_power_w, t, None, cap.v_on) == "up":
                     self.on = True
+                    self.power_ons += 1
 
     def balance_error_j(self) -> float:
         """harvested - consumed - leaked - spilled - (stored now - stored at start); 0 if the
@@ -381,7 +392,7 @@ class InferenceResult:
     power_failures: int
     cycles: int                     # cycles executed, re-executions and resumes included
     reexecuted_cycles: int          # cycles of attempts lost to power failures
-    resume_cycles: int              # cycles of restarts after power failures
+    resume_cycles: int              # cycles of restarts (one per power-on)
     nvm_bytes: int                  # NVM bytes committed
     reason: str = ""                # why it never completes
 
@@ -399,6 +410,7 @@ class SimulationResult:
     never_completes: str = ""
     intervals: int = 0              # constant-power intervals integrated
     voltage: np.ndarray | None = None   # (points, 2): time s, capacitor voltage, if recorded
+    restart_cycles: int = 0         # charged at every power-on (the program's resume_cycles)
 
     def array(self, name: str) -> np.ndarray:
         """One field of every inference as an array (e.g. ``"latency_s"``)."""
@@ -415,7 +427,7 @@ class SimulationResult:
                 "ledger": asdict(self.ledger), "stored_start_j": self.stored_start_j,
                 "stored_end_j": self.stored_end_j, "duration_s": self.duration_s,
                 "never_completes": self.never_completes, "intervals": self.intervals,
-                "inferences": [asdict(r) for r in self.inferences]}
+                "restart_cycles": self.restart_cycles, "inferences": [asdict(r) for r in self.inferences]}
 
 
 def periodic_arrivals(n: int, period_s: float, start_s: float = 0.0) -> np.ndarray:
@@ -447,18 +459,33 @@ class Simulator:
                            max_charge_periods=self.max_charge_periods,
                            record=self.record_voltage)
 
+    def restart_cycles(self, program: Program) -> int:
+        """The cycles charged at every power-on for ``program``: its ``resume_cycles``, or when
+        None the warm restart measured for this simulator's device
+        (:func:`freeml_keras.costs.restart_cycles`)."""
+        if program.resume_cycles is not None:
+            return int(program.resume_cycles)
+        from freeml_keras import costs
+        try:
+            return costs.restart_cycles(self.device)
+        except costs.CostTableError as e:
+            raise costs.CostTableError(
+                f"{e}; no measured restart for device {devices.get(self.device).name!r}: give the "
+                f"program resume_cycles (0: restarts free)") from None
+
     def check_steps(self, program: Program) -> str:
         """Why some step can never complete on one charge (empty string if none is known to)."""
         sup = self.supply()
         cap = self.capacitor
         budget = cap.energy(cap.v_max) - cap.energy(cap.v_off)
         p_h = self.harvester.max_power_w
+        restart = self.restart_cycles(program)
         for i, s in enumerate(program.steps):
-            cycles = s.cycles + program.resume_cycles
+            cycles = s.cycles + restart
             duration = sup.step_time(cycles, s.nvm_bytes)
             drain = (sup.active_power_w - p_h) * duration
             if drain > budget:
-                return (f"step {i} ({cycles} cycles with resume, {s.nvm_bytes} B committed) needs "
+                return (f"step {i} ({cycles} cycles with the restart, {s.nvm_bytes} B committed) needs "
                         f"{sup.active_power_w * duration:.4g} J over {duration:.4g} s; even at the "
                         f"harvester's highest power ({p_h:.3g} W) it drains {drain:.4g} J, more "
                         f"than a full capacitor holds above v_off ({budget:.4g} J): split it into "
@@ -514,8 +541,10 @@ class Simulator:
             acc_e += sup.step_energy(s.cycles, s.nvm_bytes)
             acc_c += s.cycles
         results: list[InferenceResult] = []
+        restart = self.restart_cycles(program)
         never = self.check_steps(program)
         final = program.num_exits - 1
+        seen_power_ons = sup.power_ons
         for j, (t_arr, ex) in enumerate(zip(arrivals.tolist(), examples.tolist())):
             if never:
                 results.append(_not_completed(j, ex, t_arr, never))
@@ -529,16 +558,17 @@ class Simulator:
                 consumed0, active0, failures0 = (sup.ledger.consumed_j, sup.ledger.active_j,
                                                  sup.failures)
                 sup.charge()
-                resume = 0
                 for i, s in enumerate(steps):
                     streak = 0
                     while True:
+                        # a restart before the first step after each power-on
+                        resume = restart if sup.power_ons != seen_power_ons else 0
+                        seen_power_ons = sup.power_ons
                         attempt = s.cycles + resume
                         if sup.run_step(attempt, s.nvm_bytes):
                             cycles += attempt
                             resumes += resume
                             nvm += s.nvm_bytes
-                            resume = 0
                             break
                         done = int(attempt * min(sup.last_fraction, 1.0))
                         cycles += done
@@ -548,12 +578,12 @@ class Simulator:
                         if streak >= self.max_consecutive_failures:
                             need = sup.step_energy(attempt, s.nvm_bytes)
                             raise NeverCompletes(
-                                f"step {i} ({s.cycles} cycles, {need:.4g} J at active power) "
+                                f"step {i} ({s.cycles} cycles after a restart of {resume}, "
+                                f"{need:.4g} J at active power) "
                                 f"failed {streak} times in a row; one charge "
                                 f"holds {self.capacitor.usable_energy_j:.4g} J above v_off: split it "
                                 f"into smaller atomic steps or use a larger capacitor")
                         sup.charge()
-                        resume = program.resume_cycles
                     e = s.exit_index
                     if e is not None and e != final and decide is not None:
                         ctx = ExitContext(
@@ -581,7 +611,7 @@ class Simulator:
                                 inferences=results, ledger=sup.ledger,
                                 stored_start_j=sup.stored_start_j, stored_end_j=sup.stored_j,
                                 duration_s=sup.t, never_completes=never,
-                                intervals=sup.intervals,
+                                intervals=sup.intervals, restart_cycles=restart,
                                 voltage=None if sup.record is None else np.array(sup.record))
 
 

@@ -16,7 +16,8 @@ The decision rule is the stop rule of the exits, :class:`freeml_keras.exits.Stop
 energy half alone, its confidence half alone, or both).
 
 Costs are plain numbers (``ExitCosts``): cycles per backbone segment between exit points, cycles
-of the exit head at each exit point, NVM bytes. They can come from the analytical cost model of
+of the exit head at each exit point, NVM bytes, and the restart every power-on costs (by
+default the one measured for the simulated device, :func:`freeml_keras.costs.restart_cycles`). They can come from the analytical cost model of
 ``freeml_keras.exits.policy`` or from measured cycle tables; nothing here depends on either.
 """
 
@@ -59,7 +60,9 @@ class ExitCosts:
     - ``commit_bytes``: checkpoint record written by every atomic step's commit.
     - ``max_step_cycles``: segments longer than this are split into equal atomic steps (the
       runtime's checkpoint granularity); None keeps one step per segment.
-    - ``resume_cycles``: boot and checkpoint restore after each power failure.
+    - ``resume_cycles``: the restart (reset to the first resumed unit of work) run at every
+      power-on; None (the default): the warm restart measured for the device the program is
+      simulated on (:func:`freeml_keras.costs.restart_cycles`); 0: restarts are free.
     """
     segment_cycles: Sequence[int]
     head_cycles: Sequence[int] | int = 0
@@ -67,7 +70,7 @@ class ExitCosts:
     head_nvm_bytes: Sequence[int] | int = 0
     commit_bytes: int = 0
     max_step_cycles: int | None = None
-    resume_cycles: int = 0
+    resume_cycles: int | None = None
 
     def __post_init__(self) -> None:
         seg = ([] if isinstance(self.segment_cycles, (int, np.integer))
@@ -83,7 +86,7 @@ class ExitCosts:
                            tuple(_per_item(self.head_nvm_bytes, k, "head_nvm_bytes")))
         if self.max_step_cycles is not None and self.max_step_cycles < 1:
             raise ValueError(f"max_step_cycles must be >= 1, got {self.max_step_cycles}")
-        if self.commit_bytes < 0 or self.resume_cycles < 0:
+        if self.commit_bytes < 0 or (self.resume_cycles is not None and self.resume_cycles < 0):
             raise ValueError("commit_bytes and resume_cycles must be >= 0")
 
     @classmethod
