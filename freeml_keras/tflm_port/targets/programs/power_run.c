@@ -12,9 +12,9 @@
  *
  * With FM_INFERENCES n (power_cfg.h), n inferences one after the other (the same input), as a
  * device that answers and takes the next input. Output, when an inference has finished: "@boots <power-ons> <warm ones>", "@sizes <state
- * used> <arena needed> <head state used>", "@done <exit> <int8 outputs>" (nothing is printed on
- * the way: output would cost the restart cycles); "@need <state> <arena> <head state>" when a
- * block is too small, "@error <where> <status>" on a runtime error. Marks, per power-on:
+ * used> <arena needed> <head state used> <head arena needed>", "@done <exit> <int8 outputs>" (nothing is printed on
+ * the way: output would cost the restart cycles); "@need <state> <arena> <head state> <head arena>"
+ * when a block is too small, "@error <where> <status>" on a runtime error. Marks, per power-on:
  * main's entry, after fm_power_on, the first unit of work fm_resume runs.
  *
  * `phase` (in NVM, its address found by symbol) says where the program is, for the driver that
@@ -153,6 +153,7 @@ static int power_on_and_run(void)
         put_field((int32_t)nvm_mem.image.main.state_needed);
         put_field((int32_t)nvm_mem.image.main.arena_needed);
         put_field((int32_t)nvm_mem.image.head.state_needed);
+        put_field((int32_t)nvm_mem.image.head.arena_needed);
         fm_target_putc('\n');
     }
     if (s) {
@@ -190,6 +191,7 @@ static int power_on_and_run(void)
         put_field((int32_t)nvm_mem.image.main.state_used);
         put_field((int32_t)nvm_mem.image.main.arena_needed);
         put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
+        put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.arena_needed : 0u));
         fm_target_puts("\n@done");
         put_field(answer);
         {
