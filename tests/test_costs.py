@@ -85,13 +85,15 @@ def test_restart_cycles_in_the_simulators_unit():
     """The measured warm restart converted to cycles of the device's clock, in one place
     (``CYCLES_PER_COST_UNIT``): MSP430 cycles as measured, one cycle per Cortex-M4 instruction
     (as every per-operator cost on a Cortex-M4 device); the largest over the measured models."""
-    assert costs.restart_cost("msp430fr5994") == costs.restart_cycles("msp430fr5994") == 1929
+    msp, m4 = _table_restart("msp430"), _table_restart("cortex_m4")
+    assert 0 < msp <= 2000 and 0 < m4 <= 1000              # the targets the measurements meet
+    assert costs.restart_cost("msp430fr5994") == costs.restart_cycles("msp430fr5994") == msp
     for dev in ("apollo3", "apollo4"):
-        assert costs.restart_cost(dev) == 577
-        assert costs.restart_cycles(dev) == round(577 * costs.CYCLES_PER_COST_UNIT["cortex_m4"])
+        assert costs.restart_cost(dev) == m4
+        assert costs.restart_cycles(dev) == round(m4 * costs.CYCLES_PER_COST_UNIT["cortex_m4"])
     assert costs.restart_cycles("msp430fr5994", what="cold_init") == 1_306_054
-    assert "1,929 cycles" in costs.restart_source("msp430fr5994")
-    assert "577 instructions, 1 cycle per instruction" in costs.restart_source("apollo3")
+    assert f"{msp:,} cycles" in costs.restart_source("msp430fr5994")
+    assert f"{m4:,} instructions, 1 cycle per instruction" in costs.restart_source("apollo3")
 
 
 def test_version_1_metadata_still_reads():
@@ -258,3 +260,12 @@ def test_measuring_a_model_that_does_not_fit_says_so_and_writes_nothing(tmp_path
     err = capsys.readouterr().err
     assert "cannot measure on msp430: FRAM over by" in err and "nothing was written" in err
     assert not out.exists()
+
+
+def _table_restart(target: str) -> int:
+    """The largest measured warm restart of a target in the shipped tables (what the library
+    must return; the figure itself is re-measured by bench/targets.py --power-only)."""
+    import json
+    from importlib import resources
+    doc = json.loads(resources.files("freeml_keras").joinpath("data", "cost_tables.json").read_text())
+    return max(m["warm_restart"] for m in doc["restart"][target]["models"].values())

@@ -18,11 +18,13 @@ random bytes form one with probability 2^-32, a torn commit never (fm_checkpoint
 is checked field by field; but without ``verify`` nothing reads the image's bytes at power-on,
 so a bit flipped inside a sealed image is not detectable then (fm_persist.h): the image-flip
 cases power on with verify=1, where the Fletcher-32 sum must catch them and the image be prepared
-afresh, never used. Beyond the formats (counted and printed as ``x_*``, not asserted): bit flips
-in the body of the latest valid record (operator, unit, flags, accumulator: the tag covers only
-the sequence number), records several commits older than the arena, and another input's record
-over this input's arena (a record does not identify its arena). Those end refused or bit-exact
-in most cases but can end with another output; the printed counts say how often.
+afresh, never used. Bit flips in the body of the latest valid record (operator, unit, flags,
+accumulator; ``x_body_flip``) are caught by the body's sum in the record's first word: the other
+slot's record resumes one step earlier, or the case is refused; asserted, never wrong. Beyond
+the formats (counted and printed as ``x_*``, not asserted): records several commits older than
+the arena, and another input's record over this input's arena (a record does not identify its
+arena; neither is what a power failure leaves). Those end refused or bit-exact in most cases
+but can end with another output; the printed counts say how often.
 """
 
 from __future__ import annotations
@@ -129,6 +131,7 @@ def test_damaged_nvm_is_refused_or_resumed_bit_exact(models, model, other, polic
         assert c[f"{k}.hang"] == 0, k
     for k in IN_MODEL_KINDS:
         assert c[f"{k}.wrong"] == 0, k
+    assert c["x_body_flip.wrong"] == 0                        # the record body's sum
     # the outcomes each kind can have, and did have
     assert c["refused"] > 0 and c["warm_ok"] > 0 and c["cold_ok"] > 0
     assert c["refused"] == c["refused_STATE"] + c["refused_FORMAT"] + c["refused_ARG"] + \

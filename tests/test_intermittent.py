@@ -341,9 +341,22 @@ def test_simulator_agrees_with_the_runtime_on_harvested_energy(trace):
     assert np.array_equal(ran["output"], ref)
 
 
+def _body_sum(body: bytes) -> int:
+    """fm_checkpoint.h's record body sum: 16-bit words, a sum (from 0x5EA1) and a sum of sums,
+    the second byte-swapped into the first."""
+    import struct
+    a, b = 0x5EA1, 0
+    for (w,) in struct.iter_unpack("<H", body):
+        a = (a + w) & 0xFFFF
+        b = (b + a) & 0xFFFF
+    return a ^ (((b << 8) | (b >> 8)) & 0xFFFF)
+
+
 def test_checkpoint_records_in_nvm_follow_the_documented_format(tmp_path):
-    """Two slots of (u32 seq, u16 op, u16 flags, u32 unit, u32 tag = ~seq): after a finished run
-    the newest valid record says done, and the slots hold consecutive sequence numbers."""
+    """Two slots of (u16 seq, u16 sum of the body, u16 op, u16 flags, u32 unit, u32 tag =
+    ~first word): after a finished run the newest valid record says done, the slots hold
+    consecutive sequence numbers, and each body has the sum its first word carries; a record
+    whose body was changed afterwards is not used (the other slot's is)."""
     import struct
     import subprocess
     from freeml_keras.runtime.intermittent import harness_path
@@ -357,12 +370,25 @@ def test_checkpoint_records_in_nvm_follow_the_documented_format(tmp_path):
     records = []
     for slot in range(2):
         rec = nvm[16 * slot:16 * slot + 16]       # no exit head: 16-byte records
-        seq, op, flags, unit, tag = struct.unpack("<IHHII", rec)
-        assert tag == ~seq & 0xFFFFFFFF
+        seq, total, op, flags, unit, tag = struct.unpack("<HHHHII", rec)
+        assert tag == ~(seq | total << 16) & 0xFFFFFFFF
+        assert total == _body_sum(rec[4:12])
         records.append((seq, op, flags, unit))
     newest = max(records)
     assert abs(records[0][0] - records[1][0]) == 1
     assert newest[2] & 0x2                        # FM_CKPT_DONE
+    # flip a bit of the newest record's unit: it is complete but not intact, so the older
+    # record (one step earlier, not done) is resumed, and the run finishes again, bit-exact
+    at = 16 * records.index(newest) + 8
+    damaged = bytearray(nvm)
+    damaged[at] ^= 0x01
+    (tmp_path / "nvm").write_bytes(bytes(damaged))
+    r = subprocess.run([str(harness_path()), str(tmp_path / "m.tflite"), str(tmp_path / "nvm"), "resume",
+                        "-g", "4", "-o", str(tmp_path / "y.bin")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert " units=0 " not in f" {r.stdout}"      # the last step ran again
+    assert np.array_equal(np.frombuffer((tmp_path / "y.bin").read_bytes(), np.int8),
+                          run_uninterrupted(b, xs[0], granularity=4)[0])
 
 
 def _advance(units: list[int], op: int, unit: int, n: int) -> tuple[int, int, list[int]]:

@@ -69,10 +69,47 @@ static fm_status check_slots(const fm_nvm *nvm, uint32_t offset, uint16_t num_cl
     return FM_OK;
 }
 
-/* A record is valid when its tag (last 4 bytes) is the complement of its sequence number. */
-static uint8_t valid(const uint8_t *rec, uint16_t num_classes)
+/* A record's body (operator, flags, unit, accumulator: between the sequence word and the tag)
+ * summed over 16-bit words, Fletcher style (a sum and a sum of sums, the second byte-swapped
+ * into the first): kept in the high half of the sequence word, so that a body changed after
+ * its commit (a bit flip in NVM) is not taken for progress. About 5 instructions per word; a
+ * restart sums one record. */
+static uint16_t body_sum(const uint8_t *rec, uint16_t num_classes)
 {
-    return fm_ld_u32(rec + FM_CKPT_ACC_OFFSET + 4u * (uint32_t)num_classes) == ~fm_ld_u32(rec);
+    /* 16-bit counters: the body is at most 8 + 4 * FM_CKPT_MAX_CLASSES bytes */
+    const uint16_t n = (uint16_t)((FM_CKPT_ACC_OFFSET - 4u) / 2u + 2u * num_classes);
+    const uint8_t *p = rec + 4u;
+    uint16_t a = 0x5EA1u, b = 0u, i;
+    if (((uintptr_t)p & 1u) == 0u) {
+        const uint16_t *w = (const uint16_t *)(const void *)p;
+        for (i = 0; i < n; i++) {
+            a = (uint16_t)(a + w[i]);
+            b = (uint16_t)(b + a);
+        }
+    } else {
+        for (i = 0; i < n; i++) {
+            a = (uint16_t)(a + fm_ld_u16(p + 2u * i));
+            b = (uint16_t)(b + a);
+        }
+    }
+    return (uint16_t)(a ^ (uint16_t)((uint16_t)(b << 8) | (uint16_t)(b >> 8)));
+}
+
+/* A record is complete when its tag (last 4 bytes) is the complement of its sequence word; it
+ * is intact when its body still has the sum the sequence word carries (high 16 bits). */
+static uint8_t complete(const uint8_t *rec, uint16_t num_classes)
+{
+    const uint8_t *tag = rec + FM_CKPT_ACC_OFFSET + 4u * (uint32_t)num_classes;
+    if ((((uintptr_t)rec) & 1u) == 0u) {    /* word loads (the restart path reads two records) */
+        const uint16_t *s = (const uint16_t *)(const void *)rec, *t = (const uint16_t *)(const void *)tag;
+        return (uint16_t)(s[0] ^ t[0]) == 0xFFFFu && (uint16_t)(s[1] ^ t[1]) == 0xFFFFu;
+    }
+    return fm_ld_u32(tag) == ~fm_ld_u32(rec);
+}
+
+static uint8_t intact(const uint8_t *rec, uint16_t num_classes)
+{
+    return fm_ld_u16(rec + 2u) == body_sum(rec, num_classes);   /* the first word's high half */
 }
 
 static void decode(const uint8_t *rec, uint16_t num_classes, fm_ckpt *out)
@@ -82,7 +119,7 @@ static void decode(const uint8_t *rec, uint16_t num_classes, fm_ckpt *out)
 #else
     (void)num_classes;
 #endif
-    out->seq = fm_ld_u32(rec);
+    out->seq = fm_ld_u32(rec) & 0xFFFFu;
     out->op = (uint16_t)(rec[4] | (rec[5] << 8));
     out->flags = (uint16_t)(rec[6] | (rec[7] << 8));
     out->unit = fm_ld_u32(rec + 8);
@@ -97,10 +134,10 @@ static void decode(const uint8_t *rec, uint16_t num_classes, fm_ckpt *out)
 #endif
 }
 
-/* Newer of two sequence numbers, with wrap-around. */
+/* Newer of two sequence numbers (the low 16 bits of the sequence words), with wrap-around. */
 static uint8_t newer(uint32_t a, uint32_t b)
 {
-    return (int32_t)(a - b) > 0;
+    return (int16_t)(uint16_t)((uint16_t)a - (uint16_t)b) > 0;
 }
 
 fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes, fm_ckpt *out,
@@ -114,8 +151,8 @@ fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes,
     num_classes = ACC_CLASSES(num_classes);
     a = nvm->mem + offset;
     b = a + record_bytes(num_classes);
-    va = valid(a, num_classes);
-    vb = valid(b, num_classes);
+    va = complete(a, num_classes);
+    vb = complete(b, num_classes);
     /* the header and the classes in use (the whole accumulator is 256 bytes: a power-on reads
      * this before its first unit of work) */
     out->seq = 0u;
@@ -123,10 +160,27 @@ fm_status fm_ckpt_load(const fm_nvm *nvm, uint32_t offset, uint16_t num_classes,
     out->flags = 0u;
     out->unit = 0u;
     out->num_classes = num_classes;
-    memset(out->acc, 0, 4u * (uint32_t)num_classes);
-    if (!va && !vb) return FM_OK;
-    decode(vb && (!va || newer(fm_ld_u32(b), fm_ld_u32(a))) ? b : a, num_classes, out);
-    *found = 1;
+    if (num_classes) memset(out->acc, 0, 4u * (uint32_t)num_classes);
+    if (va && vb && newer(fm_ld_u32(b), fm_ld_u32(a))) {    /* try the newer one first */
+        const uint8_t *t = a;
+        a = b;
+        b = t;
+    } else if (!va) {
+        const uint8_t *t = a;
+        a = b;
+        b = t;
+        va = vb;
+        vb = 0;
+    }
+    /* the newest complete record whose body is intact (a changed one is never progress; the
+     * older record then resumes one step earlier, which re-runs that step) */
+    if (va && intact(a, num_classes)) {
+        decode(a, num_classes, out);
+        *found = 1;
+    } else if (vb && intact(b, num_classes)) {
+        decode(b, num_classes, out);
+        *found = 1;
+    }
     return FM_OK;
 }
 
@@ -173,7 +227,8 @@ fm_status fm_ckpt_commit(fm_nvm *nvm, uint32_t offset, fm_ckpt *st)
     } else {
         for (c = 0; c < num_classes; c++) put32(rec + FM_CKPT_ACC_OFFSET + 4u * c, (uint32_t)st->acc[c]);
     }
-    put32(rec + n - 4u, ~st->seq);
+    put32(rec, ((uint32_t)body_sum(rec, num_classes) << 16) | (st->seq & 0xFFFFu));
+    put32(rec + n - 4u, ~fm_ld_u32(rec));
     at = offset + (st->seq & 1u) * n;
     /* The accumulator changes only at exit points: when the slot already holds these bytes (it
      * did two commits ago), they count as written and are not written again. */

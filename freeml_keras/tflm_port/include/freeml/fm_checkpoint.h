@@ -5,11 +5,14 @@
  * activation arena and the checkpoint: two slots of a record (C = number of classes, 0 without
  * an exit head)
  *
- *   offset 0  u32 sequence number s       offset 8       u32 unit inside the operator
- *   offset 4  u16 operator index          offset 12      i32 accumulator[C] (exit head)
- *   offset 6  u16 flags (running, done)   offset 12+4C   u32 tag = ~s (bitwise complement)
+ *   offset 0  u16 sequence number s       offset 8       u32 unit inside the operator
+ *   offset 2  u16 sum of the body         offset 12      i32 accumulator[C] (exit head)
+ *   offset 4  u16 operator index          offset 12+4C   u32 tag = ~(the word at offset 0)
+ *   offset 6  u16 flags (running, done)
  *
- * A record is valid when its tag is ~s. A commit writes the slot that does not hold the latest
+ * A record is valid when its tag is the complement of its first word (complete) and its body
+ * (offsets 4 to 12+4C) still has the sum that word carries (intact: a bit flip in NVM after the
+ * commit is never taken for progress; the other slot's record is used, or none). A commit writes the slot that does not hold the latest
  * valid record, in three ordered writes: s, then the rest, then the tag (one write when the
  * platform's writes store bytes in address order, fm_nvm.in_order); so a failure at any
  * instruction, in the middle of a commit included, leaves the latest valid record intact or the

@@ -41,7 +41,11 @@
 #endif
 
 #define PW_ALIGN16(n) (((n) + 15u) & ~15u)
-#define PW_SLOTS PW_ALIGN16(FM_CKPT_HEADER_BYTES * 2u + 8u * FM_CKPT_MAX_CLASSES)
+/* the model's classes in the exit head's accumulator (model_io.h; 0 without an exit head) */
+#ifndef FM_CKPT_CLASSES
+#define FM_CKPT_CLASSES FM_CKPT_MAX_CLASSES
+#endif
+#define PW_SLOTS PW_ALIGN16(FM_CKPT_HEADER_BYTES * 2u + 8u * FM_CKPT_CLASSES)
 
 enum { PH_RESTART = 1, PH_WORK = 2, PH_COMMIT = 3, PH_DONE = 4, PH_INPUT = 5 };
 
