@@ -457,3 +457,21 @@ def test_on_periods_of_restart_plus_largest_step_finish_and_shorter_ones_never_d
     assert power_on_budget(b, "msp430fr5994", fits)["finishes"]
     s = power_on_budget(b, "msp430fr5994", small)
     assert not s["finishes"] and s["shortfall_j"] == pytest.approx(0.1 * need * per_cycle, rel=1e-6)
+
+
+def test_the_harness_under_sanitizers_survives_power_failures():
+    """The harness built with AddressSanitizer + UBSan (the code that reads NVM after every
+    failure: records, the prepared image, the exit head's accumulator) under timed, commit and
+    seal kills: no sanitizer report (a report aborts with a non-kill status), outputs bit-exact."""
+    from freeml_keras.runtime.build import make_host
+    asan = make_host("intermittent_asan", "fm_intermittent_asan")
+    b, xs = _model("cnn_s", "digits", 0.5, 0.7)
+    refs = [run_uninterrupted(b, x)[0] for x in xs]
+    failures = i = 0
+    while failures < 40 and i < 60:
+        rep = run_with_power_failures(b, xs[i % len(xs)], seed=500 + i, max_failures=40, time_fraction=0.5,
+                                      harness=asan)
+        assert np.array_equal(rep.output, refs[i % len(xs)])
+        failures += rep.failures
+        i += 1
+    assert failures >= 40
