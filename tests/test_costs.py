@@ -91,7 +91,8 @@ def test_restart_cycles_in_the_simulators_unit():
     for dev in ("apollo3", "apollo4"):
         assert costs.restart_cost(dev) == m4
         assert costs.restart_cycles(dev) == round(m4 * costs.CYCLES_PER_COST_UNIT["cortex_m4"])
-    assert costs.restart_cycles("msp430fr5994", what="cold_init") == 1_306_054
+    cold = _table_restart("msp430", "cold_init")
+    assert costs.restart_cycles("msp430fr5994", what="cold_init") == cold > 100 * msp
     assert f"{msp:,} cycles" in costs.restart_source("msp430fr5994")
     assert f"{m4:,} instructions, 1 cycle per instruction" in costs.restart_source("apollo3")
 
@@ -262,10 +263,11 @@ def test_measuring_a_model_that_does_not_fit_says_so_and_writes_nothing(tmp_path
     assert not out.exists()
 
 
-def _table_restart(target: str) -> int:
-    """The largest measured warm restart of a target in the shipped tables (what the library
-    must return; the figure itself is re-measured by bench/targets.py --power-only)."""
+def _table_restart(target: str, what: str = "warm_restart") -> int:
+    """The largest measured warm restart (or cold preparation) of a target in the shipped
+    tables (what the library must return; the figure itself is re-measured by
+    bench/targets.py --power-only)."""
     import json
     from importlib import resources
     doc = json.loads(resources.files("freeml_keras").joinpath("data", "cost_tables.json").read_text())
-    return max(m["warm_restart"] for m in doc["restart"][target]["models"].values())
+    return max(m[what] for m in doc["restart"][target]["models"].values())
