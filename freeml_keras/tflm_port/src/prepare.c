@@ -123,10 +123,24 @@ static fm_status parse_sparsity(fm_interp *it, fm_fb *fb, uint32_t sp, int16_t t
         prev = s;
     }
     if (prev != idx_count) return fm_fail(it, FM_ERR_FORMAT, "sparse tensor: bad segments", -1, ti, 0);
-    for (i = 0; i < idx_count; i++)
-        if (ld_idx(t->idx, t->idx_w, i) >= last_dim)
-            return fm_fail(it, FM_ERR_FORMAT, "sparse tensor: column index out of range", -1, ti,
-                           (int32_t)i);
+    /* every column index inside the last dimension: one loop per index width (a width switch
+     * per index cost the MSP430 several times the compare) */
+    i = idx_count;
+    if (t->idx_w == 1) {
+        const uint8_t *q = t->idx;
+        for (i = 0; i < idx_count && q[i] < last_dim; i++) {
+        }
+    } else if (t->idx_w == 2) {
+        const uint16_t *q = (const uint16_t *)(const void *)t->idx;
+        for (i = 0; i < idx_count && q[i] < last_dim; i++) {
+        }
+    } else {
+        const uint32_t *q = (const uint32_t *)(const void *)t->idx;
+        for (i = 0; i < idx_count && q[i] < last_dim; i++) {
+        }
+    }
+    if (i < idx_count)
+        return fm_fail(it, FM_ERR_FORMAT, "sparse tensor: column index out of range", -1, ti, (int32_t)i);
     t->nnz = idx_count;
     t->bytes = data_len;
     t->flags |= FM_T_SPARSE;
