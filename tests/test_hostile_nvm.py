@@ -29,13 +29,14 @@ but can end with another output; the printed counts say how often.
 
 from __future__ import annotations
 
+from conftest import prune_kernels
+
 import subprocess
 
 import numpy as np
 import pytest
 
 from freeml_keras import datasets, zoo
-from freeml_keras.compression.pruning import hard_threshold
 from freeml_keras.conversion.converter import convert
 from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras
@@ -54,11 +55,7 @@ def _cnn(name, width, zero_fraction, tr):
     keras.utils.set_random_seed(0)
     m = zoo.build(name, tr[0].shape[1:], int(tr[1].max()) + 1, width=width)
     if zero_fraction:
-        for layer in m.layers:
-            w = layer.get_weights()
-            if w and w[0].ndim >= 2:
-                w[0] = hard_threshold(w[0], 1.0 - zero_fraction)
-                layer.set_weights(w)
+        prune_kernels(m, zero_fraction)
     return convert(m, tr[0][:64], sparse=bool(zero_fraction))
 
 

@@ -7,6 +7,8 @@ inference); only failures inside the inference are counted, per case and in tota
 
 from __future__ import annotations
 
+from conftest import prune_kernels
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,6 @@ from freeml_keras.conversion.converter import convert
 from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
 from freeml_keras.runtime.intermittent import run_uninterrupted, run_with_power_failures
 from freeml_keras.keras import keras
-from freeml_keras.compression.pruning import hard_threshold
 
 TOTAL = {"failures": 0, "in_commits": 0, "in_work": 0, "in_restart": 0, "outside": 0, "by_time": 0,
          "reexecuted": 0, "ckpt_bytes": 0, "runs": 0, "warm_restarts": 0, "power_ons": 0}
@@ -29,11 +30,7 @@ def _model(name, dataset, width, zero_fraction):
     keras.utils.set_random_seed(0)
     m = zoo.build(name, tr[0].shape[1:], int(tr[1].max()) + 1, width=width)
     if zero_fraction:
-        for layer in m.layers:
-            w = layer.get_weights()
-            if w and w[0].ndim >= 2:
-                w[0] = hard_threshold(w[0], 1.0 - zero_fraction)
-                layer.set_weights(w)
+        prune_kernels(m, zero_fraction)
     b = convert(m, tr[0][:64], sparse=bool(zero_fraction))
     (iq,), _ = io_quantization(b)
     return b, quantize(te[0][:4], *iq)
@@ -132,11 +129,7 @@ def exit_models():
     keras.utils.set_random_seed(0)
     m = zoo.build("cnn_s", (8, 8, 1), 10, width=0.5)
     zoo.train(m, tr, va, zoo.TrainConfig(epochs=3, batch_size=32), verbose=0)
-    for layer in m.layers:            # 70% zeros: the sparse variant stores CSR weights
-        w = layer.get_weights()
-        if w and w[0].ndim >= 2:
-            w[0] = hard_threshold(w[0], 0.3)
-            layer.set_weights(w)
+    prune_kernels(m, 0.7)
     em = attach_global_exit(m, EXIT_POINTS, pooled_size=[2, 1, None])
     rng = np.random.default_rng(0)
     em.set_head_weights(rng.normal(0, 0.3, (sum(em.pooled_dims), 10)), rng.normal(0, 0.1, 10))

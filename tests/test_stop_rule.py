@@ -5,6 +5,8 @@ TFLite Micro's, test_intermittent.py) and the platform's energy reading."""
 
 from __future__ import annotations
 
+from conftest import prune_kernels
+
 import numpy as np
 import pytest
 
@@ -92,17 +94,12 @@ def _exit_model(sparse: bool):
     confidences), converted with the msp430 per-operator costs; pruned for the sparse variant
     (its DENSIFY operators are aliases: no units, cost 0)."""
     from freeml_keras import zoo
-    from freeml_keras.compression.pruning import hard_threshold
     from freeml_keras.exits import attach_global_exit
     from freeml_keras.keras import keras
     keras.utils.set_random_seed(int(sparse))
     m = zoo.build("cnn_s", (8, 8, 1), 10, width=0.5)
     if sparse:
-        for layer in m.layers:
-            w = layer.get_weights()
-            if w and w[0].ndim >= 2:
-                w[0] = hard_threshold(w[0], 0.3)
-                layer.set_weights(w)
+        prune_kernels(m, 0.7)
     em = attach_global_exit(m, EXIT_POINTS, pooled_size=[2, 1, None])
     rng = np.random.default_rng(0)
     em.set_head_weights(rng.normal(0, 0.3, (sum(em.pooled_dims), 10)), rng.normal(0, 0.1, 10))
