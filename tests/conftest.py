@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never touch the user's model cache.
 os.environ.setdefault("FREEML_CACHE_DIR", tempfile.mkdtemp(prefix="freeml-test-cache-"))
@@ -19,3 +21,30 @@ def prune_kernels(model, zero_fraction: float) -> None:
         if w and w[0].ndim >= 2:
             w[0] = hard_threshold(w[0], 1.0 - zero_fraction)
             layer.set_weights(w)
+
+
+@pytest.fixture(scope="session")
+def digit_models():
+    """Two small trained int8 models on the digits data: an MLP (FULLY_CONNECTED, SOFTMAX) that
+    fits the MSP430's 48 KB with the runtime, and a CNN (CONV_2D, MAX_POOL_2D) for the M4; plus
+    real quantized test inputs."""
+    from freeml_keras import datasets
+    from freeml_keras.conversion import converter
+    from freeml_keras.runtime.reference import io_quantization, quantize
+    from freeml_keras.keras import keras
+
+    (xtr, ytr), _, (xte, _) = datasets.load("digits")
+    keras.utils.set_random_seed(0)
+    mlp = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
+                            keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")])
+    cnn = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                            keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
+                            keras.layers.Dense(10, activation="softmax")])
+    out = {}
+    for name, m in (("mlp", mlp), ("cnn", cnn)):
+        m.compile("adam", "sparse_categorical_crossentropy")
+        m.fit(xtr[:400], ytr[:400], epochs=2, verbose=0)
+        b = converter.convert(m, xtr[:100], sparse=False)
+        (scale, zp), = io_quantization(b)[0]
+        out[name] = (b, quantize(xte[:2], scale, zp))
+    return out

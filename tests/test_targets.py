@@ -216,33 +216,6 @@ def test_missing_tool_names_the_package(monkeypatch):
         T.check_tools("avr")
 
 
-@pytest.fixture(scope="module")
-def digit_models():
-    """Two small trained int8 models on the digits data: an MLP (FULLY_CONNECTED, SOFTMAX) that
-    fits the MSP430's 48 KB with the runtime, and a CNN (CONV_2D, MAX_POOL_2D) for the M4; plus
-    real quantized test inputs."""
-    from freeml_keras import datasets
-    from freeml_keras.conversion import converter
-    from freeml_keras.runtime.reference import io_quantization, quantize
-    from freeml_keras.keras import keras
-
-    (xtr, ytr), _, (xte, _) = datasets.load("digits")
-    keras.utils.set_random_seed(0)
-    mlp = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
-                            keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")])
-    cnn = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
-                            keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
-                            keras.layers.Dense(10, activation="softmax")])
-    out = {}
-    for name, m in (("mlp", mlp), ("cnn", cnn)):
-        m.compile("adam", "sparse_categorical_crossentropy")
-        m.fit(xtr[:400], ytr[:400], epochs=2, verbose=0)
-        b = converter.convert(m, xtr[:100], sparse=False)
-        (scale, zp), = io_quantization(b)[0]
-        out[name] = (b, quantize(xte[:2], scale, zp))
-    return out
-
-
 @pytest.mark.parametrize("target,model", [("cortex_m4", "mlp"), ("cortex_m4", "cnn"), ("msp430", "mlp")])
 def test_model_inference_equals_host_and_tflm(target, model, digit_models, tmp_path):
     """The runtime built for the target, model in flash / FRAM, gives the host runtime's and TFLite

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from freeml_keras import datasets
-from freeml_keras.conversion import convert, extract_subgraph
+from freeml_keras.conversion import extract_subgraph
 from freeml_keras.format.prepared import read_prepared, with_prepared
-from freeml_keras.keras import keras
 from freeml_keras.runtime import Interpreter
 from freeml_keras.runtime.reference import io_quantization, quantize
 from freeml_keras.targets import power
@@ -28,23 +27,11 @@ TOTALS = {"msp430": {"restart": 0, "work": 0, "commit": 0, "done": 0, "input": 0
 
 
 @pytest.fixture(scope="module")
-def models():
-    """The MSP430's reference models: an MLP, a small CNN (trained briefly on the digits) and
-    the pinned compressed cnn_s (its backbone on the MSP430, with its exit head on the M4)."""
-    (xtr, ytr), _, (xte, _) = datasets.load("digits")
-    keras.utils.set_random_seed(0)
-    mlp = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Flatten(),
-                            keras.layers.Dense(16, activation="relu"), keras.layers.Dense(10, activation="softmax")])
-    cnn = keras.Sequential([keras.layers.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
-                            keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
-                            keras.layers.Dense(10, activation="softmax")])
-    out = {}
-    for name, m in (("mlp", mlp), ("cnn", cnn)):
-        m.compile("adam", "sparse_categorical_crossentropy")
-        m.fit(xtr, ytr, epochs=2, verbose=0)
-        b = convert(m, xtr[:100], sparse=False)
-        (iq,), _ = io_quantization(b)
-        out[name] = (b, quantize(xte[:1], *iq)[0])
+def models(digit_models):
+    """The MSP430's reference models: the MLP and the small CNN (conftest.digit_models) and the
+    pinned compressed cnn_s (its backbone on the MSP430, with its exit head on the M4)."""
+    _, _, (xte, _) = datasets.load("digits")
+    out = {name: (b, x[0]) for name, (b, x) in digit_models.items()}
     full = (DATA / "cnn_s_compressed.tflite").read_bytes()
     (iq,), _ = io_quantization(full)
     x = quantize(xte[:1], *iq)[0]
