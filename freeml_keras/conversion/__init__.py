@@ -3,7 +3,7 @@ flatbuffer with the ``freeml`` metadata (``converter``), and to C source (``c_ex
 
 from freeml_keras.conversion.c_export import export_c
 from freeml_keras.conversion.converter import (HEAD_SUBGRAPH_NAME, ConversionError, convert,
-                                               extract_subgraph, strip_names)
+                                               compact, extract_subgraph, strip_names)
 
-__all__ = ["convert", "export_c", "extract_subgraph", "strip_names", "ConversionError",
+__all__ = ["convert", "export_c", "extract_subgraph", "strip_names", "compact", "ConversionError",
            "HEAD_SUBGRAPH_NAME"]

@@ -32,7 +32,7 @@ from freeml_keras.format.metadata import (NEVER, METADATA_NAME, ExitRecord, Free
                                           replace_metadata)
 from freeml_keras.format.prepared import PREPARED_NAME, PrepareError, with_prepared
 
-__all__ = ["convert", "extract_subgraph", "strip_names", "ConversionError", "HEAD_SUBGRAPH_NAME"]
+__all__ = ["convert", "extract_subgraph", "strip_names", "compact", "ConversionError", "HEAD_SUBGRAPH_NAME"]
 
 HEAD_SUBGRAPH_NAME = "freeml_exit_head"
 
@@ -135,7 +135,7 @@ def _single_input_gen(model: "keras.Model", data: np.ndarray, limit: int):
 
 def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bool = True,
             exit_model: Any = None, policy: Any = None, num_calibration: int = 200,
-            target: str | None = None, strip: bool = False) -> bytes:
+            target: str | None = None, strip: bool = False, device_form: bool = False) -> bytes:
     """A full-int8 (int8 input and output) TFLite flatbuffer of ``model``.
 
     ``representative_data``: float inputs (batch first) for calibration. ``sparse``: store
@@ -145,7 +145,9 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     ``thresholds``) whose thresholds go into the metadata. ``target``: a device name or
     ``msp430`` / ``cortex_m4``; the metadata gets each operator's cost on it, predicted from
     the targets benchmark's measurements (:mod:`freeml_keras.costs`). ``strip``: drop names and
-    signatures (:func:`strip_names`). Last, every operator's requantization parameters are
+    signatures (:func:`strip_names`). ``device_form``: the flatbuffer as a device holds it
+    (:func:`compact`, names stripped too): TFLite Micro and the FreeML runtime run it, the
+    TensorFlow Lite interpreter refuses its single zero points. Last, every operator's requantization parameters are
     precomputed into the ``freeml_prepare`` entry (:mod:`freeml_keras.format.prepared`), so the
     runtime need not compute them from float scales at every power-on. The model is not
     modified.
@@ -158,8 +160,10 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
         data = _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration)
     if target is not None:
         data = costs.with_costs(data, costs.CostModel.load(costs.target_of(target)))
-    if strip:
+    if strip or device_form:
         data = strip_names(data)
+    if device_form:
+        data = compact(data)
     try:
         return with_prepared(data)
     except PrepareError as e:
@@ -317,6 +321,47 @@ def strip_names(model_bytes: bytes) -> bytes:
         elif 0 <= m.buffer < len(model.buffers):
             model.buffers[m.buffer].data = None     # buffer indices stay valid
     model.metadata = kept
+    return ts.write_model(model)
+
+
+def compact(model_bytes: bytes) -> bytes:
+    """The same model in fewer bytes, as a device holds it: a per-channel tensor whose zero
+    points are all 0 keeps one (TFLite Micro reads a single zero point as every channel's,
+    a space saving it documents for weights; the TensorFlow Lite interpreter refuses it), no
+    shape signatures (the runtimes take static shapes), and one empty buffer that every tensor
+    without data points at (the converter gives each activation a buffer of its own). Names
+    are not touched (:func:`strip_names`). On the demo's model this is a quarter of the file.
+
+    Example::
+
+        from freeml_keras.conversion import compact
+        small = compact(open("model.tflite", "rb").read())
+    """
+    model = ts.read_model(model_bytes)
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            t.shapeSignature = None
+            q = t.quantization
+            if (q is not None and q.zeroPoint is not None and len(q.zeroPoint) > 1
+                    and not np.any(np.asarray(q.zeroPoint))):
+                q.zeroPoint = np.zeros(1, dtype=np.int64)
+    buffers = list(model.buffers or [])
+    has_data = [b.data is not None and len(b.data) > 0 for b in buffers]
+    # the schema's buffer 0 is the empty buffer; keep it and every buffer with data
+    keep = [0] + [i for i in range(1, len(buffers)) if has_data[i]]
+    if has_data and has_data[0]:
+        raise ConversionError("buffer 0 holds data: the TFLite schema reserves it as the empty buffer")
+    new_index = {old: new for new, old in enumerate(keep)}
+    for sg in model.subgraphs:
+        for t in sg.tensors or []:
+            t.buffer = new_index.get(int(t.buffer), 0)
+    for m in model.metadata or []:
+        if int(m.buffer) not in new_index:
+            raise ConversionError(f"metadata entry {m.name!r} refers to the empty buffer {m.buffer}")
+        m.buffer = new_index[int(m.buffer)]
+    if model.metadataBuffer is not None:        # deprecated list of metadata buffers
+        model.metadataBuffer = [new_index[int(i)] for i in model.metadataBuffer if int(i) in new_index] or None
+    model.buffers = [buffers[i] for i in keep]
     return ts.write_model(model)
 
 

@@ -1,0 +1,294 @@
+"""What a model's power-on build needs in each memory of a device, predicted and linked.
+
+The build is ``programs/power_run.c``: the runtime with the model's kernels, checkpointing and
+(when the model has one) the exit head, its state, arena and checkpoint slots in the
+non-volatile section. ``predict`` says how many bytes each part takes and whether the image
+fits the device's memory map (:class:`freeml_keras.devices.MemoryMap`); ``link`` builds it and
+reads what the linker placed (or by how much it overflowed). The prediction:
+
+- code, constants and the program's fixed variables: measured by linking the same build with a
+  16-byte stand-in for the model and 1,024-byte blocks (``code_image``; it depends on the kernel
+  set, their weight layouts and the exit head only, so it is cached by those);
+- the model: the flatbuffer as the build holds it (with its ``freeml_prepare`` entry),
+  16-byte aligned;
+- the arena: the runtime's own plan (the host library plans with the same code);
+- the state blocks: the host's, with its tensor and operator tables resized to the target's
+  structure sizes (``struct_sizes``: the compiler's ``sizeof`` on each);
+- the checkpoint slots and the prepared image: in the stand-in's figure already.
+
+Example::
+
+    from freeml_keras.targets import image
+    est = image.predict(open("model.tflite", "rb").read(), "msp430fr5994", "build/image")
+    print(est.fits, est.regions["FRAM"])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from freeml_keras import costs, devices
+from freeml_keras.conversion.c_export import export_c
+from freeml_keras.conversion.converter import extract_subgraph
+from freeml_keras.format.model import ModelLike, as_model
+from freeml_keras.format.prepared import ensure_prepared
+from freeml_keras.runtime.build import build_dir, source_key
+from freeml_keras.runtime.interpreter import Interpreter
+from freeml_keras.targets.codegen import c_array, model_has_exits, write_model_build_files
+from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
+from freeml_keras.targets.toolchain import (RUNTIME_DIR, TARGETS_DIR, TargetRunError, build, check_tools,
+                                            memory_overflow)
+
+__all__ = ["ImageEstimate", "predict", "link", "code_image", "struct_sizes", "section_bytes"]
+
+_STUB_BLOCK = 1024         # bytes of each block in the code-only build (sizes as large as real ones
+                           # make the same code: a 4-byte block lets the compiler fold 128 B away)
+_ALIGN = 16
+_STUB_MODEL = 2048         # bytes of the stand-in model array (a size like a real one, as the blocks)
+
+
+def _a16(n: int) -> int:
+    return (int(n) + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+@dataclass
+class ImageEstimate:
+    """Bytes per part (``parts``: code, model, arena, state, checkpoint, stack; see
+    :data:`freeml_keras.devices.PARTS`) and per region (``regions``: used, length, free) of a
+    model's power-on build on ``device``; ``fits`` when no region is over."""
+    device: str
+    target: str
+    parts: dict[str, int]
+    regions: dict[str, dict[str, int]]
+    blocks: dict[str, int] = field(default_factory=dict)
+    code_source: str = "linked"
+
+    @property
+    def fits(self) -> bool:
+        return all(r["free"] >= 0 for r in self.regions.values())
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["fits"] = self.fits
+        return d
+
+    def table(self) -> str:
+        """A few lines a person reads: parts, then regions."""
+        lines = [f"{self.device} ({self.target}) power-on build:"]
+        lines += [f"  {p:<11}{b:>9,} B" for p, b in self.parts.items()]
+        for name, r in self.regions.items():
+            state = "fits" if r["free"] >= 0 else "OVER"
+            lines.append(f"  {name}: {r['used']:,} of {r['length']:,} B used, {r['free']:+,} B free ({state})")
+        return "\n".join(lines)
+
+
+def struct_sizes(target: str) -> dict[str, int]:
+    """``sizeof`` of the runtime's tensor and operator tables on ``target`` (``host``: the
+    machine's own compiler, as the Python binding builds the runtime), read from the compiler's
+    assembly output."""
+    cache = build_dir("struct_sizes", source_key(RUNTIME_DIR / "include") + target) / "sizes.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    src = ('#include "freeml/fm_internal.h"\n'
+           "const unsigned long fm_struct_sizes[2] = {sizeof(fm_tensor), sizeof(fm_op)};\n")
+    cc = {"host": ["gcc"], "msp430": ["clang", "--target=msp430"],
+          "cortex_m4": ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb"]}[target]
+    if target != "host":
+        check_tools(target)
+    defs = [f"-D{k}={v}" for k, v in TARGET_DEFINES.get(target, {}).items() if k != "FM_KERNEL_CONFIG"]
+    r = subprocess.run(cc + ["-std=c99", "-S", "-O1", "-x", "c", "-", "-o", "-", f"-I{RUNTIME_DIR / 'include'}"]
+                       + defs, input=src, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise TargetRunError(f"sizes of the runtime's tables on {target}: {r.stderr[-800:]}")
+    values = [int(v, 0) for v in re.findall(r"\.(?:long|quad|word|4byte|8byte)\s+(\S+)", r.stdout)]
+    if len(values) < 2:
+        raise TargetRunError(f"sizes of the runtime's tables on {target}: unexpected assembly:\n{r.stdout[-800:]}")
+    out = {"tensor": values[0], "op": values[1]}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(out))
+    return out
+
+
+def _state_on(target: str, host_state: int, num_tensors: int, num_ops: int) -> int:
+    """The host's state block resized to ``target``'s tables (the rest: per-channel
+    multipliers and shifts, the same bytes everywhere)."""
+    h, t = struct_sizes("host"), struct_sizes(target)
+    a4 = lambda n: (n + 3) // 4 * 4    # noqa: E731
+    return (host_state - a4(num_tensors * h["tensor"]) - a4(num_ops * h["op"])
+            + a4(num_tensors * t["tensor"]) + a4(num_ops * t["op"]))
+
+
+def _interp_blocks(data: bytes, target: str) -> tuple[int, int]:
+    """(state on ``target``, arena) of the single-subgraph model ``data``."""
+    it = Interpreter(data)
+    m = as_model(data)
+    sg = m.parsed.subgraphs[0]
+    return _state_on(target, it.state_bytes, len(sg.tensors or []), len(sg.operators or [])), it.arena_bytes
+
+
+def section_bytes(elf: Path, target: str) -> dict[str, tuple[int, int]]:
+    """(bytes, address) of each allocated section of ``elf`` (``llvm-size -A``)."""
+    tool = "llvm-size" if target == "msp430" else "arm-none-eabi-size"
+    out = subprocess.run([tool, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = (int(parts[1]), int(parts[2]))
+    return sizes
+
+
+# The targets' linker scripts: the sections in each region, in address order (.data is loaded
+# from the non-volatile region and copied to RAM, so it takes room in both), and the linker
+# script's names of the device's regions.
+_SECTIONS = {"msp430": {"FRAM": (".text", ".rodata", ".fram", ".persistent"), "SRAM": (".data", ".bss", ".noinit")}}
+_LOADED_DATA = {"msp430": ("FRAM", ".data")}
+_LINKER_REGION = {"msp430": {"FRAM": "FRAM", "RAM": "SRAM"}}
+
+
+def _regions_used(target: str, sections: dict[str, tuple[int, int]]) -> dict[str, int]:
+    """Bytes of each region from its first section's start to its last section's end (the
+    alignment gaps between sections included), plus .data's load image where it is stored."""
+    used: dict[str, int] = {}
+    for region, names in _SECTIONS[target].items():
+        present = [sections[n] for n in names if n in sections and sections[n][0] > 0]
+        if present:
+            used[region] = max(a + n for n, a in present) - min(a for _, a in present)
+    region, sec = _LOADED_DATA[target]
+    used[region] = used.get(region, 0) + sections.get(sec, (0, 0))[0]
+    return used
+
+
+def _write_power_sources(m, out: Path, sizes: tuple[int, int, int, int], classes: int, exits: bool) -> list[Path]:
+    (out / "power_cfg.h").write_text("#define FM_STEP_COST 50000ul\n#define FM_STEP_WORK 1024ul\n"
+                                     "#define FM_INFERENCES 1u\n")
+    cfg = (out / "fm_kernel_config.h").read_text().replace(
+        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n#endif")
+    (out / "fm_kernel_config.h").write_text(cfg)
+    (out / "model_io.h").write_text(
+        "/* Generated by freeml_keras.targets.image. */\n#include <stdint.h>\n"
+        f"#define FM_STATE_BYTES {sizes[0]}u\n#define FM_ARENA_BYTES {sizes[1]}u\n"
+        f"#define FM_HEAD_STATE_BYTES {sizes[2]}u\n#define FM_HEAD_ARENA_BYTES {sizes[3]}u\n"
+        f"#define FM_CKPT_CLASSES {classes}u\n" + c_array("model_input", "int8_t", [0]))
+    return model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
+                                   TARGETS_DIR / "programs" / "power_run.c"]
+
+
+# A fictitious larger 16-bit map with the same sections: a code-only build links even when the
+# code alone does not fit the device, so that it can be measured.
+_MEASURE_LD = {"msp430": TARGETS_DIR / "msp430" / "msp430fr5994_measure.ld"}
+
+
+def _build_or_overflow(target: str, sources: list[Path], out: Path,
+                       measure: bool = False) -> tuple[Path | None, dict[str, int] | None]:
+    try:
+        elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
+                    opt=TARGET_OPT[target], defines=TARGET_DEFINES[target],
+                    options={"LDSCRIPT": _MEASURE_LD[target]} if measure else None)
+        return elf, None
+    except TargetRunError as e:
+        over = memory_overflow(str(e))
+        if over is None:
+            raise
+        return None, over
+
+
+def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None) -> dict:
+    """Sections (bytes, address) and bytes used per region (``regions_used``) of the model's
+    power-on build with a 16-byte stand-in for the model and
+    4-byte blocks: code, constants and the program's fixed variables (cached by the generated
+    kernel registry and configuration, which is all it depends on)."""
+    m = ensure_prepared(model)
+    exits = model_has_exits(m)
+    tmp = Path(work_dir) if work_dir else build_dir("code_image", "tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    write_model_build_files(m, tmp, exits=exits)
+    key = (source_key(RUNTIME_DIR) + (tmp / "registry_model.c").read_text() + (tmp / "fm_kernel_config.h").read_text()
+           + f"{_STUB_MODEL} {_STUB_BLOCK} {m.metadata.num_classes if exits else 0}")
+    out = build_dir(f"code_image-{target}", hashlib.sha256(key.encode()).hexdigest()[:16])
+    cached = out / "sections.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    write_model_build_files(m, out, exits=exits)
+    export_c(bytes(_STUB_MODEL), out / "model_data.h", symbol="fm_model", section=".fram")
+    classes = m.metadata.num_classes if exits else 0
+    sources = _write_power_sources(m, out, (_STUB_BLOCK,) * 4 if exits else (_STUB_BLOCK, _STUB_BLOCK, 0, 0),
+                                   classes, exits)
+    elf, over = _build_or_overflow(target, sources, out, measure=True)
+    if elf is None:
+        raise TargetRunError(f"the {target} build of this model's kernels does not link even in the "
+                             f"measuring map: over by {over}")
+    sections = {k: list(v) for k, v in section_bytes(elf, target).items()}
+    sections["regions_used"] = _regions_used(target, section_bytes(elf, target))
+    cached.write_text(json.dumps(sections))
+    return sections
+
+
+def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | Path | None = None) -> ImageEstimate:
+    """The bytes of ``model``'s power-on build on ``device`` per part and per region of its memory
+    map (the code measured by a code-only link: the target's toolchain must be installed)."""
+    dev = devices.get(device)
+    if dev.memory is None:
+        raise ValueError(f"device {dev.name!r} has no memory map")
+    target = costs.target_of(dev)
+    if target not in _SECTIONS:
+        raise ValueError(f"image prediction is implemented for the msp430 build only, not {target}")
+    m = ensure_prepared(model)
+    exits = model_has_exits(m)
+    sections = code_image(target, m, work_dir)
+    state, arena = _interp_blocks(extract_subgraph(m.data, 0) if exits else m.data, target)
+    head_state = head_arena = 0
+    if exits:
+        head_state, head_arena = _interp_blocks(extract_subgraph(m.data, m.metadata.head_subgraph), target)
+    stub = _a16(_STUB_BLOCK)
+    n_blocks = 3 if exits else 2                      # NVM blocks: state, arena (+ head state)
+    sec = {k: v[0] for k, v in sections.items() if k.startswith(".")}
+    model_bytes = _a16(len(m.data))
+    nv_blocks = _a16(state) + _a16(arena) + (_a16(head_state) if exits else 0)
+    v_blocks = _a16(head_arena) if exits else 0        # the exit head's scratch arena: volatile
+    delta = {"model": model_bytes - _STUB_MODEL, "nv": nv_blocks - stub * n_blocks, "v": v_blocks - (stub if exits else 0)}
+    mm = dev.memory
+    used = dict(sections["regions_used"])
+    for part, d in (("model", delta["model"]), ("arena", delta["nv"])):
+        r = mm.region(part).name
+        used[r] = used.get(r, 0) + d
+    used[mm.region("stack").name] = used.get(mm.region("stack").name, 0) + delta["v"] + mm.stack_bytes
+    code = sec.get(".text", 0) + sec.get(".rodata", 0) + sec.get(".data", 0)
+    fixed_nv = sec.get(".persistent", 0) - stub * n_blocks      # slots, prepared image, counters
+    parts = {"code": code, "model": model_bytes, "arena": _a16(arena),
+             "state": _a16(state) + (_a16(head_state) if exits else 0), "checkpoint": fixed_nv,
+             "stack": mm.stack_bytes + sec.get(".noinit", 0) + delta["v"] + sec.get(".bss", 0)}
+    regions = {r.name: {"used": used.get(r.name, 0), "length": r.length, "free": r.length - used.get(r.name, 0)}
+               for r in mm.regions}
+    return ImageEstimate(dev.name, target, parts, regions,
+                         {"state": state, "arena": arena, "head_state": head_state, "head_arena": head_arena})
+
+
+def link(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | Path) -> dict:
+    """Link the model's power-on build for ``device`` with the predicted block sizes and return
+    what the linker placed: ``regions`` (bytes used per region, from the sections) and
+    ``overflow`` (bytes over per region, when the link failed for lack of memory)."""
+    dev = devices.get(device)
+    target = costs.target_of(dev)
+    est = predict(model, dev, Path(work_dir) / "code")
+    m = ensure_prepared(model)
+    exits = model_has_exits(m)
+    out = Path(work_dir) / "linked"
+    out.mkdir(parents=True, exist_ok=True)
+    write_model_build_files(m, out, exits=exits)
+    b = est.blocks
+    sizes = (b["state"], b["arena"], b["head_state"] if exits else 0, b["head_arena"] if exits else 0)
+    sources = _write_power_sources(m, out, sizes, m.metadata.num_classes if exits else 0, exits)
+    elf, over = _build_or_overflow(target, sources, out)
+    names = _LINKER_REGION[target]
+    if elf is None:
+        return {"linked": False, "overflow": {names.get(k, k): v for k, v in over.items()},
+                "estimate": est.to_dict()}
+    used = _regions_used(target, section_bytes(elf, target))
+    return {"linked": True, "regions": used, "elf": str(elf), "estimate": est.to_dict()}
