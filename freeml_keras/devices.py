@@ -49,7 +49,9 @@ class MemoryMap:
         """The region that holds ``part`` (one of :data:`PARTS`)."""
         if part not in PARTS:
             raise ValueError(f"unknown part {part!r}; parts: {', '.join(PARTS)}")
-        name = self.placement[part]
+        name = self.placement.get(part)
+        if name is None:
+            raise ValueError(f"the memory map places no {part!r}: every one of {', '.join(PARTS)} needs a region")
         for r in self.regions:
             if r.name == name:
                 return r
