@@ -32,19 +32,22 @@ import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from freeml_keras import costs, devices
+import numpy as np
+
+from freeml_keras import costs, devices, memory
+from freeml_keras.compression.budget import Budget
 from freeml_keras.conversion.c_export import export_c
-from freeml_keras.conversion.converter import extract_subgraph
+from freeml_keras.conversion.converter import convert, extract_subgraph
 from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.build import build_dir, source_key
 from freeml_keras.runtime.interpreter import Interpreter
-from freeml_keras.targets.codegen import c_array, model_has_exits, write_model_build_files
+from freeml_keras.targets.codegen import c_array, kernel_config_source, model_has_exits, write_model_build_files
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (RUNTIME_DIR, TARGETS_DIR, TargetRunError, build, check_tools,
                                             memory_overflow)
 
-__all__ = ["ImageEstimate", "predict", "link", "code_image", "struct_sizes", "section_bytes"]
+__all__ = ["ImageEstimate", "predict", "link", "code_image", "struct_sizes", "section_bytes", "device_budget"]
 
 _STUB_BLOCK = 1024         # bytes of each block in the code-only build (sizes as large as real ones
                            # make the same code: a 4-byte block lets the compiler fold 128 B away)
@@ -198,28 +201,37 @@ def _build_or_overflow(target: str, sources: list[Path], out: Path,
         return None, over
 
 
-def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None) -> dict:
+def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None, *,
+               kernel_config: str | None = None, exits: bool | None = None, classes: int | None = None) -> dict:
     """Sections (bytes, address) and bytes used per region (``regions_used``) of the model's
     power-on build with a 16-byte stand-in for the model and
     4-byte blocks: code, constants and the program's fixed variables (cached by the generated
-    kernel registry and configuration, which is all it depends on)."""
+    kernel registry and configuration, which is all it depends on). ``kernel_config``: another
+    ``fm_kernel_config.h``; ``exits``: build with the exit head's code (default: when the model
+    has one) for ``classes`` classes (default: the model's)."""
     m = ensure_prepared(model)
-    exits = model_has_exits(m)
+    if exits is None:
+        exits = model_has_exits(m)
+    if classes is None:
+        classes = m.metadata.num_classes if model_has_exits(m) else int(np.prod(_output_shape(m)))
     tmp = Path(work_dir) if work_dir else build_dir("code_image", "tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     write_model_build_files(m, tmp, exits=exits)
+    if kernel_config is not None:
+        (tmp / "fm_kernel_config.h").write_text(kernel_config)
     key = (source_key(RUNTIME_DIR) + (tmp / "registry_model.c").read_text() + (tmp / "fm_kernel_config.h").read_text()
-           + f"{_STUB_MODEL} {_STUB_BLOCK} {m.metadata.num_classes if exits else 0}")
+           + f"{_STUB_MODEL} {_STUB_BLOCK} {classes if exits else 0}")
     out = build_dir(f"code_image-{target}", hashlib.sha256(key.encode()).hexdigest()[:16])
     cached = out / "sections.json"
     if cached.exists():
         return json.loads(cached.read_text())
     out.mkdir(parents=True, exist_ok=True)
     write_model_build_files(m, out, exits=exits)
+    if kernel_config is not None:
+        (out / "fm_kernel_config.h").write_text(kernel_config)
     export_c(bytes(_STUB_MODEL), out / "model_data.h", symbol="fm_model", section=".fram")
-    classes = m.metadata.num_classes if exits else 0
     sources = _write_power_sources(m, out, (_STUB_BLOCK,) * 4 if exits else (_STUB_BLOCK, _STUB_BLOCK, 0, 0),
-                                   classes, exits)
+                                   classes if exits else 0, exits)
     elf, over = _build_or_overflow(target, sources, out, measure=True)
     if elf is None:
         raise TargetRunError(f"the {target} build of this model's kernels does not link even in the "
@@ -228,6 +240,11 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
     sections["regions_used"] = _regions_used(target, section_bytes(elf, target))
     cached.write_text(json.dumps(sections))
     return sections
+
+
+def _output_shape(m) -> list[int]:
+    sg = m.parsed.subgraphs[0]
+    return [int(d) for d in sg.tensors[int(sg.outputs[0])].shape]
 
 
 def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | Path | None = None) -> ImageEstimate:
@@ -292,3 +309,77 @@ def link(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | 
                 "estimate": est.to_dict()}
     used = _regions_used(target, section_bytes(elf, target))
     return {"linked": True, "regions": used, "elf": str(elf), "estimate": est.to_dict()}
+
+
+def device_budget(model: "keras.Model", device: str | devices.DeviceProfile, representative: np.ndarray, *,
+                  reserve_bytes: int = 0, ram_share: float = 0.4, exits: bool = True,
+                  work_dir: str | Path | None = None) -> tuple[Budget, dict]:
+    """The SparseComp budget (stored parameters, activations + checkpoint) under which
+    ``model``'s power-on build fits ``device``'s memory map, and how it was split.
+
+    ``model`` is converted once (int8, sparse, device form) to measure what does not shrink
+    with the parameters: the runtime's code for its kernels (a code-only link; CSR kernels of
+    both index widths are counted, since compression will make sparse layers), the checkpoint
+    slots and prepared image, the interpreter state on the target, and the flatbuffer's bytes
+    beyond the stored parameters; with ``exits`` the code of the exit head and its accumulator
+    are counted too (it is attached after compression). ``reserve_bytes`` is kept free for what comes later (an
+    exit head: its parameters, state and arena). Where activations and parameters share a
+    region (the MSP430's FRAM), ``ram_share`` of what is left goes to activations and the
+    rest to parameters; the split is in the returned details. Raises ``ValueError`` when the
+    fixed costs alone leave nothing.
+
+    Example::
+
+        from freeml_keras import zoo, datasets, compress
+        from freeml_keras.targets.image import device_budget
+        model = zoo.pretrained("cnn_s", "fashion_mnist")
+        (x, y), val, _ = datasets.load("fashion_mnist")
+        budget, how = device_budget(model, "msp430fr5994", x[:200], reserve_bytes=3000)
+        result = compress(model, budget, (x, y), val)
+    """
+    dev = devices.get(device)
+    if dev.memory is None:
+        raise ValueError(f"device {dev.name!r} has no memory map")
+    mm = dev.memory
+    flat = convert(model, representative, sparse=True, device_form=True, num_calibration=min(100, len(representative)))
+    est = predict(flat, dev, work_dir)
+    fp = memory.keras_footprint(model)
+    # what the converted file holds beyond what keras_footprint calls stored parameters
+    overhead = max(0, est.parts["model"] - fp.weight_bytes)
+    # CSR kernels the dense model does not use yet (index widths 8 and 16): from a link with
+    # every layout, less the dense one's code
+    target = costs.target_of(dev)
+    code_of = lambda s: sum(s.get(k, [0])[0] for k in (".text", ".rodata", ".data"))   # noqa: E731
+    config = kernel_config_source(flat, exits=exits)
+    base = code_image(target, flat, work_dir, kernel_config=config, exits=exits)
+    for op in ("CONV", "FC"):        # CSR kernels the dense model does not use yet: 8- and 16-bit indices
+        for bits in (8, 16):
+            config = config.replace(f"#define FM_{op}_SPARSE_{bits} 0", f"#define FM_{op}_SPARSE_{bits} 1")
+    full = code_image(target, flat, work_dir, kernel_config=config, exits=exits)
+    stub = _a16(_STUB_BLOCK) * (3 if exits else 2)
+    free = {r.name: r.length for r in mm.regions}
+    fixed = {"code": code_of(full), "checkpoint": full[".persistent"][0] - stub, "checkpoint": est.parts["checkpoint"], "state": est.parts["state"],
+             "model_overhead": overhead, "reserve": reserve_bytes}
+    place = {"code": "code", "checkpoint": "checkpoint", "state": "state", "model_overhead": "model",
+             "reserve": "model"}
+    for what, n in fixed.items():
+        free[mm.region(place[what]).name] -= n
+    free[mm.region("stack").name] -= mm.stack_bytes
+    model_region, arena_region = mm.region("model").name, mm.region("arena").name
+    if model_region == arena_region:
+        left = free[model_region]
+        ram = int(left * ram_share)
+        flash = left - ram
+    else:
+        flash, ram = free[model_region], free[arena_region]
+    how = {"device": dev.name, "fixed": fixed, "free_after_fixed": free, "ram_share": ram_share,
+           "csr_code": code_of(full) - code_of(base), "exits": exits,
+           "flash_bytes": flash, "ram_bytes": ram, "converted_bytes": len(flat),
+           "weight_bytes": fp.weight_bytes}
+    if flash <= 0 or ram <= 0:
+        raise ValueError(f"{dev.name}: the fixed costs leave no room for the model "
+                         f"(code {fixed['code']:,} B, checkpoint {fixed['checkpoint']:,} B, state "
+                         f"{fixed['state']:,} B, flatbuffer overhead {overhead:,} B, reserve {reserve_bytes:,} B; "
+                         f"{free[model_region]:,} B left in {model_region})")
+    return Budget(flash, ram, dev.name), how
+
