@@ -38,6 +38,7 @@ from freeml_keras import costs, devices, memory
 from freeml_keras.compression.budget import Budget
 from freeml_keras.conversion.c_export import export_c
 from freeml_keras.conversion.converter import convert, extract_subgraph
+from freeml_keras.format import tflite as ts
 from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.build import build_dir, source_key
@@ -311,6 +312,23 @@ def link(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | 
     return {"linked": True, "regions": used, "elf": str(elf), "estimate": est.to_dict()}
 
 
+def _csr_widths(flat: bytes) -> set[tuple[str, int]]:
+    """(kernel, index bits) of the CSR code paths the model's CONV_2D and FULLY_CONNECTED weights
+    may take once pruned: CSR runs along the weights' last dimension (input channels), so the
+    column indices take 8 bits up to 256 of them, else 16 (the converter's narrowest type)."""
+    m = as_model(flat).parsed
+    out = set()
+    for sg in m.subgraphs:
+        for o in sg.operators or []:
+            name = ts.op_name(m, o.opcodeIndex)
+            kind = {"CONV_2D": "CONV", "FULLY_CONNECTED": "FC"}.get(name)
+            if kind is None:
+                continue
+            last = int(sg.tensors[int(o.inputs[1])].shape[-1])
+            out.add((kind, 8 if last <= 256 else 16 if last <= 65536 else 32))
+    return out
+
+
 def device_budget(model: "keras.Model", device: str | devices.DeviceProfile, representative: np.ndarray, *,
                   reserve_bytes: int = 0, ram_share: float = 0.4, exits: bool = True,
                   work_dir: str | Path | None = None) -> tuple[Budget, dict]:
@@ -352,9 +370,8 @@ def device_budget(model: "keras.Model", device: str | devices.DeviceProfile, rep
     code_of = lambda s: sum(s.get(k, [0])[0] for k in (".text", ".rodata", ".data"))   # noqa: E731
     config = kernel_config_source(flat, exits=exits)
     base = code_image(target, flat, work_dir, kernel_config=config, exits=exits)
-    for op in ("CONV", "FC"):        # CSR kernels the dense model does not use yet: 8- and 16-bit indices
-        for bits in (8, 16):
-            config = config.replace(f"#define FM_{op}_SPARSE_{bits} 0", f"#define FM_{op}_SPARSE_{bits} 1")
+    for op, bits in _csr_widths(flat):   # CSR kernels the dense model does not use yet
+        config = config.replace(f"#define FM_{op}_SPARSE_{bits} 0", f"#define FM_{op}_SPARSE_{bits} 1")
     full = code_image(target, flat, work_dir, kernel_config=config, exits=exits)
     stub = _a16(_STUB_BLOCK) * (3 if exits else 2)
     free = {r.name: r.length for r in mm.regions}
