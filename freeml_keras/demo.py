@@ -23,21 +23,28 @@ from matplotlib.figure import Figure
 
 from freeml_keras import costs as op_costs
 from freeml_keras import datasets, devices, memory, zoo
-from freeml_keras.compression import compress
-from freeml_keras.conversion import convert, export_c, strip_names
+from freeml_keras.compression import Budget, compress
+from freeml_keras.conversion import convert, export_c
 from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare, gnet_anytime,
                                  gnet_energy, periodic_arrivals, run_to_completion, traces)
 from freeml_keras.exits import (ExitModel, attach_exit_branches, attach_global_exit, calibrate_thresholds,
                                 compare_mechanisms, segment_costs, train_exit_branches, train_global_exit)
 from freeml_keras.keras import keras
 from freeml_keras.runtime.intermittent import plan, run_uninterrupted, run_with_power_failures
-from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite, run_tflm
+from freeml_keras.format.model import as_model
+from freeml_keras.runtime.interpreter import Interpreter
+from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+from freeml_keras.targets import image
+from freeml_keras.targets.image import device_budget
+from freeml_keras.targets.power import measure_restart, run_power_failures
+from freeml_keras.targets.runs import run_checkpointed, run_model
+from freeml_keras.targets.toolchain import TargetRunError, ToolMissingError
 
 __all__ = ["DemoConfig", "run_demo"]
 
 ARRIVAL_PERIOD_S = 30.0   # inputs at most this often in the simulation
 ARRIVAL_LOAD = 0.5        # and no more often than half of what the harvest pays for without exits
-N_STAGES = 7
+N_STAGES = 8
 
 
 @dataclass
@@ -55,6 +62,11 @@ class DemoConfig:
     seed: int = 0
     restart_cycles: int | None = None   # charged at every power-on in the simulation; None: the
                                         # warm restart measured for the device (costs.restart_cycles)
+    budget: str = "memory_map"          # "memory_map": what the device's linked image leaves
+                                        # (targets.image.device_budget); "fixed": the profile's
+                                        # 20 KB parameters + 16 KB activations split
+    on_device: bool = True              # run the result on the device's emulator (when it has one)
+    full_fram: bool = True              # also compress to the 256 KB FRAM budget (host only)
 
     def resolved(self) -> "DemoConfig":
         """A copy with the dataset chosen (when None) and the ``quick`` limits applied."""
@@ -136,9 +148,13 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     s_pre = _stage(out, "pretrained", lambda: _pretrained(cfg, data, model), log)
     log(f"      test accuracy {s_pre['test_accuracy']:.4f}; {s_pre['fp32_bytes']:,} B fp32")
 
-    log(f"[2/{N_STAGES}] SparseComp to the {dev.name} budget ({dev.model_budget_bytes:,} B "
-        f"parameters, {dev.ram_budget_bytes:,} B activations + state)")
-    s_comp = _stage(out, "compress", lambda: _compress(cfg, data, model, s_pre, cdir), log)
+    log(f"[2/{N_STAGES}] SparseComp to the {dev.name} budget")
+    s_comp = _stage(out, "compress", lambda: _compress(cfg, data, model, s_pre, cdir), log,
+                    valid=lambda c: c.get("budget", {}).get("kind") == cfg.budget)
+    b = s_comp["budget"]
+    log(f"      budget ({b['kind']}): {b['flash_bytes']:,} B parameters, {b['ram_bytes']:,} B activations + "
+        f"checkpoint" + (f" (code {b['fixed']['code']:,} B, state {b['fixed']['state']:,} B, exit head reserve "
+                         f"{b['fixed']['reserve']:,} B of {b['region_bytes']:,} B)" if "fixed" in b else ""))
     small = keras.models.load_model(cdir / "model.keras", compile=False)
     log(f"      {s_comp['weight_bytes']:,} B stored ({s_comp['ratio_vs_fp32']:.1f}x smaller than fp32), "
         f"test accuracy {s_comp['test_accuracy']:.4f}")
@@ -161,8 +177,13 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     if not s_pf["bit_exact"]:
         raise RuntimeError("the output after power failures differs from the uninterrupted output")
 
+    log(f"[6/{N_STAGES}] the model on the {dev.name}: linked image, cycles, restarts, power failures")
+    s_dev = _stage(out, "device", lambda: _device(cfg, data, model, out), log)
+    for line in s_dev.get("log", []):
+        log("      " + line)
+
     restart = _restart(cfg)
-    log(f"[6/{N_STAGES}] energy-harvesting simulation on the bundled traces, every power-on "
+    log(f"[7/{N_STAGES}] energy-harvesting simulation on the bundled traces, every power-on "
         f"charged a restart of {restart['cycles']:,} cycles ({restart['energy_uj']:.3g} uJ)")
     s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out), log,
                    valid=lambda c: c.get("restart", {}).get("cycles") == restart["cycles"])
@@ -171,9 +192,9 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
         log(f"      {trace}: fastest {best['name']} ({best['latency_mean_s']:.2f} s mean latency, "
             f"accuracy {best['accuracy']:.3f})")
 
-    log(f"[7/{N_STAGES}] report")
+    log(f"[8/{N_STAGES}] report")
     summary = {"config": asdict(cfg), "pretrained": s_pre, "compress": s_comp, "exits": s_exit,
-               "convert": s_conv, "power_failures": s_pf, "simulate": s_sim,
+               "convert": s_conv, "power_failures": s_pf, "device": s_dev, "simulate": s_sim,
                "seconds_this_run": round(time.time() - t_start, 1)}
     _report(out, summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
@@ -196,16 +217,43 @@ def _pretrained(cfg: DemoConfig, data: _Data, model: "keras.Model") -> dict:
 def _compress(cfg: DemoConfig, data: _Data, model: "keras.Model", s_pre: dict, cdir: Path) -> dict:
     """2. SparseComp to the device budget; the compressed model is ``cdir/model.keras``."""
     opts = {"fine_tune_epochs": 1, "qat_epochs": 1} if cfg.quick else {}
-    res = compress(model, cfg.device, data.train_s, data.val_s, out_dir=cdir, resume=True,
+    budget, how = _budget(cfg, data, model, cfg.device, cdir)
+    res = compress(model, budget, data.train_s, data.val_s, out_dir=cdir, resume=True,
                    seed=cfg.seed, **opts)
     fp = memory.keras_footprint(res.model)
-    return {"weight_bytes": fp.weight_bytes, "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
+    return {"budget": how, "weight_bytes": fp.weight_bytes, "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
             "test_accuracy": zoo.accuracy(res.model, data.test),
             "ratio_vs_fp32": s_pre["fp32_bytes"] / fp.weight_bytes,
             "ratio_vs_int8": s_pre["int8_bytes"] / fp.weight_bytes,
             "steps": [{k: s.get(k) for k in ("step", "phase", "layer", "weight_bytes", "val_accuracy", "peak_ram_bytes")}
                       for s in res.report.get("steps", [])],
             "report_txt": (cdir / "report.txt").read_text() if (cdir / "report.txt").exists() else ""}
+
+
+def _head_reserve(model: "keras.Model") -> int:
+    """Bytes to keep free for the exit head attached after compression: the head the exits stage
+    attaches, on the uncompressed model (compression only narrows what it pools), as int8
+    parameters with their per-channel scales, plus its state on the target (about 1 KB)."""
+    k = len(attach_global_exit(model, "auto").exit_points)
+    em = attach_global_exit(model, "auto", pooled_size=[3] + [1] * (k - 1), max_width=[32] + [None] * (k - 1))
+    params = sum(int(np.prod(w.shape)) for w in em.head.weights)
+    return int(params * 1.1) + 1024
+
+
+def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, work: Path) -> tuple[Budget, dict]:
+    """SparseComp's budget for ``device``: from its memory map (``cfg.budget == "memory_map"``:
+    what the linked power-on image leaves for the model, with room for the exit head; needs
+    the target's toolchain), or the profile's fixed split."""
+    dev = devices.get(device)
+    if cfg.budget == "memory_map":
+        reserve = _head_reserve(model)
+        b, how = device_budget(model, dev, datasets.subset(data.train, 200, seed=cfg.seed + 3)[0],
+                               reserve_bytes=reserve, work_dir=work / "image")
+        return b, {"kind": "memory_map", "region_bytes": dev.memory.region("model").length, **how}
+    if cfg.budget != "fixed":
+        raise ValueError(f"DemoConfig.budget is 'memory_map' or 'fixed', not {cfg.budget!r}")
+    b = Budget.of(dev)
+    return b, {"kind": "fixed", "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes}
 
 
 def _exits(cfg: DemoConfig, data: _Data, small: "keras.Model", s_comp: dict, edir: Path) -> dict:
@@ -244,16 +292,16 @@ def _convert(cfg: DemoConfig, data: _Data, edir: Path, s_exit: dict, out: Path) 
     em = ExitModel.load(edir)
     calib = datasets.subset(data.train, 300, seed=cfg.seed + 2)[0]
     sparse = convert(em.backbone, calib, sparse=True, exit_model=em, policy=s_exit["policy"],
-                     target=cfg.device)
+                     target=cfg.device, device_form=True)
     dense = convert(em.backbone, calib, sparse=False, exit_model=em, policy=s_exit["policy"])
     (out / "model.tflite").write_bytes(sparse)
     (out / "model_dense.tflite").write_bytes(dense)
     export_c(sparse, out / "model.h", symbol="freeml_model", section=".fram")
     (iq,), _ = io_quantization(sparse)
-    pred = run_tflite(sparse, [quantize(data.test_s[0], *iq)])[0]
+    it = Interpreter(sparse)     # the device form: TFLite Micro and this runtime run it, TF Lite does not
+    pred = np.concatenate([it.invoke(xi[None])[0] for xi in quantize(data.test_s[0], *iq)])
     fp = memory.tflite_footprint(sparse)
     return {"tflite_bytes": len(sparse), "dense_tflite_bytes": len(dense),
-            "stripped_tflite_bytes": len(strip_names(sparse)),
             "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes,
             "int8_accuracy": float(np.mean(np.argmax(pred, -1) == data.test_s[1])),
             "keras_accuracy": zoo.accuracy(em.backbone, data.test_s)}
@@ -281,6 +329,83 @@ def _power_failures(cfg: DemoConfig, data: _Data, out: Path) -> dict:
     tot["largest_step_units"] = p["largest_step_units"]
     tot["checkpoint_record_bytes"] = p["record_bytes"]
     return tot
+
+
+def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) -> dict:
+    """6. ``out/model.tflite`` on the device: its power-on image predicted and linked; when it
+    fits and the device can be emulated here, one inference per operator (cycles to each exit
+    point and in all), a checkpointed run (the checkpoint's cost), the warm restart and power
+    failures inside the inference (bit-exact with the host), energy from the profile. Beside
+    it, with ``cfg.full_fram``, the model SparseComp makes for the 256 KB FRAM budget, run on
+    the host (that build cannot be linked or emulated here)."""
+    dev = devices.get(cfg.device)
+    b = (out / "model.tflite").read_bytes()
+    res: dict = {"device": dev.name, "log": []}
+    if dev.memory is None:
+        res["log"].append(f"{dev.name} has no memory map: nothing to link")
+        return res
+    work = out / "device"
+    try:
+        linked = image.link(b, dev, work / "link")
+    except (TargetRunError, ToolMissingError) as e:
+        res["log"].append(f"not linked: {str(e).splitlines()[0]}")
+        return res
+    est = linked["estimate"]
+    region = dev.memory.region("model").name
+    res["image"] = {"predicted": est, "linked": linked.get("regions"), "overflow": linked.get("overflow")}
+    used = linked["regions"][region] if linked["linked"] else est["regions"][region]["length"] + linked["overflow"][region]
+    res["log"].append(f"image: {used:,} of {est['regions'][region]['length']:,} B of {region} "
+                      f"(predicted {est['regions'][region]['used']:,} B): "
+                      + ("fits" if linked["linked"] else f"over by {linked['overflow']}")
+                      + "; " + ", ".join(f"{k} {v:,} B" for k, v in est["parts"].items()))
+    if cfg.full_fram:
+        res["full_fram"] = _full_fram(cfg, data, pretrained, out)
+        res["log"].append(f"256 KB FRAM budget (host): test accuracy {res['full_fram']['test_accuracy']:.4f}, "
+                          f"{res['full_fram']['weight_bytes']:,} B stored")
+    if not (linked["linked"] and dev.memory.runnable and cfg.on_device):
+        return res
+    target = op_costs.target_of(dev)
+    (iq,), _ = io_quantization(b)
+    x = quantize(data.test_s[0][:1], *iq)[0]
+    host_out = Interpreter(b).invoke(x[None])[0].ravel()
+    run = run_model(target, b, x, work / "run")
+    md = as_model(b).metadata
+    per_op = {i: c for i, _, _, c in run.ops}
+    to_exit = [sum(c for i, c in per_op.items() if i <= e.op_index) for e in md.exits]
+    ck = run_checkpointed(target, b, x, work / "ckpt", granularities=(1 << 30,), step_works=None)
+    restart = measure_restart(target, b, x, work / "restart")
+    pf = run_power_failures(target, b, x, work / "power", failures=10 if cfg.quick else 30, seed=cfg.seed)
+    cyc = run.invoke_cost
+    e = dev.energy_per_cycle_j
+    res["msp430"] = {
+        "unit": run.run.unit, "per_inference": cyc, "to_exit": to_exit,
+        "energy_uj_per_inference": 1e6 * cyc * e, "energy_uj_to_exit": [1e6 * c * e for c in to_exit],
+        "checkpointed": ck.work_runs[0]["cost"] if ck.work_runs else None,
+        "checkpoint_overhead": (ck.work_runs[0]["cost"] / ck.plain_cost - 1) if ck.work_runs else None,
+        "warm_restart": restart["warm_restart"], "cold_init": restart["cold_init"],
+        "bit_exact": bool(np.array_equal(np.asarray(run.output_invoke), host_out)),
+        "power_failures": pf.failures, "power_failures_by_phase": pf.failures_by_phase,
+        "answers_after_failures": len(pf.outputs),
+        "power_failures_bit_exact": bool(pf.outputs) and all(list(y) == list(host_out) for _, y in pf.outputs),
+        "size": run.size}
+    m = res["msp430"]
+    res["log"].append(f"{target}: {cyc:,} {run.run.unit} per inference ({m['energy_uj_per_inference']:.1f} uJ), to the exits "
+                      + ", ".join(f"{c:,}" for c in to_exit) + f"; warm restart {m['warm_restart']:,}; checkpointed "
+                      f"+{100 * (m['checkpoint_overhead'] or 0):.1f}%; {m['power_failures']} power failures, bit-exact "
+                      f"{m['power_failures_bit_exact'] and m['bit_exact']}")
+    return res
+
+
+def _full_fram(cfg: DemoConfig, data: _Data, model: "keras.Model", out: Path) -> dict:
+    """The model SparseComp makes for the whole 256 KB of FRAM (``msp430fr5994_256k``, a
+    large-memory-model build), and its accuracy on the host."""
+    opts = {"fine_tune_epochs": 1, "qat_epochs": 1} if cfg.quick else {}
+    budget, how = _budget(cfg, data, model, "msp430fr5994_256k", out / "full_fram")
+    res = compress(model, budget, data.train_s, data.val_s, out_dir=out / "full_fram", resume=True,
+                   seed=cfg.seed, **opts)
+    fp = memory.keras_footprint(res.model)
+    return {"budget": how, "weight_bytes": fp.weight_bytes, "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
+            "test_accuracy": zoo.accuracy(res.model, data.test)}
 
 
 def _restart(cfg: DemoConfig) -> dict:
@@ -422,6 +547,52 @@ def _restart_sentence(restart: dict | None) -> str:
             f"the {restart['source']}.")
 
 
+def _device_lines(s: dict) -> list[str]:
+    """The report's section on the device: budget, linked image, measured cycles, 256 KB."""
+    d, c, p = s.get("device") or {}, s["compress"], s["pretrained"]
+    b = c.get("budget", {})
+    lines = [f"## On the {s['config']['device']}", ""]
+    if b.get("kind") == "memory_map":
+        f = b["fixed"]
+        lines.append(f"SparseComp's budget came from the memory map: of {b['region_bytes']:,} B, the runtime's code "
+                     f"takes {f['code']:,} B (its kernels, CSR paths, checkpointing, exit head), the checkpoint "
+                     f"{f['checkpoint']:,} B, the interpreter state {f['state']:,} B, the exit head's reserve "
+                     f"{f['reserve']:,} B; {b['flash_bytes']:,} B were left for parameters and {b['ram_bytes']:,} B "
+                     f"for activations.")
+    else:
+        lines.append(f"SparseComp's budget: the profile's fixed split ({b.get('flash_bytes') or '-'} B parameters, "
+                     f"{b.get('ram_bytes') or '-'} B activations).")
+    img = d.get("image")
+    if img:
+        est = img["predicted"]
+        lines += ["", "| part | bytes |", "|---|---|"] + [f"| {k} | {v:,} |" for k, v in est["parts"].items()]
+        for name, r in est["regions"].items():
+            linked = (img["linked"] or {}).get(name)
+            over = (img["overflow"] or {}).get(name)
+            lines.append(f"| {name} predicted / linked | {r['used']:,} / "
+                         + (f"{linked:,}" if linked is not None else (f"over by {over:,}" if over else "-"))
+                         + f" of {r['length']:,} |")
+    m = d.get("msp430")
+    if m:
+        lines += ["", f"Measured under `mspdebug sim` ({m['unit']}): {m['per_inference']:,} per inference "
+                  f"({m['energy_uj_per_inference']:.1f} uJ); to the exit points "
+                  + ", ".join(f"{c:,} ({u:.1f} uJ)" for c, u in zip(m["to_exit"], m["energy_uj_to_exit"]))
+                  + f" (backbone to the exit's operator; the head's own cycles not included); warm restart "
+                  f"{m['warm_restart']:,}, cold preparation {m['cold_init']:,}; checkpointed inference "
+                  f"{m['checkpointed']:,} (+{100 * (m['checkpoint_overhead'] or 0):.1f}%); {m['power_failures']} power "
+                  f"failures inside the inference, {m['answers_after_failures']} answers, all bit-exact with the host: "
+                  f"{m['power_failures_bit_exact'] and m['bit_exact']}."]
+    elif img:
+        lines += ["", "Not run on the emulator: " + "; ".join(d.get("log", [])[-1:])]
+    ff = d.get("full_fram")
+    if ff:
+        lines += ["", f"Accuracy: pre-trained {p['test_accuracy']:.4f}; at this budget {c['test_accuracy']:.4f} "
+                  f"({c['test_accuracy'] - p['test_accuracy']:+.4f}); with the whole 256 KB of FRAM (a large-memory-model "
+                  f"build, compressed and run on the host: it cannot be linked or emulated here) "
+                  f"{ff['test_accuracy']:.4f} at {ff['weight_bytes']:,} B stored."]
+    return lines + [""]
+
+
 def _markdown(s: dict) -> str:
     """The text of ``report.md``."""
     c, p, e, cv, pf = s["compress"], s["pretrained"], s["exits"], s["convert"], s["power_failures"]
@@ -441,7 +612,7 @@ def _markdown(s: dict) -> str:
         f"| converted | {cv['tflite_bytes']:,} B flatbuffer, int8 accuracy {cv['int8_accuracy']:.4f} (Keras {cv['keras_accuracy']:.4f}) |",
         f"| power failures | {pf['failures']} survived ({pf['failures_in_commits']} inside commits), output bit-exact: "
         f"{pf['bit_exact']}, re-executed units {pf['reexecuted_units']} of {pf['units']} |", "",
-        "![size ladder](size_ladder.png) ![exits](exits.png)", "",
+        "![size ladder](size_ladder.png) ![exits](exits.png)", ""] + _device_lines(s) + [
         "## Simulation", "",
         f"{s['simulate']['inputs']} inputs per trace, one every "
         + ", ".join(f"{p:.0f} s ({t})" for t, p in s["simulate"].get("arrival_period_s", {}).items())
