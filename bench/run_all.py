@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["compression.py", "exits.py", "runtime.py", "checkpoint.py", "targets.py", "costs.py", "energy.py",
+ORDER = ["compression.py", "exits.py", "runtime.py", "checkpoint.py", "targets.py", "image.py", "costs.py", "energy.py",
          "strategies.py",
          "paper_table.py"]
 

@@ -482,3 +482,36 @@ def tflite_footprint(data: ModelLike) -> Footprint:
                 "int8_csr": sum(r.int8_csr_bytes for r in rows), "params": sum(r.params for r in rows),
                 "peak_live_bytes": peak},
         notes=notes)
+
+
+def flatbuffer_breakdown(data: ModelLike) -> dict[str, int]:
+    """Where the bytes of a .tflite file go: ``weights`` (constant non-int32 tensors' values and
+    their sparse indices), ``biases`` (constant int32 tensors), ``scales`` (every tensor's float
+    scales), ``zero_points``, ``metadata:<name>`` per metadata entry, ``names`` (tensor and
+    subgraph names) and ``tables`` (the rest: the flatbuffer's tables, vectors, shapes,
+    alignment). ``overhead`` is everything but weights, biases and scales, and
+    ``overhead_fraction`` its share of the file."""
+    m = as_model(data)
+    parsed = m.parsed
+    out = {"file": len(m), "weights": 0, "biases": 0, "scales": 0, "zero_points": 0, "names": 0}
+    for sg in parsed.subgraphs:
+        out["names"] += len(sg.name or b"")
+        for t in sg.tensors or []:
+            out["names"] += len(t.name or b"")
+            q = t.quantization
+            if q is not None:
+                out["scales"] += SCALE_BYTES * (0 if q.scale is None else len(q.scale))
+                out["zero_points"] += ZERO_POINT_BYTES * (0 if q.zeroPoint is None else len(q.zeroPoint))
+            buf = parsed.buffers[t.buffer].data if 0 <= t.buffer < len(parsed.buffers) else None
+            if buf is not None and len(buf):
+                out["biases" if t.type == ts.TensorType.INT32 else "weights"] += len(buf)
+            out["weights"] += sparse_index_bytes(t)
+    for md in parsed.metadata or []:
+        name = md.name.decode() if isinstance(md.name, bytes) else str(md.name)
+        buf = parsed.buffers[md.buffer].data if 0 <= md.buffer < len(parsed.buffers) else None
+        out[f"metadata:{name}"] = 0 if buf is None else len(buf)
+    counted = sum(v for k, v in out.items() if k != "file")
+    out["tables"] = out["file"] - counted
+    out["overhead"] = out["file"] - out["weights"] - out["biases"] - out["scales"]
+    out["overhead_fraction"] = out["overhead"] / out["file"] if out["file"] else 0.0
+    return out
