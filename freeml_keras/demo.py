@@ -28,7 +28,8 @@ from freeml_keras.conversion import convert, export_c
 from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare, gnet_anytime,
                                  gnet_energy, periodic_arrivals, run_to_completion, traces)
 from freeml_keras.exits import (ExitModel, attach_exit_branches, attach_global_exit, calibrate_thresholds,
-                                compare_mechanisms, segment_costs, train_exit_branches, train_global_exit)
+                                compare_mechanisms, exit_footprint, segment_costs, train_exit_branches,
+                                train_global_exit)
 from freeml_keras.keras import keras
 from freeml_keras.runtime.intermittent import plan, run_uninterrupted, run_with_power_failures
 from freeml_keras.format.model import as_model
@@ -150,8 +151,10 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
 
     log(f"[2/{N_STAGES}] SparseComp to the {dev.name} budget")
     s_comp = _stage(out, "compress", lambda: _compress(cfg, data, model, s_pre, cdir), log,
-                    valid=lambda c: c.get("budget", {}).get("kind") == cfg.budget)
+                    valid=lambda c: c.get("budget", {}).get("requested") == cfg.budget)
     b = s_comp["budget"]
+    if b.get("note"):
+        log(f"      {b['note']}")
     log(f"      budget ({b['kind']}): {b['flash_bytes']:,} B parameters, {b['ram_bytes']:,} B activations + "
         f"checkpoint" + (f" (code {b['fixed']['code']:,} B, state {b['fixed']['state']:,} B, exit head reserve "
                          f"{b['fixed']['reserve']:,} B of {b['region_bytes']:,} B)" if "fixed" in b else ""))
@@ -232,12 +235,13 @@ def _compress(cfg: DemoConfig, data: _Data, model: "keras.Model", s_pre: dict, c
 
 def _head_reserve(model: "keras.Model") -> int:
     """Bytes to keep free for the exit head attached after compression: the head the exits stage
-    attaches, on the uncompressed model (compression only narrows what it pools), as int8
-    parameters with their per-channel scales, plus its state on the target (about 1 KB)."""
+    attaches, on the uncompressed model (compression only narrows what it pools), in the
+    runtime's int8 format with its state, plus 1 KB for the head subgraph's tables and
+    interpreter state on the target."""
     k = len(attach_global_exit(model, "auto").exit_points)
     em = attach_global_exit(model, "auto", pooled_size=[3] + [1] * (k - 1), max_width=[32] + [None] * (k - 1))
-    params = sum(int(np.prod(w.shape)) for w in em.head.weights)
-    return int(params * 1.1) + 1024
+    fp = exit_footprint(em)
+    return int(fp["head_bytes"] + fp["state_bytes"]) + 1024
 
 
 def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, work: Path) -> tuple[Budget, dict]:
@@ -245,15 +249,22 @@ def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, wor
     what the linked power-on image leaves for the model, with room for the exit head; needs
     the target's toolchain), or the profile's fixed split."""
     dev = devices.get(device)
-    if cfg.budget == "memory_map":
-        reserve = _head_reserve(model)
-        b, how = device_budget(model, dev, datasets.subset(data.train, 200, seed=cfg.seed + 3)[0],
-                               reserve_bytes=reserve, work_dir=work / "image")
-        return b, {"kind": "memory_map", "region_bytes": dev.memory.region("model").length, **how}
-    if cfg.budget != "fixed":
+    if cfg.budget not in ("memory_map", "fixed"):
         raise ValueError(f"DemoConfig.budget is 'memory_map' or 'fixed', not {cfg.budget!r}")
+    note = None
+    if cfg.budget == "memory_map":
+        try:
+            reserve = _head_reserve(model)
+            b, how = device_budget(model, dev, datasets.subset(data.train, 200, seed=cfg.seed + 3)[0],
+                                   reserve_bytes=reserve, work_dir=work / "image")
+            return b, {"kind": "memory_map", "requested": cfg.budget,
+                       "region_bytes": dev.memory.region("model").length, **how}
+        except (ValueError, TargetRunError, ToolMissingError) as e:
+            # said in the log and the report, and the device stage shows by how much it misses
+            note = f"the memory map gives no budget ({e}); the profile's fixed split is used instead"
     b = Budget.of(dev)
-    return b, {"kind": "fixed", "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes}
+    return b, {"kind": "fixed", "requested": cfg.budget, "note": note,
+               "flash_bytes": b.flash_bytes, "ram_bytes": b.ram_bytes}
 
 
 def _exits(cfg: DemoConfig, data: _Data, small: "keras.Model", s_comp: dict, edir: Path) -> dict:
@@ -561,7 +572,7 @@ def _device_lines(s: dict) -> list[str]:
                      f"for activations.")
     else:
         lines.append(f"SparseComp's budget: the profile's fixed split ({b.get('flash_bytes') or '-'} B parameters, "
-                     f"{b.get('ram_bytes') or '-'} B activations).")
+                     f"{b.get('ram_bytes') or '-'} B activations)" + (f": {b['note']}." if b.get("note") else "."))
     img = d.get("image")
     if img:
         est = img["predicted"]

@@ -19,9 +19,20 @@ def test_demo_end_to_end_and_cached(tmp_path):
     for f in ("report.md", "summary.json", "model.tflite", "model.h", "model.c", "size_ladder.png",
               "exits.png", "latency_accuracy.png"):
         assert (out / f).exists(), f
-    budget = devices.get("msp430fr5994")
-    assert s["compress"]["weight_bytes"] <= budget.model_budget_bytes
-    assert s["compress"]["peak_ram_bytes"] <= budget.ram_budget_bytes
+    budget = s["compress"]["budget"]
+    assert budget["requested"] == "memory_map"
+    assert s["compress"]["weight_bytes"] <= budget["flash_bytes"]
+    assert s["compress"]["peak_ram_bytes"] <= budget["ram_bytes"]
+    # the device stage linked the power-on image and says how it compares with the prediction
+    img = s["device"]["image"]
+    fram = img["predicted"]["regions"]["FRAM"]
+    linked = (img["linked"] or {}).get("FRAM") or fram["length"] + img["overflow"]["FRAM"]
+    assert abs(fram["used"] - linked) <= max(256, 0.02 * linked)
+    if img["linked"]:              # it fits: measured on the emulator, bit-exact through power failures
+        m = s["device"]["msp430"]
+        assert m["bit_exact"] and m["power_failures_bit_exact"] and m["power_failures"] > 0
+        assert m["per_inference"] > 0 and len(m["to_exit"]) == len(s["exits"]["exit_points"])
+    assert "full_fram" in s["device"] and s["device"]["full_fram"]["weight_bytes"] > s["compress"]["weight_bytes"]
     assert s["compress"]["ratio_vs_fp32"] > 10
     # within reach of the pre-trained model (a QAT that collapses accuracy is not kept)
     assert s["compress"]["test_accuracy"] > s["pretrained"]["test_accuracy"] - 0.15
