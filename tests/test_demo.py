@@ -47,13 +47,13 @@ def test_demo_end_to_end_and_cached(tmp_path):
     assert s["simulate"]["restart"]["cycles"] == restart
     assert f"restart of {restart:,} cycles" in report and "cost_tables.json" in report
     assert "charged no cycles" not in report and "charged nothing" not in report
-    assert any(l.startswith("[7/7]") for l in lines)
+    assert any(l.startswith("[8/8]") for l in lines)
 
     t0 = time.time()
     again: list[str] = []
     s2 = run_demo(cfg, log=again.append)
     assert time.time() - t0 < 60
-    assert sum("cached" in l for l in again) == 6
+    assert sum("cached" in l for l in again) == 7
     assert json.dumps(s2["compress"], sort_keys=True) == json.dumps(s["compress"], sort_keys=True)
 
 
