@@ -68,48 +68,56 @@ def compressed_cnn_s(budget_bytes: int = COMPRESSED_CNN_S_BUDGET, num_inputs: in
 
 
 
-# The demo-sized model the tests run on the MSP430 (issue 14): the zoo's cnn_s at width 0.125
-# on Fashion-MNIST (28x28), compressed by SparseComp to the budget the MSP430FR5994's memory map
-# leaves (targets.image.device_budget), with a gNet exit head, converted in the device form.
-DEVICE_CNN_S_WIDTH = 0.125
-DEVICE_CNN_S_PRETRAIN = {"epochs": 3, "train_limit": 12000}
+# Models compressed to the budget the MSP430FR5994's memory map leaves for them
+# (targets.image.device_budget, issue 14): the zoo's cnn_s at a small width, SparseComp, an
+# optional gNet exit head, converted in the device form.
+DEVICE_CNN_S = {"fashion_mnist": {"width": 0.125, "pretrain": {"epochs": 3, "train_limit": 12000}},
+                "digits": {"width": 0.25, "pretrain": {"epochs": CNN_S_DIGITS_EPOCHS}}}
 DEVICE_CNN_S_HEAD_RESERVE = 2500     # bytes kept for the exit head (parameters, state)
 _DEVICE_CNN_S_VERSION = 1
 
 
-def device_cnn_s(num_inputs: int = 2, verbose: bool = False, work_dir=None) -> tuple[bytes, np.ndarray, dict]:
-    """The 28x28 Fashion-MNIST cnn_s (width 0.125) compressed to what the MSP430FR5994's 48 KB of
-    lower FRAM leaves after the runtime's code, state and checkpoint (the budget from
-    :func:`freeml_keras.targets.image.device_budget`), with a gNet exit head, in the device form
-    (names stripped, compact). Returns the flatbuffer, ``num_inputs`` quantized test inputs
-    and a description (accuracies, budget, seconds). Cached in the zoo's cache directory by the
-    runtime's sources too (the budget depends on the code size); a few minutes to make."""
+def device_cnn_s(dataset: str = "fashion_mnist", *, exit_head: bool = True, num_inputs: int = 2,
+                 verbose: bool = False, work_dir=None) -> tuple[bytes, np.ndarray, dict]:
+    """The zoo's cnn_s on ``dataset`` (28x28 Fashion-MNIST at width 0.125, or the 8x8 digits at
+    0.25) compressed to what the MSP430FR5994's 48 KB of lower FRAM leaves after the runtime's
+    code (with the exit head's when ``exit_head``), state and checkpoint (the budget from
+    :func:`freeml_keras.targets.image.device_budget`), with a gNet exit head when
+    ``exit_head``, in the device form (names stripped, compact). Returns the flatbuffer,
+    ``num_inputs`` quantized test inputs and a description (accuracies, budget, seconds).
+    Cached in the zoo's cache directory, keyed by the runtime's sources too (the budget depends
+    on the code size); one to a few minutes to make. Raises ``ValueError`` when the runtime's
+    code leaves no room for the model."""
     from freeml_keras.runtime.build import source_key
     from freeml_keras.targets import image
 
-    tr, va, te = datasets.load("fashion_mnist")
-    key = {"version": _DEVICE_CNN_S_VERSION, "width": DEVICE_CNN_S_WIDTH, "pretrain": DEVICE_CNN_S_PRETRAIN,
-           "reserve": DEVICE_CNN_S_HEAD_RESERVE, "runtime": source_key(image.RUNTIME_DIR)[:16]}
-    d = zoo.cache_dir() / "models" / f"cnn_s-fashion-w{DEVICE_CNN_S_WIDTH:g}-msp430"
+    cfg = DEVICE_CNN_S[dataset]
+    tr, va, te = datasets.load(dataset)
+    key = {"version": _DEVICE_CNN_S_VERSION, **cfg, "exit_head": exit_head,
+           "reserve": DEVICE_CNN_S_HEAD_RESERVE if exit_head else 0, "runtime": source_key(image.RUNTIME_DIR)[:16]}
+    d = zoo.cache_dir() / "models" / f"cnn_s-{dataset}-w{cfg['width']:g}-msp430{'' if exit_head else '-backbone'}"
     meta_path, model_path = d / "meta.json", d / "model.tflite"
     if meta_path.exists() and model_path.exists() and json.loads(meta_path.read_text()).get("key") == key:
         b = model_path.read_bytes()
         meta = json.loads(meta_path.read_text())
     else:
         t0 = time.time()
-        base = zoo.pretrained("cnn_s", "fashion_mnist", width=DEVICE_CNN_S_WIDTH, verbose=0, **DEVICE_CNN_S_PRETRAIN)
+        base = zoo.pretrained("cnn_s", dataset, width=cfg["width"], verbose=0, **cfg["pretrain"])
         tr_s, va_s = datasets.subset(tr, 6000, seed=0), datasets.subset(va, 1500, seed=0)
-        budget, how = image.device_budget(base, "msp430fr5994", tr[0][:100],
-                                          reserve_bytes=DEVICE_CNN_S_HEAD_RESERVE, work_dir=work_dir)
-        res = compress(base, budget, tr_s, va_s, fine_tune_epochs=1, qat_epochs=1, factorize=False,
+        budget, how = image.device_budget(base, "msp430fr5994", tr[0][:100], exits=exit_head,
+                                          reserve_bytes=DEVICE_CNN_S_HEAD_RESERVE if exit_head else 0,
+                                          work_dir=work_dir)
+        res = compress(base, budget, tr_s, va_s, fine_tune_epochs=2, qat_epochs=1, factorize=False,
                        seed=0, verbose=verbose)
-        em = attach_global_exit(res.model, "auto")
-        train_global_exit(em, tr_s, va_s, method="stagewise", epochs=4, verbose=0, seed=0)
+        em = None
+        if exit_head:
+            em = attach_global_exit(res.model, "auto")
+            train_global_exit(em, tr_s, va_s, method="stagewise", epochs=4, verbose=0, seed=0)
         b = convert(res.model, tr[0][:100], sparse=True, exit_model=em, device_form=True, target="msp430fr5994")
         fp = memory.tflite_footprint(b)
         meta = {"key": key, "budget": how, "pretrained_accuracy": zoo.accuracy(base, te),
                 "compressed_accuracy": zoo.accuracy(res.model, te),
-                "exit_accuracy": [float(a) for a in em.evaluate(te)["exit_accuracy"]],
+                "exit_accuracy": [float(a) for a in em.evaluate(te)["exit_accuracy"]] if em else [],
                 "weight_bytes": fp.weight_bytes, "flatbuffer_bytes": len(b), "arena_bytes": fp.arena_bytes,
                 "seconds": round(time.time() - t0, 1)}
         d.mkdir(parents=True, exist_ok=True)

@@ -456,3 +456,32 @@ def test_fixed_point_helpers_equal_tflite_definitions(target, tmp_path):
         left, right = max(s, 0), max(-s, 0)
         want = [_srdhm(a[i], b[i]), _rdbpot(a[i], c[i] & 31), _rdbpot(_srdhm(wrap32(a[i] << left), m), right)]
         assert got == want, (i, a[i], b[i], c[i])
+
+
+@pytest.fixture(scope="module")
+def device_cnn_s_made_now():
+    """Issue 14: a model the current pipeline makes in CI (cached per runtime version): cnn_s
+    (width 0.25, digits) compressed by SparseComp to the budget the MSP430's memory map leaves
+    once the runtime's code, state and checkpoint are placed (targets.image.device_budget),
+    converted in the device form. A change in compress or convert that breaks the fit fails
+    here."""
+    return _bench_fixtures().device_cnn_s("digits", exit_head=False)
+
+
+def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_cnn_s_made_now, tmp_path):
+    from freeml_keras import memory
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.targets import image
+
+    b, x, meta = device_cnn_s_made_now
+    how = meta["budget"]
+    assert meta["weight_bytes"] <= how["flash_bytes"] + how["fixed"]["model_overhead"] + 512
+    assert memory.tflite_footprint(b).arena_bytes <= how["ram_bytes"]
+    linked = image.link(b, "msp430fr5994", tmp_path / "image")
+    assert linked["linked"], f"the model compressed to the memory map's budget does not link: {linked.get('overflow')}"
+    pred = linked["estimate"]["regions"]["FRAM"]["used"]
+    assert abs(pred - linked["regions"]["FRAM"]) <= max(256, 0.02 * linked["regions"]["FRAM"])
+    want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
+    c = T.run_checkpointed("msp430", b, x[0], tmp_path / "ckpt", granularities=(4, 1 << 30), resume_after=2)
+    assert c.plain_output == want and c.resume_output == want
+    assert [r["output"] for r in c.runs] == [want] * 2
