@@ -18,7 +18,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from freeml_keras import zoo
-    model = zoo.pretrained(args.name, args.dataset, epochs=args.epochs)
+    model = zoo.pretrained(args.name, args.dataset, epochs=args.epochs, verbose=1)  # progress bars
     meta = zoo.pretrained_meta(args.name, args.dataset)
     print(f"{args.name} on {args.dataset}: test accuracy {meta.get('test_accuracy', float('nan')):.4f}, "
           f"{meta.get('params', model.count_params()):,} parameters, trained in "
