@@ -147,7 +147,9 @@ def _rebuild(model: Any, dst: Any, *, to_k3: bool) -> Any:
     if kind == "Sequential":
         inp = model.inputs[0]
         out = dst.Sequential(name=model.name)
-        out.add(dst.Input(batch_shape=tuple(inp.shape), dtype=_dtype_name(inp.dtype)))
+        history = getattr(inp, "_keras_history", None)
+        out.add(dst.Input(batch_shape=tuple(inp.shape), dtype=_dtype_name(inp.dtype),
+                          name=history[0].name if history else None))
         pairs = []
         for layer in model.layers:
             pairs.append((layer, _layer(layer, dst, to_k3)))
