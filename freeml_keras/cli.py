@@ -78,12 +78,47 @@ def quiet_tensorflow(verbose: bool) -> None:
     logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def silence_native_stderr():
+    """Points file descriptor 2 at /dev/null, where TensorFlow's C++ code (the converter's
+    "fully_quantize: ..." lines, late absl messages) writes, and Python's ``sys.stderr`` at the
+    real stderr, where the command's messages go. Returns the function that undoes it. Does
+    nothing when ``sys.stderr`` is not the process's stderr (tests capturing it)."""
+    try:
+        if sys.stderr is not sys.__stderr__ or sys.stderr.fileno() != 2:
+            return lambda: None
+    except (AttributeError, ValueError, OSError):
+        return lambda: None
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    python_stderr = os.fdopen(os.dup(saved), "w", buffering=1, errors="backslashreplace")
+    sys.stderr = python_stderr
+
+    def restore() -> None:
+        python_stderr.flush()
+        sys.stderr = sys.__stderr__
+        os.dup2(saved, 2)
+        os.close(saved)
+        python_stderr.close()
+    return restore
+
+
 USER_ERRORS = (CommandError, FileNotFoundError, ValueError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = bool(getattr(args, "verbose", False))
+    restore = (lambda: None) if verbose else silence_native_stderr()
+    try:
+        return _run(args, verbose)
+    finally:
+        restore()
+
+
+def _run(args: argparse.Namespace, verbose: bool) -> int:
     try:
         quiet_tensorflow(verbose)
         return int(args.func(args) or 0)

@@ -33,6 +33,22 @@ def test_quiet_by_default_and_everything_with_v(tmp_path):
     assert loud.returncode == 0 and loud.stdout == quiet.stdout
     assert "tensorflow" in loud.stderr.lower() or "I0000" in loud.stderr or "oneDNN" in loud.stderr
 
+    # a Keras 3 model on the user's data: the converter's C++ lines are gone too
+    import keras
+    import numpy as np
+    rng = np.random.default_rng(0)
+    k3 = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    k3.save(tmp_path / "k3.h5")
+    x, y = rng.random((40, 4)).astype("float32"), rng.integers(0, 3, 40)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_val=x[:10], y_val=y[:10])
+    conv = _freeml("convert", "k3.h5", "--data", "d.npz", "--out", "k3.tflite", "--dense",
+                   cwd=tmp_path)
+    assert conv.returncode == 0 and "wrote k3.tflite" in conv.stdout, conv.stderr
+    assert conv.stderr == "", conv.stderr
+    conv_v = _freeml("convert", "k3.h5", "--data", "d.npz", "--out", "k3.tflite", "--dense", "-v",
+                     cwd=tmp_path)
+    assert conv_v.returncode == 0 and "fully_quantize" in conv_v.stderr
+
     (tmp_path / "bad.keras").write_bytes(b"not a model")
     err = _freeml("inspect", "bad.keras", cwd=tmp_path)
     assert err.returncode == 2 and "Traceback" not in err.stderr
