@@ -127,3 +127,37 @@ def test_unbridged_keras3_file_is_one_line_naming_the_layer(tmp_path, capsys):
     assert cli.main(["inspect", str(tmp_path / "rnn.keras")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "layer 'gru' (GRU) is not bridged" in err[0] and "rnn.keras" in err[0]
+
+
+def test_demo_on_the_users_data_trains_its_model_once(npz, tmp_path, capsys):
+    from freeml_keras.demo import DemoConfig, _Data, _pretrained_model
+    cfg = DemoConfig(out_dir=str(tmp_path), data=str(npz), quick=True).resolved()
+    assert cfg.dataset == "digits.npz"
+    data = _Data.load(cfg)
+    assert data.train[0].shape[1:] == (8, 8, 1) and len(data.test[0]) == 360
+    model = _pretrained_model(cfg, data, tmp_path)
+    assert (tmp_path / "pretrained.keras").exists()
+    again = _pretrained_model(cfg, data, tmp_path)           # from out_dir, not trained again
+    np.testing.assert_allclose(again.predict(data.test[0][:5], verbose=0),
+                               model.predict(data.test[0][:5], verbose=0), rtol=1e-6)
+    from freeml_keras import zoo
+    assert zoo.accuracy(model, data.test) > 0.5
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x_train=data.train[0])
+    assert cli.main(["demo", "--data", str(bad), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no array 'y_train'" in err[0]
+    assert cli.main(["demo", "--dataset", "digits", "--val-split", "0.1", "--out", str(tmp_path / "d")]) == 2
+    assert "--val-split goes with --data" in capsys.readouterr().err
+
+
+def test_exit_heads_and_footprints_take_keras3_models(k3_model, digits):
+    from freeml_keras import memory
+    from freeml_keras.exits import attach_exit_branches, attach_global_exit
+    em = attach_global_exit(k3_model, ["pool"])
+    br = attach_exit_branches(k3_model, ["pool"])
+    assert not bridge.is_keras3(em.backbone) and not bridge.is_keras3(br.backbone)
+    x = digits[2][0][:4]
+    np.testing.assert_allclose(em.backbone.predict(x, verbose=0), k3_model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    assert memory.keras_footprint(k3_model).weight_bytes == memory.keras_footprint(em.backbone).weight_bytes
