@@ -116,3 +116,20 @@ def test_a_nested_model_is_refused_by_name():
 def test_footprint_of_a_keras3_model_is_that_of_its_tf_keras_copy():
     k3 = sequential_k3()
     assert memory.keras_footprint(k3).to_dict() == memory.keras_footprint(bridge.to_tf_keras(k3)).to_dict()
+
+
+def test_compressed_shapes_go_back_to_keras3_unchanged():
+    """What SparseComp makes of a model (Tucker-2 and SVD chains, narrowed layers, zeros)
+    comes back to Keras 3 computing the same outputs."""
+    from freeml_keras.compression import factorize
+    from test_keras3_cli import _tiny_tf_cnn
+    m = _tiny_tf_cnn()
+    m = factorize.factorize_conv2d(m, "conv2")
+    m = factorize.factorize_dense(m, "fc1", rank=4)
+    m = factorize.narrow(m, "conv1", 3)
+    k3 = bridge.to_keras3(m)
+    x = RNG.random((4, 12, 12, 1)).astype("float32")
+    np.testing.assert_allclose(k3.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    def names(model):
+        return [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
+    assert names(k3) == names(m) and "conv2" not in names(m)      # the chain replaced conv2

@@ -161,3 +161,15 @@ def test_exit_heads_and_footprints_take_keras3_models(k3_model, digits):
     np.testing.assert_allclose(em.backbone.predict(x, verbose=0), k3_model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
     assert memory.keras_footprint(k3_model).weight_bytes == memory.keras_footprint(em.backbone).weight_bytes
+
+
+def _tiny_tf_cnn():
+    """A tf_keras CNN with layers SparseComp factorizes and narrows (bridge tests)."""
+    tfk.utils.set_random_seed(1)
+    i = tfk.Input((12, 12, 1))
+    x = tfk.layers.Conv2D(6, 3, activation="relu", name="conv1")(i)
+    x = tfk.layers.Conv2D(8, 3, activation="relu", name="conv2")(x)
+    x = tfk.layers.MaxPooling2D(2, name="pool")(x)
+    x = tfk.layers.Flatten(name="flat")(x)
+    x = tfk.layers.Dense(16, activation="relu", name="fc1")(x)
+    return tfk.Model(i, tfk.layers.Dense(10, activation="softmax", name="fc2")(x))
