@@ -147,4 +147,7 @@ def _one_line(e: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m freeml_keras.cli``: run the imported module's main, whose CommandError is the
+    # class the commands raise (this file runs as __main__, a second copy of the module).
+    from freeml_keras.cli import main as _main
+    sys.exit(_main())
