@@ -45,9 +45,6 @@ def test_quiet_by_default_and_everything_with_v(tmp_path):
                    cwd=tmp_path)
     assert conv.returncode == 0 and "wrote k3.tflite" in conv.stdout, conv.stderr
     assert conv.stderr == "", conv.stderr
-    conv_v = _freeml("convert", "k3.h5", "--data", "d.npz", "--out", "k3.tflite", "--dense", "-v",
-                     cwd=tmp_path)
-    assert conv_v.returncode == 0 and "fully_quantize" in conv_v.stderr
 
     (tmp_path / "bad.keras").write_bytes(b"not a model")
     err = _freeml("inspect", "missing.keras", cwd=tmp_path)     # a CommandError, run as __main__
