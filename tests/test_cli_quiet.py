@@ -54,12 +54,13 @@ def test_quiet_by_default_and_everything_with_v(tmp_path):
     assert err_v.returncode == 2 and "Traceback" in err_v.stderr
 
 
-@pytest.mark.parametrize("command", ["compress", "convert", "run", "exits", "demo"])
+@pytest.mark.parametrize("command", ["compress", "convert", "run", "exits", "demo", "pretrain"])
 def test_every_command_that_needs_examples_lists_its_data_options(command, capsys):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "--dataset NAME" in text and "--data FILE.npz" in text and "x_train, y_train" in text
+    assert ("--dataset NAME" if command != "pretrain" else "[dataset]") in text
+    assert "--data FILE.npz" in text and "x_train, y_train" in text
     if command != "run":
         assert "--val-split F" in text
     assert "-v, --verbose" in text

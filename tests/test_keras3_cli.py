@@ -173,3 +173,16 @@ def _tiny_tf_cnn():
     x = tfk.layers.Flatten(name="flat")(x)
     x = tfk.layers.Dense(16, activation="relu", name="fc1")(x)
     return tfk.Model(i, tfk.layers.Dense(10, activation="softmax", name="fc2")(x))
+
+
+def test_pretrain_on_the_users_data(npz, tmp_path, capsys):
+    assert cli.main(["pretrain", "cnn_s", "--data", str(npz), "--epochs", "1",
+                     "--out", str(tmp_path / "m.keras")]) == 0
+    out = capsys.readouterr().out
+    assert "cnn_s on" in out and "test accuracy" in out
+    model = tfk.models.load_model(tmp_path / "m.keras")
+    assert tuple(model.inputs[0].shape[1:]) == (8, 8, 1) and model.outputs[0].shape[-1] == 10
+    assert cli.main(["pretrain", "cnn_s", "--data", str(npz)]) == 2
+    assert "--data needs --out" in capsys.readouterr().err
+    assert cli.main(["pretrain", "cnn_s"]) == 2
+    assert "give a DATASET or --data" in capsys.readouterr().err
