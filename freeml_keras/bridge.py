@@ -144,6 +144,11 @@ def load_model(path: str | Path, *, bridge: bool = True) -> tuple[Any, bool]:
 
 def _rebuild(model: Any, dst: Any, *, to_k3: bool) -> Any:
     kind = type(model).__name__
+    try:
+        model.inputs[0]
+    except (AttributeError, IndexError, TypeError, ValueError):
+        raise BridgeError(f"model {model.name!r} ({kind}) has no input shape yet: start it with "
+                          "keras.Input(shape) or build it") from None
     if kind == "Sequential":
         inp = model.inputs[0]
         out = dst.Sequential(name=model.name)
@@ -202,7 +207,7 @@ def _map_tensors(v: Any, tensors: dict[int, Any], layer: Any) -> Any:
         return type(v)(_map_tensors(a, tensors, layer) for a in v)
     if isinstance(v, dict):
         return {k: _map_tensors(a, tensors, layer) for k, a in v.items()}
-    if hasattr(v, "shape") and hasattr(v, "dtype") and not hasattr(v, "numpy"):
+    if type(v).__name__ == "KerasTensor":
         if id(v) not in tensors:
             raise BridgeError(f"layer {layer.name!r} ({type(layer).__name__}) takes a tensor that "
                               "no bridged layer makes")

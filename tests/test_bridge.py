@@ -133,3 +133,8 @@ def test_compressed_shapes_go_back_to_keras3_unchanged():
     def names(model):
         return [l.name for l in model.layers if type(l).__name__ != "InputLayer"]
     assert names(k3) == names(m) and "conv2" not in names(m)      # the chain replaced conv2
+
+
+def test_a_model_without_an_input_shape_is_refused_by_name():
+    with pytest.raises(bridge.BridgeError, match=r"model 'unbuilt' \(Sequential\) has no input shape"):
+        bridge.to_tf_keras(keras.Sequential([keras.layers.Dense(2)], name="unbuilt"))
