@@ -195,3 +195,132 @@ def _watch_imu() -> tuple[Split, Split, Split]:
     std = out["train"][0].reshape(-1, 6).std(axis=0) + 1e-6
     norm = {k: (np.clip((x - mean) / std, -8.0, 8.0).astype(np.float32), y) for k, (x, y) in out.items()}
     return norm["train"], norm["val"], norm["test"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The user's own data: one .npz file.
+
+NPZ_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+class DataError(ValueError):
+    """The user's data does not fit the model; the message names the file, the array and,
+    where it matters, the model input."""
+
+
+def load_npz(path: str | os.PathLike, *, val_split: float | None = None, seed: int = 0,
+             test_only: bool = False) -> tuple[Split | None, Split | None, Split | None]:
+    """``(train, val, test)`` from a ``.npz`` with arrays ``x_train, y_train, x_val, y_val``
+    and optionally ``x_test, y_test`` (``test`` is None without them). With ``val_split`` the
+    validation split is that fraction of ``x_train`` (a fixed permutation by ``seed``) and the
+    file need not hold ``x_val``/``y_val``. Inputs become float32, labels int64 class indices
+    (a trailing axis of 1 is dropped). Raises :class:`DataError` naming the file and the array.
+    ``test_only``: only ``x_test, y_test`` are read (``x_val, y_val`` when the file has no test
+    split), returned as ``(None, None, test)``.
+
+    >>> import numpy as np, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "d.npz")
+    >>> np.savez(f, x_train=np.zeros((10, 4)), y_train=np.arange(10) % 2)
+    >>> (xtr, ytr), (xva, yva), test = load_npz(f, val_split=0.2)
+    >>> xtr.shape, xva.shape, test
+    ((8, 4), (2, 4), None)
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    try:
+        z = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{p}: not a NumPy .npz file ({str(e).splitlines()[0]})") from None
+    if not hasattr(z, "files"):
+        raise DataError(f"{p}: a single array, not an .npz with x_train, y_train, x_val, y_val")
+    have = set(z.files)
+    if test_only:
+        part = "test" if "x_test" in have else "val"
+        for name in (f"x_{part}", f"y_{part}"):
+            if name not in have:
+                raise DataError(f"{p}: no array {name!r} (examples to run: x_test, y_test or "
+                                f"x_val, y_val); the file has {', '.join(sorted(have)) or 'no arrays'}")
+        return None, None, _checked(p, part, z[f"x_{part}"], z[f"y_{part}"])
+    need = ["x_train", "y_train"] + ([] if val_split is not None else ["x_val", "y_val"])
+    for name in need:
+        if name not in have:
+            hint = " (or give --val-split F to split it off x_train)" if name in ("x_val", "y_val") else ""
+            raise DataError(f"{p}: no array {name!r}{hint}; the file has "
+                            f"{', '.join(sorted(have)) or 'no arrays'}")
+    if ("x_test" in have) != ("y_test" in have):
+        raise DataError(f"{p}: has {'x_test' if 'x_test' in have else 'y_test'} without "
+                        f"{'y_test' if 'x_test' in have else 'x_test'}")
+    if val_split is not None and not 0.0 < val_split < 1.0:
+        raise DataError(f"--val-split must be between 0 and 1, got {val_split}")
+
+    def pair(part: str) -> Split:
+        return _checked(p, part, z[f"x_{part}"], z[f"y_{part}"])
+
+    train = pair("train")
+    if val_split is not None:
+        if "x_val" in have:
+            raise DataError(f"{p}: has x_val and --val-split was given; use one of them")
+        x, y = train
+        n_val = max(1, int(round(val_split * len(x))))
+        if n_val >= len(x):
+            raise DataError(f"{p}: x_train has {len(x)} examples, too few to split {val_split} off")
+        idx = np.random.default_rng(seed).permutation(len(x))
+        va, tr = np.sort(idx[:n_val]), np.sort(idx[n_val:])
+        train, val = (x[tr], y[tr]), (x[va], y[va])
+    else:
+        val = pair("val")
+    test = pair("test") if "x_test" in have else None
+    for name, s in (("val", val), ("test", test)):
+        if s is not None and s[0].shape[1:] != train[0].shape[1:]:
+            raise DataError(f"{p}: x_{name} has examples of shape {s[0].shape[1:]}, x_train "
+                            f"{train[0].shape[1:]}")
+    return train, val, test
+
+
+def _checked(p: Path, part: str, x: np.ndarray, y: np.ndarray) -> Split:
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"{p}: x_{part} has dtype {x.dtype}; inputs must be numbers")
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{p}: x_{part} has shape {x.shape}; expected (examples, ...) with "
+                        "at least one example")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{p}: y_{part} has shape {y.shape}; expected one class index per "
+                        "example (not one-hot)")
+    if y.dtype.kind == "f" and np.any(y != np.round(y)):
+        raise DataError(f"{p}: y_{part} holds non-integer labels; expected class indices")
+    if y.dtype.kind not in "fiub":
+        raise DataError(f"{p}: y_{part} has dtype {y.dtype}; expected integer class indices")
+    if len(x) != len(y):
+        raise DataError(f"{p}: x_{part} has {len(x)} examples but y_{part} has {len(y)} labels")
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def check_fits(splits: dict[str, Split | None], input_shape: tuple[int, ...],
+               num_classes: int | None, *, source: str, input_name: str = "input") -> None:
+    """Raises :class:`DataError` unless every split's examples have the model input's shape
+    and every label is a class of the model's output (0 .. num_classes - 1).
+
+    >>> import numpy as np
+    >>> try:
+    ...     check_fits({"train": (np.zeros((2, 3)), np.array([0, 4]))}, (3,), 4, source="d.npz")
+    ... except DataError as e:
+    ...     print(e)
+    d.npz: y_train has labels up to 4, but the model's output has 4 classes (0..3)
+    """
+    want = tuple(int(d) for d in input_shape)
+    for part, s in splits.items():
+        if s is None:
+            continue
+        x, y = s
+        if tuple(x.shape[1:]) != want:
+            raise DataError(f"{source}: x_{part} has examples of shape {tuple(x.shape[1:])}, "
+                            f"but the model input {input_name!r} takes {want}")
+        if num_classes is not None and len(y):
+            lo, hi = int(y.min()), int(y.max())
+            if lo < 0 or hi >= num_classes:
+                raise DataError(f"{source}: y_{part} has labels "
+                                f"{'from ' + str(lo) if lo < 0 else 'up to ' + str(hi)}, but "
+                                f"the model's output has {num_classes} classes (0..{num_classes - 1})")

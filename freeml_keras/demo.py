@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from freeml_keras import costs as op_costs
 from freeml_keras import datasets, devices, memory, zoo
+from freeml_keras.bridge import load_model
 from freeml_keras.compression import Budget, compress
 from freeml_keras.conversion import convert, export_c
 from freeml_keras.energy import (Capacitor, ExitCosts, Simulator, branches_energy, compare, gnet_anytime,
@@ -68,10 +69,16 @@ class DemoConfig:
                                         # 20 KB parameters + 16 KB activations split
     on_device: bool = True              # run the result on the device's emulator (when it has one)
     full_fram: bool = True              # also compress to the 256 KB FRAM budget (host only)
+    data: str | None = None             # the user's .npz (datasets.load_npz) instead of a dataset:
+                                        # the model is trained on it and kept in out_dir
+    val_split: float | None = None      # with data: the validation fraction of x_train
+    verbose: int = 0                    # 1: Keras progress bars while the model is pre-trained
 
     def resolved(self) -> "DemoConfig":
         """A copy with the dataset chosen (when None) and the ``quick`` limits applied."""
         c = DemoConfig(**asdict(self))
+        if c.data is not None:
+            c.dataset = Path(c.data).name
         if c.dataset is None:
             c.dataset = "fashion_mnist" if datasets.available("fashion_mnist") else "mnist"
         if c.quick:
@@ -95,7 +102,11 @@ class _Data:
     @classmethod
     def load(cls, cfg: DemoConfig) -> "_Data":
         """The splits of ``cfg.dataset`` and their subsets by ``cfg``'s limits and seed."""
-        tr, va, te = datasets.load(cfg.dataset)
+        if cfg.data is not None:
+            tr, va, te = datasets.load_npz(cfg.data, val_split=cfg.val_split)
+            te = va if te is None else te
+        else:
+            tr, va, te = datasets.load(cfg.dataset)
         return cls(train=tr, test=te,
                    train_s=datasets.subset(tr, cfg.train_limit, seed=cfg.seed),
                    val_s=datasets.subset(va, None if cfg.train_limit is None
@@ -145,7 +156,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     t_start = time.time()
 
     log(f"[1/{N_STAGES}] pre-trained {cfg.model} on {cfg.dataset}")
-    model = zoo.pretrained(cfg.model, cfg.dataset, verbose=0)
+    model = _pretrained_model(cfg, data, out)
     s_pre = _stage(out, "pretrained", lambda: _pretrained(cfg, data, model), log)
     log(f"      test accuracy {s_pre['test_accuracy']:.4f}; {s_pre['fp32_bytes']:,} B fp32")
 
@@ -158,7 +169,7 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     log(f"      budget ({b['kind']}): {b['flash_bytes']:,} B parameters, {b['ram_bytes']:,} B activations + "
         f"checkpoint" + (f" (code {b['fixed']['code']:,} B, state {b['fixed']['state']:,} B, exit head reserve "
                          f"{b['fixed']['reserve']:,} B of {b['region_bytes']:,} B)" if "fixed" in b else ""))
-    small = keras.models.load_model(cdir / "model.keras", compile=False)
+    small = load_model(cdir / "model.keras")[0]
     log(f"      {s_comp['weight_bytes']:,} B stored ({s_comp['ratio_vs_fp32']:.1f}x smaller than fp32), "
         f"test accuracy {s_comp['test_accuracy']:.4f}")
 
@@ -207,6 +218,22 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
 
 # ---------------------------------------------------------------------------------------------
 # The stages, in order. Each returns what its ``stage-<name>.json`` holds.
+
+def _pretrained_model(cfg: DemoConfig, data: _Data, out: Path) -> "keras.Model":
+    """The model the job starts from: the cached reference model of a built-in dataset, or
+    ``cfg.model`` trained on the user's data (once; kept as ``out/pretrained.keras``)."""
+    if cfg.data is None:
+        return zoo.pretrained(cfg.model, cfg.dataset, verbose=cfg.verbose)
+    path = out / "pretrained.keras"
+    if path.exists():
+        return load_model(path)[0]
+    classes = int(max(data.train[1].max(), data.test[1].max())) + 1
+    keras.utils.set_random_seed(cfg.seed)
+    model = zoo.build(cfg.model, data.train[0].shape[1:], classes)
+    zoo.train(model, data.train, data.val_s, zoo.TRAIN_CONFIGS[cfg.model], verbose=cfg.verbose)
+    model.save(path)
+    return model
+
 
 def _pretrained(cfg: DemoConfig, data: _Data, model: "keras.Model") -> dict:
     """1. The user's pre-trained model: test accuracy and sizes."""
@@ -471,6 +498,7 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     n = min(len(y), 200 if cfg.quick else 1000)
     out: dict = {"inputs": n, "capacitor_f": 470e-6, "restart": restart, "traces": {}}
     full_j = sum(backbone) * devices.get(cfg.device).energy_per_cycle_j
+    bar = keras.utils.Progbar(len(traces.names()), unit_name="trace") if cfg.verbose else None
     for name in traces.names():
         harvester = traces.generate(name)
         # An input every period: 30 s, or longer where the trace's mean power cannot run the
@@ -490,6 +518,8 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
                                 "completed": r.completed, "exit_counts": r.exit_counts,
                                 "never_completes": r.never_completes}
                                for k, r in rep.items()]
+        if bar is not None:
+            bar.add(1)
     return out
 
 

@@ -244,7 +244,10 @@ def _shape(t) -> tuple[int, ...]:
 
 
 def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
-    """Footprint of a tf_keras model in the formats the runtime stores (batch size 1)."""
+    """Footprint of a Keras model (tf_keras or Keras 3) in the formats the runtime stores
+    (batch size 1)."""
+    from freeml_keras.bridge import to_tf_keras
+    model = to_tf_keras(model)
     layers = [l for l in model.layers]
     fold_bn_into: set[str] = set()
     rows: list[LayerFootprint] = []

@@ -3,7 +3,7 @@ another that (directly or not) imports it back. Read from the source with ``ast`
 
 Stages, bottom to top (a module may import its own stage and those below):
 
-0. base: ``keras devices datasets zoo memory costs cache format``
+0. base: ``keras bridge devices datasets zoo memory costs cache format``
 1. ``compression``   2. ``exits``   3. ``conversion``   4. ``runtime``   5. ``targets``
 6. ``energy``   7. ``demo``   8. ``cli commands``
 """
@@ -14,7 +14,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "freeml_keras"
-STAGES = [("keras", "devices", "datasets", "zoo", "memory", "costs", "cache", "format"),
+STAGES = [("keras", "bridge", "devices", "datasets", "zoo", "memory", "costs", "cache", "format"),
           ("compression",), ("exits",), ("conversion",), ("runtime",), ("targets",), ("energy",),
           ("demo",), ("cli", "commands")]
 RANK = {name: i for i, names in enumerate(STAGES) for name in names}

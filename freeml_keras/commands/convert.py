@@ -1,4 +1,5 @@
-"""``freeml convert MODEL --dataset NAME``: int8 TFLite flatbuffer (+ exit head, + C source)."""
+"""``freeml convert MODEL (--dataset NAME | --data FILE.npz)``: int8 TFLite flatbuffer (+ exit
+head, + C source)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 from freeml_keras.cli import CommandError
+from freeml_keras.commands.data import add_data_options, load_data, model_io
 
 
 def register(sub) -> None:
@@ -15,8 +17,9 @@ def register(sub) -> None:
                        description="Full-int8 TFLite flatbuffer, sparse weights in TFLite's "
                                    "sparsity format (unless --dense), the exit head and FreeML "
                                    "metadata with --exit-model; reports int8 vs Keras accuracy.")
-    p.add_argument("model", help="Keras model file (.keras/.h5) or a saved exit model directory")
-    p.add_argument("--dataset", required=True, help="calibration and evaluation data")
+    p.add_argument("model", help="Keras model file (.keras/.h5, Keras 3 or tf_keras) or a saved "
+                                 "exit model directory")
+    add_data_options(p)
     p.add_argument("--exit-model", default=None, help="exit model directory (ExitModel.save)")
     p.add_argument("--dense", action="store_true", help="store all weights dense (stock TFLite Micro)")
     p.add_argument("--out", required=True, help="output .tflite path")
@@ -30,8 +33,11 @@ def register(sub) -> None:
                         "mspdebug) and write the measured per-operator costs instead")
     p.add_argument("--strip-names", action="store_true",
                    help="drop tensor names and signatures (saves kilobytes of FRAM)")
-    p.add_argument("--calibration", type=int, default=200, help="calibration examples (default 200)")
-    p.add_argument("--eval-limit", type=int, default=1000, help="test examples to evaluate (default 1000)")
+    p.add_argument("--calibration", type=int, default=200,
+                   help="calibration (representative) examples from the training split (default 200)")
+    p.add_argument("--eval-limit", type=int, default=1000,
+                   help="test examples to evaluate (default 1000; the validation split when "
+                        "--data has no x_test)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
 
@@ -40,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from freeml_keras import datasets, zoo
+    from freeml_keras.bridge import load_model
     from freeml_keras.conversion import convert, export_c
     from freeml_keras.runtime.reference import io_quantization, quantize, run_tflite
-    from freeml_keras.keras import keras
     from freeml_keras.format.metadata import read_metadata
 
     if args.measure and not args.target:
@@ -59,13 +65,17 @@ def run(args: argparse.Namespace) -> int:
         exit_model = exit_model or ExitModel.load(path)
         model = exit_model.backbone
     else:
-        try:
-            model = keras.models.load_model(path, compile=False)
-        except Exception as e:
-            raise CommandError(f"{path}: cannot be loaded as a Keras model ({type(e).__name__})") from None
-    tr, _, te = datasets.load(args.dataset)
+        model, _ = load_model(path)
+    shape, classes, name = model_io(model)
+    d = load_data(args, input_shape=shape, num_classes=classes, input_name=name)
+    tr, te = d.train, d.test
     calib = datasets.subset(tr, args.calibration, seed=1)[0]
-    data = convert(model, calib, sparse=not args.dense, exit_model=exit_model,
+    policy = None
+    exit_dir = Path(args.exit_model) if args.exit_model else path if exit_model is not None else None
+    if exit_dir is not None and (exit_dir / "policy.json").exists():   # from freeml exits
+        from freeml_keras.exits import ExitPolicy
+        policy = ExitPolicy.from_json((exit_dir / "policy.json").read_text())
+    data = convert(model, calib, sparse=not args.dense, exit_model=exit_model, policy=policy,
                    num_calibration=args.calibration, target=args.target, strip=args.strip_names)
     x, y = datasets.subset(te, args.eval_limit, seed=2)
     (iq,), _ = io_quantization(data)

@@ -13,7 +13,8 @@ def register(sub) -> None:
     p = sub.add_parser("inspect", help="per-layer memory and MACs of a model, and device fit",
                        description="Per-layer table (type, output shape, params, bytes by format, "
                                    "activation bytes, MACs), totals, and whether it fits a device.")
-    p.add_argument("path", help="a Keras model (.keras, .h5), a .tflite file or a saved exit model directory")
+    p.add_argument("path", help="a Keras model (.keras, .h5; Keras 3 or tf_keras), a .tflite file or a "
+                                "saved exit model directory")
     p.add_argument("--device", default="msp430fr5994", help="device profile (default msp430fr5994)")
     p.add_argument("--capacitor-uf", type=float, default=None,
                    help="storage capacitor (uF, charged 3.3 V -> 1.8 V): can one charge pay a restart and "
@@ -33,12 +34,8 @@ def footprint_of(path: Path):
             return memory.tflite_footprint(path.read_bytes())
         except TFLiteFormatError as e:
             raise CommandError(f"{path}: not a usable TFLite file: {e}") from None
-    from freeml_keras.keras import keras
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as e:
-        raise CommandError(f"{path}: cannot be loaded as a Keras model "
-                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    from freeml_keras.bridge import load_model
+    model, _ = load_model(path)                  # Keras 3 or tf_keras
     return memory.keras_footprint(model)
 
 

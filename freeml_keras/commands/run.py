@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from freeml_keras.cli import CommandError
+from freeml_keras.commands.data import add_data_options, load_data
 
 
 def register(sub) -> None:
@@ -18,7 +19,7 @@ def register(sub) -> None:
                                    "with TFLite Micro (identical int8 outputs), arena bytes and "
                                    "time per inference.")
     p.add_argument("path", help="an int8 .tflite file (dense or sparse)")
-    p.add_argument("--dataset", required=True, help="mnist, fashion_mnist, digits or watch_imu")
+    add_data_options(p, val_split=False)
     p.add_argument("--limit", type=int, default=None, help="use the first N test examples")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
@@ -53,13 +54,13 @@ def evaluate(model_bytes: bytes, x, y, *, compare_tflm: bool = True) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from freeml_keras import datasets
     from freeml_keras.runtime import RuntimeModelError
     path = Path(args.path)
     if not path.is_file():
         raise CommandError(f"{path}: no such file")
     data = path.read_bytes()
-    _, _, (x, y) = datasets.load(args.dataset)
+    d = load_data(args, test_only=True)
+    x, y = d.test
     if args.limit:
         x, y = x[:args.limit], y[:args.limit]
     sparse = _has_densify(data)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(r, indent=2))
         return 0
-    print(f"{path}: {r['examples']} examples of {args.dataset}")
+    print(f"{path}: {r['examples']} examples of {d.name}")
     print(f"  accuracy           {r['accuracy']:.4f}")
     if "agreement_with_tflite_micro" in r:
         print(f"  same int8 outputs as TFLite Micro: {r['agreement_with_tflite_micro']:.4f}")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from freeml_keras import memory
+from freeml_keras.bridge import is_keras3, to_keras3, to_tf_keras
 from freeml_keras.compression.budget import Budget, BudgetUnreachable
 from freeml_keras.compression.job import Job, Split, Step, Unreachable, sizes
 from freeml_keras.compression.options import Options
@@ -213,7 +214,12 @@ def compress(model: "keras.Model", budget: Any, train_data: Split, val_data: Spl
     every step, the final model and ``report.json``/``report.txt`` are written there, and
     ``resume=True`` continues an interrupted run. Raises :class:`BudgetUnreachable` (with the
     smallest size reached and its accuracy, the best model kept in ``out_dir/best.keras``)
-    when the budget cannot be met."""
+    when the budget cannot be met.
+
+    A Keras 3 ``model`` is compressed through its tf_keras copy (:mod:`freeml_keras.bridge`)
+    and the result comes back as a Keras 3 model (``out_dir/model.keras`` a Keras 3 file)."""
+    keras3 = is_keras3(model)
+    model = to_tf_keras(model)
     opts = Options.parse(options)
     b = Budget.of(budget)
     for name, (x, y) in (("train_data", train_data), ("val_data", val_data)):
@@ -231,4 +237,9 @@ def compress(model: "keras.Model", budget: Any, train_data: Split, val_data: Spl
         if out is not None:
             JobState.clear(out)
         run.start(model)
-    return run.run()
+    result = run.run()
+    if keras3:
+        result.model = to_keras3(result.model)
+        if out is not None and result.complete:
+            result.model.save(out / "model.keras")
+    return result

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from freeml_keras import memory
+from freeml_keras.bridge import to_tf_keras
 from freeml_keras import costs
 from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras, tf
@@ -150,8 +151,10 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     TensorFlow Lite interpreter refuses its single zero points. Last, every operator's requantization parameters are
     precomputed into the ``freeml_prepare`` entry (:mod:`freeml_keras.format.prepared`), so the
     runtime need not compute them from float scales at every power-on. The model is not
-    modified.
+    modified; a Keras 3 model is bridged to tf_keras first (:mod:`freeml_keras.bridge`), so
+    it converts to the same flatbuffer as its tf_keras copy.
     """
+    model = to_tf_keras(model)
     if len(model.inputs) != 1:
         raise ConversionError(f"the model has {len(model.inputs)} inputs; convert takes one")
     if exit_model is None:

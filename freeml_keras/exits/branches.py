@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from freeml_keras.bridge import to_tf_keras
 from freeml_keras.keras import keras
 from freeml_keras.exits import points as pts
 from freeml_keras.exits import training as tr
@@ -57,7 +58,9 @@ def attach_exit_branches(model: "keras.Model", exit_points: str | Sequence[str] 
                          seed: int = 0) -> ExitBranches:
     """Untrained per-exit classifiers on ``model`` (not modified); arguments as
     :func:`~freeml_keras.exits.attach_global_exit`. ``pooled_size="sdn"`` (default) reduces
-    each feature map to at most 16 positions as SDN does: 4x4 for 2-D maps, 16 for 1-D maps."""
+    each feature map to at most 16 positions as SDN does: 4x4 for 2-D maps, 16 for 1-D maps.
+    A Keras 3 ``model`` is bridged to tf_keras first (:mod:`freeml_keras.bridge`)."""
+    model = to_tf_keras(model)
     names = pts.resolve_exit_points(model, exit_points)
     if isinstance(pooled_size, str):
         if pooled_size != "sdn":

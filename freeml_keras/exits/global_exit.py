@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from freeml_keras.bridge import to_tf_keras
 from freeml_keras.keras import keras
 from freeml_keras.exits import points as pts
 from freeml_keras.exits import training as tr
@@ -164,8 +165,10 @@ def attach_global_exit(model: "keras.Model", exit_points: str | Sequence[str] = 
     ``exit_points``: layer names from input to output, or "auto" (after each pooling stage).
     ``pooled_size``: max-pool each spatial side to at most this (per exit point if a list; None:
     no pooling, required for exit points without spatial axes). ``max_width``: cap the channels
-    of each exit point by max-pooling groups of adjacent channels.
+    of each exit point by max-pooling groups of adjacent channels. A Keras 3 ``model`` is
+    bridged to tf_keras first (:mod:`freeml_keras.bridge`): the backbone is the bridged copy.
     """
+    model = to_tf_keras(model)
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a tf_keras Model, got {type(model).__name__}")
     names = pts.resolve_exit_points(model, exit_points)
