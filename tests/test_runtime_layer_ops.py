@@ -381,3 +381,26 @@ def test_mutated_layer_op_models_never_crash(tmp_path):
         refused += int(fields[5])
     print(f"{ran} ran, {refused} refused")
     assert ran > 0 and refused > 0
+
+
+def test_inspect_lists_every_operator_with_support(tmp_path, capsys):
+    """``freeml inspect FILE.tflite`` lists each operator with supported yes / no and why not."""
+    import json
+
+    from freeml_keras.cli import main
+    cases = {"tanh": op_model("TANH", [tensor([4], scale=0.1)], [tensor([4], scale=1 / 128)]),
+             "bool": op_model("ADD", [tensor([4], T.BOOL), tensor([4], scale=0.1)], [tensor([4], scale=0.1)]),
+             "mul": layer_op_models()["MUL"]}
+    for name, b in cases.items():
+        (tmp_path / f"{name}.tflite").write_bytes(b)
+    assert main(["inspect", str(tmp_path / "tanh.tflite")]) == 0
+    out = capsys.readouterr().out
+    assert "1 NOT supported" in out and "TANH" in out and "no kernel in this runtime" in out
+    assert "operator not supported (operator 0 TANH)" in out
+    assert main(["inspect", str(tmp_path / "bool.tflite"), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["operators"] == [{"index": 0, "name": "ADD", "supported": False, "reason": "tensor 0 has type BOOL"}]
+    assert "tensor 0 'in0' of type BOOL" in d["atomic_steps"]["error"]
+    assert main(["inspect", str(tmp_path / "mul.tflite"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["operators"][0] == {"index": 0, "name": "MUL", "supported": True,
+                                                                   "reason": ""}
