@@ -404,3 +404,36 @@ def test_inspect_lists_every_operator_with_support(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "mul.tflite"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["operators"][0] == {"index": 0, "name": "MUL", "supported": True,
                                                                    "reason": ""}
+
+
+def test_freeml_run_without_dataset_compares_every_output(tmp_path, capsys):
+    """``freeml run FILE.tflite`` with random inputs, and with ``--data FILE.npz``: every output
+    of a two-input model compared with TFLite Micro's (run in a child process)."""
+    import json
+
+    from freeml_keras.cli import main
+    path = tmp_path / "mul.tflite"
+    path.write_bytes(layer_op_models()["MUL"])
+    assert main(["run", str(path), "--examples", "5", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["examples"] == 5 and d["inputs"] == 2 and d["identical"] is True
+    assert d["per_output"] == [{"output": 0, "identical_examples": 5, "max_abs_difference": 0.0}]
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "x.npz", rng.normal(0, 2, (3, 2, 3, 4)).astype(np.float32),
+             rng.integers(-128, 128, (3, 3, 1)).astype(np.int8))
+    assert main(["run", str(path), "--data", str(tmp_path / "x.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "3 examples of" in out and "every output identical to TFLite Micro" in out
+
+
+def test_tflite_micro_crash_is_contained():
+    """A model on which TFLite Micro aborts (an ADD whose output is larger than both operands'
+    broadcast) raises TFLMCrash here, naming the signal; this process lives on, and our runtime
+    refuses the model with a reason."""
+    from freeml_keras.runtime.reference import TFLMCrash, run_tflm_isolated
+    b = binary_model("ADD", dict(out=[2, 3, 1], a=[1], b=[1], scales=[0.4, 0.3, 0.1], zps=[0, 0, 0],
+                                 act=0, const_b=False, seed=0))
+    with pytest.raises(TFLMCrash, match=r"TFLite Micro crashed \(SIG"):
+        run_tflm_isolated(b, [np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int8)])
+    with pytest.raises(RuntimeModelError, match="do not broadcast to the output"):
+        Interpreter(b)
