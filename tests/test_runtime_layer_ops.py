@@ -437,3 +437,15 @@ def test_tflite_micro_crash_is_contained():
         run_tflm_isolated(b, [np.zeros((1, 1), np.int8), np.zeros((1, 1), np.int8)])
     with pytest.raises(RuntimeModelError, match="do not broadcast to the output"):
         Interpreter(b)
+
+
+def test_readme_operator_table_lists_what_the_runtime_runs():
+    """The README's operator table names exactly the operators of the runtime's registry."""
+    import re
+    from pathlib import Path
+
+    from freeml_keras.runtime import supported_operators
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text[text.index("## Operators"):text.index("## Not supported yet")]
+    named = {n for row in re.findall(r"^\| ([A-Z0-9_, ]+) \|", table, re.M) for n in row.split(", ")}
+    assert named == set(supported_operators())
