@@ -393,6 +393,8 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
 
 _WEIGHTED_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
 _INDEX_VECTOR_BYTES = {1: 4, 2: 2, 3: 1}  # SparseIndexVector union: Int32, Uint16, Uint8
+_NUMPY_TYPES = {ts.TensorType.FLOAT32: np.float32, ts.TensorType.INT8: np.int8, ts.TensorType.UINT8: np.uint8,
+                ts.TensorType.INT16: np.int16, ts.TensorType.INT32: np.int32, ts.TensorType.FLOAT16: np.float16}
 
 
 def sparse_index_bytes(tensor) -> int:
@@ -428,8 +430,10 @@ def tflite_footprint(data: ModelLike) -> Footprint:
         return 0 if buf is None else len(buf)
 
     def values(t) -> np.ndarray:
-        buf = buffers[t.buffer].data
-        return np.asarray(buf, dtype=np.uint8).view(np.int8)
+        """A constant tensor's values in its own type (a float32 weight is one value, not 4)."""
+        buf = np.asarray(buffers[t.buffer].data, dtype=np.uint8)
+        dtype = _NUMPY_TYPES.get(t.type, np.int8)
+        return buf[:len(buf) - len(buf) % np.dtype(dtype).itemsize].view(dtype)
 
     rows: list[LayerFootprint] = []
     notes: list[str] = []

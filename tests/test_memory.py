@@ -213,3 +213,18 @@ def test_keras_footprint_refuses_a_layer_it_cannot_count(layer):
     m = keras.Model(inp, keras.layers.Dense(2)(x))
     with pytest.raises(memory.KerasFootprintError, match=f"layer 'the_{layer}'"):
         memory.keras_footprint(m)
+
+
+def test_float_tflite_density_is_at_most_one():
+    """A float32 .tflite's weights are counted as values, not bytes: densities at most 1 and
+    the non-zero count of each weight tensor."""
+    from freeml_keras.keras import tf
+    inp = keras.Input((6,))
+    m = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Dense(5)(inp)))
+    w = m.layers[1].get_weights()
+    w[0][:3] = 0.0
+    m.layers[1].set_weights(w)
+    fp = memory.tflite_footprint(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    rows = [r for r in fp.layers if r.type == "FULLY_CONNECTED"]
+    assert all(0 < r.density <= 1 for r in rows)
+    assert rows[0].nonzero == 30 - 15 and rows[0].params == 30      # 3 of 6 input rows zero; no bias
