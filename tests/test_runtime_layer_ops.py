@@ -31,56 +31,8 @@ S = ts.schema
 _NP = {T.INT8: np.int8, T.UINT8: np.uint8, T.INT16: np.int16, T.INT32: np.int32, T.FLOAT32: np.float32}
 
 
-def tensor(shape, type=T.INT8, scale=None, zp=0, data=None) -> dict:
-    return {"shape": list(shape), "type": type, "scale": scale, "zp": zp, "data": data}
-
-
-def op_model(op: str, ins: list[dict | None], outs: list[dict], options=None) -> bytes:
-    """A model of one operator: tensors ``ins`` (None: an omitted optional input; those with
-    ``data`` are constants, the others the graph inputs) and ``outs`` (the graph outputs)."""
-    m = S.ModelT()
-    m.version = 3
-    code = getattr(ts.BuiltinOperator, op)
-    oc = S.OperatorCodeT()
-    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
-    m.operatorCodes = [oc]
-    m.buffers = [S.BufferT()]
-    sg = S.SubGraphT()
-    sg.tensors, sg.inputs = [], []
-
-    def add(spec: dict, name: str) -> int:
-        t = S.TensorT()
-        t.shape, t.type, t.name = list(spec["shape"]), spec["type"], name.encode()
-        if spec["scale"] is not None:
-            q = S.QuantizationParametersT()
-            q.scale, q.zeroPoint = [float(spec["scale"])], [int(spec["zp"])]
-            t.quantization = q
-        t.buffer = 0
-        if spec["data"] is not None:
-            b = S.BufferT()
-            b.data = np.frombuffer(np.ascontiguousarray(spec["data"], _NP[spec["type"]]).tobytes(), np.uint8)
-            m.buffers.append(b)
-            t.buffer = len(m.buffers) - 1
-        sg.tensors.append(t)
-        return len(sg.tensors) - 1
-
-    ids = []
-    for k, spec in enumerate(ins):
-        if spec is None:
-            ids.append(-1)
-            continue
-        ids.append(add(spec, f"in{k}"))
-        if spec["data"] is None:
-            sg.inputs.append(ids[-1])
-    sg.outputs = [add(spec, f"out{k}") for k, spec in enumerate(outs)]
-    o = S.OperatorT()
-    o.opcodeIndex, o.inputs, o.outputs = 0, ids, list(sg.outputs)
-    if options is not None:
-        o.builtinOptionsType = getattr(S.BuiltinOptions, type(options).__name__[:-1])
-        o.builtinOptions = options
-    sg.operators = [o]
-    m.subgraphs = [sg]
-    return ts.write_model(m)
+tensor = ts.tensor_spec
+op_model = ts.op_model
 
 
 def assert_same_as_tflm(b: bytes, seed: int, n: int = 3) -> list[np.ndarray]:

@@ -269,18 +269,16 @@ fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm
     return FM_OK;
 }
 
-void fm_broadcast_index(uint32_t u, const int32_t *out_dims, const int32_t *str1,
-                        const int32_t *str2, int32_t *ia, int32_t *ib)
+void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos)
 {
-    int32_t rest = (int32_t)u, d, x = 0, y = 0;
+    int32_t rest = (int32_t)u, d;
+    pos->ia = pos->ib = 0;
     for (d = 3; d >= 0; d--) {
-        const int32_t c = rest % out_dims[d];
-        rest /= out_dims[d];
-        x += c * str1[d];
-        y += c * str2[d];
+        pos->c[d] = rest % p->out_dims[d];
+        rest /= p->out_dims[d];
+        pos->ia += pos->c[d] * p->str1[d];
+        pos->ib += pos->c[d] * p->str2[d];
     }
-    *ia = x;
-    *ib = y;
 }
 
 fm_status fm_options_activation(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *out,

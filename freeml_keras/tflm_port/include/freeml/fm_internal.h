@@ -334,9 +334,27 @@ fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, in
  * broadcasts). */
 fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b,
                        const fm_tensor *out, int32_t *out_dims, int32_t *str1, int32_t *str2);
-/* The operands' element indices of output element u (fm_broadcast's strides). */
-void fm_broadcast_index(uint32_t u, const int32_t *out_dims, const int32_t *str1,
-                        const int32_t *str2, int32_t *ia, int32_t *ib);
+/* A walk over the output of a broadcasting operator: the output position as 4-D and the
+ * operands' element indices (fm_broadcast's strides). fm_bcast_start places it at output element
+ * u (divisions, once per call of eval); fm_bcast_next steps to the next element (additions). */
+typedef struct {
+    int32_t c[4], ia, ib;
+} fm_bcast_pos;
+void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos);
+static inline void fm_bcast_next(const fm_add_params *p, fm_bcast_pos *pos)
+{
+    int32_t d = 3;
+    pos->ia += p->str1[3];
+    pos->ib += p->str2[3];
+    while (++pos->c[d] == p->out_dims[d] && d > 0) {
+        pos->ia -= p->str1[d] * p->out_dims[d];
+        pos->ib -= p->str2[d] * p->out_dims[d];
+        pos->c[d] = 0;
+        d--;
+        pos->ia += p->str1[d];
+        pos->ib += p->str2[d];
+    }
+}
 /* The fused activation (byte 0 of the options table: ADD, SUB, MUL) as an int8 range. */
 fm_status fm_options_activation(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *out,
                                 int32_t *mn, int32_t *mx);

@@ -76,12 +76,16 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const uint8_t flat = fm_elements(&it->tensors[op->in[0]]) == p->count &&
                          fm_elements(&it->tensors[op->in[1]]) == p->count;
     const uint8_t sub = op->code == FM_OP_SUB;
+    fm_bcast_pos pos;
     uint32_t u;
+    if (flat) pos.ia = pos.ib = (int32_t)begin;
+    else fm_bcast_start(p, begin, &pos);
     for (u = begin; u < end; u++) {
-        int32_t ia = (int32_t)u, ib = (int32_t)u, x, y, v;
-        if (!flat) fm_broadcast_index(u, p->out_dims, p->str1, p->str2, &ia, &ib);
-        x = scaled(a[ia], p->in1_off, p->in1_mult, p->in1_shift);
-        y = scaled(b[ib], p->in2_off, p->in2_mult, p->in2_shift);
+        int32_t x, y, v;
+        x = scaled(a[pos.ia], p->in1_off, p->in1_mult, p->in1_shift);
+        y = scaled(b[pos.ib], p->in2_off, p->in2_mult, p->in2_shift);
+        if (flat) pos.ia = ++pos.ib;
+        else fm_bcast_next(p, &pos);
         v = fm_mul_by_qm(sub ? x - y : x + y, p->out_mult, p->out_shift) + p->out_off;
         if (v < p->act_min) v = p->act_min;
         if (v > p->act_max) v = p->act_max;

@@ -24,11 +24,17 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const int8_t *b = (const int8_t *)fm_data(it, op->in[1]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
     const uint8_t max = op->code == FM_OP_MAXIMUM;
+    fm_bcast_pos pos;
     uint32_t u;
+    if (fm_elements(&it->tensors[op->in[0]]) == p->count && fm_elements(&it->tensors[op->in[1]]) == p->count) {
+        for (u = begin; u < end; u++)       /* same shapes */
+            out[u] = (a[u] > b[u]) == max ? a[u] : b[u];
+        return;
+    }
+    fm_bcast_start(p, begin, &pos);
     for (u = begin; u < end; u++) {
-        int32_t ia = (int32_t)u, ib = (int32_t)u;
-        fm_broadcast_index(u, p->out_dims, p->str1, p->str2, &ia, &ib);
-        out[u] = (a[ia] > b[ib]) == max ? a[ia] : b[ib];
+        out[u] = (a[pos.ia] > b[pos.ib]) == max ? a[pos.ia] : b[pos.ib];
+        fm_bcast_next(p, &pos);
     }
 }
 

@@ -38,12 +38,15 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     int8_t *out = (int8_t *)fm_data(it, op->out);
     const uint8_t flat = fm_elements(&it->tensors[op->in[0]]) == p->count &&
                          fm_elements(&it->tensors[op->in[1]]) == p->count;
+    fm_bcast_pos pos;
     uint32_t u;
+    if (flat) pos.ia = pos.ib = (int32_t)begin;
+    else fm_bcast_start(p, begin, &pos);
     for (u = begin; u < end; u++) {
-        int32_t ia = (int32_t)u, ib = (int32_t)u, v;
-        if (!flat) fm_broadcast_index(u, p->out_dims, p->str1, p->str2, &ia, &ib);
-        v = fm_mul_by_qm(FM_MUL32((int32_t)a[ia] + p->in1_off, (int32_t)b[ib] + p->in2_off),
-                         p->out_mult, p->out_shift) + p->out_off;
+        int32_t v = fm_mul_by_qm(FM_MUL32((int32_t)a[pos.ia] + p->in1_off, (int32_t)b[pos.ib] + p->in2_off),
+                                 p->out_mult, p->out_shift) + p->out_off;
+        if (flat) pos.ia = ++pos.ib;
+        else fm_bcast_next(p, &pos);
         if (v < p->act_min) v = p->act_min;
         if (v > p->act_max) v = p->act_max;
         out[u] = (int8_t)v;
