@@ -196,14 +196,39 @@ def greedy_arena_bytes(sizes: Sequence[int], first_use: Sequence[int], last_use:
 _FOLDED = {"Dropout", "BatchNormalization", "InputLayer", "SpatialDropout1D", "SpatialDropout2D",
            "GaussianNoise", "ActivityRegularization"}
 _ACTIVATIONS = {"ReLU", "Activation", "LeakyReLU", "Softmax"}
-_WEIGHTED = {"Conv2D", "Conv1D", "DepthwiseConv2D", "Dense"}
+# layers whose weights keras_footprint stores as the converter does (BatchNormalization: folded
+# into the layer before it, or per-channel scale and offset); a layer with weights of another
+# kind is refused (KerasFootprintError), never counted as 0 bytes
+_WEIGHTED = {"Conv2D", "Conv1D", "DepthwiseConv2D", "Dense", "SeparableConv2D"}
+_COUNTED = _WEIGHTED | {"BatchNormalization"}
+
+
+class KerasFootprintError(ValueError):
+    """A Keras layer with parameters whose stored bytes keras_footprint cannot count as the
+    converter stores them; the message names the layer."""
+
+
+def tflite_layout_kernels(layer) -> list[tuple[np.ndarray, int, str]]:
+    """The kernels a Keras layer converts to, each in the layout the TFLite converter stores,
+    with its output-channel axis and its operator: one for Conv1D, Conv2D, DepthwiseConv2D and
+    Dense, two for SeparableConv2D (DEPTHWISE_CONV_2D then a 1x1 CONV_2D), none otherwise."""
+    kind = type(layer).__name__
+    weights = layer.get_weights()
+    if kind not in _WEIGHTED or not weights:
+        return []
+    if kind == "SeparableConv2D":
+        dw, pw = weights[0], weights[1]
+        return [(dw.reshape(1, dw.shape[0], dw.shape[1], -1), -1, "DEPTHWISE_CONV_2D"),
+                (np.transpose(pw, (3, 0, 1, 2)), 0, "CONV_2D")]
+    op = {"Dense": "FULLY_CONNECTED", "DepthwiseConv2D": "DEPTHWISE_CONV_2D"}.get(kind, "CONV_2D")
+    return [(tflite_layout_kernel(layer), -1 if kind == "DepthwiseConv2D" else 0, op)]
 
 
 def tflite_layout_kernel(layer) -> np.ndarray | None:
     """A Keras layer's kernel transposed to the layout the TFLite converter stores."""
     kind = type(layer).__name__
     weights = layer.get_weights()
-    if kind not in _WEIGHTED or not weights:
+    if kind not in _WEIGHTED or kind == "SeparableConv2D" or not weights:
         return None
     k = weights[0]
     if kind == "Conv2D":
@@ -225,27 +250,22 @@ def quantize_kernel(kernel: np.ndarray, channel_axis: int = 0) -> np.ndarray:
     return np.clip(np.round(k / scale), -127, 127).astype(np.int8)
 
 
-def _macs(layer, out_shape: tuple[int, ...], kernel: np.ndarray | None) -> tuple[int, int]:
-    if kernel is None:
-        return 0, 0
-    kind = type(layer).__name__
-    if kind == "Dense":
-        positions = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 else 1
-    elif kind == "DepthwiseConv2D":
-        positions = int(np.prod(out_shape[:-1]))
-        return positions * kernel.size, positions * int(np.count_nonzero(kernel))
-    else:
-        positions = int(np.prod(out_shape[:-1]))
-    return positions * kernel.size, positions * int(np.count_nonzero(kernel))
-
-
 def _shape(t) -> tuple[int, ...]:
     return tuple(int(d) for d in t.shape[1:])
 
 
 def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
-    """Footprint of a Keras model (tf_keras or Keras 3) in the formats the runtime stores
-    (batch size 1)."""
+    """Footprint of a Keras model (tf_keras, or Keras 3 through :mod:`freeml_keras.bridge`) in
+    the formats the runtime stores (batch size 1): every layer's parameters as the converter
+    stores them (Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, BatchNormalization;
+    layers without parameters store nothing). Raises :class:`KerasFootprintError` naming a
+    layer with parameters of another kind (an LSTM, a Normalization, a nested model), rather
+    than counting it as 0 bytes.
+
+    >>> from freeml_keras import memory
+    >>> memory.keras_footprint(model).weight_bytes   # doctest: +SKIP
+    6381
+    """
     from freeml_keras.bridge import to_tf_keras
     model = to_tf_keras(model)
     layers = [l for l in model.layers]
@@ -276,7 +296,12 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
         row.params = params
         row.nonzero = params
         row.fp32_bytes = 4 * params
-        kernel = tflite_layout_kernel(layer)
+        if params and kind not in _COUNTED:
+            raise KerasFootprintError(
+                f"layer {layer.name!r} ({kind}) has {params:,} parameters that memory.keras_footprint "
+                f"cannot count as the converter stores them (it counts {', '.join(sorted(_COUNTED))}); "
+                f"measure the converted model with memory.tflite_footprint instead")
+        kernels = tflite_layout_kernels(layer)
         folded = (kind in _FOLDED or
                   (kind in _ACTIVATIONS and producer_kind in _WEIGHTED | {"BatchNormalization"}))
         if kind == "BatchNormalization" and producer_kind in _WEIGHTED:
@@ -285,24 +310,32 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
             notes.append(f"{layer.name}: BatchNormalization not after a conv/Dense layer is not "
                          "folded; counted as int8 scale and offset per channel")
             row.int8_bytes = 2 * BIAS_BYTES * out_shape[-1]
-        if kernel is not None:
-            kernel = quantize_kernel(kernel, -1 if kind == "DepthwiseConv2D" else 0)
-            channels = kernel.shape[0] if kind != "DepthwiseConv2D" else kernel.shape[-1]
-            per_channel = channels * (SCALE_BYTES + ZERO_POINT_BYTES)
-            # The converter gives every convolution a bias tensor, and drops a Dense bias that
-            # is all zeros.
-            has_bias = kind != "Dense" or (bool(layer.use_bias) and bool(np.any(layer.get_weights()[1])))
-            bias = (BIAS_BYTES * channels + per_channel) if has_bias else 0
-            overhead = per_channel + bias
-            row.nonzero = int(np.count_nonzero(kernel)) + (
-                int(np.count_nonzero(layer.get_weights()[1])) if len(layer.get_weights()) > 1 else 0)
-            row.int8_bytes = kernel.size + overhead
-            row.int8_csr_bytes = csr_bytes(kernel) + overhead
-            zero_fraction = 1.0 - np.count_nonzero(kernel) / kernel.size
-            sparse = zero_fraction >= SPARSE_MIN_ZERO_FRACTION
-            row.stored_format = "int8_csr" if sparse else "int8"
-            row.stored_bytes = row.int8_csr_bytes if sparse else row.int8_bytes
-            row.macs, row.sparse_macs = _macs(layer, out_shape, kernel)
+        if kernels:
+            # The converter gives every convolution a bias tensor (both halves of a
+            # SeparableConv2D too), and drops a Dense bias that is all zeros.
+            ws = layer.get_weights()
+            has_bias = kind != "Dense" or (bool(layer.use_bias) and bool(np.any(ws[1])))
+            row.int8_bytes = row.int8_csr_bytes = row.stored_bytes = 0
+            formats, nonzero = [], 0
+            for k_layout, axis, op in kernels:
+                kernel = quantize_kernel(k_layout, axis)
+                channels = kernel.shape[0] if axis == 0 else kernel.shape[-1]
+                per_channel = channels * (SCALE_BYTES + ZERO_POINT_BYTES)
+                bias = (BIAS_BYTES * channels + per_channel) if has_bias else 0
+                overhead = per_channel + bias
+                nonzero += int(np.count_nonzero(kernel))
+                dense_bytes, csr = kernel.size + overhead, csr_bytes(kernel) + overhead
+                sparse = 1.0 - np.count_nonzero(kernel) / kernel.size >= SPARSE_MIN_ZERO_FRACTION
+                formats.append("int8_csr" if sparse else "int8")
+                row.int8_bytes += dense_bytes
+                row.int8_csr_bytes += csr
+                row.stored_bytes += csr if sparse else dense_bytes
+                positions = int(np.prod(out_shape[:-1])) if len(out_shape) > 1 or kind != "Dense" else 1
+                row.macs += positions * kernel.size
+                row.sparse_macs += positions * int(np.count_nonzero(kernel))
+            bias_w = ws[2] if kind == "SeparableConv2D" and len(ws) > 2 else (ws[1] if kind != "SeparableConv2D" and len(ws) > 1 else None)
+            row.nonzero = nonzero + (int(np.count_nonzero(bias_w)) if bias_w is not None else 0)
+            row.stored_format = "+".join(dict.fromkeys(formats))
         elif row.int8_bytes:
             row.stored_format, row.stored_bytes = "int8", row.int8_bytes
         prev_kind[layer.name] = kind
@@ -319,6 +352,11 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
             step += 1
             for i in in_idx:
                 last[i] = max(last[i], step)
+            if kind == "SeparableConv2D":    # the depthwise half's output feeds the pointwise half
+                sizes.append(int(np.prod(out_shape[:-1])) * int(kernels[0][0].shape[-1]))
+                first.append(step)
+                last.append(step + 1)
+                step += 1
             for t in outs:
                 tensor_of[id(t)] = len(sizes)
                 sizes.append(int(np.prod(_shape(t))))
@@ -358,6 +396,8 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
 
 _WEIGHTED_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
 _INDEX_VECTOR_BYTES = {1: 4, 2: 2, 3: 1}  # SparseIndexVector union: Int32, Uint16, Uint8
+_NUMPY_TYPES = {ts.TensorType.FLOAT32: np.float32, ts.TensorType.INT8: np.int8, ts.TensorType.UINT8: np.uint8,
+                ts.TensorType.INT16: np.int16, ts.TensorType.INT32: np.int32, ts.TensorType.FLOAT16: np.float16}
 
 
 def sparse_index_bytes(tensor) -> int:
@@ -393,8 +433,10 @@ def tflite_footprint(data: ModelLike) -> Footprint:
         return 0 if buf is None else len(buf)
 
     def values(t) -> np.ndarray:
-        buf = buffers[t.buffer].data
-        return np.asarray(buf, dtype=np.uint8).view(np.int8)
+        """A constant tensor's values in its own type (a float32 weight is one value, not 4)."""
+        buf = np.asarray(buffers[t.buffer].data, dtype=np.uint8)
+        dtype = _NUMPY_TYPES.get(t.type, np.int8)
+        return buf[:len(buf) - len(buf) % np.dtype(dtype).itemsize].view(dtype)
 
     rows: list[LayerFootprint] = []
     notes: list[str] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import tempfile
 
 import pytest
@@ -10,6 +11,42 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Tests never touch the user's model cache.
 os.environ.setdefault("FREEML_CACHE_DIR", tempfile.mkdtemp(prefix="freeml-test-cache-"))
+# One fresh hypothesis seed per run (the pytest-xdist workers inherit it), printed in the header;
+# FREEML_HYPOTHESIS_SEED=N repeats a run.
+os.environ.setdefault("FREEML_HYPOTHESIS_SEED", str(random.SystemRandom().randrange(2**32)))
+HYPOTHESIS_SEED = int(os.environ["FREEML_HYPOTHESIS_SEED"])
+
+
+def pytest_report_header(config):
+    return f"hypothesis fresh seed: {HYPOTHESIS_SEED} (FREEML_HYPOTHESIS_SEED={HYPOTHESIS_SEED} repeats it)"
+
+
+def fixed_and_fresh(*strategies, max_examples: int = 8, fresh_examples: int | None = None):
+    """A property test run twice (parametrized ``fixed`` / ``fresh``): ``max_examples``
+    derandomized examples, the same every run, and ``fresh_examples`` (default the same number)
+    drawn from this run's seed (``HYPOTHESIS_SEED``, printed in the header and in a failure)."""
+    from hypothesis import HealthCheck, Phase, given, seed, settings
+
+    def deco(f):
+        def test(mode):
+            s = settings(max_examples=max_examples if mode == "fixed" else (fresh_examples or max_examples),
+                         deadline=None, derandomize=mode == "fixed", database=None,
+                         phases=[Phase.explicit, Phase.generate],   # no shrinking: conversions are slow
+                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                HealthCheck.filter_too_much])
+            t = s(given(*strategies)(f))
+            if mode == "fresh":
+                t = seed(HYPOTHESIS_SEED)(t)
+            try:
+                t()
+            except Exception as e:
+                if mode == "fresh":
+                    e.add_note(f"fresh hypothesis seed {HYPOTHESIS_SEED}: FREEML_HYPOTHESIS_SEED="
+                               f"{HYPOTHESIS_SEED} repeats it")
+                raise
+        test.__name__, test.__doc__ = f.__name__, f.__doc__
+        return pytest.mark.parametrize("mode", ["fixed", "fresh"])(test)
+    return deco
 
 
 def prune_kernels(model, zero_fraction: float) -> None:

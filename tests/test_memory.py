@@ -139,3 +139,92 @@ def test_device_profiles():
         devices.register(custom)
     with pytest.raises(ValueError, match="unknown device 'pdp11'"):
         devices.get("pdp11")
+
+
+def every_layer_models():
+    """Models with every layer keras_footprint counts (and parameter-free layers around them),
+    weights partly zero so that some are stored CSR: a 2-D one and a 1-D one."""
+    rng = np.random.default_rng(4)
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inp)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.Conv2D(6, 3, strides=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    a = keras.layers.DepthwiseConv2D(3, padding="same", depth_multiplier=2)(x)
+    b = keras.layers.SeparableConv2D(12, 3, padding="same", activation="relu")(x)
+    x = keras.layers.Add()([a, b])
+    x = keras.layers.SeparableConv2D(8, 3, depth_multiplier=2, use_bias=False)(x)
+    x = keras.layers.MaxPooling2D(2)(x)
+    g = keras.layers.GlobalAveragePooling2D()(x)
+    f = keras.layers.Flatten()(x)
+    x = keras.layers.Concatenate()([g, keras.layers.Dense(8, activation="relu")(f)])
+    x = keras.layers.Dropout(0.2)(x)
+    x = keras.layers.Dense(5, use_bias=False)(x)
+    m2 = keras.Model(inp, keras.layers.Activation("softmax")(x))
+    inp = keras.Input((20, 4))
+    y = keras.layers.Conv1D(6, 3, activation="relu")(inp)
+    y = keras.layers.MaxPooling1D(2)(y)
+    y = keras.layers.Flatten()(y)
+    m1 = keras.Model(inp, keras.layers.Dense(3)(y))
+    for m in (m2, m1):
+        for layer in m.layers:
+            ws = layer.get_weights()
+            if ws and type(layer).__name__ != "BatchNormalization":
+                new = [rng.normal(0, 0.5, w.shape).astype(np.float32) for w in ws]
+                if new[0].ndim > 1:
+                    new[0][rng.random(new[0].shape) < 0.5] = 0.0
+                layer.set_weights(new)
+    return [(m2, rng.uniform(0, 255, (24, 12, 12, 3)).astype(np.float32)),
+            (m1, rng.normal(0, 1, (24, 20, 4)).astype(np.float32))]
+
+
+def test_keras_stored_bytes_equal_the_flatbuffer_for_every_counted_layer():
+    """Stored bytes and MACs counted from Keras equal the converted flatbuffer's, dense and CSR,
+    for models with Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D (two operators each),
+    Dense with and without bias and a folded BatchNormalization."""
+    for m, x in every_layer_models():
+        fk = memory.keras_footprint(m)
+        for sparse in (False, True):
+            ft = memory.tflite_footprint(convert(m, x, sparse=sparse))
+            want = fk.weight_bytes if sparse else fk.totals["int8"]
+            assert ft.weight_bytes == want, (m.name, sparse, [(l.name, l.stored_bytes) for l in ft.layers])
+            assert ft.macs == fk.macs and ft.sparse_macs == fk.sparse_macs
+    sep = [l for l in memory.keras_footprint(every_layer_models()[0][0]).layers if l.type == "SeparableConv2D"]
+    assert len(sep) == 2 and all(l.stored_bytes > 0 for l in sep)
+
+
+@pytest.mark.parametrize("layer", ["lstm", "normalization", "embedding", "nested"])
+def test_keras_footprint_refuses_a_layer_it_cannot_count(layer):
+    """A layer with parameters keras_footprint does not know how the converter stores is
+    refused by name, never counted as 0 bytes."""
+    inp = keras.Input((6, 4))
+    if layer == "lstm":
+        x = keras.layers.LSTM(3, name="the_lstm")(inp)
+    elif layer == "normalization":
+        x = keras.layers.Normalization(name="the_normalization")(inp)   # mean and variance: weights
+        x = keras.layers.Flatten()(x)
+    elif layer == "embedding":
+        inp = keras.Input((6,))
+        x = keras.layers.Flatten()(keras.layers.Embedding(10, 2, name="the_embedding")(inp))
+    else:
+        inner = keras.Sequential([keras.layers.Dense(2)], name="the_nested")
+        x = inner(keras.layers.Flatten()(inp))
+    m = keras.Model(inp, keras.layers.Dense(2)(x))
+    with pytest.raises(memory.KerasFootprintError, match=f"layer 'the_{layer}'"):
+        memory.keras_footprint(m)
+
+
+def test_float_tflite_density_is_at_most_one():
+    """A float32 .tflite's weights are counted as values, not bytes: densities at most 1 and
+    the non-zero count of each weight tensor."""
+    from freeml_keras.keras import tf
+    inp = keras.Input((6,))
+    m = keras.Model(inp, keras.layers.Dense(4)(keras.layers.Dense(5)(inp)))
+    w = m.layers[1].get_weights()
+    w[0][:3] = 0.0
+    m.layers[1].set_weights(w)
+    fp = memory.tflite_footprint(tf.lite.TFLiteConverter.from_keras_model(m).convert())
+    rows = [r for r in fp.layers if r.type == "FULLY_CONNECTED"]
+    assert all(0 < r.density <= 1 for r in rows)
+    assert rows[0].nonzero == 30 - 15 and rows[0].params == 30      # 3 of 6 input rows zero; no bias

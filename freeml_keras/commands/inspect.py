@@ -127,6 +127,29 @@ def exits_table(d: dict) -> str:
     return "\n".join(lines)
 
 
+def operators_of(path: Path) -> list[dict] | None:
+    """Every operator of a .tflite's main subgraph with whether the C runtime runs it (see
+    :func:`freeml_keras.runtime.operator_support`)."""
+    if not (path.is_file() and path.read_bytes()[4:8] == b"TFL3"):
+        return None
+    from freeml_keras.format.tflite import TFLiteFormatError
+    from freeml_keras.runtime import operator_support
+    try:
+        return operator_support(path.read_bytes())
+    except TFLiteFormatError as e:
+        raise CommandError(f"{path}: not a usable TFLite file: {e}") from None
+
+
+def operators_text(rows: list[dict]) -> str:
+    bad = [r for r in rows if not r["supported"]]
+    lines = [f"operators: {len(rows)}, " + ("all supported by the C runtime" if not bad else
+                                             f"{len(bad)} NOT supported by the C runtime"),
+             f"{'#':>4} {'operator':<24} {'supported':<9} why not"]
+    for r in rows:
+        lines.append(f"{r['index']:>4} {r['name']:<24} {'yes' if r['supported'] else 'no':<9} {r['reason']}")
+    return "\n".join(lines)
+
+
 def atomic_steps_of(path: Path, device: str, capacitor_uf: float | None = None) -> dict | None:
     """The runtime's atomic steps at its default granularity for a .tflite: how many, the
     largest in MAC-equivalents and, when the metadata has costs for the device's core, in
@@ -137,10 +160,12 @@ def atomic_steps_of(path: Path, device: str, capacitor_uf: float | None = None) 
     from freeml_keras.energy import Capacitor
     from freeml_keras.runtime.intermittent import DEFAULT_STEP_WORK, atomic_steps, plan
     from freeml_keras.format.metadata import read_metadata
+    from freeml_keras.runtime import Interpreter, RuntimeModelError
     b = path.read_bytes()
     try:
+        Interpreter(b)                        # the runtime's refusal, in its words
         p = plan(b)
-    except RuntimeError as e:                 # the runtime refuses the model
+    except (RuntimeError, RuntimeModelError) as e:   # the runtime refuses the model
         return {"error": str(e)}
     d = {"step_work": DEFAULT_STEP_WORK, "steps": len(p["steps"]),
          "largest_step_work": p["largest_step_work"], "largest_step_op": p["largest_step_work_op"]}
@@ -205,13 +230,17 @@ def run(args: argparse.Namespace) -> int:
     fit = fp.fits(devices.get(args.device))
     exits = exits_of(path)
     prepared = prepared_of(path)
+    operators = operators_of(path)
     steps = atomic_steps_of(path, args.device, args.capacitor_uf)
     if args.json:
         print(json.dumps({**fp.to_dict(), "fits": fit, "exits": exits, "prepared": prepared,
-                          "atomic_steps": steps}, indent=2))
+                          "operators": operators, "atomic_steps": steps}, indent=2))
         return 0
     print(f"{args.path} ({fp.source})")
     print(fp.table())
+    if operators is not None:
+        print()
+        print(operators_text(operators))
     if exits is not None:
         print()
         print(exits_table(exits))

@@ -31,11 +31,13 @@ Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = output
 - CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: act_min, act_max, then multiplier, shift of
   each output channel;
 - AVERAGE_POOL_2D, MAX_POOL_2D: act_min, act_max;
-- ADD: act_min, act_max, in1 multiplier, in1 shift, in2 multiplier, in2 shift, out multiplier,
-  out shift;
+- ADD, SUB: act_min, act_max, in1 multiplier, in1 shift, in2 multiplier, in2 shift, out
+  multiplier, out shift (SUB's in float arithmetic, as TFLite Micro computes them);
+- MUL: act_min, act_max, multiplier, shift;
+- LOGISTIC: input multiplier, input left shift, input range radius;
 - SOFTMAX: input multiplier, input left shift, diff_min;
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
-- QUANTIZE of an int8 input: multiplier, shift;
+- QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
 - every other operator: none.
 
 The model id is kept right by :func:`freeml_keras.format.tflite.write_model`, the one place that
@@ -313,6 +315,44 @@ def _add_words(op: _Op) -> list[int]:
     return words
 
 
+def _sub_words(op: _Op) -> list[int]:
+    """TFLite Micro's SUB: the three rescalings divided in float32, then widened."""
+    words = op.act_range()
+    a, b = _scale(op.tensor("in", 0)), _scale(op.tensor("in", 1))
+    out_s = _scale(op.tensor("out"))
+    below_one = lambda m, shift: m > 0 and m < 1.0 and shift <= 0  # noqa: E731
+    with np.errstate(all="ignore"):
+        twice = np.float32(2.0) * (a if a > b else b)
+        ms = (("input 1", float(a / twice), op.tensor_index("in", 0)),
+              ("input 2", float(b / twice), op.tensor_index("in", 1)),
+              ("output", float(twice / (np.float32(1 << 20) * out_s)), op.tensor_index("out")))
+    for what, m, t in ms:
+        words += list(_multiplier(op, m, what, t, below_one))
+    return words
+
+
+def _mul_words(op: _Op) -> list[int]:
+    words = op.act_range()
+    a, b = _scale(op.tensor("in", 0)), _scale(op.tensor("in", 1))
+    m = _ddiv(_dmul(float(a), float(b)), float(_scale(op.tensor("out"))))
+    in_range = lambda m, shift: -31 <= shift <= 30  # noqa: E731
+    return words + list(_multiplier(op, m, "input scales / output scale", op.tensor_index("out"), in_range))
+
+
+def _logistic_words(op: _Op) -> list[int]:
+    """TFLite Micro's LOGISTIC: the input scale times 2^27 as multiplier and left shift (frexp),
+    and the radius floor(15 * 2^27 / 2^shift) beyond which the output saturates."""
+    in_i = op.tensor_index("in")
+    s_in = _scale(op.sg.tensors[in_i])
+    ok, q, shift = quantize_multiplier(_dmul(float(s_in), float(1 << 27)))
+    if not s_in > 0 or not ok or not 0 <= shift <= 31:
+        raise op.error(f"input scale {float(s_in)!r} (shift {shift}) out of range", in_i)
+    radius = math.floor(15.0 * float(1 << 27) / float(1 << shift))
+    if radius >= 2**31 - 1:
+        raise op.error(f"input scale {float(s_in)!r} gives an input radius {radius} out of range", in_i)
+    return [q, shift, radius]
+
+
 def _softmax_words(op: _Op) -> list[int]:
     o = op.options()
     beta = np.float32(getattr(o, "beta", 0.0) if o is not None else 0.0)
@@ -349,11 +389,19 @@ def _words(op: _Op) -> list[int]:
         return op.act_range()
     if op.name == "ADD":
         return _add_words(op)
+    if op.name == "SUB":
+        return _sub_words(op)
+    if op.name == "MUL":
+        return _mul_words(op)
+    if op.name == "LOGISTIC":
+        return _logistic_words(op)
     if op.name == "SOFTMAX":
         return _softmax_words(op)
     if op.name == "MEAN":
         return _requant_words(op, None)
-    if op.name == "QUANTIZE" and op.tensor("in").type == ts.TensorType.INT8:
+    integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
+    if op.name == "QUANTIZE" and op.tensor("in").type in integer and op.tensor("out").type in integer \
+            and not op.tensor("in").type == op.tensor("out").type == ts.TensorType.UINT8:
         return _requant_words(op, 30)
     return []
 

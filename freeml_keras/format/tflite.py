@@ -6,11 +6,13 @@ Uses tflite-micro's generated copy of the schema module, which imports without T
 from __future__ import annotations
 
 import flatbuffers
+import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
 
 __all__ = ["schema", "read_model", "write_model", "BuiltinOperator", "TensorType",
            "op_name", "tensor_type_name", "TFLiteFormatError", "FILE_IDENTIFIER",
-           "PREPARED_NAME", "PREPARED_MAGIC", "fnv1a32", "prepared_data_span", "stamp_model_id"]
+           "PREPARED_NAME", "PREPARED_MAGIC", "fnv1a32", "prepared_data_span", "stamp_model_id",
+           "tensor_spec", "op_model"]
 
 FILE_IDENTIFIER = b"TFL3"
 # The metadata entry with the operators' precomputed requantization parameters
@@ -135,3 +137,71 @@ def stamp_model_id(data: bytes) -> bytes:
     out[at + _ID_AT:at + _ID_AT + 4] = bytes(4)
     out[at + _ID_AT:at + _ID_AT + 4] = fnv1a32(out).to_bytes(4, "little")
     return bytes(out)
+
+
+_NUMPY_OF = {schema.TensorType.INT8: np.int8, schema.TensorType.UINT8: np.uint8,
+             schema.TensorType.INT16: np.int16, schema.TensorType.INT32: np.int32,
+             schema.TensorType.FLOAT32: np.float32}
+
+
+def tensor_spec(shape, type: int = schema.TensorType.INT8, scale: float | None = None, zp: int = 0,
+                data=None) -> dict:
+    """A tensor for :func:`op_model`: shape, type, quantization (none when ``scale`` is None)
+    and, for a constant, its values."""
+    return {"shape": list(shape), "type": type, "scale": scale, "zp": zp, "data": data}
+
+
+def op_model(op: str, ins: list, outs: list, options=None) -> bytes:
+    """A model of one builtin operator ``op``: input tensors ``ins`` (:func:`tensor_spec`; None
+    for an omitted optional input; those with data are constants, the others the graph inputs),
+    output tensors ``outs`` (the graph outputs) and its options (an ``...OptionsT`` object).
+
+    >>> from freeml_keras.format.tflite import op_model, tensor_spec
+    >>> b = op_model("MAXIMUM", [tensor_spec([4], scale=0.1), tensor_spec([4], scale=0.1)],
+    ...              [tensor_spec([4], scale=0.1)])
+    >>> b[4:8]
+    b'TFL3'
+    """
+    m = schema.ModelT()
+    m.version = 3
+    code = getattr(schema.BuiltinOperator, op)
+    oc = schema.OperatorCodeT()
+    oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), 1
+    m.operatorCodes = [oc]
+    m.buffers = [schema.BufferT()]
+    sg = schema.SubGraphT()
+    sg.tensors, sg.inputs = [], []
+
+    def add(spec: dict, name: str) -> int:
+        t = schema.TensorT()
+        t.shape, t.type, t.name = list(spec["shape"]), spec["type"], name.encode()
+        if spec["scale"] is not None:
+            q = schema.QuantizationParametersT()
+            q.scale, q.zeroPoint = [float(spec["scale"])], [int(spec["zp"])]
+            t.quantization = q
+        t.buffer = 0
+        if spec["data"] is not None:
+            b = schema.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(spec["data"], _NUMPY_OF[spec["type"]]).tobytes(), np.uint8)
+            m.buffers.append(b)
+            t.buffer = len(m.buffers) - 1
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    ids = []
+    for k, spec in enumerate(ins):
+        if spec is None:
+            ids.append(-1)
+            continue
+        ids.append(add(spec, f"in{k}"))
+        if spec["data"] is None:
+            sg.inputs.append(ids[-1])
+    sg.outputs = [add(spec, f"out{k}") for k, spec in enumerate(outs)]
+    o = schema.OperatorT()
+    o.opcodeIndex, o.inputs, o.outputs = 0, ids, list(sg.outputs)
+    if options is not None:
+        o.builtinOptionsType = getattr(schema.BuiltinOptions, type(options).__name__[:-1])
+        o.builtinOptions = options
+    sg.operators = [o]
+    m.subgraphs = [sg]
+    return write_model(m)

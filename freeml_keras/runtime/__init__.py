@@ -4,6 +4,7 @@ injected power failures (``intermittent``), and the runtime's exit decision pred
 (``exit_decision``). The C sources ship inside the package and are built on first use into the
 per-user cache (``build``)."""
 
-from freeml_keras.runtime.interpreter import Interpreter, RuntimeModelError
+from freeml_keras.runtime.interpreter import (Interpreter, RuntimeModelError, operator_support,
+                                              supported_operators)
 
-__all__ = ["Interpreter", "RuntimeModelError"]
+__all__ = ["Interpreter", "RuntimeModelError", "operator_support", "supported_operators"]

@@ -15,15 +15,11 @@ import numpy as np
 from freeml_keras.format import tflite as ts
 from freeml_keras.runtime.build import build_library
 
-__all__ = ["Interpreter", "RuntimeModelError"]
+__all__ = ["Interpreter", "RuntimeModelError", "supported_operators", "operator_support"]
 
 _STATUS = {1: "bad argument", 2: "malformed model", 3: "unsupported model", 4: "not enough memory",
            5: "bad call order"}
 _TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
-_OP_NAMES = {0: "ADD", 1: "AVERAGE_POOL_2D", 2: "CONCATENATION", 3: "CONV_2D",
-             4: "DEPTHWISE_CONV_2D", 6: "DEQUANTIZE", 9: "FULLY_CONNECTED", 17: "MAX_POOL_2D",
-             22: "RESHAPE", 25: "SOFTMAX", 40: "MEAN", 43: "SQUEEZE", 70: "EXPAND_DIMS",
-             114: "QUANTIZE", 124: "DENSIFY"}
 _lib = None
 
 
@@ -51,6 +47,92 @@ def _builtin_name(code: int) -> str:
     return names.get(code, f"OP_{code}")
 
 
+def _describe(data: bytes, status: int, msg: str, op: int, tensor: int, offset: int, value: int) -> str:
+    """The runtime's error in words: the operator by index and builtin name, the tensor by index,
+    name and type (names read from the model when it parses)."""
+    try:
+        m = ts.read_model(data)
+        sg = m.subgraphs[0]
+    except ts.TFLiteFormatError:
+        m = sg = None
+    parts = []
+    if op >= 0:
+        name = None
+        if sg is not None and op < len(sg.operators or []):
+            name = ts.op_name(m, sg.operators[op].opcodeIndex)
+        elif msg == "operator not supported":
+            name = _builtin_name(value)
+        parts.append(f"operator {op}" + (f" {name}" if name else ""))
+    if tensor >= 0:
+        text = f"tensor {tensor}"
+        if sg is not None and tensor < len(sg.tensors or []):
+            t = sg.tensors[tensor]
+            tname = t.name.decode(errors="replace") if isinstance(t.name, bytes) else t.name
+            text += (f" '{tname}'" if tname else "") + f" of type {ts.tensor_type_name(t.type)}" + \
+                (" (a variable)" if t.isVariable else "")
+        parts.append(text)
+    if offset >= 0:
+        parts.append(f"model byte offset {offset}")
+    if msg == "operator not supported" and op < 0:
+        parts.append(f"code {value} ({_builtin_name(value)})")
+    elif value and msg not in ("operator not supported", "tensor type not supported",
+                               "tensor has an unsupported type",
+                               "variable tensor (operator state) not supported"):
+        parts.append(f"value {value}")
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"{_STATUS.get(status, 'error')}: {msg}{detail}"
+
+
+def supported_operators() -> list[str]:
+    """Builtin names of the operators the host build of the C runtime runs, sorted.
+
+    >>> "CONV_2D" in supported_operators()
+    True
+    """
+    lib = _load()
+    codes, k = [], 0
+    while (c := lib.fm_kernel_code(k)) >= 0:
+        codes.append(c)
+        k += 1
+    return sorted({_builtin_name(c) for c in codes})
+
+
+def operator_support(model_bytes: bytes) -> list[dict]:
+    """Every operator of subgraph 0 with whether the C runtime runs it: ``index``, ``name``,
+    ``supported`` (bool) and ``reason`` (why not, else ""). An operator is unsupported when the
+    runtime has no kernel for it, when one of its tensors has a type the runtime cannot hold or
+    is a variable, or when the runtime refuses the model at that operator.
+
+    >>> from freeml_keras.runtime import operator_support
+    >>> [r["name"] for r in operator_support(open("model.tflite", "rb").read())]  # doctest: +SKIP
+    ['CONV_2D', 'MAX_POOL_2D', 'RESHAPE', 'FULLY_CONNECTED', 'SOFTMAX']
+    """
+    data = bytes(model_bytes)
+    m = ts.read_model(data)
+    sg = m.subgraphs[0]
+    have = set(supported_operators())
+    rows = []
+    for i, op in enumerate(sg.operators or []):
+        name = ts.op_name(m, op.opcodeIndex)
+        reason = "" if name in have else "no kernel in this runtime"
+        for t in [int(x) for x in list(op.inputs if op.inputs is not None else []) +
+                  list(op.outputs if op.outputs is not None else []) if int(x) >= 0]:
+            if reason or t >= len(sg.tensors):
+                break
+            tt = sg.tensors[t]
+            if tt.type not in _TYPES:
+                reason = f"tensor {t} has type {ts.tensor_type_name(tt.type)}"
+            elif tt.isVariable:
+                reason = f"tensor {t} is a variable (operator state)"
+        rows.append({"index": i, "name": name, "supported": not reason, "reason": reason})
+    try:
+        Interpreter(data)
+    except RuntimeModelError as e:
+        if 0 <= e.op < len(rows) and rows[e.op]["supported"]:
+            rows[e.op].update(supported=False, reason=str(e))
+    return rows
+
+
 def _load():
     global _lib
     if _lib is not None:
@@ -71,6 +153,7 @@ def _load():
         "fm_output": (ctypes.c_int16, [P, ctypes.c_uint8]),
         "fm_num_ops": (ctypes.c_uint16, [P]),
         "fm_op_code": (ctypes.c_int32, [P, ctypes.c_uint16]),
+        "fm_kernel_code": (ctypes.c_int32, [ctypes.c_uint16]),
         "fm_op_units": (ctypes.c_uint32, [P, ctypes.c_uint16]),
         "fm_tensor_data": (P, [P, ctypes.c_int16]),
         "fm_tensor_bytes": (ctypes.c_uint32, [P, ctypes.c_int16]),
@@ -98,7 +181,7 @@ class Interpreter:
 
     def __init__(self, model_bytes: bytes):
         self._lib = lib = _load()
-        data = bytes(model_bytes)
+        self._data = data = bytes(model_bytes)
         self._model_buf, self._model = _aligned(len(data))
         ctypes.memmove(self._model, data, len(data))
         self._it = ctypes.create_string_buffer(lib.fm_sizeof_interp())
@@ -132,8 +215,7 @@ class Interpreter:
     def op_codes(self) -> list[str]:
         """Operator names in execution order."""
         n = self._lib.fm_num_ops(self._it)
-        return [_OP_NAMES.get(self._lib.fm_op_code(self._it, i), str(self._lib.fm_op_code(self._it, i)))
-                for i in range(n)]
+        return [_builtin_name(self._lib.fm_op_code(self._it, i)) for i in range(n)]
 
     def op_units(self) -> list[int]:
         """Resumable units (rows, output values, elements) of each operator."""
@@ -150,19 +232,7 @@ class Interpreter:
     def _raise(self, status: int):
         e = self._lib.fm_last_error(self._it).contents
         msg = e.msg.decode() if e.msg else _STATUS.get(status, f"status {status}")
-        parts = []
-        if e.op >= 0:
-            parts.append(f"operator {e.op}")
-        if e.tensor >= 0:
-            parts.append(f"tensor {e.tensor}")
-        if e.offset >= 0:
-            parts.append(f"model byte offset {e.offset}")
-        if msg == "operator not supported":
-            parts.append(f"code {e.value} ({_builtin_name(e.value)})")
-        elif e.value:
-            parts.append(f"value {e.value}")
-        detail = f" ({', '.join(parts)})" if parts else ""
-        raise RuntimeModelError(f"{_STATUS.get(status, 'error')}: {msg}{detail}",
+        raise RuntimeModelError(_describe(self._data, status, msg, e.op, e.tensor, e.offset, e.value),
                                 status, e.op, e.tensor, e.offset, e.value)
 
     def _set_inputs(self, xs: Sequence[np.ndarray]) -> None:

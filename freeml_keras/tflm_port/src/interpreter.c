@@ -12,6 +12,11 @@ int32_t fm_op_code(const fm_interp *it, uint16_t op)
     return op < it->num_ops ? it->ops[op].code : -1;
 }
 
+int32_t fm_kernel_code(uint16_t k)
+{
+    return k < fm_num_kernels ? fm_kernels[k]->code : -1;
+}
+
 fm_status fm_step(fm_interp *it, fm_cursor *cur, uint32_t max_units, uint8_t *done)
 {
     *done = 0;

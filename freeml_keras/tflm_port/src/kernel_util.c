@@ -245,3 +245,86 @@ fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, in
     return FM_OK;
 }
 
+
+fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b,
+                       const fm_tensor *out, int32_t *out_dims, int32_t *str1, int32_t *str2)
+{
+    int32_t d, la, lb, lo, sa = 1, sb = 1;
+    if (a->ndim > 4 || b->ndim > 4 || out->ndim > 4)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "element-wise operator of more than 4 dimensions", opi, -1, 0);
+    la = 4 - a->ndim;
+    lb = 4 - b->ndim;
+    lo = 4 - out->ndim;
+    for (d = 3; d >= 0; d--) {
+        const int32_t da = d < la ? 1 : a->dims[d - la], db = d < lb ? 1 : b->dims[d - lb];
+        const int32_t dout = d < lo ? 1 : out->dims[d - lo];
+        if ((da != dout && da != 1) || (db != dout && db != 1) || (da != dout && db != dout))
+            return fm_fail(it, FM_ERR_FORMAT, "operand shapes do not broadcast to the output", opi, -1, d);
+        out_dims[d] = dout;
+        str1[d] = da == 1 ? 0 : sa;
+        str2[d] = db == 1 ? 0 : sb;
+        sa *= da;
+        sb *= db;
+    }
+    return FM_OK;
+}
+
+void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos)
+{
+    int32_t rest = (int32_t)u, d;
+    pos->ia = pos->ib = 0;
+    for (d = 3; d >= 0; d--) {
+        pos->c[d] = rest % p->out_dims[d];
+        rest /= p->out_dims[d];
+        pos->ia += pos->c[d] * p->str1[d];
+        pos->ib += pos->c[d] * p->str2[d];
+    }
+}
+
+fm_status fm_options_activation(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *out,
+                                int32_t *mn, int32_t *mx)
+{
+    fm_fb fb;
+    int32_t act;
+    fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
+    act = fb_i8(&fb, op->opts, 0, 0);
+    if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad operator options", opi, -1, 0);
+    return fm_activation_range(it, opi, act, out, mn, mx);
+}
+
+fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const int32_t **v)
+{
+    const fm_tensor *x;
+    if (t < 0 || t >= (int16_t)it->num_tensors)
+        return fm_fail(it, FM_ERR_FORMAT, "operator input missing", opi, t, 0);
+    x = &it->tensors[t];
+    if (x->type != FM_INT32 || !(x->flags & FM_T_CONST) || (x->flags & FM_T_SPARSE))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "operand must be a constant int32 tensor", opi, t, x->type);
+    if (fm_elements(x) != n)
+        return fm_fail(it, FM_ERR_FORMAT, "constant operand has the wrong size", opi, t, fm_elements(x));
+    *v = (const int32_t *)(const void *)x->cdata;
+    return FM_OK;
+}
+
+void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
+{
+    const fm_copy_params *p = &op->p.copy;
+    const uint8_t *in = fm_data(it, op->in[0]);
+    uint8_t *out = fm_data(it, op->out);
+    const uint32_t es = p->elem, n = (uint32_t)p->dims[3];
+    uint32_t u;
+    for (u = begin; u < end; u++) {
+        /* row u of the output: indices along dimensions 0..2 */
+        const int32_t i2 = (int32_t)u % p->dims[2], r = (int32_t)u / p->dims[2];
+        const int32_t i1 = r % p->dims[1], i0 = r / p->dims[1];
+        int32_t at = p->start[0] + i0 * p->step[0] + p->start[1] + i1 * p->step[1] + p->start[2] +
+                     i2 * p->step[2] + p->start[3];
+        uint8_t *o = out + u * n * es;
+        uint32_t k;
+        if (es == 1) {
+            for (k = 0; k < n; k++, at += p->step[3]) o[k] = in[at];
+        } else {
+            for (k = 0; k < n; k++, at += p->step[3]) memcpy(o + k * es, in + (uint32_t)at * es, es);
+        }
+    }
+}

@@ -172,3 +172,32 @@ void fm_mean_multiplier(int32_t *mult, int32_t *shift, int32_t count)
     *mult = (int32_t)(((int64_t)*mult << s) / count);
     *shift = *shift - s;
 }
+
+int32_t fm_exp_on_negative_values(int32_t a, int32_t int_bits)
+{
+    /* gemmlowp's exp_on_negative_values for a Q(int_bits).(31 - int_bits) input: exp of the
+     * remainder in [-1/4, 0) by the Taylor series, times exp(-2^k) for each set bit k of the
+     * rest (k < int_bits). */
+    static const int32_t mults[7] = {1672461947, 1302514674, 790015084, 290630308, 39332535,
+                                     720401, 242};
+    const int32_t frac_bits = 31 - int_bits;
+    const int32_t quarter = (int32_t)1 << (frac_bits - 2);
+    const int32_t mod = (a & (quarter - 1)) - quarter;
+    int32_t result = exp_quarter(fm_sat_shift_left(mod, int_bits));
+    const int32_t remainder = mod - a;
+    int32_t k;
+    for (k = 0; k < 7 && k < int_bits + 2; k++) {
+        if (remainder & ((int32_t)1 << (frac_bits - 2 + k)))
+            result = fm_srdhm(result, mults[k]);
+    }
+    if (a == 0) result = INT32_MAX;
+    return result;
+}
+
+int32_t fm_logistic_fixed(int32_t a, int32_t int_bits)
+{
+    int32_t pos;
+    if (a == 0) return (int32_t)1 << 30;
+    pos = fm_one_over_one_plus_x(fm_exp_on_negative_values(a > 0 ? -a : a, int_bits));
+    return a > 0 ? pos : INT32_MAX - pos;
+}

@@ -174,13 +174,28 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
         bytes *= (uint32_t)d;
     }
     t->type = (uint8_t)fb_u8(fb, tt, T_TYPE, 0);
-    if (!elem_size(t->type))
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor type", -1, ti, t->type);
+    /* A type without an element size here (RESOURCE, BOOL, ...) or a variable tensor (operator
+     * state: SVDF, LSTM) is refused when an operator or the graph uses it (usable), so that the
+     * error names the operator; a tensor nothing uses is left alone. Builds without error text
+     * (the MSP430's) refuse it here: less code, and nobody reads the details there. */
+    if (!elem_size(t->type)) {
+#if FM_ERROR_TEXT
+        t->flags = FM_T_BADTYPE;
+        return FM_OK;             /* a reader error stays sticky: the caller's next check sees it */
+#else
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor type not supported", -1, ti, t->type);
+#endif
+    }
     if (bytes > 0x3FFFFFFFu / elem_size(t->type))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
     t->bytes = bytes * elem_size(t->type);
-    if (fb_u8(fb, tt, T_IS_VARIABLE, 0))
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensors", -1, ti, 0);
+    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) {
+#if FM_ERROR_TEXT
+        t->flags = FM_T_VARIABLE;
+#else
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", -1, ti, 0);
+#endif
+    }
     buf_index = fb_u32(fb, tt, T_BUFFER, 0);
     if (buf_index >= num_buffers && !(buf_index == 0 && num_buffers == 0))
         return fm_fail(it, FM_ERR_FORMAT, "tensor buffer index out of range", -1, ti,
@@ -198,6 +213,9 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
         zv = fb_vector(fb, q, Q_ZERO_POINT, 8, &nz);
         t->quant_dim = (uint8_t)fb_i32(fb, q, Q_DIM, 0);
         if (fb->err) return format_error(it, fb, "bad quantization parameters", -1, ti);
+        /* a 1-D tensor (a bias) has one dimension to be per-channel on, whatever its
+         * quantized_dimension says (TFLite Micro ignores the field there) */
+        if (t->ndim == 1) t->quant_dim = 0;
         if (ns > 65535u || (ns > 1 && (t->quant_dim >= t->ndim || (int32_t)ns != t->dims[t->quant_dim])))
             return fm_fail(it, FM_ERR_FORMAT, "per-channel scales do not match the shape", -1, ti,
                            (int32_t)ns);
@@ -236,7 +254,7 @@ static FM_NOINLINE int32_t builtin_code(fm_fb *fb, uint32_t ct)
     return code > old ? code : old;
 }
 
-static const fm_kernel *find_kernel(int32_t code, uint8_t *index)
+static FM_NOINLINE const fm_kernel *find_kernel(int32_t code, uint8_t *index)
 {
     uint16_t k;
     for (k = 0; k < fm_num_kernels; k++)
@@ -269,6 +287,24 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
     return (code == FM_OP_CONV_2D ? 2u : 1u) * 4u * (uint32_t)f + FM_ALIGN4((uint32_t)f);
 }
 
+/* Refuse tensor t, used by operator op (-1: a graph input or output), if this runtime cannot
+ * hold it (see parse_tensor; without error text every such tensor was refused there). */
+#if FM_ERROR_TEXT
+static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
+{
+    const uint8_t f = it->tensors[t].flags;
+    if (f & FM_T_VARIABLE)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", op, t,
+                       it->tensors[t].type);
+    if (f & FM_T_BADTYPE)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor type not supported", op, t, it->tensors[t].type);
+    return FM_OK;
+}
+#define USABLE(it, op, t) usable((it), (op), (t))
+#else
+#define USABLE(it, op, t) ((void)(it), (void)(op), (void)(t), FM_OK)
+#endif
+
 static void touch(fm_tensor *t, int16_t op)
 {
     if (t->first < 0 || op < t->first) t->first = op;
@@ -289,6 +325,9 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     fm_fb fb;
     uint32_t root, codes, num_codes, sgs, num_sgs, sg, tensors, nt, ops, nops, buffers, nbuf;
     uint32_t io, nio, i, j, need;
+#if FM_ERROR_TEXT
+    uint8_t kidx;
+#endif
     fm_status s;
     if (!it) return FM_ERR_ARG;
     memset(it, 0, sizeof *it);
@@ -333,6 +372,12 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
                            (int32_t)oci);
         ct = fb_vec_table(&fb, codes, oci);
         code = builtin_code(&fb, ct);
+#if FM_ERROR_TEXT
+        /* every operator is checked before anything else: the first refusal of a model with
+         * operators this runtime lacks names one of them */
+        if (!fb.err && !find_kernel(code, &kidx))
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, code);
+#endif
         need += op_state_bytes(&fb, tensors, nt, code, ot);
         if (fb.err) return format_error(it, &fb, "bad operator table", (int32_t)i, -1);
     }
@@ -393,6 +438,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             if (t < -1 || t >= (int32_t)nt)
                 return fm_fail(it, FM_ERR_FORMAT, "operator input index out of range", (int32_t)i, t, 0);
             op->in[j] = (int16_t)t;
+            if (t >= 0 && (s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
             if (t >= 0 && !(it->tensors[t].flags & FM_T_CONST)) {
                 if (it->tensors[t].first < 0)
                     return fm_fail(it, FM_ERR_FORMAT, "tensor read before it is written",
@@ -409,6 +455,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             it->tensors[op->out].first >= 0)
             return fm_fail(it, FM_ERR_FORMAT, "operator output is constant or written twice",
                            (int32_t)i, op->out, 0);
+        if ((s = USABLE(it, (int32_t)i, op->out)) != FM_OK) return s;
         touch(&it->tensors[op->out], (int16_t)i);
         fm_pre_begin(it, (uint16_t)i);
         s = k->prepare(it, (uint16_t)i, op);
@@ -419,6 +466,10 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         }
         if (fb.err) return format_error(it, &fb, "bad operator options", (int32_t)i, -1);
     }
+#if FM_ERROR_TEXT
+    for (i = 0; i < it->num_inputs; i++)          /* inputs no operator reads */
+        if ((s = usable(it, -1, it->inputs[i])) != FM_OK) return s;
+#endif
     for (i = 0; i < it->num_outputs; i++) {
         fm_tensor *t = &it->tensors[it->outputs[i]];
         if (t->first < 0) return fm_fail(it, FM_ERR_FORMAT, "graph output never written", -1, it->outputs[i], 0);

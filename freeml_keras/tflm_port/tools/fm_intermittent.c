@@ -282,7 +282,9 @@ int main(int argc, char **argv)
     scratch = (uint8_t *)malloc(STATE_BYTES);
     s = fm_init(&probe, model, model_len, scratch, STATE_BYTES, NULL, 0);
     if (s != FM_OK && s != FM_ERR_MEMORY) {
-        fprintf(stderr, "model refused: %s\n", fm_last_error(&probe)->msg ? fm_last_error(&probe)->msg : "?");
+        const fm_error *e = fm_last_error(&probe);
+        fprintf(stderr, "model refused: %s (operator %ld, tensor %ld, value %ld)\n", e->msg ? e->msg : "?",
+                (long)e->op, (long)e->tensor, (long)e->value);
         return 5;
     }
     arena = fm_arena_needed(&probe);

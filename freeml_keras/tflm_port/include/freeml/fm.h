@@ -116,6 +116,9 @@ uint32_t fm_op_units(const fm_interp *it, uint16_t op);
 /* Builtin operator code of operator `op`. */
 int32_t fm_op_code(const fm_interp *it, uint16_t op);
 
+/* Builtin operator code of kernel k of this build, -1 past the last: the operators it runs. */
+int32_t fm_kernel_code(uint16_t k);
+
 /* The intermittent runtime's plan (fm_plan_ops): most units of `op` per atomic step and the
  * metadata cost of one unit (0 when unknown). */
 uint32_t fm_op_step_units(const fm_interp *it, uint16_t op);

@@ -103,6 +103,8 @@ uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint3
 #define FM_T_SPARSE 2u
 #define FM_T_PLANNED 4u
 #define FM_T_USED 8u
+#define FM_T_BADTYPE 16u            /* a type this runtime has no element size for */
+#define FM_T_VARIABLE 32u           /* a variable tensor (operator state) */
 
 struct fm_tensor {
     const uint8_t *cdata;       /* constant data inside the model, NULL for activations */
@@ -174,6 +176,20 @@ typedef struct {
     int32_t outer, out_row;                   /* rows before the axis, output bytes per row */
 } fm_concat_params;
 
+typedef struct {
+    int32_t in_zp, mult, shift, radius, count; /* LOGISTIC: input in Q4.27, |x - zp| < radius */
+} fm_logistic_params;
+
+/* PAD (to 4-D), TRANSPOSE and STRIDED_SLICE: the output walked as 4-D rows of dims[3] elements,
+ * each read from the input at start[d] + i * step[d] (in elements) along output dimension d. */
+typedef struct {
+    int32_t dims[4];                          /* output dimensions as 4-D */
+    int32_t start[4], step[4];                /* STRIDED_SLICE, TRANSPOSE: input position / stride */
+    int32_t in_dims[4], before[4];            /* PAD: input dimensions and leading padding */
+    int32_t value;                            /* PAD: the padding value */
+    uint8_t elem;                             /* bytes per element */
+} fm_copy_params;
+
 struct fm_op {
     int32_t code;
     uint32_t opts;              /* model position of the builtin options table, 0 if none */
@@ -196,6 +212,8 @@ struct fm_op {
         fm_mean_params mean;
         fm_requant_params rq;
         fm_concat_params concat;
+        fm_logistic_params logistic;
+        fm_copy_params copy;
     } p;
 };
 
@@ -217,8 +235,10 @@ extern const uint16_t fm_num_kernels;
 enum {
     FM_OP_ADD = 0, FM_OP_AVERAGE_POOL_2D = 1, FM_OP_CONCATENATION = 2, FM_OP_CONV_2D = 3,
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
-    FM_OP_MAX_POOL_2D = 17, FM_OP_RESHAPE = 22, FM_OP_SOFTMAX = 25, FM_OP_MEAN = 40,
-    FM_OP_SQUEEZE = 43, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
+    FM_OP_LOGISTIC = 14, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
+    FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
+    FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
+    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
 };
 
 /* a + b with two's-complement wrap-around (TFLite Micro's behaviour) and no undefined
@@ -309,6 +329,39 @@ fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const f
 /* Output size check and leading padding of one spatial dimension (padding 0 SAME, 1 VALID). */
 fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);
+/* Two operands broadcast to the output (each up to 4-D, dimensions aligned on the right):
+ * out_dims, the output as 4-D, and each operand's element strides (0 on a dimension it
+ * broadcasts). */
+fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b,
+                       const fm_tensor *out, int32_t *out_dims, int32_t *str1, int32_t *str2);
+/* A walk over the output of a broadcasting operator: the output position as 4-D and the
+ * operands' element indices (fm_broadcast's strides). fm_bcast_start places it at output element
+ * u (divisions, once per call of eval); fm_bcast_next steps to the next element (additions). */
+typedef struct {
+    int32_t c[4], ia, ib;
+} fm_bcast_pos;
+void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos);
+static inline void fm_bcast_next(const fm_add_params *p, fm_bcast_pos *pos)
+{
+    int32_t d = 3;
+    pos->ia += p->str1[3];
+    pos->ib += p->str2[3];
+    while (++pos->c[d] == p->out_dims[d] && d > 0) {
+        pos->ia -= p->str1[d] * p->out_dims[d];
+        pos->ib -= p->str2[d] * p->out_dims[d];
+        pos->c[d] = 0;
+        d--;
+        pos->ia += p->str1[d];
+        pos->ib += p->str2[d];
+    }
+}
+/* The fused activation (byte 0 of the options table: ADD, SUB, MUL) as an int8 range. */
+fm_status fm_options_activation(fm_interp *it, uint16_t opi, const fm_op *op, const fm_tensor *out,
+                                int32_t *mn, int32_t *mx);
+/* A constant int32 vector operand of n values (paddings, begin / end / strides, a permutation). */
+fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const int32_t **v);
+/* Eval of fm_copy_params kernels (STRIDED_SLICE, TRANSPOSE): output rows [begin, end). */
+void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
 

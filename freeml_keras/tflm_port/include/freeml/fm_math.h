@@ -36,6 +36,10 @@ int32_t fm_round_f(float v);
 int32_t fm_round_d(double v);
 /* exp(a) for a <= 0 given in Q5.26, result in Q0.31 (gemmlowp exp_on_negative_values). */
 int32_t fm_exp_on_negative_values_q5(int32_t a);
+/* exp(a) for a <= 0 given with int_bits integer bits (1 .. 5), result in Q0.31. */
+int32_t fm_exp_on_negative_values(int32_t a, int32_t int_bits);
+/* 1 / (1 + exp(-a)) for a given with int_bits integer bits, result in Q0.31 (gemmlowp logistic). */
+int32_t fm_logistic_fixed(int32_t a, int32_t int_bits);
 /* 1 / (1 + x) for x in [0, 1) in Q0.31, result in Q0.31. */
 int32_t fm_one_over_one_plus_x(int32_t a);
 /* Leading zeros of a 32-bit value (32 for 0). */
