@@ -20,6 +20,7 @@ import numpy as np
 
 from freeml_keras.keras import keras
 from freeml_keras.exits import points as pts
+from freeml_keras.exits.choice import choose_pooling, default_head_budget
 from freeml_keras.exits import training as tr
 from freeml_keras.exits.incremental import incremental_logits
 from freeml_keras.exits.layers import ExitMask, ExitScale
@@ -156,29 +157,55 @@ class ExitModel(pts.PooledPredictions):
 
 
 def attach_global_exit(model: "keras.Model", exit_points: str | Sequence[str] = "auto", *,
-                       pooled_size: int | None | Sequence[int | None] = 1,
-                       max_width: int | None | Sequence[int | None] = None, dropout: float = 0.2,
-                       seed: int = 0) -> ExitModel:
+                       pooled_size: str | int | None | Sequence[int | None] = "auto",
+                       max_width: str | int | None | Sequence[int | None] = "auto",
+                       dropout: float = 0.2, seed: int = 0, head_budget_bytes: int | None = None,
+                       device: str | None = None) -> ExitModel:
     """An untrained shared exit head on ``model`` (which is not modified).
 
     ``exit_points``: layer names from input to output, or "auto" (after each pooling stage).
     ``pooled_size``: max-pool each spatial side to at most this (per exit point if a list; None:
     no pooling, required for exit points without spatial axes). ``max_width``: cap the channels
-    of each exit point by max-pooling groups of adjacent channels.
+    of each exit point by max-pooling groups of adjacent channels (None: no cap).
+
+    With ``pooled_size="auto"`` (the default) both are chosen per exit point to fit a head of
+    ``head_budget_bytes`` stored bytes (:mod:`~freeml_keras.exits.choice`); without a budget,
+    what ``device``'s model budget leaves after the backbone, else a quarter of the per-exit
+    branches' head and at most a quarter of the backbone's stored bytes. The budget, its rule
+    and the choice are in ``info["pooling"]`` (and in the exit report).
+
+    >>> em = attach_global_exit(model)                       # doctest: +SKIP
+    >>> em.info["pooling"]["head_budget_bytes"], em.pooled_dims   # doctest: +SKIP
     """
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a tf_keras Model, got {type(model).__name__}")
     names = pts.resolve_exit_points(model, exit_points)
-    specs = pts.plan_pooling(model, names, pooled_size, max_width)
     out_shape = tuple(model.outputs[-1].shape[1:])
     if len(out_shape) != 1:
         raise ValueError(f"model {model.name!r} output has shape {out_shape}; a classifier "
                          "with (classes,) output is needed")
+    info: dict = {"trained": False}
+    if isinstance(pooled_size, str):
+        if pooled_size != "auto":
+            raise ValueError(f"pooled_size must be 'auto', a size, None or a list, not {pooled_size!r}")
+        if head_budget_bytes is None:
+            budget, rule = default_head_budget(model, names, device)
+        else:
+            budget, rule = int(head_budget_bytes), "given"
+        if max_width not in ("auto", None):
+            raise ValueError("pooled_size='auto' chooses max_width too; give both or neither")
+        pooled_size, max_width, record = choose_pooling(model, names, budget)
+        info["pooling"] = {"rule": rule, **record}
+    elif isinstance(max_width, str):
+        if max_width != "auto":
+            raise ValueError(f"max_width must be 'auto', a width, None or a list, not {max_width!r}")
+        max_width = None            # a given pooled_size without a given cap: no cap
+    specs = pts.plan_pooling(model, names, pooled_size, max_width)
     num_classes = int(out_shape[0])
     dim = sum(s.pooled_dim for s in specs)
     kernel = keras.initializers.GlorotUniform(seed=seed)((dim, num_classes)).numpy()
     return ExitModel(model, names, specs, num_classes, kernel, np.zeros(num_classes, np.float32),
-                     dropout, {"trained": False})
+                     dropout, info)
 
 
 def _exit_weights(weights: Sequence[float] | None, k: int) -> list[float]:
@@ -201,10 +228,11 @@ def _fold(dense: "keras.layers.Dense", scale: ExitScale | None, dims: list[int])
 
 def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.ndarray],
                       val_data: tuple[np.ndarray, np.ndarray], *, method: str = "stagewise",
-                      distill: float = 0.0, temperature: float = 2.0, scale: bool = False,
+                      distill: float = 0.0, temperature: float = 2.0, scale: bool = True,
                       exit_weights: Sequence[float] | None = None, epochs: int = 30,
                       batch_size: int = 128, learning_rate: float = 3e-3, patience: int = 4,
-                      seed: int = 0, verbose: int = 1, features=None) -> dict:
+                      seed: int = 0, verbose: int = 1, features=None,
+                      min_updates: int = 1500) -> dict:
     """Train the shared head in place on the frozen backbone; returns the training record.
 
     ``method``:
@@ -217,7 +245,10 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         good as a branch with the same pooling.
     ``distill``: weight of distillation from the backbone's own output (temperature T).
     ``scale``: learn a per-feature scale per exit point (folded into the weights afterwards).
+    The defaults (stagewise, scaled) are the best method of ``bench/exits.py``.
     Early stopping on validation loss (mean over exits, or of the exit being trained).
+    On little data ``epochs`` (and ``patience`` with it) grow so that a head gets at least
+    ``min_updates`` gradient steps (1,077 digits examples make 9 batches an epoch).
     ``features``: precomputed ``(train_pooled, train_teacher, val_pooled, val_teacher)``
     (from :func:`extract`), to train several heads without running the backbone again.
     """
@@ -230,6 +261,10 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     if features is None:
         features = extract(exit_model, xtr, xva, verbose)
     ptr, ttr, pva, tva = features
+    per_epoch = max(1, -(-len(ytr) // batch_size))
+    if epochs * per_epoch < min_updates:
+        grow = -(-min_updates // per_epoch) / epochs
+        epochs, patience = -(-min_updates // per_epoch), max(patience, int(round(patience * grow / 4)))
     targets = tr.pack_targets(ytr, ttr if distill else None, C)
     loss = tr.exit_loss(distill, temperature)
     tr.log(verbose, f"gNet head ({method}{', scaled' if scale else ''}"
@@ -266,7 +301,9 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         history = tr.fit(model, ptr, ys, epochs=epochs, batch_size=batch_size, patience=patience,
                          callbacks=[cb], monitor="val_exit_loss")
         exit_model.set_head_weights(*_fold(dense, scaler, dims))
-    exit_model.info = {"trained": True, "method": method, "distill": distill,
+    exit_model.info = {**({"pooling": exit_model.info["pooling"]} if "pooling" in exit_model.info
+                          else {}),
+                       "trained": True, "method": method, "distill": distill,
                        "temperature": temperature, "scale": scale, "exit_weights": weights,
                        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
                        "train_examples": int(len(ytr)), "seed": seed}
