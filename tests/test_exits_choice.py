@@ -52,7 +52,7 @@ def test_pooling_options_by_dimension_larger_maps_first():
     assert pooling_options((10,)) == [(None, 5, 5), (None, None, 10)]   # widths divide 10
 
 
-def test_choice_fits_the_budget_and_shares_features_evenly(cnn):
+def test_choice_fits_the_budget_early_exit_points_first(cnn):
     sizes, widths, rec = choose_pooling(cnn, ["p1", "p2"], 1100)
     assert rec["fits_budget"] and rec["head_bytes"] <= 1100
     dims = [c["pooled_dim"] for c in rec["choice"]]
@@ -62,8 +62,8 @@ def test_choice_fits_the_budget_and_shares_features_evenly(cnn):
         bigger = [d for _, _, d in pooling_options(cnn.get_layer(name).output.shape[1:])
                   if d > dims[k]]
         assert not bigger or head_bytes(sum(dims) - dims[k] + bigger[0], 10) > 1100
-    # The early exit point gets a spatial map, not 1x1.
-    assert sizes[0] >= 2
+    # The early exit point gets a spatial map, not 1x1, and the most features.
+    assert sizes[0] >= 2 and dims[0] > dims[1] >= 4
     em = attach_global_exit(cnn, ["p1", "p2"], head_budget_bytes=1100)
     assert em.pooled_dims == dims and em.info["pooling"]["rule"] == "given"
 
