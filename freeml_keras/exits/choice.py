@@ -4,13 +4,19 @@ head-memory budget.
 The head is one Dense layer over the concatenated pooled vectors, so its stored bytes grow with
 the total pooled dimension. Each exit point's options (pooled spatial size x channel cap) are
 ordered by pooled dimension, the larger spatial map first among equal dimensions (early exit
-points need where a feature fired more than how many channels there are). From the first exit
-point to the last, each takes its largest option that leaves every later exit point its
-smallest one within the budget. Early exit points come first because they are the ones 1x1
-pooling starves, and because the head is trained stagewise: every later exit adds to the
-logits of the earlier ones, so what the first exit point learns serves all of them. On the
-digits CNN of issue 18 this beats sharing the features evenly by 9 points at the first exit
-at the same bytes (``bench/exits.py``).
+points need where a feature fired more than how many channels there are). Two allocations of
+the budget:
+
+- "early_first": from the first exit point to the last, each takes its largest option that
+  leaves every later exit point its smallest. Early exit points are the ones 1x1 pooling
+  starves, and the head is trained stagewise: every later exit adds to the logits of the
+  earlier ones. On the digits CNN of issue 18 it beats "even" by 9 points at the first exit.
+- "even": water-filling, the exit point with the fewest pooled features grows first. With
+  three exit points (cnn_s) "early_first" starves the last ones.
+
+``attach_global_exit`` plans with "early_first"; ``train_global_exit`` (with data) trains the
+head under each allocation and keeps the one with the best mean validation accuracy over the
+exits (``choose_pooling=True``, the default when the pooling was chosen automatically).
 
 The default budget (:func:`default_head_budget`): a quarter of the per-exit branches' head
 (SDN pooling, the baseline gNet is measured against) and at most a quarter of the backbone's
@@ -28,7 +34,7 @@ from freeml_keras.exits import points as pts
 from freeml_keras.exits.branches import attach_exit_branches
 from freeml_keras.keras import keras
 
-__all__ = ["head_bytes", "pooling_options", "choose_pooling", "default_head_budget",
+__all__ = ["head_bytes", "pooling_options", "choose_pooling", "default_head_budget", "RULES",
            "HEAD_BUDGET_FRACTION", "BRANCH_HEAD_RATIO"]
 
 HEAD_BUDGET_FRACTION = 0.25     # of the backbone's stored bytes, at most
@@ -71,28 +77,55 @@ def pooling_options(feature_shape: Sequence[int]) -> list[tuple[int | None, int 
     return [(s, w, d) for s, w, d, _ in sorted(seen.values(), key=lambda o: o[2])]
 
 
-def choose_pooling(model: "keras.Model", exit_points: Sequence[str],
-                   budget_bytes: int) -> tuple[list, list, dict]:
-    """Per exit point (pooled_size, max_width) fitting ``budget_bytes`` of head (see the module),
-    and the record of the choice."""
-    num_classes = int(model.outputs[-1].shape[-1])
-    options = [pooling_options(model.get_layer(n).output.shape[1:]) for n in exit_points]
+def _early_first(options, fits) -> list[int]:
+    """From the first exit point to the last, each takes its largest option that leaves every
+    later exit point its smallest."""
     level = [0] * len(options)
     for k in range(len(options)):
         for i in range(len(options[k]) - 1, -1, -1):
-            dim = (sum(options[j][level[j]][2] for j in range(k)) + options[k][i][2]
-                   + sum(options[j][0][2] for j in range(k + 1, len(options))))
-            if head_bytes(dim, num_classes) <= budget_bytes:
+            trial = level[:k] + [i] + [0] * (len(options) - k - 1)
+            if fits(trial):
                 level[k] = i
                 break
+    return level
+
+
+def _even(options, fits) -> list[int]:
+    """Water-filling: the exit point with the fewest pooled features (the earliest among equal
+    ones) moves to its next option while the head fits; one whose next option does not fit
+    stops there."""
+    level = [0] * len(options)
+    open_ = [len(o) > 1 for o in options]
+    while any(open_):
+        k = min((k for k in range(len(options)) if open_[k]),
+                key=lambda k: (options[k][level[k]][2], k))
+        trial = list(level)
+        trial[k] += 1
+        if fits(trial):
+            level = trial
+            open_[k] = level[k] + 1 < len(options[k])
+        else:
+            open_[k] = False
+    return level
+
+
+RULES = {"early_first": _early_first, "even": _even}
+
+
+def choose_pooling(model: "keras.Model", exit_points: Sequence[str], budget_bytes: int,
+                   rule: str = "early_first") -> tuple[list, list, dict]:
+    """Per exit point (pooled_size, max_width) fitting ``budget_bytes`` of head by ``rule``
+    ("early_first" or "even", see the module), and the record of the choice."""
+    num_classes = int(model.outputs[-1].shape[-1])
+    options = [pooling_options(model.get_layer(n).output.shape[1:]) for n in exit_points]
 
     def total(lv):
         return sum(options[k][i][2] for k, i in enumerate(lv))
 
+    level = RULES[rule](options, lambda lv: head_bytes(total(lv), num_classes) <= budget_bytes)
     chosen = [options[k][i] for k, i in enumerate(level)]
-    dim = total(level)
-    hb = head_bytes(dim, num_classes)
-    record = {"head_budget_bytes": int(budget_bytes), "head_bytes": hb,
+    hb = head_bytes(total(level), num_classes)
+    record = {"head_budget_bytes": int(budget_bytes), "head_bytes": hb, "allocation": rule,
               "fits_budget": hb <= budget_bytes,
               "choice": [{"exit_point": n, "pooled_size": s, "max_width": w, "pooled_dim": d}
                          for n, (s, w, d) in zip(exit_points, chosen)]}

@@ -20,7 +20,7 @@ import numpy as np
 
 from freeml_keras.keras import keras
 from freeml_keras.exits import points as pts
-from freeml_keras.exits.choice import choose_pooling, default_head_budget
+from freeml_keras.exits import choice
 from freeml_keras.exits import training as tr
 from freeml_keras.exits.incremental import incremental_logits
 from freeml_keras.exits.layers import ExitMask, ExitScale
@@ -189,13 +189,16 @@ def attach_global_exit(model: "keras.Model", exit_points: str | Sequence[str] = 
         if pooled_size != "auto":
             raise ValueError(f"pooled_size must be 'auto', a size, None or a list, not {pooled_size!r}")
         if head_budget_bytes is None:
-            budget, rule = default_head_budget(model, names, device)
+            budget, rule = choice.default_head_budget(model, names, device)
         else:
             budget, rule = int(head_budget_bytes), "given"
         if max_width not in ("auto", None):
             raise ValueError("pooled_size='auto' chooses max_width too; give both or neither")
-        pooled_size, max_width, record = choose_pooling(model, names, budget)
-        info["pooling"] = {"rule": rule, **record}
+        pooled_size, max_width, record = choice.choose_pooling(model, names, budget)
+        info["pooling"] = {"rule": rule, **record, "candidates": [
+            {"allocation": a, "pooled_size": ps, "max_width": mw}
+            for a, (ps, mw, _) in ((a, choice.choose_pooling(model, names, budget, a))
+                                   for a in choice.RULES)]}
     elif isinstance(max_width, str):
         if max_width != "auto":
             raise ValueError(f"max_width must be 'auto', a width, None or a list, not {max_width!r}")
@@ -232,7 +235,7 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
                       exit_weights: Sequence[float] | None = None, epochs: int = 30,
                       batch_size: int = 128, learning_rate: float = 3e-3, patience: int = 4,
                       seed: int = 0, verbose: int = 1, features=None,
-                      min_updates: int = 1500) -> dict:
+                      min_updates: int = 1500, choose_pooling: bool = True) -> dict:
     """Train the shared head in place on the frozen backbone; returns the training record.
 
     ``method``:
@@ -251,9 +254,21 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     ``min_updates`` gradient steps (1,077 digits examples make 9 batches an epoch).
     ``features``: precomputed ``(train_pooled, train_teacher, val_pooled, val_teacher)``
     (from :func:`extract`), to train several heads without running the backbone again.
+    ``choose_pooling``: when ``attach_global_exit`` chose the pooling (``info["pooling"]``) and
+    no ``features`` are given, the head is trained under each allocation of the head budget
+    (:mod:`~freeml_keras.exits.choice`) and the one with the best mean validation accuracy over
+    the exits is kept (its pooling, weights and the accuracies of all in ``info["pooling"]``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    cands = exit_model.info.get("pooling", {}).get("candidates", [])
+    distinct = {(tuple(c["pooled_size"]), tuple(c["max_width"])) for c in cands}
+    if choose_pooling and features is None and len(distinct) > 1:
+        kw = dict(method=method, distill=distill, temperature=temperature, scale=scale,
+                  exit_weights=exit_weights, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, patience=patience, seed=seed, verbose=verbose,
+                  min_updates=min_updates, choose_pooling=False)
+        return _train_choosing(exit_model, train_data, val_data, cands, kw)
     K, C, dims = exit_model.num_exits, exit_model.num_classes, exit_model.pooled_dims
     weights = _exit_weights(exit_weights, K)
     (xtr, ytr), (xva, yva) = train_data, val_data
@@ -312,6 +327,36 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     tr.log(verbose, "gNet validation accuracy per exit: "
                     + " ".join(f"{a:.3f}" for a in exit_model.info["val_exit_accuracy"]))
     return {"history": history, **exit_model.info}
+
+
+def _train_choosing(exit_model: ExitModel, train_data, val_data, cands: list[dict],
+                    kw: dict) -> dict:
+    """Trains a head per allocation in ``cands``; ``exit_model`` takes the best one's pooling,
+    weights and record (mean validation accuracy over the exits)."""
+    best, tried = None, []
+    for c in cands:
+        em = attach_global_exit(exit_model.backbone, exit_model.exit_points,
+                                pooled_size=list(c["pooled_size"]), max_width=list(c["max_width"]),
+                                dropout=exit_model.dropout, seed=kw["seed"])
+        tr.log(kw["verbose"], f"pooling allocation {c['allocation']!r}: pooled dims {em.pooled_dims}")
+        rec = train_global_exit(em, train_data, val_data, **kw)
+        score = float(np.mean(em.info["val_exit_accuracy"]))
+        tried.append({**c, "pooled_dims": em.pooled_dims,
+                      "val_exit_accuracy": em.info["val_exit_accuracy"], "mean_val_accuracy": score})
+        if best is None or score > best[0]:
+            best = (score, em, rec, c)
+    _, em, rec, c = best
+    pooling = dict(exit_model.info["pooling"])
+    pooling.update(allocation=c["allocation"], tried=tried, choice=[
+        {"exit_point": s.exit_point, "pooled_size": ps, "max_width": mw, "pooled_dim": s.pooled_dim}
+        for s, ps, mw in zip(em.pooling, c["pooled_size"], c["max_width"])],
+        head_bytes=choice.head_bytes(sum(em.pooled_dims), em.num_classes))
+    pooling["fits_budget"] = pooling["head_bytes"] <= pooling["head_budget_bytes"]
+    exit_model.pooling = em.pooling
+    exit_model._pooled_model = None
+    exit_model.set_head_weights(em.kernel, em.bias)
+    exit_model.info = {**em.info, "pooling": pooling}
+    return {**rec, "pooling": pooling}
 
 
 def extract(exit_model: ExitModel, x_train: np.ndarray, x_val: np.ndarray, verbose: int = 1):
