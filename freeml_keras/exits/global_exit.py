@@ -232,7 +232,7 @@ def _fold(dense: "keras.layers.Dense", scale: ExitScale | None, dims: list[int])
 def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.ndarray],
                       val_data: tuple[np.ndarray, np.ndarray], *, method: str = "stagewise",
                       distill: float = 0.0, temperature: float = 2.0, scale: bool = True,
-                      exit_weights: Sequence[float] | None = None, epochs: int = 30,
+                      exit_weights: Sequence[float] | None = None, epochs: int | None = None,
                       batch_size: int = 128, learning_rate: float = 3e-3, patience: int = 4,
                       seed: int = 0, verbose: int = 1, features=None,
                       min_updates: int = 1500, choose_pooling: bool = True) -> dict:
@@ -250,8 +250,8 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     ``scale``: learn a per-feature scale per exit point (folded into the weights afterwards).
     The defaults (stagewise, scaled) are the best method of ``bench/exits.py``.
     Early stopping on validation loss (mean over exits, or of the exit being trained).
-    On little data ``epochs`` (and ``patience`` with it) grow so that a head gets at least
-    ``min_updates`` gradient steps (1,077 digits examples make 9 batches an epoch).
+    ``epochs`` (None: 30, grown on little data, with ``patience``, so that a head gets at least
+    ``min_updates`` gradient steps: 1,077 digits examples make 9 batches an epoch).
     ``features``: precomputed ``(train_pooled, train_teacher, val_pooled, val_teacher)``
     (from :func:`extract`), to train several heads without running the backbone again.
     ``choose_pooling``: when ``attach_global_exit`` chose the pooling (``info["pooling"]``) and
@@ -277,7 +277,9 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         features = extract(exit_model, xtr, xva, verbose)
     ptr, ttr, pva, tva = features
     per_epoch = max(1, -(-len(ytr) // batch_size))
-    if epochs * per_epoch < min_updates:
+    grow_epochs = epochs is None
+    epochs = 30 if epochs is None else int(epochs)
+    if grow_epochs and epochs * per_epoch < min_updates:
         grow = -(-min_updates // per_epoch) / epochs
         epochs, patience = -(-min_updates // per_epoch), max(patience, int(round(patience * grow / 4)))
     targets = tr.pack_targets(ytr, ttr if distill else None, C)
