@@ -26,7 +26,45 @@ from freeml_keras import exits
 from freeml_keras.exits import global_exit as ge
 
 OUT = Path(__file__).resolve().parent / "results"
-MODELS = {"cnn_s": "fashion_mnist", "cnn_m": "fashion_mnist", "imu_cnn": "watch_imu"}
+MODELS = {"cnn_s": "fashion_mnist", "cnn_m": "fashion_mnist", "imu_cnn": "watch_imu",
+          "digits_cnn": "digits"}
+
+
+def digits_cnn():
+    """The digits CNN of issue 18 (two pooling stages: p1 4x4x16, p2 2x2x32), trained once with
+    a fixed seed."""
+    from freeml_keras.keras import keras
+    tr, va, _ = datasets.load("digits")
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.MaxPooling2D(2, name="p1")(x)
+    x = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.MaxPooling2D(2, name="p2")(x)
+    x = keras.layers.Flatten()(x)
+    out = keras.layers.Dense(10, activation="softmax")(x)
+    m = keras.Model(inp, out, name="digits_cnn")
+    zoo.compile_for_training(m, 3e-3)
+    m.fit(*tr, validation_data=va, epochs=40, batch_size=64, verbose=0)
+    return m
+
+
+def defaults_run(backbone, tr, va, te, branches: dict) -> dict:
+    """gNet as a user gets it: ``attach_global_exit(model)`` and ``train_global_exit`` with
+    their defaults (the old defaults: 1x1 pooling, stagewise without scaling)."""
+    t0 = time.time()
+    em = exits.attach_global_exit(backbone)
+    exits.train_global_exit(em, tr, va, verbose=0)
+    z = em.predict_exits(te[0])
+    fp = exits.exit_footprint(em)
+    te_acc = accs(z, te[1])
+    return {"pooled_dims": em.pooled_dims, "pooling": em.info.get("pooling"),
+            "method": em.info["method"], "scale": em.info["scale"],
+            "head_bytes": fp["head_bytes"], "overhead_bytes": fp["overhead_bytes"],
+            "head_ratio": round(branches["head_bytes"] / fp["head_bytes"], 2),
+            "test_exit_accuracy": te_acc,
+            "gap_to_branches": [round(b - g, 4) for g, b in zip(te_acc, branches["test_exit_accuracy"])],
+            "seconds": round(time.time() - t0, 1)}
 METHODS = [("random", False, 0.0), ("balanced", False, 0.0), ("balanced", True, 0.0),
            ("balanced", False, 0.5), ("stagewise", False, 0.0), ("stagewise", True, 0.0),
            ("stagewise", False, 0.5)]
@@ -72,7 +110,7 @@ def gnet_run(backbone, data, pooling, method, scale, distill, args, feats_cache)
 
 def bench_model(name: str, dataset: str, args) -> dict:
     say(f"== {name} on {dataset}")
-    backbone = zoo.pretrained(name, dataset, verbose=0)
+    backbone = digits_cnn() if name == "digits_cnn" else zoo.pretrained(name, dataset, verbose=0)
     tr, va, te = datasets.load(dataset)
     tr = datasets.subset(tr, args.train_limit, 0)
     va = datasets.subset(va, args.val_limit, 0)
@@ -90,6 +128,13 @@ def bench_model(name: str, dataset: str, args) -> dict:
                 **{k: v for k, v in exits.exit_footprint(br).items()
                    if k in ("head_bytes", "head_params", "state_bytes", "scratch_bytes", "overhead_bytes")}}
     say(f"branches {branches['test_exit_accuracy']} overhead {branches['overhead_bytes']} B")
+    defaults = defaults_run(backbone, tr, va, te, branches)
+    say(f"defaults {defaults['test_exit_accuracy']} head {defaults['head_bytes']} B "
+        f"({defaults['head_ratio']}x less than branches)")
+    if args.defaults_only:
+        return {"model": name, "dataset": dataset, "train_examples": len(tr[1]),
+                "backbone_test_accuracy": round(backbone_acc, 4), "branches": branches,
+                "defaults": defaults}
 
     _, published = gnet_run(backbone, data, POOLING[kind][0], "random", False, 0.0, args, feats_cache)
     say(f"published gNet {published['test_exit_accuracy']} overhead {published['overhead_bytes']} B")
@@ -159,7 +204,7 @@ def bench_model(name: str, dataset: str, args) -> dict:
     return {"model": name, "dataset": dataset, "train_examples": len(tr[1]),
             "val_examples": len(va[1]), "test_examples": len(te[1]),
             "backbone_test_accuracy": round(backbone_acc, 4), "exit_points": em.exit_points,
-            "branches": branches, "published_gnet": published, "idea_effects": ideas,
+            "branches": branches, "defaults": defaults, "published_gnet": published, "idea_effects": ideas,
             "ablation_methods_pooling": ABLATION_POOLING[kind], "ablation_methods": methods,
             "best_method": {"method": best_key[0], "scale": best_key[1], "distill": best_key[2]},
             "ablation_pooling": pools, "chosen_gnet": chosen,
@@ -197,12 +242,15 @@ def main() -> int:
     p.add_argument("--val-limit", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--defaults-only", action="store_true",
+                   help="only branches and gNet with attach/train defaults (no ablation)")
+    p.add_argument("--out", default=str(OUT / "exits.json"))
     args = p.parse_args()
     t0 = time.time()
     results, skipped = [], []
     for name in args.models.split(","):
         dataset = MODELS[name]
-        if not zoo.pretrained_meta(name, dataset):
+        if name != "digits_cnn" and not zoo.pretrained_meta(name, dataset):
             skipped.append(f"{name}: no cached pre-trained model (run `freeml pretrain`)")
             say(skipped[-1])
             continue
@@ -216,11 +264,12 @@ def main() -> int:
            "targets": {"memory_ratio": RATIO_TARGET, "max_gap": GAP_TARGET},
            "branch_baseline": "SDN-style: max-pool to 4x4 (2-D) or 16 positions (1-D), one Dense",
            "skipped": skipped, "seconds": round(time.time() - t0, 1), "results": results}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "exits.json").write_text(json.dumps(out, indent=2))
-    if results:
-        plot(results, OUT / "exits.png")
-    say(f"wrote {OUT / 'exits.json'} in {out['seconds']} s")
+    path = Path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    if results and not args.defaults_only:
+        plot(results, path.with_suffix(".png"))
+    say(f"wrote {path} in {out['seconds']} s")
     return 0
 
 

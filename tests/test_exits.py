@@ -199,9 +199,12 @@ def test_clear_errors(backbone):
     with pytest.raises(ExitPointError, match="out of order.*'pool1'"):
         attach_global_exit(backbone, ["pool2", "pool1"])
     with pytest.raises(ExitPointError, match="'fc1'.*no spatial feature map"):
-        attach_global_exit(backbone, ["pool1", "fc1"])
+        attach_global_exit(backbone, ["pool1", "fc1"], pooled_size=1)
     em = attach_global_exit(backbone, ["pool1", "fc1"], pooled_size=[1, None])
     assert em.pooled_dims[-1] == backbone.get_layer("fc1").output.shape[-1]
+    # The chosen pooling leaves a flat exit point unpooled (a channel cap at most).
+    em = attach_global_exit(backbone, ["pool1", "fc1"])
+    assert em.pooling[-1].kind == "flat" and not em.pooling[-1].pool
     with pytest.raises(ExitPointError, match="is the model's output"):
         attach_global_exit(backbone, ["pool1", "logits"])
     inp = keras.Input((6,))

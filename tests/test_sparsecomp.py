@@ -109,7 +109,7 @@ def test_fragile_layers_are_undone_then_size_alone(trained, digits):
     fragile = [s for s in steps if s["fragile"]]
     assert fragile and all(not s["accepted"] for s in fragile)
     start = res.report["all_fragile_from_step"]
-    assert start is not None and any("by size alone" in n for n in res.report["notes"])
+    assert start is not None and any("accuracy per byte" in n for n in res.report["notes"])
     # The conv layer is too small for a sparsity step to save bytes: it can only be narrowed.
     assert {"fc", "logits"} <= set(res.report["fragile"])
     assert set(res.report["fragile"]) | set(res.report["narrow_fragile"]) == \
@@ -124,6 +124,13 @@ def test_fragile_layers_are_undone_then_size_alone(trained, digits):
                        for s in steps if s["step"] < start)
     later = [s for s in steps if s["step"] >= start]
     assert later and all(s["by_size_alone"] and s["accepted"] for s in later)
+    # From then on each step allocates the bytes still over the budget across layers by the
+    # measured accuracy per byte: the chosen changes are among the measured ones.
+    for s in later:
+        assert s["kind"] == "allocate" and s["search"]
+        chosen = [m for m in s["search"] if m["chosen"]]
+        assert chosen and {m["layer"] for m in chosen} == set(s["layer"].split(","))
+        assert len({m["layer"] for m in chosen}) == len(chosen)     # one change per layer
     assert res.weight_bytes <= 5000
     # An undone step leaves the size where it was.
     for s in fragile:

@@ -23,11 +23,13 @@ Split = tuple[np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class Job:
     """What a run works toward and with: the budget, the options, the training and validation
-    data."""
+    data, and the pre-trained model's probabilities on the training data (distillation
+    targets; None without distillation)."""
     budget: Budget
     options: Options
     train: Split
     val: Split
+    teacher: np.ndarray | None = None
 
     def log(self, line: str) -> None:
         """A line of progress on stdout (with ``verbose``)."""

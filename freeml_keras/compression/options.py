@@ -14,6 +14,15 @@ class Options:
     """What ``compress`` accepts as keyword options (see :mod:`freeml_keras.compression.sparsecomp`)."""
     density_step: float = 0.7          # multiplicative: new density = density * step
     fragile_drop: float = 0.01         # validation accuracy (fraction) a step may lose
+    fragile_confidence: float = 0.9    # ... beyond this one-sided confidence (paired test)
+    distill: float = 0.5               # weight of distillation from the pre-trained model
+    temperature: float = 2.0           # of the distillation
+    recovery_epochs: int = 60          # final fine-tune at the budget (early stopping)
+    recovery_patience: int = 6
+    recovery_lr_factor: float = 4.0    # its learning rate / learning_rate (halved on plateaus)
+    search_candidates: int = 6         # layers measured when every layer is fragile
+    search_levels: int = 4             # densities / widths measured per layer
+    search_examples: int = 2000        # validation examples each measurement uses
     fine_tune_epochs: int = 2
     qat_epochs: int = 1
     batch_size: int = 64
@@ -47,6 +56,10 @@ class Options:
         opts = cls(**options)
         if not 0.0 < opts.density_step < 1.0:
             raise ValueError(f"density_step must be in (0, 1), got {opts.density_step}")
+        if not 0.0 <= opts.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {opts.distill}")
+        if not 0.0 <= opts.fragile_confidence < 1.0:
+            raise ValueError(f"fragile_confidence must be in [0, 1), got {opts.fragile_confidence}")
         return opts
 
     def key(self) -> dict:

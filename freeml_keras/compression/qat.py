@@ -1,8 +1,8 @@
 """SparseComp's last phase: int8 quantization-aware fine-tuning that keeps the zeros. If it
 lowers validation accuracy by more than ``fragile_drop``, the float weights are kept (the
 converter's post-training quantization is then what the device runs). If the stored size is
-then over the budget (int8 rounding moves a few weights), the run goes back to sparsity, at
-most ``max_qat_rounds`` times."""
+then over the budget (int8 rounding moves a few weights), the run goes back to sparsity (and
+recovery), at most ``max_qat_rounds`` times."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import time
 from freeml_keras.compression import pruning
 from freeml_keras.compression.job import Job, Step, Unreachable, sizes
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import clone, evaluate, loss_for, scope
+from freeml_keras.compression.training import (clone, distillation_loss, evaluate, outputs_probs,
+                                               pack_targets, scope)
 from freeml_keras.keras import keras
 
 __all__ = ["quantize_aware_fine_tune", "qat_step"]
@@ -19,23 +20,26 @@ __all__ = ["quantize_aware_fine_tune", "qat_step"]
 
 def quantize_aware_fine_tune(job: Job, model: "keras.Model",
                              seed: int) -> tuple["keras.Model", float, float, int]:
-    """int8 QAT of a copy of ``model`` for ``qat_epochs`` (best epoch by validation loss);
-    returns the plain model with ``model``'s zeros restored, val loss and accuracy, and how
-    many zeros QAT had moved."""
+    """int8 QAT of a copy of ``model`` for ``qat_epochs`` (best epoch by validation loss,
+    distilled from the pre-trained model like every fine-tune); returns the plain model with
+    ``model``'s zeros restored, val loss and accuracy, and how many zeros QAT had moved."""
     o = job.options
     masks = pruning.zero_masks(model)
     keras.utils.set_random_seed(seed)
     with scope(o.strategy):
         q = pruning.quantize_aware(clone(model))
         q.compile(optimizer=keras.optimizers.Adam(o.learning_rate / 2),
-                  loss=loss_for(model), metrics=["accuracy"])
+                  loss=distillation_loss(not outputs_probs(model), o.distill if job.teacher
+                                         is not None else 0.0, o.temperature))
+    classes = int(model.outputs[0].shape[-1])
     best = pruning.BestWeights("val_loss")
-    q.fit(job.train[0], job.train[1], validation_data=job.val, epochs=o.qat_epochs,
-          batch_size=o.batch_size, shuffle=True, verbose=0, callbacks=[best])
+    q.fit(job.train[0], pack_targets(job.train[1], job.teacher, classes),
+          validation_data=(job.val[0], pack_targets(job.val[1], None, classes)),
+          epochs=o.qat_epochs, batch_size=o.batch_size, shuffle=True, verbose=0, callbacks=[best])
     plain = pruning.strip_quantization(q, model)
     moved = pruning.apply_zero_masks(plain, masks)
-    loss, acc = evaluate(plain, job.val)
-    return plain, loss, acc, moved
+    ev = evaluate(plain, job.val)
+    return plain, ev.loss, ev.accuracy, moved
 
 
 def qat_step(job: Job, model: "keras.Model", state: JobState) -> Step:
@@ -43,7 +47,7 @@ def qat_step(job: Job, model: "keras.Model", state: JobState) -> Step:
     o = job.options
     t0 = time.time()
     before_wb, _ = sizes(model)
-    before_loss, before_acc = evaluate(model, job.val)
+    before_loss, before_acc, _ = evaluate(model, job.val)
     tuned, loss, acc, moved = quantize_aware_fine_tune(job, model, state.step_seed(o.seed))
     state.qat_rounds += 1
     accepted = acc >= before_acc - o.fragile_drop

@@ -12,7 +12,7 @@ from freeml_keras.compression import factorize
 from freeml_keras.compression.job import Job, Step, Unreachable, channels, sizes
 from freeml_keras.compression.sparsify import check_floor
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import fine_tune
+from freeml_keras.compression.training import evaluate, fine_tune
 from freeml_keras.keras import keras
 
 __all__ = ["ram_step"]
@@ -24,7 +24,7 @@ def ram_step(job: Job, model: "keras.Model", state: JobState) -> Step:
     limit = job.budget.ram_bytes
     _, peak = sizes(model)
     if limit is None or peak <= limit:
-        state.set_reference()
+        state.set_reference(evaluate(model, job.val).correct)
         check_floor(job, model, state)
         state.phase = "factorize" if o.factorize else "sparsify"
         return Step()
@@ -53,8 +53,8 @@ def ram_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         else:
             hi = mid - 1
     narrowed = factorize.narrow(model, name, lo)
-    tuned, loss, acc = fine_tune(job, state, narrowed)
+    tuned, ev = fine_tune(job, state, narrowed)
     return Step(record={"phase": "ram", "kind": "narrow", "layer": name, "change": f"{c} -> {lo} ch",
                         "channels_before": c, "channels_after": lo, "peak_before": peak,
-                        "val_accuracy": acc, "val_loss": loss, "accepted": True},
+                        "val_accuracy": ev.accuracy, "val_loss": ev.loss, "accepted": True},
                 model=tuned, started=t0)

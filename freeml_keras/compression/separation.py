@@ -11,7 +11,7 @@ import time
 from freeml_keras.compression import factorize
 from freeml_keras.compression.job import Job, Step, sizes, weighted_rows
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import fine_tune
+from freeml_keras.compression.training import fine_tune, is_fragile
 from freeml_keras.keras import keras
 
 __all__ = ["factorize_step"]
@@ -65,10 +65,11 @@ def factorize_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         rec.update(accepted=False, reason=f"peak RAM {new_ram:,} B over budget",
                    val_accuracy=ref)
     else:
-        tuned, loss, acc = fine_tune(job, state, new)
-        ok = acc >= ref - o.fragile_drop
-        rec.update(val_accuracy=acc, val_loss=loss, accepted=ok,
-                   reason="" if ok else f"accuracy {acc:.4f} < {ref:.4f} - {o.fragile_drop}")
+        tuned, ev = fine_tune(job, state, new)
+        ok = not is_fragile(job, state, ev)
+        rec.update(val_accuracy=ev.accuracy, val_loss=ev.loss, accepted=ok,
+                   reason="" if ok else f"accuracy {ev.accuracy:.4f} below {ref:.4f} - "
+                                        f"{o.fragile_drop} (confidence {o.fragile_confidence})")
         if ok:
             kept = tuned
     return Step(record=rec, model=kept, started=t0)

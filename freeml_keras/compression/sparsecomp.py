@@ -3,6 +3,10 @@
 ``compress(model, budget, train_data, val_data, **options)`` works on a clone and runs, with
 a line of progress per step and the state saved to ``out_dir`` after every step:
 
+Every fine-tune below is distilled from ``model`` (weight ``distill``, temperature
+``temperature``): its probabilities on the training data are the soft targets, next to the
+labels; early stopping and the kept epoch go by the validation loss on the labels alone.
+
 1. RAM: while peak activation memory + checkpoint state (``memory.keras_footprint``) exceeds
    the RAM budget, narrow the layer whose narrowing lowers the peak most (remove its
    lowest-L1 output channels and the matching inputs of its consumer), to the widest width
@@ -16,22 +20,28 @@ a line of progress per step and the state saved to ``out_dir`` after every step:
    bytes, because per-channel quantization parameters and bias dominate the layer, narrow it
    by that factor); fine-tune with tfmot's hard threshold at every step, keep the best
    weights by validation loss; if validation accuracy fell more than ``fragile_drop`` below
-   the reference, undo the step and mark the layer fragile (a failed narrowing only stops
-   further narrowing of that layer). When every layer is fragile, continue by size alone
-   (steps are kept whatever the accuracy) and say so in the report.
-4. int8 quantization-aware fine-tuning that keeps the zeros; if the stored size then exceeds
+   the reference with ``fragile_confidence`` (a paired test over the validation examples: on
+   a few hundred examples one example is a fraction of a point), undo the step and mark the
+   layer fragile (a failed narrowing only stops further narrowing of that layer). When every
+   layer is fragile, the remaining bytes go by measured accuracy per byte: the possible steps
+   on the largest layers are each probed with a short fine-tune and the one losing least per
+   byte saved is kept whatever the accuracy (said in the report).
+4. Recovery: one longer fine-tune at the budget (up to ``recovery_epochs``, early stopping on
+   the validation loss after ``recovery_patience`` epochs, best epoch kept).
+5. int8 quantization-aware fine-tuning that keeps the zeros; if the stored size then exceeds
    the budget (int8 rounding moves a few weights), go back to 3.
 
 The stored size is always ``keras_footprint(m).weight_bytes`` (int8, CSR where the converter
 uses it); the reference accuracy is the validation accuracy after step 1 (steps 2-3 may lose
-at most ``fragile_drop`` of it until every layer is fragile).
+at most ``fragile_drop`` of it, at ``fragile_confidence``, until every layer is fragile).
 
 Resume: ``state.json`` and the current model (``step-N.keras``) are written after every step;
 ``compress(..., out_dir=d, resume=True)`` continues from them and, since every step's
 fine-tuning is seeded with ``seed + step``, ends where an uninterrupted run ends.
 
 This module is the loop and the public API. The phases' steps are in ``ram``, ``separation``,
-``sparsify`` and ``qat``; fine-tuning in ``training``; the saved state in ``state``; the report
+``sparsify``, ``recover`` and ``qat``; fine-tuning, distillation and the fragile test in
+``training``; the saved state in ``state``; the report
 and progress lines in ``report``; the budget and the options in ``budget`` and ``options``.
 """
 
@@ -49,18 +59,20 @@ from freeml_keras.compression.job import Job, Split, Step, Unreachable, sizes
 from freeml_keras.compression.options import Options
 from freeml_keras.compression.qat import qat_step
 from freeml_keras.compression.ram import ram_step
+from freeml_keras.compression.recover import recover_step
 from freeml_keras.compression.report import (build_report, format_report, start_line, step_line,
                                              write_report)
 from freeml_keras.compression.separation import factorize_step
 from freeml_keras.compression.sparsify import sparsify_step
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import clone, evaluate
+from freeml_keras.compression.training import clone, evaluate, teacher_probs
 from freeml_keras.keras import keras
 
 __all__ = ["compress", "CompressionResult", "Budget", "BudgetUnreachable", "Options"]
 
 # The step each phase takes, in the order the phases run ("done" ends the loop).
-PHASES = {"ram": ram_step, "factorize": factorize_step, "sparsify": sparsify_step, "qat": qat_step}
+PHASES = {"ram": ram_step, "factorize": factorize_step, "sparsify": sparsify_step,
+          "recover": recover_step, "qat": qat_step}
 
 
 @dataclass
@@ -113,7 +125,7 @@ class _Run:
         """A new run from (a copy of) ``model``: measures the baseline, saves step 0."""
         self.model = clone(model)
         t0 = time.time()
-        loss, acc = evaluate(clone(self.model), self.job.val)
+        loss, acc, _ = evaluate(clone(self.model), self.job.val)
         fp = memory.keras_footprint(self.model)
         baseline = {"weight_bytes": fp.weight_bytes,
                     "peak_ram_bytes": fp.arena_bytes + fp.checkpoint_bytes,
@@ -232,7 +244,9 @@ def compress(model: "keras.Model", budget: Any, train_data: Split, val_data: Spl
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs out_dir")
-    run = _Run(Job(b, opts, train_data, val_data), out)
+    # The pre-trained model's probabilities: every fine-tune distils toward them.
+    teacher = teacher_probs(model, train_data[0]) if opts.distill > 0 else None
+    run = _Run(Job(b, opts, train_data, val_data, teacher), out)
     if not (resume and run.resume()):
         if out is not None:
             JobState.clear(out)

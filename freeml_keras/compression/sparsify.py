@@ -3,11 +3,17 @@
 Each step takes the largest non-fragile weighted layer by stored bytes and lowers its density by
 ``density_step`` (or, when removing channels saves more than ``narrow_gain_ratio`` times as many
 bytes, because per-channel quantization parameters and bias dominate the layer, narrows it by
-that factor); fine-tunes with tfmot's hard threshold at every step, keeping the best weights by
-validation loss; if validation accuracy fell more than ``fragile_drop`` below the reference,
-undoes the step and marks the layer fragile (a failed narrowing only stops further narrowing of
-that layer). When every layer is fragile, steps continue by size alone (kept whatever the
-accuracy). Once the stored size fits, the phase moves to int8 QAT.
+that factor); fine-tunes with tfmot's hard threshold at every step (distilled from the
+pre-trained model), keeping the best weights by validation loss; if validation accuracy fell
+more than ``fragile_drop`` below the reference with ``fragile_confidence`` (a paired test on the
+validation examples, :func:`~freeml_keras.compression.training.significant_drop`), undoes the
+step and marks the layer fragile (a failed narrowing only stops further narrowing of that
+layer). When every layer is fragile, the remaining bytes go by measured accuracy per byte: the
+lower densities and widths of the ``search_candidates`` largest layers are each measured alone
+(validation accuracy and loss right after the cut) and :func:`allocate` picks a change per
+layer that saves the bytes still over the budget at the least accuracy lost per byte; the
+changes are applied together, fine-tuned, and kept whatever the accuracy. Once the stored size fits, the phase moves to the
+recovery fine-tune.
 """
 
 from __future__ import annotations
@@ -22,10 +28,10 @@ from freeml_keras import memory
 from freeml_keras.compression import factorize, pruning
 from freeml_keras.compression.job import Job, Step, Unreachable, channels, sizes, weighted_rows
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import clone, fine_tune
+from freeml_keras.compression.training import clone, evaluate, fine_tune, is_fragile
 from freeml_keras.keras import keras
 
-__all__ = ["sparsify_step", "check_floor", "floor_bytes", "steppable"]
+__all__ = ["sparsify_step", "check_floor", "floor_bytes", "steppable", "allocate"]
 
 
 class _Plan(NamedTuple):
@@ -89,12 +95,11 @@ def check_floor(job: Job, model: "keras.Model", state: JobState) -> None:
                                    f"{job.options.min_density})")
 
 
-def _plan(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_sparsify: bool,
-          can_narrow: bool, wb: int) -> _Plan | None:
-    """The step for one layer, or None when neither lowering its density (by up to
-    ``max_density_jumps`` steps: CSR indices make a layer larger until enough weights are zero)
-    nor narrowing it by ``density_step`` lowers the stored size. Narrowing is chosen when it
-    saves more than ``narrow_gain_ratio`` times what the sparsity step saves."""
+def _plans(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_sparsify: bool,
+           can_narrow: bool, wb: int) -> tuple[_Plan | None, _Plan | None]:
+    """The sparsity step and the narrowing step for one layer, each None when it does not
+    lower the stored size (the density is lowered by up to ``max_density_jumps`` steps: CSR
+    indices make a layer larger until enough weights are zero)."""
     o = job.options
     layer = model.get_layer(row.name)
     sparse = None
@@ -123,18 +128,143 @@ def _plan(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_sparsi
         gain = wb - sizes(narrowed)[0]
         if gain > 0:
             narrow = _Plan("narrow", row, f"{ch} -> {new_ch} ch", narrowed, None, gain)
+    return sparse, narrow
+
+
+def _plan(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_sparsify: bool,
+          can_narrow: bool, wb: int) -> _Plan | None:
+    """The step for one layer (None when no step lowers its stored size): narrowing when it
+    saves more than ``narrow_gain_ratio`` times what the sparsity step saves."""
+    o = job.options
+    sparse, narrow = _plans(job, model, row, can_sparsify, can_narrow, wb)
     if narrow is not None and (sparse is None or narrow.gain > o.narrow_gain_ratio * sparse.gain):
         return narrow
     return sparse
 
 
-def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
-    """One sparsity (or narrowing) step, or (the stored size fits) the move to int8 QAT."""
+class _Option(NamedTuple):
+    """One measured change of one layer (for the allocation when every layer is fragile)."""
+    layer: str
+    kind: str                           # "sparsify" or "narrow"
+    value: float                        # the new density, or the new width
+    change: str
+    gain: int                           # stored bytes saved (alone)
+    drop: float                         # validation accuracy lost (alone, before fine-tuning)
+    loss: float                         # validation loss increase (alone, before fine-tuning)
+
+
+def _measure(job: Job, model: "keras.Model", val, acc0: float, loss0: float,
+             layer: str, kind: str, value: float, change: str, wb: int) -> _Option | None:
+    if kind == "narrow":
+        trial = factorize.narrow(model, layer, int(value))
+    else:
+        trial = clone(model)
+        w = trial.get_layer(layer).get_weights()
+        w[0] = pruning.hard_threshold(w[0], value)
+        trial.get_layer(layer).set_weights(w)
+    gain = wb - sizes(trial)[0]
+    if gain <= 0:
+        return None
+    ev = evaluate(trial, val)
+    return _Option(layer, kind, float(value), change, int(gain), acc0 - ev.accuracy, ev.loss - loss0)
+
+
+def _levels(job: Job, model: "keras.Model", cands) -> list[tuple[str, str, float, str]]:
+    """Per candidate layer, up to ``search_levels`` densities and widths below the current ones
+    (each ``density_step`` times the previous)."""
     o = job.options
+    out = []
+    for row, can_sparsify, can_narrow in cands[:max(1, o.search_candidates)]:
+        layer = model.get_layer(row.name)
+        if can_sparsify:
+            k = layer.get_weights()[0]
+            density = np.count_nonzero(k) / k.size
+            d = density
+            for _ in range(o.search_levels):
+                d *= o.density_step
+                if d < o.min_density:
+                    break
+                out.append((row.name, "sparsify", d, f"density {density:.3f} -> {d:.3f}"))
+        if can_narrow:
+            ch = channels(layer)
+            w = ch
+            for _ in range(o.search_levels):
+                new = max(o.min_channels, min(w - 1, math.floor(w * o.density_step)))
+                if new >= w or new < o.min_channels:
+                    break
+                w = new
+                out.append((row.name, "narrow", w, f"{ch} -> {w} ch"))
+    return out
+
+
+def allocate(options: list[_Option], need: int) -> list[_Option]:
+    """At most one option per layer, saving at least ``need`` bytes (if the options can) at the
+    least measured accuracy lost per byte: greedily, the upgrade (a layer's option replaced by
+    one saving more) with the smallest extra accuracy lost per extra byte saved (then extra
+    validation loss per byte), until enough is saved. Gains and losses are taken as additive."""
+    chosen: dict[str, _Option] = {}
+    saved = 0
+    while saved < need:
+        best, best_key = None, None
+        for opt in options:
+            cur = chosen.get(opt.layer)
+            g0, d0, l0 = (cur.gain, max(cur.drop, 0.0), max(cur.loss, 0.0)) if cur else (0, 0.0, 0.0)
+            extra = opt.gain - g0
+            if extra <= 0:
+                continue
+            key = ((max(opt.drop, 0.0) - d0) / extra, (max(opt.loss, 0.0) - l0) / extra)
+            if best_key is None or key < best_key:
+                best, best_key = opt, key
+        if best is None:
+            break
+        cur = chosen.get(best.layer)
+        saved += best.gain - (cur.gain if cur else 0)
+        chosen[best.layer] = best
+    return list(chosen.values())
+
+
+def _search(job: Job, model: "keras.Model", state: JobState, cands, wb: int):
+    """Every layer is fragile: the remaining bytes are allocated by measured accuracy per byte.
+    Each of ``search_levels`` lower densities and widths of the ``search_candidates`` largest
+    layers is measured alone (validation accuracy and loss right after the cut, on at most
+    ``search_examples`` validation examples); :func:`allocate` picks a change per layer that
+    saves the bytes still over the budget. Returns the model with the changes, the densities to
+    set, the record's change text and the measurements."""
+    o = job.options
+    val = job.val
+    if o.search_examples and len(val[0]) > o.search_examples:
+        pick = np.sort(np.random.default_rng(0).permutation(len(val[0]))[:o.search_examples])
+        val = (val[0][pick], val[1][pick])
+    base = evaluate(clone(model), val)
+    options = []
+    for layer, kind, value, change in _levels(job, model, cands):
+        opt = _measure(job, model, val, base.accuracy, base.loss, layer, kind, value, change, wb)
+        if opt is not None:
+            options.append(opt)
+    need = wb - job.budget.flash_bytes
+    chosen = allocate(options, need)
+    if not chosen:
+        return None
+    new = model
+    densities = {}
+    for opt in sorted(chosen, key=lambda c: c.kind != "narrow"):
+        if opt.kind == "narrow":
+            new = factorize.narrow(new, opt.layer, int(opt.value))
+        else:
+            densities[opt.layer] = opt.value
+    measured = [{"layer": c.layer, "kind": c.kind, "change": c.change, "gain": c.gain,
+                 "accuracy_drop": round(c.drop, 4), "loss_increase": round(c.loss, 4),
+                 "chosen": c in chosen} for c in options]
+    return new, densities, "; ".join(f"{c.layer} {c.change}" for c in chosen), measured
+
+
+def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
+    """One sparsity (or narrowing) step, or (the stored size fits) the move to the recovery
+    fine-tune."""
     wb, _ = sizes(model)
     limit = job.budget.flash_bytes
     if limit is None or wb <= limit:
-        state.phase = "qat"
+        state.phase = "recover"
         return Step()
     check_floor(job, model, state)
     t0 = time.time()
@@ -158,26 +288,34 @@ def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
     if by_size and state.all_fragile_from_step is None:
         state.all_fragile_from_step = state.step
         state.notes.append(f"from step {state.step} every layer is fragile (or "
-                           "no step on a non-fragile layer lowers the size): continuing "
-                           "by size alone (steps kept whatever the accuracy)")
-        job.log("every layer is fragile: continuing by size alone")
+                           "no step on a non-fragile layer lowers the size): the remaining "
+                           "bytes go by measured accuracy per byte (steps kept whatever the "
+                           "accuracy)")
+        job.log("every layer is fragile: choosing steps by measured accuracy per byte")
+    probes: list[dict] = []
     if plan is None:
-        for row, can_sparsify, can_narrow in cands:
-            plan = _plan(job, model, row, can_sparsify, can_narrow, wb)
-            if plan is not None:
-                break
-    if plan is None:
-        raise Unreachable("flash", "no step on any layer lowers the stored size further")
+        found = _search(job, model, state, cands, wb)
+        if found is None:
+            raise Unreachable("flash", "no step on any layer lowers the stored size further")
+        new, densities, change, probes = found
+        state.densities.update(densities)
+        tuned, ev = fine_tune(job, state, new)
+        rec = {"phase": "sparsify", "kind": "allocate", "layer": ",".join(
+                   sorted({p["layer"] for p in probes if p["chosen"]})),
+               "change": change, "val_accuracy": ev.accuracy, "val_loss": ev.loss,
+               "bytes_before": wb, "fragile": False, "by_size_alone": True, "accepted": True,
+               "search": probes}
+        return Step(record=rec, model=tuned, started=t0)
     previous = dict(state.densities)
     if plan.kind == "sparsify":
         state.densities[plan.row.name] = float(plan.density)
-    tuned, loss, acc = fine_tune(job, state, plan.model)
-    is_fragile = acc < state.reference_accuracy - o.fragile_drop
+    tuned, ev = fine_tune(job, state, plan.model)
+    is_frag = is_fragile(job, state, ev)
     rec = {"phase": "sparsify", "kind": plan.kind, "layer": plan.row.name, "change": plan.change,
-           "val_accuracy": acc, "val_loss": loss, "bytes_before": wb,
-           "fragile": bool(is_fragile and not by_size), "by_size_alone": by_size}
+           "val_accuracy": ev.accuracy, "val_loss": ev.loss, "bytes_before": wb,
+           "fragile": bool(is_frag), "by_size_alone": False}
     kept = None
-    if is_fragile and not by_size:
+    if is_frag:
         (state.narrow_fragile if plan.kind == "narrow" else state.fragile).append(plan.row.name)
         state.densities = previous
         rec["accepted"] = False

@@ -2,8 +2,10 @@
 model in ``out_dir/step-N.keras``), written after every step and read back by ``resume=True``.
 
 ``STATE_VERSION`` changes when the saved fields change meaning; a state of another version is
-refused. Files written before the state became a dataclass (version 1, without the floor
-fields until the floor was computed) load as they are.
+refused with the reason. Version 2 (distillation, the paired fragile test, the recovery phase)
+holds the reference model's per-example validation results; a version-1 run took its steps
+without them and cannot be continued: it is refused, naming the version, and starts over
+without ``resume``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
+
 from freeml_keras.compression.budget import Budget
 from freeml_keras.compression.options import Options
 from freeml_keras.keras import keras
 
 __all__ = ["STATE_VERSION", "JobState"]
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 STATE_FILE = "state.json"
 
 
@@ -31,7 +35,7 @@ def _as_json(value):
 class JobState:
     """Where a run is; every field is saved."""
     version: int
-    phase: str                          # "ram", "factorize", "sparsify", "qat", then "done"
+    phase: str                          # "ram", "factorize", "sparsify", "recover", "qat", "done"
     step: int                           # steps recorded so far (the next step's number)
     budget: dict                        # the Budget's fields
     options: dict                       # Options.key()
@@ -48,6 +52,9 @@ class JobState:
     model_file: str | None              # the current model, in the output directory
     floor_bytes: int | None = None      # smallest stored size reachable, once computed
     floor_checked: bool = False
+    reference_correct: str | None = None  # reference model: right or not per validation
+                                          # example (hex of the packed bits)
+    reference_examples: int = 0
 
     @classmethod
     def new(cls, budget: Budget, options: Options, baseline: dict) -> "JobState":
@@ -67,8 +74,10 @@ class JobState:
             return None
         saved = json.loads(path.read_text())
         if saved.get("version") != STATE_VERSION:
-            raise ValueError(f"{out}/{STATE_FILE} has version {saved.get('version')}, "
-                             f"expected {STATE_VERSION}; start without resume")
+            raise ValueError(f"{out}/{STATE_FILE} has state version {saved.get('version')}, this "
+                             f"SparseComp writes version {STATE_VERSION} (distillation, paired "
+                             "fragile test, recovery fine-tune): the saved run cannot be "
+                             "continued; start it again without resume")
         if saved["options"] != _as_json(options.key()) or saved["budget"] != asdict(budget):
             raise ValueError(f"cannot resume from {out}: it was started with other options "
                              f"or budget ({saved['budget']}, {saved['options']})")
@@ -118,8 +127,23 @@ class JobState:
                 return float(rec["val_accuracy"])
         return float(self.baseline["val_accuracy"])
 
-    def set_reference(self) -> None:
-        """Fixes the reference accuracy (steps may lose at most ``fragile_drop`` of it) to the
-        last step's validation accuracy, once."""
+    def set_reference(self, correct: np.ndarray | None = None) -> None:
+        """Fixes the reference (steps may lose at most ``fragile_drop`` of its validation
+        accuracy) once: the current model, with its per-example results ``correct`` (the last
+        step's accuracy without them)."""
         if self.reference_accuracy is None:
-            self.reference_accuracy = self.last_accuracy()
+            if correct is None:
+                self.reference_accuracy = self.last_accuracy()
+                return
+            correct = np.asarray(correct, bool)
+            self.reference_accuracy = float(np.mean(correct))
+            self.reference_correct = np.packbits(correct).tobytes().hex()
+            self.reference_examples = int(len(correct))
+
+    def reference_results(self) -> np.ndarray | None:
+        """Per validation example, whether the reference model gets it right (None before the
+        reference is fixed)."""
+        if self.reference_correct is None:
+            return None
+        bits = np.unpackbits(np.frombuffer(bytes.fromhex(self.reference_correct), np.uint8))
+        return bits[:self.reference_examples].astype(bool)

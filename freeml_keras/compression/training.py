@@ -1,15 +1,35 @@
 """Training inside SparseComp: fine-tuning a copy of a model with the hard threshold at the run's
-densities (the best epoch by validation loss is kept), and evaluation."""
+densities (the best epoch by validation loss is kept), distillation from the pre-trained model,
+evaluation, and the fragile test.
+
+The pieces work per epoch on a plain ``model.fit`` (a loss, callbacks, a pure test on
+predictions), so that they can also run inside a user's own training loop:
+
+- :func:`distillation_loss` / :func:`pack_targets`: the targets carry the label, a flag and the
+  pre-trained model's probabilities; flagged rows (training) get ``(1 - a) CE + a T^2 KL``,
+  unflagged rows (validation) plain cross-entropy, so the validation loss early stopping watches
+  is the task's loss.
+- :func:`evaluate`: validation loss, accuracy and which examples are right.
+- :func:`significant_drop`: a drop of validation accuracy against the reference model counts
+  only when it exceeds the allowed drop with the given confidence (paired on the same examples).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+from statistics import NormalDist
+from typing import NamedTuple
+
+import numpy as np
+
 from freeml_keras.compression import factorize, pruning
 from freeml_keras.compression.job import Job, Split
 from freeml_keras.compression.state import JobState
-from freeml_keras.keras import keras
+from freeml_keras.keras import keras, tf
 
-__all__ = ["clone", "loss_for", "evaluate", "scope", "fine_tune"]
+__all__ = ["clone", "loss_for", "evaluate", "scope", "fine_tune", "Evaluation", "outputs_probs",
+           "pack_targets", "distillation_loss", "significant_drop", "teacher_probs", "is_fragile"]
 
 
 def clone(model: "keras.Model") -> "keras.Model":
@@ -20,18 +40,112 @@ def clone(model: "keras.Model") -> "keras.Model":
     return new
 
 
+def outputs_probs(model: "keras.Model") -> bool:
+    """Whether ``model`` ends with a softmax (probabilities) rather than logits."""
+    last = model.layers[-1]
+    return type(last).__name__ == "Softmax" or last.get_config().get("activation") == "softmax"
+
+
 def loss_for(model: "keras.Model") -> "keras.losses.Loss":
     """Sparse categorical cross-entropy, on logits unless the model ends with a softmax."""
-    last = model.layers[-1]
-    probs = type(last).__name__ == "Softmax" or last.get_config().get("activation") == "softmax"
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=not probs)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probs(model))
 
 
-def evaluate(model: "keras.Model", val: Split) -> tuple[float, float]:
-    """Validation loss and accuracy (compiles ``model``)."""
+class Evaluation(NamedTuple):
+    """Validation loss, accuracy, and per example whether the prediction is right."""
+    loss: float
+    accuracy: float
+    correct: np.ndarray
+
+
+def _log_probs(out: np.ndarray, probs: bool) -> np.ndarray:
+    if probs:
+        return np.log(np.clip(out, 1e-7, 1.0))
+    z = out - out.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def evaluate(model: "keras.Model", val: Split) -> Evaluation:
+    """Validation loss (cross-entropy), accuracy and per-example correctness of ``model``
+    (compiles it, for the callers that evaluate it afterwards)."""
     model.compile(loss=loss_for(model), metrics=["accuracy"])
-    loss, acc = model.evaluate(val[0], val[1], batch_size=512, verbose=0)
-    return float(loss), float(acc)
+    out = np.asarray(model.predict(val[0], batch_size=512, verbose=0), np.float64)
+    y = np.asarray(val[1]).astype(np.int64).reshape(-1)
+    logp = _log_probs(out, outputs_probs(model))
+    correct = np.argmax(out, axis=-1) == y
+    return Evaluation(float(-np.mean(logp[np.arange(len(y)), y])), float(np.mean(correct)), correct)
+
+
+def teacher_probs(model: "keras.Model", x: np.ndarray) -> np.ndarray:
+    """The pre-trained model's class probabilities on ``x`` (softmax of its logits if it has
+    no softmax)."""
+    out = np.asarray(model.predict(x, batch_size=512, verbose=0), np.float64)
+    if not outputs_probs(model):
+        out = np.exp(_log_probs(out, False))
+    return out.astype(np.float32)
+
+
+def pack_targets(y: np.ndarray, teacher: np.ndarray | None, num_classes: int) -> np.ndarray:
+    """(n, 2 + classes): the label, a flag (1: distil toward ``teacher``), the teacher's
+    probabilities (zeros and flag 0 without a teacher)."""
+    n = len(y)
+    flag = np.ones((n, 1), np.float32) if teacher is not None else np.zeros((n, 1), np.float32)
+    t = teacher if teacher is not None else np.zeros((n, num_classes), np.float32)
+    return np.concatenate([np.asarray(y, np.float32).reshape(n, 1), flag, t.astype(np.float32)], 1)
+
+
+def distillation_loss(from_logits: bool, alpha: float, temperature: float):
+    """Loss on targets from :func:`pack_targets`: ``(1 - alpha) * CE(label) + alpha * T^2 *
+    KL(teacher_T || student_T)`` on flagged rows, ``CE(label)`` on the others."""
+    if not 0.0 <= alpha <= 1.0 or temperature <= 0:
+        raise ValueError(f"distillation weight must be in [0, 1] and temperature > 0, got "
+                         f"{alpha}, {temperature}")
+    t = float(temperature)
+
+    def loss(packed, out):
+        y = tf.cast(packed[:, 0], tf.int32)
+        flag = packed[:, 1]
+        logp = tf.nn.log_softmax(out) if from_logits else tf.math.log(tf.clip_by_value(out, 1e-7, 1.0))
+        ce = -tf.reduce_sum(tf.one_hot(y, tf.shape(out)[-1]) * logp, axis=-1)
+        if alpha == 0.0:
+            return ce
+        teacher = tf.nn.softmax(tf.math.log(packed[:, 2:] + 1e-7) / t)
+        kl = tf.reduce_sum(teacher * (tf.math.log(teacher + 1e-7) - tf.nn.log_softmax(logp / t)), -1)
+        a = alpha * flag
+        return (1.0 - a) * ce + a * t * t * kl
+    return loss
+
+
+def significant_drop(reference: np.ndarray, candidate: np.ndarray, allowed: float,
+                     confidence: float) -> bool:
+    """Whether the candidate's validation accuracy lies more than ``allowed`` below the
+    reference's with one-sided ``confidence``, on the same examples (``reference`` and
+    ``candidate``: per example, right or not).
+
+    The paired difference of the two accuracies has standard error
+    ``sqrt(b + c - (b - c)^2 / n) / n`` (b: examples only the reference gets right, c: only the
+    candidate); the drop counts when ``drop - z * se > allowed``. ``confidence <= 0.5`` is the
+    plain comparison ``drop > allowed``."""
+    ref = np.asarray(reference, bool)
+    cand = np.asarray(candidate, bool)
+    n = len(ref)
+    b = int(np.sum(ref & ~cand))
+    c = int(np.sum(~ref & cand))
+    drop = (b - c) / n
+    z = NormalDist().inv_cdf(confidence) if confidence > 0.5 else 0.0
+    se = math.sqrt(max(0.0, b + c - (b - c) ** 2 / n)) / n
+    return drop - z * se > allowed + 1e-12
+
+
+def is_fragile(job: Job, state: JobState, ev: Evaluation) -> bool:
+    """Whether a step whose model scored ``ev`` lost too much against the run's reference:
+    :func:`significant_drop` by ``fragile_drop`` at ``fragile_confidence`` (a plain comparison
+    with the reference accuracy when its per-example results are not known)."""
+    o = job.options
+    ref = state.reference_results()
+    if ref is None or len(ref) != len(ev.correct):
+        return ev.accuracy < state.reference_accuracy - o.fragile_drop
+    return significant_drop(ref, ev.correct, o.fragile_drop, o.fragile_confidence)
 
 
 def scope(strategy):
@@ -39,30 +153,50 @@ def scope(strategy):
     return strategy.scope() if strategy is not None else contextlib.nullcontext()
 
 
-def fine_tune(job: Job, state: JobState, model: "keras.Model") -> tuple["keras.Model", float, float]:
-    """Fine-tunes a copy of ``model`` for ``fine_tune_epochs``, seeded with the step's seed, with
-    the hard threshold at the state's densities (of the layers ``model`` has); returns the plain
-    model (best epoch by validation loss, each kernel at exactly its density), val loss and
-    accuracy."""
+def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | None = None,
+              patience: int | None = None, examples: int | None = None,
+              seed_offset: int = 0, learning_rate: float | None = None,
+              plateau: bool = False) -> tuple["keras.Model", Evaluation]:
+    """Fine-tunes a copy of ``model`` (``fine_tune_epochs`` unless ``epochs`` is given; early
+    stopping after ``patience`` epochs without a lower validation loss; on
+    ``examples`` of a fixed random subset of the training data if given), seeded with the step's seed, with the hard
+    threshold at the state's densities (of the layers ``model`` has) and distillation from the
+    pre-trained model (``distill``), at ``learning_rate`` (the option's unless given; with
+    ``plateau`` halved after two epochs without a lower validation loss); returns the plain model (best epoch by validation loss,
+    each kernel at exactly its density) and its evaluation."""
     o = job.options
     densities = {k: v for k, v in state.densities.items()
                  if v < 1.0 and k in {l.name for l in model.layers}}
-    epochs = o.fine_tune_epochs
-    keras.utils.set_random_seed(state.step_seed(o.seed))
+    epochs = o.fine_tune_epochs if epochs is None else epochs
+    keras.utils.set_random_seed(state.step_seed(o.seed) + seed_offset)
     with scope(o.strategy):
         work = pruning.prune_layers(model, densities) if densities else clone(model)
-        work.compile(optimizer=keras.optimizers.Adam(o.learning_rate),
-                     loss=loss_for(model), metrics=["accuracy"])
+        loss = distillation_loss(not outputs_probs(model), o.distill if job.teacher is not None
+                                 else 0.0, o.temperature)
+        lr = o.learning_rate if learning_rate is None else learning_rate
+        work.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
     if epochs > 0:
+        x, y = job.train
+        teacher = job.teacher
+        if examples is not None and examples < len(x):
+            pick = np.sort(np.random.default_rng(0).permutation(len(x))[:examples])
+            x, y = x[pick], y[pick]
+            teacher = None if teacher is None else teacher[pick]
+        classes = int(model.outputs[0].shape[-1])
         best = pruning.BestWeights("val_loss")
-        work.fit(job.train[0], job.train[1], validation_data=job.val, epochs=epochs,
-                 batch_size=o.batch_size, shuffle=True, verbose=0,
-                 callbacks=pruning.pruning_callbacks() + [best])
+        cbs = pruning.pruning_callbacks() + [best]
+        if patience is not None:
+            cbs.append(keras.callbacks.EarlyStopping("val_loss", patience=patience))
+        if plateau:
+            cbs.append(keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=2,
+                                                         min_lr=lr / 32))
+        work.fit(x, pack_targets(y, teacher, classes),
+                 validation_data=(job.val[0], pack_targets(job.val[1], None, classes)),
+                 epochs=epochs, batch_size=o.batch_size, shuffle=True, verbose=0, callbacks=cbs)
     plain = pruning.transfer_weights(work, keras.models.clone_model(model))
     for name, d in densities.items():
         layer = plain.get_layer(name)
         w = layer.get_weights()
         w[0] = pruning.hard_threshold(w[0], d)
         layer.set_weights(w)
-    loss, acc = evaluate(plain, job.val)
-    return plain, loss, acc
+    return plain, evaluate(plain, job.val)

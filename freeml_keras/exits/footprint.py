@@ -95,6 +95,8 @@ def exit_footprint(obj) -> dict:
     for k, name in enumerate(obj.exit_points):
         upto = names.index(name)
         macs_to_exit.append(int(sum(w["macs"] for w in work[:upto + 1]) + sum(exit_macs[:k + 1])))
+    if kind == "gnet" and "pooling" in obj.info:
+        d["pooling_choice"] = obj.info["pooling"]
     d.update(exit_points=list(obj.exit_points), pooled_dims=[int(p) for p in dims],
              head_params=params, head_bytes=int(head_bytes), state_bytes=int(state),
              scratch_bytes=int(scratch), overhead_bytes=int(head_bytes + state + scratch),
@@ -128,6 +130,12 @@ def exit_table(d: dict) -> str:
         lines += [f"{title}: head {f['head_bytes']:,} B int8 ({f['head_params']:,} params), "
                   f"state {f['state_bytes']:,} B, scratch {f['scratch_bytes']:,} B, "
                   f"overhead {f['overhead_bytes']:,} B"]
+        if "pooling_choice" in f:
+            pc = f["pooling_choice"]
+            lines.append(f"  head budget {pc['head_budget_bytes']:,} B ({pc['rule']}); pooling "
+                         "chosen per exit point: " + ", ".join(
+                             f"{c['exit_point']} {c['pooled_size'] or '-'}/{c['max_width'] or 'all'}"
+                             f" ({c['pooled_dim']})" for c in pc["choice"]))
         if "state_bytes_without_incremental" in f:
             lines.append(f"  (without incremental evaluation the pooled features would need "
                          f"{f['state_bytes_without_incremental']:,} B of state)")

@@ -21,6 +21,7 @@ import numpy as np
 from freeml_keras.bridge import to_tf_keras
 from freeml_keras.keras import keras
 from freeml_keras.exits import points as pts
+from freeml_keras.exits import choice
 from freeml_keras.exits import training as tr
 from freeml_keras.exits.incremental import incremental_logits
 from freeml_keras.exits.layers import ExitMask, ExitScale
@@ -157,31 +158,61 @@ class ExitModel(pts.PooledPredictions):
 
 
 def attach_global_exit(model: "keras.Model", exit_points: str | Sequence[str] = "auto", *,
-                       pooled_size: int | None | Sequence[int | None] = 1,
-                       max_width: int | None | Sequence[int | None] = None, dropout: float = 0.2,
-                       seed: int = 0) -> ExitModel:
+                       pooled_size: str | int | None | Sequence[int | None] = "auto",
+                       max_width: str | int | None | Sequence[int | None] = "auto",
+                       dropout: float = 0.2, seed: int = 0, head_budget_bytes: int | None = None,
+                       device: str | None = None) -> ExitModel:
     """An untrained shared exit head on ``model`` (which is not modified).
 
     ``exit_points``: layer names from input to output, or "auto" (after each pooling stage).
     ``pooled_size``: max-pool each spatial side to at most this (per exit point if a list; None:
     no pooling, required for exit points without spatial axes). ``max_width``: cap the channels
-    of each exit point by max-pooling groups of adjacent channels. A Keras 3 ``model`` is
-    bridged to tf_keras first (:mod:`freeml_keras.bridge`): the backbone is the bridged copy.
+    of each exit point by max-pooling groups of adjacent channels (None: no cap). A Keras 3
+    ``model`` is bridged to tf_keras first (:mod:`freeml_keras.bridge`): the backbone is the
+    bridged copy.
+
+    With ``pooled_size="auto"`` (the default) both are chosen per exit point to fit a head of
+    ``head_budget_bytes`` stored bytes (:mod:`~freeml_keras.exits.choice`); without a budget,
+    what ``device``'s model budget leaves after the backbone, else a quarter of the per-exit
+    branches' head and at most a quarter of the backbone's stored bytes. The budget, its rule
+    and the choice are in ``info["pooling"]`` (and in the exit report).
+
+    >>> em = attach_global_exit(model)                       # doctest: +SKIP
+    >>> em.info["pooling"]["head_budget_bytes"], em.pooled_dims   # doctest: +SKIP
     """
     model = to_tf_keras(model)
     if not isinstance(model, keras.Model):
         raise TypeError(f"expected a tf_keras Model, got {type(model).__name__}")
     names = pts.resolve_exit_points(model, exit_points)
-    specs = pts.plan_pooling(model, names, pooled_size, max_width)
     out_shape = tuple(model.outputs[-1].shape[1:])
     if len(out_shape) != 1:
         raise ValueError(f"model {model.name!r} output has shape {out_shape}; a classifier "
                          "with (classes,) output is needed")
+    info: dict = {"trained": False}
+    if isinstance(pooled_size, str):
+        if pooled_size != "auto":
+            raise ValueError(f"pooled_size must be 'auto', a size, None or a list, not {pooled_size!r}")
+        if head_budget_bytes is None:
+            budget, rule = choice.default_head_budget(model, names, device)
+        else:
+            budget, rule = int(head_budget_bytes), "given"
+        if max_width not in ("auto", None):
+            raise ValueError("pooled_size='auto' chooses max_width too; give both or neither")
+        pooled_size, max_width, record = choice.choose_pooling(model, names, budget)
+        info["pooling"] = {"rule": rule, **record, "candidates": [
+            {"allocation": a, "pooled_size": ps, "max_width": mw}
+            for a, (ps, mw, _) in ((a, choice.choose_pooling(model, names, budget, a))
+                                   for a in choice.RULES)]}
+    elif isinstance(max_width, str):
+        if max_width != "auto":
+            raise ValueError(f"max_width must be 'auto', a width, None or a list, not {max_width!r}")
+        max_width = None            # a given pooled_size without a given cap: no cap
+    specs = pts.plan_pooling(model, names, pooled_size, max_width)
     num_classes = int(out_shape[0])
     dim = sum(s.pooled_dim for s in specs)
     kernel = keras.initializers.GlorotUniform(seed=seed)((dim, num_classes)).numpy()
     return ExitModel(model, names, specs, num_classes, kernel, np.zeros(num_classes, np.float32),
-                     dropout, {"trained": False})
+                     dropout, info)
 
 
 def _exit_weights(weights: Sequence[float] | None, k: int) -> list[float]:
@@ -204,10 +235,11 @@ def _fold(dense: "keras.layers.Dense", scale: ExitScale | None, dims: list[int])
 
 def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.ndarray],
                       val_data: tuple[np.ndarray, np.ndarray], *, method: str = "stagewise",
-                      distill: float = 0.0, temperature: float = 2.0, scale: bool = False,
-                      exit_weights: Sequence[float] | None = None, epochs: int = 30,
+                      distill: float = 0.0, temperature: float = 2.0, scale: bool = True,
+                      exit_weights: Sequence[float] | None = None, epochs: int | None = None,
                       batch_size: int = 128, learning_rate: float = 3e-3, patience: int = 4,
-                      seed: int = 0, verbose: int = 1, features=None) -> dict:
+                      seed: int = 0, verbose: int = 1, features=None,
+                      min_updates: int = 1500, choose_pooling: bool = True) -> dict:
     """Train the shared head in place on the frozen backbone; returns the training record.
 
     ``method``:
@@ -220,12 +252,27 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         good as a branch with the same pooling.
     ``distill``: weight of distillation from the backbone's own output (temperature T).
     ``scale``: learn a per-feature scale per exit point (folded into the weights afterwards).
+    The defaults (stagewise, scaled) are the best method of ``bench/exits.py``.
     Early stopping on validation loss (mean over exits, or of the exit being trained).
+    ``epochs`` (None: 30, grown on little data, with ``patience``, so that a head gets at least
+    ``min_updates`` gradient steps: 1,077 digits examples make 9 batches an epoch).
     ``features``: precomputed ``(train_pooled, train_teacher, val_pooled, val_teacher)``
     (from :func:`extract`), to train several heads without running the backbone again.
+    ``choose_pooling``: when ``attach_global_exit`` chose the pooling (``info["pooling"]``) and
+    no ``features`` are given, the head is trained under each allocation of the head budget
+    (:mod:`~freeml_keras.exits.choice`) and the one with the best mean validation accuracy over
+    the exits is kept (its pooling, weights and the accuracies of all in ``info["pooling"]``).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    cands = exit_model.info.get("pooling", {}).get("candidates", [])
+    distinct = {(tuple(c["pooled_size"]), tuple(c["max_width"])) for c in cands}
+    if choose_pooling and features is None and len(distinct) > 1:
+        kw = dict(method=method, distill=distill, temperature=temperature, scale=scale,
+                  exit_weights=exit_weights, epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, patience=patience, seed=seed, verbose=verbose,
+                  min_updates=min_updates, choose_pooling=False)
+        return _train_choosing(exit_model, train_data, val_data, cands, kw)
     K, C, dims = exit_model.num_exits, exit_model.num_classes, exit_model.pooled_dims
     weights = _exit_weights(exit_weights, K)
     (xtr, ytr), (xva, yva) = train_data, val_data
@@ -233,6 +280,12 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     if features is None:
         features = extract(exit_model, xtr, xva, verbose)
     ptr, ttr, pva, tva = features
+    per_epoch = max(1, -(-len(ytr) // batch_size))
+    grow_epochs = epochs is None
+    epochs = 30 if epochs is None else int(epochs)
+    if grow_epochs and epochs * per_epoch < min_updates:
+        grow = -(-min_updates // per_epoch) / epochs
+        epochs, patience = -(-min_updates // per_epoch), max(patience, int(round(patience * grow / 4)))
     targets = tr.pack_targets(ytr, ttr if distill else None, C)
     loss = tr.exit_loss(distill, temperature)
     tr.log(verbose, f"gNet head ({method}{', scaled' if scale else ''}"
@@ -269,7 +322,9 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         history = tr.fit(model, ptr, ys, epochs=epochs, batch_size=batch_size, patience=patience,
                          callbacks=[cb], monitor="val_exit_loss")
         exit_model.set_head_weights(*_fold(dense, scaler, dims))
-    exit_model.info = {"trained": True, "method": method, "distill": distill,
+    exit_model.info = {**({"pooling": exit_model.info["pooling"]} if "pooling" in exit_model.info
+                          else {}),
+                       "trained": True, "method": method, "distill": distill,
                        "temperature": temperature, "scale": scale, "exit_weights": weights,
                        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
                        "train_examples": int(len(ytr)), "seed": seed}
@@ -278,6 +333,36 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     tr.log(verbose, "gNet validation accuracy per exit: "
                     + " ".join(f"{a:.3f}" for a in exit_model.info["val_exit_accuracy"]))
     return {"history": history, **exit_model.info}
+
+
+def _train_choosing(exit_model: ExitModel, train_data, val_data, cands: list[dict],
+                    kw: dict) -> dict:
+    """Trains a head per allocation in ``cands``; ``exit_model`` takes the best one's pooling,
+    weights and record (mean validation accuracy over the exits)."""
+    best, tried = None, []
+    for c in cands:
+        em = attach_global_exit(exit_model.backbone, exit_model.exit_points,
+                                pooled_size=list(c["pooled_size"]), max_width=list(c["max_width"]),
+                                dropout=exit_model.dropout, seed=kw["seed"])
+        tr.log(kw["verbose"], f"pooling allocation {c['allocation']!r}: pooled dims {em.pooled_dims}")
+        rec = train_global_exit(em, train_data, val_data, **kw)
+        score = float(np.mean(em.info["val_exit_accuracy"]))
+        tried.append({**c, "pooled_dims": em.pooled_dims,
+                      "val_exit_accuracy": em.info["val_exit_accuracy"], "mean_val_accuracy": score})
+        if best is None or score > best[0]:
+            best = (score, em, rec, c)
+    _, em, rec, c = best
+    pooling = dict(exit_model.info["pooling"])
+    pooling.update(allocation=c["allocation"], tried=tried, choice=[
+        {"exit_point": s.exit_point, "pooled_size": ps, "max_width": mw, "pooled_dim": s.pooled_dim}
+        for s, ps, mw in zip(em.pooling, c["pooled_size"], c["max_width"])],
+        head_bytes=choice.head_bytes(sum(em.pooled_dims), em.num_classes))
+    pooling["fits_budget"] = pooling["head_bytes"] <= pooling["head_budget_bytes"]
+    exit_model.pooling = em.pooling
+    exit_model._pooled_model = None
+    exit_model.set_head_weights(em.kernel, em.bias)
+    exit_model.info = {**em.info, "pooling": pooling}
+    return {**rec, "pooling": pooling}
 
 
 def extract(exit_model: ExitModel, x_train: np.ndarray, x_val: np.ndarray, verbose: int = 1):
