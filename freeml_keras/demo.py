@@ -260,15 +260,14 @@ def _compress(cfg: DemoConfig, data: _Data, model: "keras.Model", s_pre: dict, c
             "report_txt": (cdir / "report.txt").read_text() if (cdir / "report.txt").exists() else ""}
 
 
-def _head_reserve(model: "keras.Model") -> int:
-    """Bytes to keep free for the exit head attached after compression: the head the exits stage
-    attaches, on the uncompressed model (compression only narrows what it pools), in the
-    runtime's int8 format with its state, plus 1 KB for the head subgraph's tables and
-    interpreter state on the target."""
-    k = len(attach_global_exit(model, "auto").exit_points)
-    em = attach_global_exit(model, "auto", pooled_size=[3] + [1] * (k - 1), max_width=[32] + [None] * (k - 1))
+def _head_reserve(model: "keras.Model") -> tuple[int, int]:
+    """(bytes to keep free for the exit head attached after compression, the head's own budget):
+    gNet's default head on the uncompressed model (its pooling chosen for a head budget of its
+    own; compression only narrows what it pools) in the runtime's int8 format with its state,
+    plus 1 KB for the head subgraph's tables and interpreter state on the target."""
+    em = attach_global_exit(model)
     fp = exit_footprint(em)
-    return int(fp["head_bytes"] + fp["state_bytes"]) + 1024
+    return int(fp["head_bytes"] + fp["state_bytes"]) + 1024, int(fp["head_bytes"])
 
 
 def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, work: Path) -> tuple[Budget, dict]:
@@ -281,10 +280,10 @@ def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, wor
     note = None
     if cfg.budget == "memory_map":
         try:
-            reserve = _head_reserve(model)
+            reserve, head_budget = _head_reserve(model)
             b, how = device_budget(model, dev, datasets.subset(data.train, 200, seed=cfg.seed + 3)[0],
                                    reserve_bytes=reserve, work_dir=work / "image")
-            return b, {"kind": "memory_map", "requested": cfg.budget,
+            return b, {"kind": "memory_map", "requested": cfg.budget, "head_budget_bytes": head_budget,
                        "region_bytes": dev.memory.region("model").length, **how}
         except (ValueError, TargetRunError, ToolMissingError) as e:
             # said in the log and the report, and the device stage shows by how much it misses
@@ -297,16 +296,12 @@ def _budget(cfg: DemoConfig, data: _Data, model: "keras.Model", device: str, wor
 def _exits(cfg: DemoConfig, data: _Data, small: "keras.Model", s_comp: dict, edir: Path) -> dict:
     """3. gNet and the per-exit branches baseline on the compressed model; the exit model,
     its test-set predictions and its exit policy are saved in ``edir``."""
-    epochs = 8 if cfg.quick else 30
-    # The configuration bench/exits.py chose for cnn_s: a 3x3 pooled map with at most 32
-    # channels at the first exit point, 1x1 after; stagewise training with per-exit scaling.
-    k = len(attach_global_exit(small, "auto").exit_points)
-    em = attach_global_exit(small, "auto", pooled_size=[3] + [1] * (k - 1),
-                            max_width=[32] + [None] * (k - 1))
-    train_global_exit(em, data.train_s, data.val_s, method="stagewise", scale=True, epochs=epochs,
-                      verbose=0, seed=cfg.seed)
+    # gNet's defaults: pooling chosen per exit point for the head budget (the bytes the memory
+    # map's budget kept for it, when it did), stagewise training with per-exit scaling
+    em = attach_global_exit(small, head_budget_bytes=s_comp["budget"].get("head_budget_bytes"))
+    train_global_exit(em, data.train_s, data.val_s, epochs=8 if cfg.quick else None, verbose=0, seed=cfg.seed)
     br = attach_exit_branches(small, em.exit_points)
-    train_exit_branches(br, data.train_s, data.val_s, epochs=epochs, verbose=0, seed=cfg.seed)
+    train_exit_branches(br, data.train_s, data.val_s, epochs=8 if cfg.quick else 30, verbose=0, seed=cfg.seed)
     em.save(edir)
     policy = calibrate_thresholds(em, data.val_s, target_accuracy=s_comp["test_accuracy"] - 0.01,
                                   device=cfg.device)
