@@ -3,7 +3,11 @@
  * Written from the published definitions; the only file with 64-bit integer arithmetic. */
 #include "freeml/fm_math.h"
 
-#ifdef FM_TARGET_MUL16
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+/* fm_srdhm and fm_mul_by_qm: targets/msp430/requant_hwmult.S (the hardware multiplier, about
+ * 100 cycles per requantized value). */
+#define FM_TARGET_REQUANT 1
+#elif defined(FM_TARGET_MUL16)
 /* The target's 16 x 16 -> 32-bit unsigned multiply (the MSP430's hardware multiplier). */
 uint32_t fm_mul16x16(uint16_t a, uint16_t b);
 #define FM_MUL16(a, b) fm_mul16x16((a), (b))
@@ -48,6 +52,7 @@ int32_t fm_rdbpot(int32_t x, int32_t exponent)
     return (x >> exponent) + (remainder > threshold ? 1 : 0);
 }
 
+#ifndef FM_TARGET_REQUANT
 int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0;
@@ -56,6 +61,7 @@ int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
     const int32_t shifted = (int32_t)((uint32_t)x << left);
     return fm_rdbpot(fm_srdhm(shifted, multiplier), right);
 }
+#endif
 
 int32_t fm_sat_shift_left(int32_t x, int32_t exponent)
 {
