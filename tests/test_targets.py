@@ -281,7 +281,7 @@ def test_msp430_build_for_the_real_chip_uses_the_mpy32_address(tmp_path):
         elf = T.build("msp430", "dot_bench", [PROGRAMS / "dot_bench.c"], tmp_path / f"sim{sim}",
                       include_dirs=[tmp_path], options={"HWMULT": 1, "SIM": sim})
         out = subprocess.run(["llvm-objdump", "-d", str(elf)], capture_output=True, text=True, check=True).stdout
-        body = out.split("<fm_dot_s8_hwmult>:")[1].split("\n\n")[0]
+        body = out.split("<fm_dot_s8_rows_hwmult>:")[1].split("\n\n")[0]   # fm_dot_s8_hwmult's loop
         dis[sim] = body
     assert "&1222" in dis[0] and "&1224" in dis[0] and "&310" not in dis[0]
     assert "&310" in dis[1] and "&312" in dis[1] and "&1222" not in dis[1]
@@ -404,7 +404,11 @@ def test_compressed_cnn_s_backbone_checkpointed_on_the_msp430(cnn_s_compressed, 
     # records without an accumulator: 16 bytes a commit (nvm_bytes leaves out the two commits
     # around writing the input, fm_prepare_input and fm_start)
     assert all(r["nvm_bytes"] == 16 * (r["commits"] - 2) for r in c.runs + c.work_runs)
-    assert c.work_runs[0]["cost"] < c.plain_cost * 1.05                   # the default's overhead target
+    # the default's overhead: what checkpointing adds per commit (about 2.2 k cycles here; 2.6% of
+    # the inference with the kernels of before issue 15, 5.1% since they take half the cycles:
+    # the default step work, FM_DEFAULT_STEP_WORK, is the knob)
+    w = c.work_runs[0]
+    assert w["cost"] - c.plain_cost < 2500 * w["commits"] and w["cost"] < c.plain_cost * 1.08
     assert c.size["text"] + c.size["data"] <= 0xFF80 - 0x4000             # lower FRAM, arena included
     assert c.size["data"] + c.size["bss"] <= 8 * 1024
 

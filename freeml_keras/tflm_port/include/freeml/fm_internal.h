@@ -224,6 +224,9 @@ enum {
 /* a + b with two's-complement wrap-around (TFLite Micro's behaviour) and no undefined
  * behaviour when a corrupt bias makes it overflow. */
 #define FM_WRAP_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+/* w * x for an int8 weight w and an offset int8 input x (|x| <= 255): |w * x| <= 2^15 - 128, so a
+ * 16-bit multiply is exact (one hardware multiply on 16-bit targets, not a 32-bit helper). */
+#define FM_MAC16(w, x) ((int32_t)(int16_t)((int16_t)(w) * (int16_t)(x)))
 
 /* ---- helpers shared by the kernels (interpreter.c) ---------------------------------------- */
 

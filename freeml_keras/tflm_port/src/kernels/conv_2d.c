@@ -3,9 +3,6 @@
 #include "freeml/fm_math.h"
 #ifdef FM_TARGET_DOT
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
-#ifndef FM_TARGET_DOT_MIN
-#define FM_TARGET_DOT_MIN 16   /* shorter products: the call costs more than it saves */
-#endif
 #endif
 
 static int32_t padded_width(const fm_conv_params *p);
@@ -189,9 +186,29 @@ static inline int32_t dot(const int8_t *w, const int8_t *x, int32_t n, int32_t o
 {
     int32_t acc = 0, i;
 #ifdef FM_TARGET_DOT
+#if FM_TARGET_DOT_ALWAYS
+    return fm_dot_s8(x, w, (uint16_t)n, (int16_t)off, 0);
+#endif
     if (n >= FM_TARGET_DOT_MIN && n < 32768) return fm_dot_s8(x, w, (uint16_t)n, (int16_t)off, 0);
 #endif
-    for (i = 0; i < n; i++) acc += (int32_t)w[i] * ((int32_t)x[i] + off);
+    for (i = 0; i < n; i++) acc += FM_MAC16(w[i], x[i] + off);
+    return acc;
+}
+
+/* A whole filter window inside the image: `rows` filter rows of n contiguous values against
+ * input rows `step` bytes apart (on the MSP430 one multiplier accumulator for all of them). */
+static inline int32_t dot_rows(const int8_t *w, const int8_t *x, ptrdiff_t step, int32_t n, int32_t rows)
+{
+    int32_t acc = 0, i;
+#ifdef FM_TARGET_DOT
+#if FM_TARGET_DOT_ALWAYS
+    return fm_dot_s8_rows(x, step, w, (uint16_t)n, (uint16_t)rows, 0, 0);
+#endif
+    if (n >= FM_TARGET_DOT_MIN && n < 32768 && rows < 32768)
+        return fm_dot_s8_rows(x, step, w, (uint16_t)n, (uint16_t)rows, 0, 0);
+#endif
+    for (; rows > 0; rows--, x += step)
+        for (i = 0; i < n; i++) acc += FM_MAC16(*w++, x[i]);
     return acc;
 }
 
@@ -202,49 +219,47 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const int8_t *filt = (const int8_t *)fm_root(it, op->in[1])->cdata;
     const int32_t *bias = op->num_in > 2 && op->in[2] >= 0 ? (const int32_t *)(const void *)fm_data(it, op->in[2]) : NULL;
     int8_t *out = (int8_t *)fm_data(it, op->out);
-    const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc;
+    const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc, window = kh * row_len;
     const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
-    const int32_t row_step = p->dil_h * p->in_w * kc;     /* input bytes between filter rows */
+    const int32_t out_c = p->out_c, x_step = p->stride_w * kc;   /* input bytes between outputs */
+    const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * p->in_c;
-        int8_t *o = out + ((int32_t)u * p->out_w) * p->out_c;
+        int8_t *o = out + ((int32_t)u * p->out_w) * out_c;     /* stepped, one value at a time */
         const int32_t iy0 = oy * p->stride_h - p->pad_h;
         const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
-        int32_t ox;
-        for (ox = 0; ox < p->out_w; ox++) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_w;
+        /* offset of the first input byte of the window of column ox (used where it is inside) */
+        int32_t ox, ix0 = -p->pad_w, win = (iy0 * p->in_w - p->pad_w) * kc;
+        for (ox = 0; ox < p->out_w; ox++, ix0 += p->stride_w, win += x_step) {
             /* every tap inside the image: the input offset is folded into acc0; at the border
              * only the taps inside count, with the offset added to each input */
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
-            const int32_t off = inside ? 0 : p->in_off;
-            const int8_t *window = inside ? img + (iy0 * p->in_w + ix0) * kc : NULL;
             const int8_t *k = filt;                            /* filter of channel oc */
             int32_t oc;
-            for (oc = 0; oc < p->out_c; oc++) {
+            for (oc = 0; oc < out_c; oc++, k += window) {
                 int32_t acc = 0, ky, kx;
                 if (inside && p->dil_w == 1) {
-                    /* one contiguous filter and input row per filter row (pointer steps only:
-                     * 32-bit index products are helper calls on 16-bit targets) */
-                    const int8_t *xr = window;
-                    for (ky = 0; ky < kh; ky++, k += row_len, xr += row_step) acc += dot(k, xr, row_len, 0);
+                    acc = dot_rows(k, img + win, row_step, row_len, kh);
+                    acc = FM_WRAP_ADD(acc, p->acc0[oc]);
                 } else {
-                    for (ky = 0; ky < kh; ky++, k += row_len) {
+                    const int8_t *kr = k;
+                    for (ky = 0; ky < kh; ky++, kr += row_len) {
                         const int32_t iy = iy0 + ky * p->dil_h;
                         if (iy < 0 || iy >= p->in_h) continue;
                         for (kx = 0; kx < kw; kx++) {
                             const int32_t ix = ix0 + kx * p->dil_w;
                             if (ix < 0 || ix >= p->in_w) continue;
-                            acc += dot(k + kx * kc, img + (iy * p->in_w + ix) * kc, kc, off);
+                            acc += dot(kr + kx * kc, img + (iy * p->in_w + ix) * kc, kc, inside ? 0 : p->in_off);
                         }
                     }
+                    acc = FM_WRAP_ADD(acc, inside ? p->acc0[oc] : bias ? bias[oc] : 0);
                 }
-                acc = FM_WRAP_ADD(acc, inside ? p->acc0[oc] : bias ? bias[oc] : 0);
                 acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
                 if (acc < p->act_min) acc = p->act_min;
                 if (acc > p->act_max) acc = p->act_max;
-                o[ox * p->out_c + oc] = (int8_t)acc;
+                *o++ = (int8_t)acc;
             }
         }
     }
