@@ -129,14 +129,16 @@ struct fm_tensor {
 
 typedef struct {
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w, depth_mult;
-    int32_t in_off, out_off, act_min, act_max;
+    int32_t in_off;
+    fm_out_range out;           /* output zero point and activation range (fm_requant_s8) */
     int32_t in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, k_c;
     int32_t *mult, *acc0;       /* per output channel: multiplier, bias + in_off * sum(w) */
     int8_t *shift;
 } fm_conv_params;
 
 typedef struct {
-    int32_t in_off, out_off, act_min, act_max;
+    int32_t in_off;
+    fm_out_range out;
     int32_t batches, depth, out_c;
     int32_t *mult;
     int8_t *shift;

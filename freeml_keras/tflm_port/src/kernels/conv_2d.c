@@ -39,9 +39,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad CONV_2D options", opi, -1, 0);
     if ((s = fm_window(it, opi, padding, p->in_h, p->k_h, p->stride_h, p->dil_h, p->out_h, &p->pad_h)) != FM_OK) return s;
     if ((s = fm_window(it, opi, padding, p->in_w, p->k_w, p->stride_w, p->dil_w, p->out_w, &p->pad_w)) != FM_OK) return s;
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, 0, &p->mult, &p->shift);
     if (s) return s;
     s = fm_channel_offsets(it, fd, bias ? (const int32_t *)(const void *)bias->cdata : NULL, p->in_off,
@@ -113,11 +113,8 @@ static int32_t padded_width(const fm_conv_params *p)
                         }                                                                         \
                     }                                                                             \
                 for (i = 0; i < n; i++) {                                                         \
-                    int32_t a = fm_mul_by_qm(FM_WRAP_ADD(acc[i], p->acc0[oc]), p->mult[oc],       \
-                                             p->shift[oc]) + p->out_off;                          \
-                    if (a < p->act_min) a = p->act_min;                                           \
-                    if (a > p->act_max) a = p->act_max;                                           \
-                    o[(ox0 + i) * p->out_c + oc] = (int8_t)a;                                     \
+                    o[(ox0 + i) * p->out_c + oc] = fm_requant_s8(FM_WRAP_ADD(acc[i], p->acc0[oc]),   \
+                                                                 &p->out, p->shift[oc], p->mult[oc]);  \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
@@ -256,10 +253,7 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
                     }
                     acc = FM_WRAP_ADD(acc, inside ? p->acc0[oc] : bias ? bias[oc] : 0);
                 }
-                acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-                if (acc < p->act_min) acc = p->act_min;
-                if (acc > p->act_max) acc = p->act_max;
-                *o++ = (int8_t)acc;
+                *o++ = fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
             }
         }
     }

@@ -30,9 +30,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad DEPTHWISE_CONV_2D options", opi, -1, 0);
     if ((s = fm_window(it, opi, padding, p->in_h, p->k_h, p->stride_h, p->dil_h, p->out_h, &p->pad_h)) != FM_OK) return s;
     if ((s = fm_window(it, opi, padding, p->in_w, p->k_w, p->stride_w, p->dil_w, p->out_w, &p->pad_w)) != FM_OK) return s;
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, 0, &p->mult, &p->shift);
     if (s) return s;
     if (fd->flags & FM_T_SPARSE) op->scratch_bytes = 4u * (uint32_t)p->out_c;
@@ -42,10 +42,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 
 static int8_t finish(const fm_conv_params *p, int32_t acc, int32_t oc)
 {
-    acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-    if (acc < p->act_min) acc = p->act_min;
-    if (acc > p->act_max) acc = p->act_max;
-    return (int8_t)acc;
+    return fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
 }
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)

@@ -33,9 +33,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb_i8(&fb, op->opts, 1, 0) != 0)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "shuffled FULLY_CONNECTED weights", opi, -1, 0);
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad FULLY_CONNECTED options", opi, -1, 0);
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     {
         const fm_tensor *fq = f->num_scales ? f : fd;
         s = fm_conv_multipliers(it, opi, in, fq, out, p->out_c, (uint8_t)(fq->num_scales <= 1), &p->mult, &p->shift);
@@ -101,10 +101,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 #endif
         }
         if (bias) acc = FM_WRAP_ADD(acc, bias[oc]);
-        acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-        if (acc < p->act_min) acc = p->act_min;
-        if (acc > p->act_max) acc = p->act_max;
-        out[u] = (int8_t)acc;
+        out[u] = fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
 #if FM_FC_DENSE
         k += depth;
 #endif
