@@ -404,11 +404,11 @@ def test_compressed_cnn_s_backbone_checkpointed_on_the_msp430(cnn_s_compressed, 
     # records without an accumulator: 16 bytes a commit (nvm_bytes leaves out the two commits
     # around writing the input, fm_prepare_input and fm_start)
     assert all(r["nvm_bytes"] == 16 * (r["commits"] - 2) for r in c.runs + c.work_runs)
-    # the default's overhead: what checkpointing adds per commit (about 2.2 k cycles here; 2.6% of
-    # the inference with the kernels of before issue 15, 5.1% since they take half the cycles:
-    # the default step work, FM_DEFAULT_STEP_WORK, is the knob)
+    # the default's overhead: what checkpointing adds per commit, about 2.2 k cycles here (2.6% of
+    # the inference with the kernels before issue 15; 8.6% with the 3x faster kernels since: the
+    # default step work, FM_DEFAULT_STEP_WORK, is the knob for the relative figure)
     w = c.work_runs[0]
-    assert w["cost"] - c.plain_cost < 2500 * w["commits"] and w["cost"] < c.plain_cost * 1.08
+    assert w["cost"] - c.plain_cost < 2500 * w["commits"]
     assert c.size["text"] + c.size["data"] <= 0xFF80 - 0x4000             # lower FRAM, arena included
     assert c.size["data"] + c.size["bss"] <= 8 * 1024
 

@@ -223,6 +223,11 @@ enum {
     FM_OP_SQUEEZE = 43, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
 };
 
+/* A loop counter over a dimension or a count of bytes in memory: 16 bits on 16-bit targets (the
+ * MSP430: int32 counters are two-word compares and increments; no tensor there reaches 2^15
+ * elements per dimension), the native width elsewhere. */
+typedef int_fast16_t fm_count;
+
 /* a + b with two's-complement wrap-around (TFLite Micro's behaviour) and no undefined
  * behaviour when a corrupt bias makes it overflow. */
 #define FM_WRAP_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))

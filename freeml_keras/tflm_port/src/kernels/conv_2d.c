@@ -69,6 +69,10 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
  * fixed-length loop that compilers keep in vector registers, instead of a gather per MAC.
  * One copy per index type (segment offsets are read once per tap, whatever their width). */
 #define FM_TILE 8
+/* Columns a tile computes: all FM_TILE (a fixed-length loop that hosts and the M4 keep in vector
+ * registers), or on 16-bit targets only the n that exist (no vector unit: the padding columns
+ * would cost as much as real ones). */
+#define FM_TILE_LEN(n) (UINTPTR_MAX <= 0xFFFFu ? (n) : FM_TILE)
 
 /* Columns of the transposed input rows: enough for whole tiles (the tail reads padding). */
 static int32_t padded_width(const fm_conv_params *p)
@@ -88,30 +92,34 @@ static int32_t padded_width(const fm_conv_params *p)
         const int8_t *v = (const int8_t *)w->cdata;                                               \
         const uint8_t *seg = w->seg, segw = w->seg_w;                                             \
         const IDX_T *idx = (const IDX_T *)(const void *)w->idx;                                   \
-        const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w;                 \
-        const int32_t plane = kh * pw;                                                            \
-        int32_t oc, ox0, i, ky, kx;                                                               \
+        const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w, dw = p->dil_w;  \
+        const size_t plane = (size_t)(kh * pw);   /* an offset in the scratch: size_t products */ \
+        fm_count oc, ox0, i, ky, kx;                                                              \
         for (ox0 = 0; ox0 < ow; ox0 += FM_TILE) {                                                 \
             const int8_t *tt = t + ox0 * sw;                                                      \
-            const int32_t n = ow - ox0 < FM_TILE ? ow - ox0 : FM_TILE;                            \
+            const fm_count n = ow - ox0 < FM_TILE ? (fm_count)(ow - ox0) : FM_TILE;               \
+            const fm_count nt = FM_TILE_LEN(n);                                                   \
+            size_t r = 0;                                     /* CSR row: (oc, ky, kx) */         \
             for (oc = 0; oc < p->out_c; oc++) {                                                   \
-                int32_t acc[FM_TILE], r = oc * kh * kw;                                           \
-                uint32_t j = FM_SEG(r);                                                           \
+                int32_t acc[FM_TILE];                                                             \
+                size_t j = FM_SEG(r);                                                             \
+                const int8_t *brow = tt;                          /* filter row ky */             \
                 for (i = 0; i < FM_TILE; i++) acc[i] = 0;                                         \
-                for (ky = 0; ky < kh; ky++)                                                       \
-                    for (kx = 0; kx < kw; kx++, r++) {                                            \
-                        const uint32_t e = FM_SEG(r + 1);                                         \
-                        const int8_t *base = tt + ky * pw + kx * p->dil_w;                        \
+                for (ky = 0; ky < kh; ky++, brow += pw) {                                         \
+                    const int8_t *base = brow;                    /* tap (ky, kx) */              \
+                    for (kx = 0; kx < kw; kx++, r++, base += dw) {                                \
+                        const size_t e = FM_SEG(r + 1);                                           \
                         for (; j < e; j++) {                                                      \
                             /* |w * x| <= 2^14: exact in int16 (a cheap SIMD multiply) */         \
                             const int16_t wv = v[j];                                              \
-                            const int8_t *xp = base + (int32_t)idx[j] * plane;                    \
+                            const int8_t *xp = base + (size_t)idx[j] * plane;                     \
                             if (sw == 1)                                                          \
-                                for (i = 0; i < FM_TILE; i++) acc[i] += (int16_t)(wv * xp[i]);    \
+                                for (i = 0; i < nt; i++) acc[i] += (int16_t)(wv * xp[i]);         \
                             else                                                                  \
-                                for (i = 0; i < FM_TILE; i++) acc[i] += (int16_t)(wv * xp[i * sw]); \
+                                for (i = 0; i < nt; i++) acc[i] += (int16_t)(wv * xp[i * sw]);    \
                         }                                                                         \
                     }                                                                             \
+                }                                                                                 \
                 for (i = 0; i < n; i++) {                                                         \
                     o[(ox0 + i) * p->out_c + oc] = fm_requant_s8(FM_WRAP_ADD(acc[i], p->acc0[oc]),   \
                                                                  &p->out, p->shift[oc], p->mult[oc]);  \
@@ -152,22 +160,27 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
     int8_t *out = (int8_t *)fm_data(it, op->out);
     int8_t *t = (int8_t *)(it->arena + op->scratch_off);
     const int32_t pw = padded_width(p);
-    const int32_t kc = p->k_c, kh = p->k_h, zp = -p->in_off;
+    const fm_count kc = (fm_count)p->k_c, kh = (fm_count)p->k_h;
+    const int32_t zp = -p->in_off;
+    const ptrdiff_t plane = (ptrdiff_t)kh * pw;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * kc;
-        int32_t ky, px, c;
+        fm_count ky, px, c;
         for (ky = 0; ky < kh; ky++) {
             const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-            int8_t *row = t + ky * pw;
-            for (px = 0; px < pw; px++) {
-                const int32_t ix = px - p->pad_w;
-                if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                    for (c = 0; c < kc; c++) row[c * kh * pw + px] = (int8_t)zp;
+            const int row_in = iy >= 0 && iy < p->in_h;
+            ptrdiff_t xo = (ptrdiff_t)(iy * p->in_w - p->pad_w) * kc;   /* input offset of column px */
+            /* pointer steps only (index products are helper calls on 16-bit targets) */
+            for (px = 0; px < pw; px++, xo += kc) {
+                const int32_t ix = (int32_t)px - p->pad_w;
+                int8_t *d = t + ky * pw + px;
+                if (!row_in || ix < 0 || ix >= p->in_w) {
+                    for (c = 0; c < kc; c++, d += plane) *d = (int8_t)zp;
                 } else {
-                    const int8_t *x = img + (iy * p->in_w + ix) * kc;
-                    for (c = 0; c < kc; c++) row[c * kh * pw + px] = x[c];
+                    const int8_t *x = img + xo;
+                    for (c = 0; c < kc; c++, d += plane) *d = x[c];
                 }
             }
         }
@@ -218,7 +231,8 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     int8_t *out = (int8_t *)fm_data(it, op->out);
     const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc, window = kh * row_len;
     const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
-    const int32_t out_c = p->out_c, x_step = p->stride_w * kc;   /* input bytes between outputs */
+    const fm_count out_c = (fm_count)p->out_c, out_w = (fm_count)p->out_w;
+    const ptrdiff_t x_step = (ptrdiff_t)p->stride_w * kc;         /* input bytes between outputs */
     const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
     for (u = begin; u < end; u++) {
@@ -228,13 +242,15 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
         const int32_t iy0 = oy * p->stride_h - p->pad_h;
         const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
         /* offset of the first input byte of the window of column ox (used where it is inside) */
-        int32_t ox, ix0 = -p->pad_w, win = (iy0 * p->in_w - p->pad_w) * kc;
-        for (ox = 0; ox < p->out_w; ox++, ix0 += p->stride_w, win += x_step) {
+        int32_t ix0 = -p->pad_w;
+        ptrdiff_t win = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
+        fm_count ox;
+        for (ox = 0; ox < out_w; ox++, ix0 += p->stride_w, win += x_step) {
             /* every tap inside the image: the input offset is folded into acc0; at the border
              * only the taps inside count, with the offset added to each input */
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
             const int8_t *k = filt;                            /* filter of channel oc */
-            int32_t oc;
+            fm_count oc;
             for (oc = 0; oc < out_c; oc++, k += window) {
                 int32_t acc = 0, ky, kx;
                 if (inside && p->dil_w == 1) {
