@@ -55,6 +55,9 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     int8_t *out = (int8_t *)fm_data(it, op->out);
     int32_t *acc_row = op->scratch_bytes ? (int32_t *)(void *)(it->arena + op->scratch_off) : NULL;
     const int32_t in_off = p->in_off, dm = p->depth_mult, oc_n = p->out_c;
+    const fm_count kh = (fm_count)p->k_h, kw = (fm_count)p->k_w;
+    const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
+    const ptrdiff_t x_step = (ptrdiff_t)p->dil_w * p->in_c, y_step = (ptrdiff_t)p->dil_h * p->in_w * p->in_c;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
@@ -82,7 +85,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                             const uint32_t c = w->idx_w == 1 ? w->idx[j]
                                              : w->idx_w == 2 ? ((const uint16_t *)(const void *)w->idx)[j]
                                              : ((const uint32_t *)(const void *)w->idx)[j];
-                            acc_row[c] += (int32_t)v[j] * ((int32_t)x[(int32_t)c / dm] + in_off);
+                            acc_row[c] += FM_MAC16(v[j], x[dm == 1 ? (int32_t)c : (int32_t)c / dm] + in_off);
                         }
                     }
                 }
@@ -90,7 +93,38 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                     o[ox * oc_n + oc] = finish(p, FM_WRAP_ADD(acc_row[oc], bias ? bias[oc] : 0), oc);
                 continue;
             }
-            for (oc = 0; oc < oc_n; oc++) {
+            oc = 0;
+            if (dm == 1 && iy0 >= 0 && iy0 + span_h < p->in_h && ix0 >= 0 && ix0 + span_w < p->in_w) {
+                /* the window inside the image, one filter per channel: 4 channels at a time, each
+                 * loaded tap used by 4 accumulators, pointer steps only; the channels left over
+                 * (out_c not a multiple of 4) take the general loop below */
+                const int8_t *xw = img + (iy0 * p->in_w + ix0) * p->in_c;
+                for (; oc + 4 <= oc_n; oc += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    const int8_t *wp = filt + oc, *xr = xw + oc;
+                    fm_count y, x;
+                    for (y = 0; y < kh; y++, xr += y_step) {
+                        const int8_t *xp = xr;
+                        for (x = 0; x < kw; x++, xp += x_step, wp += oc_n) {
+                            a0 += FM_MAC16(wp[0], xp[0] + in_off);
+                            a1 += FM_MAC16(wp[1], xp[1] + in_off);
+                            a2 += FM_MAC16(wp[2], xp[2] + in_off);
+                            a3 += FM_MAC16(wp[3], xp[3] + in_off);
+                        }
+                    }
+                    if (bias) {
+                        a0 = FM_WRAP_ADD(a0, bias[oc]);
+                        a1 = FM_WRAP_ADD(a1, bias[oc + 1]);
+                        a2 = FM_WRAP_ADD(a2, bias[oc + 2]);
+                        a3 = FM_WRAP_ADD(a3, bias[oc + 3]);
+                    }
+                    o[ox * oc_n + oc] = finish(p, a0, oc);
+                    o[ox * oc_n + oc + 1] = finish(p, a1, oc + 1);
+                    o[ox * oc_n + oc + 2] = finish(p, a2, oc + 2);
+                    o[ox * oc_n + oc + 3] = finish(p, a3, oc + 3);
+                }
+            }
+            for (; oc < oc_n; oc++) {
                 int32_t acc = 0;
                 const int32_t ic = oc / dm;
                 for (ky = 0; ky < p->k_h; ky++) {
