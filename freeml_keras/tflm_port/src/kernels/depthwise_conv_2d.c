@@ -56,7 +56,6 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     int32_t *acc_row = op->scratch_bytes ? (int32_t *)(void *)(it->arena + op->scratch_off) : NULL;
     const int32_t in_off = p->in_off, dm = p->depth_mult, oc_n = p->out_c;
     const fm_count kh = (fm_count)p->k_h, kw = (fm_count)p->k_w;
-    const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
     const ptrdiff_t x_step = (ptrdiff_t)p->dil_w * p->in_c, y_step = (ptrdiff_t)p->dil_h * p->in_w * p->in_c;
     uint32_t u;
     for (u = begin; u < end; u++) {
@@ -94,18 +93,24 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                 continue;
             }
             oc = 0;
-            if (dm == 1 && iy0 >= 0 && iy0 + span_h < p->in_h && ix0 >= 0 && ix0 + span_w < p->in_w) {
-                /* the window inside the image, one filter per channel: 4 channels at a time, each
-                 * loaded tap used by 4 accumulators, pointer steps only; the channels left over
-                 * (out_c not a multiple of 4) take the general loop below */
-                const int8_t *xw = img + (iy0 * p->in_w + ix0) * p->in_c;
+            if (dm == 1 && p->dil_h == 1 && p->dil_w == 1) {
+                /* one filter per channel: 4 channels at a time, each loaded tap used by 4
+                 * accumulators, pointer steps only, over the taps inside the image (padding adds
+                 * w * (zp + in_off) = 0); the channels left over (out_c not a multiple of 4) take
+                 * the general loop below */
+                const fm_count y0 = (fm_count)(iy0 < 0 ? -iy0 : 0), x0 = (fm_count)(ix0 < 0 ? -ix0 : 0);
+                const fm_count y1 = (fm_count)(p->in_h - iy0 < kh ? p->in_h - iy0 : kh);
+                const fm_count x1 = (fm_count)(p->in_w - ix0 < kw ? p->in_w - ix0 : kw);
+                const ptrdiff_t w_skip = (ptrdiff_t)(kw - (x1 - x0)) * oc_n;   /* taps left out per row */
+                const int8_t *xw = img + ((iy0 + y0) * p->in_w + ix0 + x0) * p->in_c;
+                const int8_t *w0 = filt + ((ptrdiff_t)y0 * kw + x0) * oc_n;
                 for (; oc + 4 <= oc_n; oc += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-                    const int8_t *wp = filt + oc, *xr = xw + oc;
+                    const int8_t *wp = w0 + oc, *xr = xw + oc;
                     fm_count y, x;
-                    for (y = 0; y < kh; y++, xr += y_step) {
+                    for (y = y0; y < y1; y++, xr += y_step, wp += w_skip) {
                         const int8_t *xp = xr;
-                        for (x = 0; x < kw; x++, xp += x_step, wp += oc_n) {
+                        for (x = x0; x < x1; x++, xp += x_step, wp += oc_n) {
                             a0 += FM_MAC16(wp[0], xp[0] + in_off);
                             a1 += FM_MAC16(wp[1], xp[1] + in_off);
                             a2 += FM_MAC16(wp[2], xp[2] + in_off);
