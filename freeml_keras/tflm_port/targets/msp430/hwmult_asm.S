@@ -195,7 +195,13 @@ fm_rq_core:
     mov.w   &RESLO, r9                  ; word 0 (only whether it is 0 matters)
     mov.w   &RESHI, r12                 ; word 1, so far
     mov.w   r15, &OP2                   ; al * bh (operand 1 kept)
-    mov.w   r13, &MAC
+    tst.w   r13
+    jnz     11f
+    add.w   &RESLO, r12                 ; |a| < 2^16 (most accumulators): no ah products
+    mov.w   &RESHI, r14
+    adc.w   r14                         ; word 2
+    jmp     12f                         ; word 3 = r13 = 0
+11: mov.w   r13, &MAC
     mov.w   r14, &OP2                   ; + ah * bl: < 2^32
     add.w   &RESLO, r12                 ; word 1
     mov.w   &RESHI, r14
@@ -205,7 +211,7 @@ fm_rq_core:
     add.w   &RESLO, r14                 ; word 2
     mov.w   &RESHI, r13
     adc.w   r13                         ; word 3
-    tst.w   r10                         ; nudge: 2^30, or 2^30 - 1 for a negative product
+12: tst.w   r10                         ; nudge: 2^30, or 2^30 - 1 for a negative product
     jz      3f
     cmp.w   #1, r9                      ; carry = word 0 != 0 (word 0 + 0xFFFF carries)
     addc.w  #0x3FFF, r12
