@@ -143,7 +143,8 @@ def kernel_code_bytes(work: Path, model_rows: list[dict]) -> dict:
     out: dict = {"cortex_m4": {}, "msp430": {}}
     for obj in sorted(work.glob("cortex_m4_*/model_run.obj/*kernels_*.o")) + \
             sorted(work.glob("cortex_m4_*/model_run.obj/*src_math_c.o")):
-        name = obj.name.split("kernels_")[-1].replace("_c.o", "").replace(".o", "")
+        name = "math" if obj.name.endswith("src_math_c.o") else \
+            obj.name.split("kernels_")[-1].replace("_c.o", "").replace(".o", "")
         text = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
                               check=True).stdout.splitlines()[1].split()[0]
         out["cortex_m4"][name] = max(out["cortex_m4"].get(name, 0), int(text))

@@ -34,6 +34,7 @@
 ;   auto-increment (clang's C loop cannot): 16.5 cycles per MAC, unrolled by 2.
     .section .text.fm_dot_s8_rows_hwmult,"ax",@progbits
     .global fm_dot_s8_rows_hwmult
+    .type   fm_dot_s8_rows_hwmult, @function
 fm_dot_s8_rows_hwmult:
     push.w  r10
     push.w  r9
@@ -83,11 +84,13 @@ fm_dot_s8_rows_hwmult:
     pop.w   r9
     pop.w   r10
     ret
+    .size   fm_dot_s8_rows_hwmult, .-fm_dot_s8_rows_hwmult
 
 ; int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
 ;   shift > 0: x << shift (wrapping, as TFLite); shift < 0: rounding right shift by -shift.
     .section .text.fm_requant,"ax",@progbits
     .global fm_mul_by_qm
+    .type   fm_mul_by_qm, @function
 fm_mul_by_qm:
     mov.w   2(r1), r11                  ; shift, -31 .. 31 (low word)
 ; r13:r12 = x, r15:r14 = multiplier, r11 = shift
@@ -264,5 +267,6 @@ fm_rq_round:
 10: pop.w   r9
     pop.w   r10
     ret
+    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the whole requantization section (code bytes)
 
 #endif
