@@ -14,6 +14,16 @@
    the compressed cnn_s that fits the MSP430 (``bench/fixtures.py``) and the demo's
    compressed cnn_s (``--demo-model``, default runs/demo/model.tflite, when present); a model
    that does not fit a target is recorded with the linker's overflow per memory region.
+   Per operator also cost per executed (non-zero) MAC and per output value, per model cost per
+   executed MAC and, on the MSP430, energy per inference in uJ on the MSP430FR5994 profile
+   (``freeml_keras.devices``); ``before``: the same figures with the kernels before issue 15
+   (``bench/results/targets_before_issue15.json``, the JSON of that commit), side by side.
+   ``kernel_code``: bytes of each kernel's code (Cortex-M4 objects; the MSP430 build links with
+   LTO, so there its assembly helpers and the whole image).
+   ``layers``: the six layer shapes of issue 15 (random int8 weights, one layer per model) on
+   both targets, instructions / cycles per MAC and per output value, next to the issue's figures
+   for Arm's CMSIS-NN and for these kernels before (CMSIS-NN itself is not built here: it is not
+   on PyPI or Debian).
 3. Checkpointing on the targets (arena and checkpoint records in FRAM / the retained region):
    cost per inference at several granularities against the continuous run (overhead %), in
    units per step and in the runtime's default work mode (MAC-equivalents per step), commits
@@ -56,6 +66,167 @@ OP_NAMES = {3: "CONV_2D", 4: "DEPTHWISE_CONV_2D", 9: "FULLY_CONNECTED", 17: "MAX
 KERNEL_BUILDS = [("cortex_m4", {"DSP": 1}, "hardware"), ("msp430", {"HWMULT": 1}, "hardware multiplier"),
                  ("msp430", {"HWMULT": 0}, "software multiply")]
 KERNEL_SYMBOLS = {"ref32": "dot_ref32", "c": "fm_dot_s8_c", "dsp": "fm_dot_s8_dsp", "hwmult": "fm_dot_s8_hwmult"}
+
+
+BASELINE = RESULTS / "targets_before_issue15.json"
+# Issue 15's measurements (instructions per MAC on the Cortex-M4, int8 per-channel, QEMU + the
+# same plugin): Arm's CMSIS-NN built from its public sources with arm-none-eabi-gcc 12 -O2, and
+# these kernels before that issue. Keras layer, input shape, layer arguments.
+LAYER_SHAPES = [
+    ("CONV_2D 3x3, 28x28x1 -> 26x26x16", "conv", (28, 28, 1), {"filters": 16, "kernel_size": 3}, 10.42, 21.33),
+    ("CONV_2D 3x3, 13x13x16 -> 11x11x32", "conv", (13, 13, 16), {"filters": 32, "kernel_size": 3}, 2.15, 4.10),
+    ("DEPTHWISE_CONV_2D 3x3 same, 25x5x64", "dw", (25, 5, 64), {"kernel_size": 3, "padding": "same"}, 7.79, 32.35),
+    ("CONV_2D 1x1, 64 -> 64 on 25x5", "conv", (25, 5, 64), {"filters": 64, "kernel_size": 1}, 2.09, 4.64),
+    ("FULLY_CONNECTED 512 -> 64", "fc", (512,), {"units": 64}, 1.99, 2.70),
+    ("FULLY_CONNECTED 64 -> 10", "fc", (64,), {"units": 10}, 2.98, 4.39),
+]
+
+
+def layer_model(kind: str, shape: tuple, kwargs: dict, seed: int = 0) -> tuple[bytes, np.ndarray]:
+    """One layer with random weights and bias, converted to int8 (per-channel), and one input."""
+    from freeml_keras.conversion import converter
+    from freeml_keras.keras import keras
+    from freeml_keras.runtime.reference import io_quantization, quantize
+
+    keras.utils.set_random_seed(seed)
+    layer = {"conv": keras.layers.Conv2D, "dw": keras.layers.DepthwiseConv2D, "fc": keras.layers.Dense}[kind]
+    m = keras.Sequential([keras.layers.Input(shape), layer(**kwargs, bias_initializer="glorot_uniform")])
+    x = np.random.default_rng(seed).normal(size=(32, *shape)).astype(np.float32)
+    b = converter.convert(m, x, sparse=False)
+    (scale, zp), = io_quantization(b)[0]
+    return b, quantize(x[:1], scale, zp)
+
+
+def layer_costs(work: Path) -> list[dict]:
+    """The six layer shapes of issue 15 on both targets (the MSP430 where they fit)."""
+    from freeml_keras import memory
+    from freeml_keras.runtime import Interpreter
+
+    rows = []
+    for name, kind, shape, kwargs, cmsis, before in LAYER_SHAPES:
+        b, x = layer_model(kind, shape, kwargs)
+        want = Interpreter(b).invoke(x)[0].ravel().tolist()
+        layer = [l for l in memory.tflite_footprint(b).layers if l.subgraph == 0 and l.macs][0]
+        outputs = op_output_bytes(b)[layer.op_index]
+        for target in T.TARGETS:
+            row = {"layer": name, "target": target, "macs": int(layer.macs), "outputs": outputs}
+            if target == "cortex_m4":
+                row.update({"cmsis_nn_per_mac_issue15": cmsis, "before_per_mac_issue15": before})
+            try:
+                r = T.run_model(target, b, x[0], work / "layers" / f"{target}_{kind}_{len(rows)}")
+            except T.TargetRunError as e:
+                row["error"] = str(e)[:300]
+                row["overflow_bytes"] = T.memory_overflow(str(e))
+                rows.append(row)
+                print(f"  {target:10s} {name:38s} not run: {row['overflow_bytes'] or row['error'][:80]}", flush=True)
+                continue
+            # mspdebug's console keeps about 1,200 output values of a run: those are compared
+            n = len(r.output)
+            if r.output != want[:n] or n < min(len(want), 1000):
+                raise SystemExit(f"{target} {name}: output differs from the host's")
+            row["output_values_compared"] = n
+            cost = [c for i, _, _, c in r.ops if i == layer.op_index][0]
+            row.update({"unit": r.run.unit, "cost": cost, "per_mac": cost / layer.macs,
+                        "per_output": cost / outputs, "text_bytes": r.size["text"]})
+            if target == "cortex_m4":
+                row["at_most_cmsis_nn"] = row["per_mac"] <= cmsis
+            rows.append(row)
+            print(f"  {target:10s} {name:38s} {row['per_mac']:7.2f} {r.run.unit}/MAC"
+                  + (f" (CMSIS-NN {cmsis}, before {before})" if target == "cortex_m4" else ""), flush=True)
+    return rows
+
+
+def kernel_code_bytes(work: Path, model_rows: list[dict]) -> dict:
+    """Code bytes per kernel: text of each kernel's object in the Cortex-M4 builds (no LTO there);
+    on the MSP430 (LTO) the assembly helpers and the whole image per model."""
+    import subprocess
+    out: dict = {"cortex_m4": {}, "msp430": {}}
+    for obj in sorted(work.glob("cortex_m4_*/model_run.obj/*kernels_*.o")) + \
+            sorted(work.glob("cortex_m4_*/model_run.obj/*src_math_c.o")):
+        name = "math" if obj.name.endswith("src_math_c.o") else \
+            obj.name.split("kernels_")[-1].replace("_c.o", "").replace(".o", "")
+        text = subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
+                              check=True).stdout.splitlines()[1].split()[0]
+        out["cortex_m4"][name] = max(out["cortex_m4"].get(name, 0), int(text))
+    for elf in sorted(work.glob("msp430_*/model_run.elf")):
+        sizes = symbol_sizes("msp430", elf)
+        for sym in ("fm_dot_s8_rows_hwmult", "fm_mul_by_qm", "fm_dot_s8_hwmult"):
+            if sym in sizes:
+                out["msp430"][sym] = sizes[sym]
+    out["msp430"]["image_text_by_model"] = {r["model"]: r["size"]["text"] for r in model_rows
+                                            if r["target"] == "msp430" and "size" in r}
+    out["msp430"]["note"] = ("fm_mul_by_qm: the whole requantization section of hwmult_asm.S (fm_requant_s8, "
+                             "fm_mul_by_qm, fm_srdhm, fm_rdbpot)")
+    return out
+
+
+def requant_costs(work: Path) -> list[dict]:
+    """Cost of one requantized int8 output value (fm_requant_s8) per target, on accumulators of
+    the sizes convolutions produce and the shifts of their multipliers; checked against the
+    Python definition of TFLite's arithmetic."""
+    from freeml_keras.exits.incremental import multiply_by_quantized_multiplier
+    rng = np.random.default_rng(5)
+    acc = [int(v) for v in rng.integers(-2**20, 2**20, 12)] + [-7, 3, 2**31 - 1, -2**31]
+    shift = [int(v) for v in rng.integers(-12, -4, 12)] + [0, 1, -1, -31]
+    mult = [int(v) for v in rng.integers(2**30, 2**31, len(acc))]
+    want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, sh)[0] - 5, -128, 127))
+            for a, m, sh in zip(acc, mult, shift)]
+    rows = []
+    for target in T.TARGETS:
+        d = work / "requant" / target
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "requant_cases.h").write_text("#include <stdint.h>\n" f"#define RQ_NUM_CASES {len(acc)}\n"
+                                           + T.c_array("rq_acc", "int32_t", acc) + T.c_array("rq_mult", "int32_t", mult)
+                                           + T.c_array("rq_shift", "int16_t", shift))
+        elf = T.build(target, "requant_bench", [T.TARGETS_DIR / "programs" / "requant_bench.c",
+                                                T.RUNTIME_DIR / "src" / "math.c"], d,
+                      include_dirs=[d, T.RUNTIME_DIR / "include"], defines=T.TARGET_DEFINES[target],
+                      opt=T.TARGET_OPT[target])
+        r = T.run(target, elf)
+        got = [int(line[1]) for line in r.lines("rq")]
+        if got != want:
+            raise SystemExit(f"{target}: fm_requant_s8 differs from TFLite's arithmetic: {got} != {want}")
+        costs = r.regions()
+        typical = costs[:12]
+        rows.append({"target": target, "unit": r.unit, "per_output_typical_mean": float(np.mean(typical)),
+                     "per_output_typical_max": int(max(typical)), "per_output_all_max": int(max(costs)),
+                     "cases": [{"acc": a, "shift": sh, "cost": c} for a, sh, c in zip(acc, shift, costs)],
+                     "includes": "the call and the two markers' own few instructions"})
+        print(f"  {target:10s} fm_requant_s8: mean {rows[-1]['per_output_typical_mean']:.0f}, "
+              f"max {rows[-1]['per_output_all_max']} {r.unit} per output value", flush=True)
+    return rows
+
+
+MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def per_mac_fields(row: dict) -> None:
+    """Add cost per executed MAC and per output value to a model row's operators and totals."""
+    from freeml_keras import devices
+    unit = row["unit"]
+    for o in row["ops"]:
+        if o["op"] in MAC_OPS and o["sparse_macs"]:
+            o["per_executed_mac"] = o[unit] / o["sparse_macs"]
+        if o["output_bytes"]:
+            o["per_output"] = o[unit] / o["output_bytes"]
+    executed = sum(o["sparse_macs"] for o in row["ops"] if o["op"] in MAC_OPS)
+    row["executed_macs"] = executed
+    row["per_executed_mac"] = row["per_inference"] / executed if executed else None
+    if row["target"] == "msp430":
+        row["energy_uj_msp430fr5994"] = row["per_inference"] * devices.get("msp430fr5994").energy_per_cycle_j * 1e6
+
+
+def before_figures() -> list[dict]:
+    """The model rows of the JSON written before issue 15's kernels, with the same derived fields."""
+    if not BASELINE.exists():
+        return []
+    rows = [r for r in json.loads(BASELINE.read_text())["models"] if "error" not in r]
+    for r in rows:
+        per_mac_fields(r)
+    return [{k: r[k] for k in ("target", "model", "unit", "per_inference", "per_executed_mac", "executed_macs",
+                               "ops", "size") if k in r} | ({"energy_uj_msp430fr5994": r["energy_uj_msp430fr5994"]}
+                                                           if "energy_uj_msp430fr5994" in r else {})
+            for r in rows]
 
 
 def symbol_sizes(target: str, elf: Path) -> dict[str, int]:
@@ -182,6 +353,7 @@ def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[
                          "per_inference": r.invoke_cost, "op_by_op_total": sum(o[r.run.unit] for o in ops),
                          "init": r.init_cost, "ops": ops, "size": r.size, "state_bytes": r.state_used,
                          "arena_bytes": r.arena_bytes, "output_equals_host": True})
+            per_mac_fields(rows[-1])
             print(f"  {target:10s} {name:16s} {r.invoke_cost:10d} {r.run.unit}/inference, "
                   f"text {r.size['text']} B", flush=True)
     return rows, tables
@@ -309,12 +481,34 @@ def checkpoint_costs(work: Path, quick: bool, demo_model: Path | None,
     return rows
 
 
-def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], path: Path) -> None:
+def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], path: Path,
+         before: Sequence[dict] = ()) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2, a3, a4) = plt.subplots(1, 4, figsize=(22, 4.5))
+    fig, (a1, a2, a3, a4, a5) = plt.subplots(1, 5, figsize=(28, 4.5))
+    # cost per executed MAC by operator kind, before issue 15 and now (models in both runs)
+    now = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
+    old = {(r["target"], r["model"]): r for r in before}
+    bars = []
+    for key in [k for k in now if k in old]:
+        for op in MAC_OPS:
+            pair = []
+            for rows in (old[key], now[key]):
+                ops = [o for o in rows["ops"] if o["op"] == op and o["sparse_macs"]]
+                if ops:
+                    pair.append(sum(o[rows["unit"]] for o in ops) / sum(o["sparse_macs"] for o in ops))
+            if len(pair) == 2:
+                bars.append((f"{'M4' if key[0] == 'cortex_m4' else '430'} {key[1]}\n{op}", *pair))
+    xs = np.arange(len(bars))
+    a5.bar(xs - 0.2, [b[1] for b in bars], 0.4, label="before issue 15", color="tab:gray")
+    a5.bar(xs + 0.2, [b[2] for b in bars], 0.4, label="now", color="tab:green")
+    a5.set_yscale("log")
+    a5.set_xticks(xs, [b[0] for b in bars], fontsize=5, rotation=60)
+    a5.set_ylabel("instructions (M4) / cycles (MSP430) per executed MAC")
+    a5.set_title("cost per executed MAC by operator")
+    a5.legend(fontsize=7)
     short = {"hardware": "", "hardware multiplier": " hw", "software multiply": " sw"}
     labels = [f"{'M4' if k['target'] == 'cortex_m4' else '430'}{short[k['multiply']]}\n{k['impl']}"
               for k in kernels]
@@ -384,8 +578,13 @@ def main() -> int:
         work = Path(tmp)
         print("int8 MAC inner loop:", flush=True)
         kernels = kernel_speed(work)
+        print("requantization (one output value):", flush=True)
+        requant = requant_costs(work)
         print("models:", flush=True)
         model_rows, tables = model_costs(work, args.quick, args.demo_model)
+        kernel_code = kernel_code_bytes(work, model_rows)
+        print("layer shapes of issue 15:", flush=True)
+        layers = layer_costs(work)
         print("checkpointing:", flush=True)
         ckpt_rows = checkpoint_costs(work, args.quick, args.demo_model)
         print("power-on (restart, cold preparation, failures):", flush=True)
@@ -400,9 +599,12 @@ def main() -> int:
                      "msp430": "mspdebug 0.22 sim: MCLK cycles (MSP430 timings, no FRAM wait states)"},
         "targets_met": {"m4_instructions_per_mac<=3": best["cortex_m4"] <= 3.0,
                         "msp430_cycles_per_mac<=30": best["msp430"] <= 30.0},
-        "best_per_mac": best, "kernels": kernels, "models": model_rows, "cost_tables": tables,
+        "best_per_mac": best, "kernels": kernels, "requant": requant, "models": model_rows,
+        "before": {"source": str(BASELINE.relative_to(RESULTS.parents[1])), "models": before_figures()},
+        "kernel_code_bytes": kernel_code, "layers": layers, "cost_tables": tables,
         "checkpointing": ckpt_rows, "restart": restart_rows,
     }
+    result["targets_met"].update(issue15_targets(requant, model_rows, layers))
     ok = [r for r in restart_rows if "warm_restart" in r]
     result["targets_met"].update({
         "msp430_warm_restart<=2000_cycles": all(r["warm_restart"] <= 2000 for r in ok if r["target"] == "msp430"),
@@ -410,7 +612,7 @@ def main() -> int:
     })
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    plot(kernels, model_rows, ckpt_rows, args.out.with_suffix(".png"))
+    plot(kernels, model_rows, ckpt_rows, args.out.with_suffix(".png"), result["before"]["models"])
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {result['wall_s']:.0f} s")
     if args.update_tables:
         restart = _restart_section(ok)
@@ -420,6 +622,29 @@ def main() -> int:
                                               "restart": restart}, indent=1))
         print(f"updated the shipped cost tables {SHIPPED_TABLES}")
     return 0
+
+
+def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[dict]) -> dict:
+    """Issue 15's targets: met or not, with the measured figure."""
+    rq = {r["target"]: r for r in requant}
+    ok = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
+    out: dict = {}
+    out["msp430_requant<=150_cycles_per_output"] = rq["msp430"]["per_output_typical_mean"] <= 150
+    m = ok.get(("msp430", "cnn_s_compressed"))
+    if m:
+        out["msp430_cnn_s_compressed<=60_cycles_per_executed_mac"] = m["per_executed_mac"] <= 60
+    for key, r in ok.items():
+        sm = [o for o in r["ops"] if o["op"] == "SOFTMAX"]
+        if key[0] == "msp430" and sm:
+            classes = sm[0]["output_bytes"]
+            out[f"msp430_softmax<=20_per_class+2000 ({key[1]})"] = sm[0]["cycles"] <= 20 * classes + 2000
+    d = ok.get(("cortex_m4", "cnn_s_demo"))
+    if d:
+        out["m4_demo<=4_instructions_per_executed_mac"] = d["per_executed_mac"] <= 4
+    for r in layers:
+        if r["target"] == "cortex_m4" and "per_mac" in r:
+            out[f"m4_at_most_cmsis_nn ({r['layer']})"] = r["at_most_cmsis_nn"]
+    return out
 
 
 def _restart_section(rows: list[dict]) -> dict:

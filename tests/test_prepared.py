@@ -458,12 +458,12 @@ int main(int argc, char **argv)
             printf("%d %d %d", sg, k, (int)op->code);
             switch (op->code) {
             case FM_OP_CONV_2D: case FM_OP_DEPTHWISE_CONV_2D:
-                printf(" %ld %ld", (long)op->p.conv.act_min, (long)op->p.conv.act_max);
+                printf(" %ld %ld", (long)op->p.conv.out.min, (long)op->p.conv.out.max);
                 for (c = 0; c < op->p.conv.out_c; c++)
                     printf(" %ld %d", (long)op->p.conv.mult[c], op->p.conv.shift[c]);
                 break;
             case FM_OP_FULLY_CONNECTED:
-                printf(" %ld %ld", (long)op->p.fc.act_min, (long)op->p.fc.act_max);
+                printf(" %ld %ld", (long)op->p.fc.out.min, (long)op->p.fc.out.max);
                 for (c = 0; c < op->p.fc.out_c; c++)
                     printf(" %ld %d", (long)op->p.fc.mult[c], op->p.fc.shift[c]);
                 break;

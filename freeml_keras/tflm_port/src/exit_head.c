@@ -241,9 +241,9 @@ void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t 
         int32_t v = fm_mul_by_qm(acc[c], p->mult[c], p->shift[c]);
         if (v > 255) v = 255;
         if (v < -256) v = -256;
-        v += p->out_off;
-        if (v < p->act_min) v = p->act_min;
-        if (v > p->act_max) v = p->act_max;
+        v += p->out.off;
+        if (v < p->out.min) v = p->out.min;
+        if (v > p->out.max) v = p->out.max;
         logits[c] = (int8_t)v;
     }
 }

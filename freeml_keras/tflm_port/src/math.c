@@ -3,7 +3,11 @@
  * Written from the published definitions; the only file with 64-bit integer arithmetic. */
 #include "freeml/fm_math.h"
 
-#ifdef FM_TARGET_MUL16
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+/* fm_srdhm, fm_rdbpot and fm_mul_by_qm: targets/msp430/hwmult_asm.S (the hardware
+ * multiplier, about 100 cycles per requantized value). */
+#define FM_TARGET_REQUANT 1
+#elif defined(FM_TARGET_MUL16)
 /* The target's 16 x 16 -> 32-bit unsigned multiply (the MSP430's hardware multiplier). */
 uint32_t fm_mul16x16(uint16_t a, uint16_t b);
 #define FM_MUL16(a, b) fm_mul16x16((a), (b))
@@ -40,6 +44,7 @@ int32_t fm_srdhm(int32_t a, int32_t b)
 }
 #endif
 
+#ifndef FM_TARGET_REQUANT
 int32_t fm_rdbpot(int32_t x, int32_t exponent)
 {
     const int32_t mask = (int32_t)(((uint32_t)1 << exponent) - 1u);   /* exponent <= 31 */
@@ -56,6 +61,7 @@ int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
     const int32_t shifted = (int32_t)((uint32_t)x << left);
     return fm_rdbpot(fm_srdhm(shifted, multiplier), right);
 }
+#endif
 
 int32_t fm_sat_shift_left(int32_t x, int32_t exponent)
 {
@@ -137,10 +143,10 @@ int32_t fm_exp_on_negative_values_q5(int32_t a)
     const int32_t mod = (a & (quarter - 1)) - quarter;
     int32_t result = exp_quarter(fm_sat_shift_left(mod, 5));
     const int32_t remainder = mod - a;
+    uint32_t bit = (uint32_t)1 << (frac_bits - 2);      /* bit k of the remainder, k = 0 .. 6 */
     int32_t k;
-    for (k = 0; k < 7; k++) {
-        if (remainder & ((int32_t)1 << (frac_bits - 2 + k)))
-            result = fm_srdhm(result, mults[k]);
+    for (k = 0; k < 7; k++, bit <<= 1) {
+        if ((uint32_t)remainder & bit) result = fm_srdhm(result, mults[k]);
     }
     if (a == 0) result = INT32_MAX;
     return result;

@@ -131,14 +131,16 @@ struct fm_tensor {
 
 typedef struct {
     int32_t stride_h, stride_w, dil_h, dil_w, pad_h, pad_w, depth_mult;
-    int32_t in_off, out_off, act_min, act_max;
+    int32_t in_off;
+    fm_out_range out;           /* output zero point and activation range (fm_requant_s8) */
     int32_t in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, k_c;
     int32_t *mult, *acc0;       /* per output channel: multiplier, bias + in_off * sum(w) */
     int8_t *shift;
 } fm_conv_params;
 
 typedef struct {
-    int32_t in_off, out_off, act_min, act_max;
+    int32_t in_off;
+    fm_out_range out;
     int32_t batches, depth, out_c;
     int32_t *mult;
     int8_t *shift;
@@ -241,9 +243,17 @@ enum {
     FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
 };
 
+/* A loop counter over a dimension or a count of bytes in memory: 16 bits on 16-bit targets (the
+ * MSP430: int32 counters are two-word compares and increments; no tensor there reaches 2^15
+ * elements per dimension), the native width elsewhere. */
+typedef int_fast16_t fm_count;
+
 /* a + b with two's-complement wrap-around (TFLite Micro's behaviour) and no undefined
  * behaviour when a corrupt bias makes it overflow. */
 #define FM_WRAP_ADD(a, b) ((int32_t)((uint32_t)(a) + (uint32_t)(b)))
+/* w * x for an int8 weight w and an offset int8 input x (|x| <= 255): |w * x| <= 2^15 - 128, so a
+ * 16-bit multiply is exact (one hardware multiply on 16-bit targets, not a 32-bit helper). */
+#define FM_MAC16(w, x) ((int32_t)(int16_t)((int16_t)(w) * (int16_t)(x)))
 
 /* ---- helpers shared by the kernels (interpreter.c) ---------------------------------------- */
 

@@ -46,6 +46,36 @@ int32_t fm_one_over_one_plus_x(int32_t a);
 int32_t fm_clz32(uint32_t x);
 /* TFLite's MEAN rescaling: multiplier and shift that also divide by `count`. */
 void fm_mean_multiplier(int32_t *mult, int32_t *shift, int32_t count);
+/* The output side of a requantizing kernel: zero point, activation range (int8 values). */
+typedef struct {
+    int32_t off, min, max;
+} fm_out_range;
+
+/* An int8 output value: clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max), for
+ * multipliers 0 <= mult < 2^31 (TFLite's). (Argument order: the MSP430 passes the first four
+ * 16-bit words in registers.) On the MSP430 with its hardware multiplier: hwmult_asm.S;
+ * elsewhere inline, with one 32x32 -> 64-bit multiply. */
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult);
+#else
+static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
+{
+    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
+    const int64_t ab = (int64_t)(int32_t)((uint32_t)acc << left) * mult;
+    /* fm_srdhm: for every sign, round(ab / 2^31) with TFLite's nudge is floor((ab + 2^30) / 2^31) */
+    int32_t v = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
+    if (right > 0) {                               /* fm_rdbpot */
+        const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
+        const int32_t rem = v & mask, threshold = (mask >> 1) + (v < 0 ? 1 : 0);
+        v = (v >> right) + (rem > threshold ? 1 : 0);
+    }
+    v += q->off;
+    if (v < q->min) v = q->min;
+    if (v > q->max) v = q->max;
+    return (int8_t)v;
+}
+#endif
+
 /* 32-bit product of two int32 values known to fit (helper for 16-bit int targets). */
 #define FM_MUL32(a, b) ((int32_t)(a) * (int32_t)(b))
 

@@ -3,9 +3,6 @@
 #include "freeml/fm_math.h"
 #ifdef FM_TARGET_DOT
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
-#ifndef FM_TARGET_DOT_MIN
-#define FM_TARGET_DOT_MIN 16   /* shorter products: the call costs more than it saves */
-#endif
 #endif
 
 static int32_t padded_width(const fm_conv_params *p);
@@ -42,9 +39,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad CONV_2D options", opi, -1, 0);
     if ((s = fm_window(it, opi, padding, p->in_h, p->k_h, p->stride_h, p->dil_h, p->out_h, &p->pad_h)) != FM_OK) return s;
     if ((s = fm_window(it, opi, padding, p->in_w, p->k_w, p->stride_w, p->dil_w, p->out_w, &p->pad_w)) != FM_OK) return s;
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, 0, &p->mult, &p->shift);
     if (s) return s;
     s = fm_channel_offsets(it, fd, bias ? (const int32_t *)(const void *)bias->cdata : NULL, p->in_off,
@@ -72,6 +69,10 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
  * fixed-length loop that compilers keep in vector registers, instead of a gather per MAC.
  * One copy per index type (segment offsets are read once per tap, whatever their width). */
 #define FM_TILE 8
+/* Columns a tile computes: all FM_TILE (a fixed-length loop that hosts and the M4 keep in vector
+ * registers), or on 16-bit targets only the n that exist (no vector unit: the padding columns
+ * would cost as much as real ones). */
+#define FM_TILE_LEN(n) (UINTPTR_MAX <= 0xFFFFu ? (n) : FM_TILE)
 
 /* Columns of the transposed input rows: enough for whole tiles (the tail reads padding). */
 static int32_t padded_width(const fm_conv_params *p)
@@ -91,36 +92,37 @@ static int32_t padded_width(const fm_conv_params *p)
         const int8_t *v = (const int8_t *)w->cdata;                                               \
         const uint8_t *seg = w->seg, segw = w->seg_w;                                             \
         const IDX_T *idx = (const IDX_T *)(const void *)w->idx;                                   \
-        const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w;                 \
-        const int32_t plane = kh * pw;                                                            \
-        int32_t oc, ox0, i, ky, kx;                                                               \
+        const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w, dw = p->dil_w;  \
+        const size_t plane = (size_t)(kh * pw);   /* an offset in the scratch: size_t products */ \
+        fm_count oc, ox0, i, ky, kx;                                                              \
         for (ox0 = 0; ox0 < ow; ox0 += FM_TILE) {                                                 \
             const int8_t *tt = t + ox0 * sw;                                                      \
-            const int32_t n = ow - ox0 < FM_TILE ? ow - ox0 : FM_TILE;                            \
+            const fm_count n = ow - ox0 < FM_TILE ? (fm_count)(ow - ox0) : FM_TILE;               \
+            const fm_count nt = FM_TILE_LEN(n);                                                   \
+            size_t r = 0;                                     /* CSR row: (oc, ky, kx) */         \
             for (oc = 0; oc < p->out_c; oc++) {                                                   \
-                int32_t acc[FM_TILE], r = oc * kh * kw;                                           \
-                uint32_t j = FM_SEG(r);                                                           \
+                int32_t acc[FM_TILE];                                                             \
+                size_t j = FM_SEG(r);                                                             \
+                const int8_t *brow = tt;                          /* filter row ky */             \
                 for (i = 0; i < FM_TILE; i++) acc[i] = 0;                                         \
-                for (ky = 0; ky < kh; ky++)                                                       \
-                    for (kx = 0; kx < kw; kx++, r++) {                                            \
-                        const uint32_t e = FM_SEG(r + 1);                                         \
-                        const int8_t *base = tt + ky * pw + kx * p->dil_w;                        \
+                for (ky = 0; ky < kh; ky++, brow += pw) {                                         \
+                    const int8_t *base = brow;                    /* tap (ky, kx) */              \
+                    for (kx = 0; kx < kw; kx++, r++, base += dw) {                                \
+                        const size_t e = FM_SEG(r + 1);                                           \
                         for (; j < e; j++) {                                                      \
                             /* |w * x| <= 2^14: exact in int16 (a cheap SIMD multiply) */         \
                             const int16_t wv = v[j];                                              \
-                            const int8_t *xp = base + (int32_t)idx[j] * plane;                    \
+                            const int8_t *xp = base + (size_t)idx[j] * plane;                     \
                             if (sw == 1)                                                          \
-                                for (i = 0; i < FM_TILE; i++) acc[i] += (int16_t)(wv * xp[i]);    \
+                                for (i = 0; i < nt; i++) acc[i] += (int16_t)(wv * xp[i]);         \
                             else                                                                  \
-                                for (i = 0; i < FM_TILE; i++) acc[i] += (int16_t)(wv * xp[i * sw]); \
+                                for (i = 0; i < nt; i++) acc[i] += (int16_t)(wv * xp[i * sw]);    \
                         }                                                                         \
                     }                                                                             \
+                }                                                                                 \
                 for (i = 0; i < n; i++) {                                                         \
-                    int32_t a = fm_mul_by_qm(FM_WRAP_ADD(acc[i], p->acc0[oc]), p->mult[oc],       \
-                                             p->shift[oc]) + p->out_off;                          \
-                    if (a < p->act_min) a = p->act_min;                                           \
-                    if (a > p->act_max) a = p->act_max;                                           \
-                    o[(ox0 + i) * p->out_c + oc] = (int8_t)a;                                     \
+                    o[(ox0 + i) * p->out_c + oc] = fm_requant_s8(FM_WRAP_ADD(acc[i], p->acc0[oc]),   \
+                                                                 &p->out, p->shift[oc], p->mult[oc]);  \
                 }                                                                                 \
             }                                                                                     \
         }                                                                                         \
@@ -158,22 +160,27 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
     int8_t *out = (int8_t *)fm_data(it, op->out);
     int8_t *t = (int8_t *)(it->arena + op->scratch_off);
     const int32_t pw = padded_width(p);
-    const int32_t kc = p->k_c, kh = p->k_h, zp = -p->in_off;
+    const fm_count kc = (fm_count)p->k_c, kh = (fm_count)p->k_h;
+    const int32_t zp = -p->in_off;
+    const ptrdiff_t plane = (ptrdiff_t)kh * pw;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * kc;
-        int32_t ky, px, c;
+        fm_count ky, px, c;
         for (ky = 0; ky < kh; ky++) {
             const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
-            int8_t *row = t + ky * pw;
-            for (px = 0; px < pw; px++) {
-                const int32_t ix = px - p->pad_w;
-                if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w) {
-                    for (c = 0; c < kc; c++) row[c * kh * pw + px] = (int8_t)zp;
+            const int row_in = iy >= 0 && iy < p->in_h;
+            ptrdiff_t xo = (ptrdiff_t)(iy * p->in_w - p->pad_w) * kc;   /* input offset of column px */
+            /* pointer steps only (index products are helper calls on 16-bit targets) */
+            for (px = 0; px < pw; px++, xo += kc) {
+                const int32_t ix = (int32_t)px - p->pad_w;
+                int8_t *d = t + ky * pw + px;
+                if (!row_in || ix < 0 || ix >= p->in_w) {
+                    for (c = 0; c < kc; c++, d += plane) *d = (int8_t)zp;
                 } else {
-                    const int8_t *x = img + (iy * p->in_w + ix) * kc;
-                    for (c = 0; c < kc; c++) row[c * kh * pw + px] = x[c];
+                    const int8_t *x = img + xo;
+                    for (c = 0; c < kc; c++, d += plane) *d = x[c];
                 }
             }
         }
@@ -189,9 +196,29 @@ static inline int32_t dot(const int8_t *w, const int8_t *x, int32_t n, int32_t o
 {
     int32_t acc = 0, i;
 #ifdef FM_TARGET_DOT
+#if FM_TARGET_DOT_ALWAYS
+    return fm_dot_s8(x, w, (uint16_t)n, (int16_t)off, 0);
+#endif
     if (n >= FM_TARGET_DOT_MIN && n < 32768) return fm_dot_s8(x, w, (uint16_t)n, (int16_t)off, 0);
 #endif
-    for (i = 0; i < n; i++) acc += (int32_t)w[i] * ((int32_t)x[i] + off);
+    for (i = 0; i < n; i++) acc += FM_MAC16(w[i], x[i] + off);
+    return acc;
+}
+
+/* A whole filter window inside the image: `rows` filter rows of n contiguous values against
+ * input rows `step` bytes apart (on the MSP430 one multiplier accumulator for all of them). */
+static inline int32_t dot_rows(const int8_t *w, const int8_t *x, ptrdiff_t step, int32_t n, int32_t rows)
+{
+    int32_t acc = 0, i;
+#ifdef FM_TARGET_DOT
+#if FM_TARGET_DOT_ALWAYS
+    return fm_dot_s8_rows(x, step, w, (uint16_t)n, (uint16_t)rows, 0, 0);
+#endif
+    if (n >= FM_TARGET_DOT_MIN && n < 32768 && rows < 32768)
+        return fm_dot_s8_rows(x, step, w, (uint16_t)n, (uint16_t)rows, 0, 0);
+#endif
+    for (; rows > 0; rows--, x += step)
+        for (i = 0; i < n; i++) acc += FM_MAC16(*w++, x[i]);
     return acc;
 }
 
@@ -202,49 +229,47 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const int8_t *filt = (const int8_t *)fm_root(it, op->in[1])->cdata;
     const int32_t *bias = op->num_in > 2 && op->in[2] >= 0 ? (const int32_t *)(const void *)fm_data(it, op->in[2]) : NULL;
     int8_t *out = (int8_t *)fm_data(it, op->out);
-    const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc;
+    const int32_t kc = p->k_c, kh = p->k_h, kw = p->k_w, row_len = kw * kc, window = kh * row_len;
     const int32_t span_h = (kh - 1) * p->dil_h, span_w = (kw - 1) * p->dil_w;
-    const int32_t row_step = p->dil_h * p->in_w * kc;     /* input bytes between filter rows */
+    const fm_count out_c = (fm_count)p->out_c, out_w = (fm_count)p->out_w;
+    const ptrdiff_t x_step = (ptrdiff_t)p->stride_w * kc;         /* input bytes between outputs */
+    const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * p->in_c;
-        int8_t *o = out + ((int32_t)u * p->out_w) * p->out_c;
+        int8_t *o = out + ((int32_t)u * p->out_w) * out_c;     /* stepped, one value at a time */
         const int32_t iy0 = oy * p->stride_h - p->pad_h;
         const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
-        int32_t ox;
-        for (ox = 0; ox < p->out_w; ox++) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_w;
+        /* offset of the first input byte of the window of column ox (used where it is inside) */
+        int32_t ix0 = -p->pad_w;
+        ptrdiff_t win = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
+        fm_count ox;
+        for (ox = 0; ox < out_w; ox++, ix0 += p->stride_w, win += x_step) {
             /* every tap inside the image: the input offset is folded into acc0; at the border
              * only the taps inside count, with the offset added to each input */
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
-            const int32_t off = inside ? 0 : p->in_off;
-            const int8_t *window = inside ? img + (iy0 * p->in_w + ix0) * kc : NULL;
             const int8_t *k = filt;                            /* filter of channel oc */
-            int32_t oc;
-            for (oc = 0; oc < p->out_c; oc++) {
+            fm_count oc;
+            for (oc = 0; oc < out_c; oc++, k += window) {
                 int32_t acc = 0, ky, kx;
                 if (inside && p->dil_w == 1) {
-                    /* one contiguous filter and input row per filter row (pointer steps only:
-                     * 32-bit index products are helper calls on 16-bit targets) */
-                    const int8_t *xr = window;
-                    for (ky = 0; ky < kh; ky++, k += row_len, xr += row_step) acc += dot(k, xr, row_len, 0);
+                    acc = dot_rows(k, img + win, row_step, row_len, kh);
+                    acc = FM_WRAP_ADD(acc, p->acc0[oc]);
                 } else {
-                    for (ky = 0; ky < kh; ky++, k += row_len) {
+                    const int8_t *kr = k;
+                    for (ky = 0; ky < kh; ky++, kr += row_len) {
                         const int32_t iy = iy0 + ky * p->dil_h;
                         if (iy < 0 || iy >= p->in_h) continue;
                         for (kx = 0; kx < kw; kx++) {
                             const int32_t ix = ix0 + kx * p->dil_w;
                             if (ix < 0 || ix >= p->in_w) continue;
-                            acc += dot(k + kx * kc, img + (iy * p->in_w + ix) * kc, kc, off);
+                            acc += dot(kr + kx * kc, img + (iy * p->in_w + ix) * kc, kc, inside ? 0 : p->in_off);
                         }
                     }
+                    acc = FM_WRAP_ADD(acc, inside ? p->acc0[oc] : bias ? bias[oc] : 0);
                 }
-                acc = FM_WRAP_ADD(acc, inside ? p->acc0[oc] : bias ? bias[oc] : 0);
-                acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-                if (acc < p->act_min) acc = p->act_min;
-                if (acc > p->act_max) acc = p->act_max;
-                o[ox * p->out_c + oc] = (int8_t)acc;
+                *o++ = fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
             }
         }
     }

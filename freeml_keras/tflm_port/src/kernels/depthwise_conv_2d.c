@@ -30,9 +30,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad DEPTHWISE_CONV_2D options", opi, -1, 0);
     if ((s = fm_window(it, opi, padding, p->in_h, p->k_h, p->stride_h, p->dil_h, p->out_h, &p->pad_h)) != FM_OK) return s;
     if ((s = fm_window(it, opi, padding, p->in_w, p->k_w, p->stride_w, p->dil_w, p->out_w, &p->pad_w)) != FM_OK) return s;
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     s = fm_conv_multipliers(it, opi, in, f->num_scales ? f : fd, out, p->out_c, 0, &p->mult, &p->shift);
     if (s) return s;
     if (fd->flags & FM_T_SPARSE) op->scratch_bytes = 4u * (uint32_t)p->out_c;
@@ -42,10 +42,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 
 static int8_t finish(const fm_conv_params *p, int32_t acc, int32_t oc)
 {
-    acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-    if (acc < p->act_min) acc = p->act_min;
-    if (acc > p->act_max) acc = p->act_max;
-    return (int8_t)acc;
+    return fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
 }
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
@@ -58,6 +55,8 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     int8_t *out = (int8_t *)fm_data(it, op->out);
     int32_t *acc_row = op->scratch_bytes ? (int32_t *)(void *)(it->arena + op->scratch_off) : NULL;
     const int32_t in_off = p->in_off, dm = p->depth_mult, oc_n = p->out_c;
+    const fm_count kh = (fm_count)p->k_h, kw = (fm_count)p->k_w;
+    const ptrdiff_t x_step = (ptrdiff_t)p->dil_w * p->in_c, y_step = (ptrdiff_t)p->dil_h * p->in_w * p->in_c;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
@@ -85,7 +84,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                             const uint32_t c = w->idx_w == 1 ? w->idx[j]
                                              : w->idx_w == 2 ? ((const uint16_t *)(const void *)w->idx)[j]
                                              : ((const uint32_t *)(const void *)w->idx)[j];
-                            acc_row[c] += (int32_t)v[j] * ((int32_t)x[(int32_t)c / dm] + in_off);
+                            acc_row[c] += FM_MAC16(v[j], x[dm == 1 ? (int32_t)c : (int32_t)c / dm] + in_off);
                         }
                     }
                 }
@@ -93,7 +92,44 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                     o[ox * oc_n + oc] = finish(p, FM_WRAP_ADD(acc_row[oc], bias ? bias[oc] : 0), oc);
                 continue;
             }
-            for (oc = 0; oc < oc_n; oc++) {
+            oc = 0;
+            if (dm == 1 && p->dil_h == 1 && p->dil_w == 1) {
+                /* one filter per channel: 4 channels at a time, each loaded tap used by 4
+                 * accumulators, pointer steps only, over the taps inside the image (padding adds
+                 * w * (zp + in_off) = 0); the channels left over (out_c not a multiple of 4) take
+                 * the general loop below */
+                const fm_count y0 = (fm_count)(iy0 < 0 ? -iy0 : 0), x0 = (fm_count)(ix0 < 0 ? -ix0 : 0);
+                const fm_count y1 = (fm_count)(p->in_h - iy0 < kh ? p->in_h - iy0 : kh);
+                const fm_count x1 = (fm_count)(p->in_w - ix0 < kw ? p->in_w - ix0 : kw);
+                const ptrdiff_t w_skip = (ptrdiff_t)(kw - (x1 - x0)) * oc_n;   /* taps left out per row */
+                const int8_t *xw = img + ((iy0 + y0) * p->in_w + ix0 + x0) * p->in_c;
+                const int8_t *w0 = filt + ((ptrdiff_t)y0 * kw + x0) * oc_n;
+                for (; oc + 4 <= oc_n; oc += 4) {
+                    int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+                    const int8_t *wp = w0 + oc, *xr = xw + oc;
+                    fm_count y, x;
+                    for (y = y0; y < y1; y++, xr += y_step, wp += w_skip) {
+                        const int8_t *xp = xr;
+                        for (x = x0; x < x1; x++, xp += x_step, wp += oc_n) {
+                            a0 += FM_MAC16(wp[0], xp[0] + in_off);
+                            a1 += FM_MAC16(wp[1], xp[1] + in_off);
+                            a2 += FM_MAC16(wp[2], xp[2] + in_off);
+                            a3 += FM_MAC16(wp[3], xp[3] + in_off);
+                        }
+                    }
+                    if (bias) {
+                        a0 = FM_WRAP_ADD(a0, bias[oc]);
+                        a1 = FM_WRAP_ADD(a1, bias[oc + 1]);
+                        a2 = FM_WRAP_ADD(a2, bias[oc + 2]);
+                        a3 = FM_WRAP_ADD(a3, bias[oc + 3]);
+                    }
+                    o[ox * oc_n + oc] = finish(p, a0, oc);
+                    o[ox * oc_n + oc + 1] = finish(p, a1, oc + 1);
+                    o[ox * oc_n + oc + 2] = finish(p, a2, oc + 2);
+                    o[ox * oc_n + oc + 3] = finish(p, a3, oc + 3);
+                }
+            }
+            for (; oc < oc_n; oc++) {
                 int32_t acc = 0;
                 const int32_t ic = oc / dm;
                 for (ky = 0; ky < p->k_h; ky++) {

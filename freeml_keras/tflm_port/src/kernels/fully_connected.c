@@ -3,9 +3,6 @@
 #include "freeml/fm_math.h"
 #ifdef FM_TARGET_DOT
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
-#ifndef FM_TARGET_DOT_MIN
-#define FM_TARGET_DOT_MIN 16   /* shorter products: the call costs more than it saves */
-#endif
 #endif
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
@@ -36,9 +33,9 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (fb_i8(&fb, op->opts, 1, 0) != 0)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "shuffled FULLY_CONNECTED weights", opi, -1, 0);
     if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad FULLY_CONNECTED options", opi, -1, 0);
-    if ((s = fm_activation_range(it, opi, act, out, &p->act_min, &p->act_max)) != FM_OK) return s;
+    if ((s = fm_activation_range(it, opi, act, out, &p->out.min, &p->out.max)) != FM_OK) return s;
     p->in_off = -in->zero_point;
-    p->out_off = out->zero_point;
+    p->out.off = out->zero_point;
     {
         const fm_tensor *fq = f->num_scales ? f : fd;
         s = fm_conv_multipliers(it, opi, in, fq, out, p->out_c, (uint8_t)(fq->num_scales <= 1), &p->mult, &p->shift);
@@ -58,10 +55,15 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     int8_t *out = (int8_t *)fm_data(it, op->out);
     const int32_t depth = p->depth, in_off = p->in_off;
     const int sparse = (w->flags & FM_T_SPARSE) != 0;
+    /* batch row and output channel of unit `begin`, then stepped: no division or index product
+     * per output value (on 16-bit targets each is a long helper call) */
+    int32_t oc = (int32_t)(begin % (uint32_t)p->out_c);
+    const int8_t *x = in + (int32_t)(begin / (uint32_t)p->out_c) * depth;
+#if FM_FC_DENSE
+    const int8_t *k = filt + oc * depth;              /* dense weights of channel oc */
+#endif
     uint32_t u;
     for (u = begin; u < end; u++) {
-        const int32_t b = (int32_t)(u / (uint32_t)p->out_c), oc = (int32_t)(u % (uint32_t)p->out_c);
-        const int8_t *x = in + b * depth;
         int32_t acc = 0;
         if (sparse) {
             uint32_t j = fm_seg(w, (uint32_t)oc), e = fm_seg(w, (uint32_t)oc + 1);
@@ -69,27 +71,26 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 #if FM_FC_SPARSE_8
             if (w->idx_w == 1) {
                 const uint8_t *ix = w->idx;
-                for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
+                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
             }
 #endif
 #if FM_FC_SPARSE_16
             if (w->idx_w == 2) {
                 const uint16_t *ix = (const uint16_t *)(const void *)w->idx;
-                for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
+                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
             }
 #endif
 #if FM_FC_SPARSE_32
             if (w->idx_w == 4) {
                 const uint32_t *ix = (const uint32_t *)(const void *)w->idx;
-                for (; j < e; j++) acc += (int32_t)filt[j] * ((int32_t)x[ix[j]] + in_off);
+                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
             }
 #endif
             (void)j; (void)e;
         } else {
 #if FM_FC_DENSE
-            const int8_t *k = filt + oc * depth;
 #ifdef FM_TARGET_DOT
-            if (depth >= FM_TARGET_DOT_MIN && depth < 32768) {
+            if (FM_TARGET_DOT_ALWAYS || (depth >= FM_TARGET_DOT_MIN && depth < 32768)) {
                 acc = fm_dot_s8(x, k, (uint16_t)depth, (int16_t)in_off, acc);
             } else
 #endif
@@ -100,10 +101,17 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 #endif
         }
         if (bias) acc = FM_WRAP_ADD(acc, bias[oc]);
-        acc = fm_mul_by_qm(acc, p->mult[oc], p->shift[oc]) + p->out_off;
-        if (acc < p->act_min) acc = p->act_min;
-        if (acc > p->act_max) acc = p->act_max;
-        out[u] = (int8_t)acc;
+        out[u] = fm_requant_s8(acc, &p->out, p->shift[oc], p->mult[oc]);
+#if FM_FC_DENSE
+        k += depth;
+#endif
+        if (++oc == p->out_c) {
+            oc = 0;
+            x += depth;
+#if FM_FC_DENSE
+            k = filt;
+#endif
+        }
     }
 }
 

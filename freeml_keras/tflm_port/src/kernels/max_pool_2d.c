@@ -12,6 +12,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
     const int32_t ch = p->channels, row_step = p->in_w * ch;
+    const int act_min = (int)p->act_min, act_max = (int)p->act_max;
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
@@ -19,24 +20,24 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         const int32_t iy0 = oy * p->stride_h - p->pad_h;
         const int32_t y0 = iy0 < 0 ? -iy0 : 0;
         const int32_t y1 = p->in_h - iy0 < p->f_h ? p->in_h - iy0 : p->f_h;
-        int32_t ox, c, y, x;
-        for (ox = 0; ox < p->out_w; ox++) {
+        fm_count ox, c, y, x;
+        for (ox = 0; ox < (fm_count)p->out_w; ox++) {
             const int32_t ix0 = ox * p->stride_w - p->pad_w;
             const int32_t x0 = ix0 < 0 ? -ix0 : 0;
             const int32_t x1 = p->in_w - ix0 < p->f_w ? p->in_w - ix0 : p->f_w;
             const int8_t *corner = img + (iy0 + y0) * row_step + (ix0 + x0) * ch;   /* window, channel 0 */
             int8_t *o = out + (((int32_t)u * p->out_w) + ox) * ch;
-            for (c = 0; c < ch; c++) {
+            for (c = 0; c < (fm_count)ch; c++) {
                 const int8_t *row = corner + c;
-                int32_t m = -128;
+                int m = -128;                   /* int8 values: 16-bit compares on 16-bit targets */
                 /* walk the window with pointer steps: no index products per element */
-                for (y = y0; y < y1; y++, row += row_step) {
+                for (y = (fm_count)y0; y < (fm_count)y1; y++, row += row_step) {
                     const int8_t *px = row;
-                    for (x = x0; x < x1; x++, px += ch)
+                    for (x = (fm_count)x0; x < (fm_count)x1; x++, px += ch)
                         if (*px > m) m = *px;
                 }
-                if (m < p->act_min) m = p->act_min;
-                if (m > p->act_max) m = p->act_max;
+                if (m < act_min) m = act_min;
+                if (m > act_max) m = act_max;
                 o[c] = (int8_t)m;
             }
         }

@@ -46,6 +46,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (p->depth > 4096) return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX over more than 4096 classes", opi, -1, p->depth);
     p->rows = fm_elements(in) / p->depth;
     op->units = (uint32_t)p->rows;
+    op->scratch_bytes = 4u * (uint32_t)p->depth;       /* exp of each class, for both passes */
     return FM_OK;
 }
 
@@ -59,28 +60,29 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const fm_softmax_params *p = &op->p.softmax;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
+    int32_t *e = (int32_t *)(void *)(it->arena + op->scratch_off);
+    const int32_t depth = p->depth;
     uint32_t u;
     for (u = begin; u < end; u++) {
-        const int8_t *x = in + (int32_t)u * p->depth;
-        int8_t *o = out + (int32_t)u * p->depth;
-        int32_t c, mx = -128, sum = 0, headroom, bits_over_unit, recip, exponent;
-        for (c = 0; c < p->depth; c++) if (x[c] > mx) mx = x[c];
-        for (c = 0; c < p->depth; c++) {
+        const int8_t *x = in + (int32_t)u * depth;
+        int8_t *o = out + (int32_t)u * depth;
+        int32_t c, mx = -128, sum = 0, headroom, exponent, recip;
+        for (c = 0; c < depth; c++) if (x[c] > mx) mx = x[c];
+        /* exp(d) of each class once (Q0.31); 0 below diff_min, where the class adds nothing and
+         * its output is -128, as the exact formula gives for a zero exp too */
+        for (c = 0; c < depth; c++) {
             const int32_t d = (int32_t)x[c] - mx;
-            if (d >= p->diff_min)
-                sum += fm_rdbpot(fm_exp_on_negative_values_q5(scaled_diff(p, d)), 12);  /* Q12.19 */
+            e[c] = d >= p->diff_min ? fm_exp_on_negative_values_q5(scaled_diff(p, d)) : 0;
+            sum += fm_rdbpot(e[c], 12);                                  /* Q12.19 */
         }
         headroom = fm_clz32((uint32_t)sum);
-        bits_over_unit = 12 - headroom;
         recip = fm_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - 0x80000000u));
-        exponent = bits_over_unit + 31 - 8;
-        for (c = 0; c < p->depth; c++) {
-            const int32_t d = (int32_t)x[c] - mx;
+        exponent = 12 - headroom + 31 - 8;
+        for (c = 0; c < depth; c++) {
             int32_t v = -128;
-            if (d >= p->diff_min) {
-                v = fm_rdbpot(fm_srdhm(recip, fm_exp_on_negative_values_q5(scaled_diff(p, d))), exponent) - 128;
+            if (e[c]) {
+                v = fm_rdbpot(fm_srdhm(recip, e[c]), exponent) - 128;
                 if (v > 127) v = 127;
-                if (v < -128) v = -128;
             }
             o[c] = (int8_t)v;
         }

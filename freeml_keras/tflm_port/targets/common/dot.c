@@ -24,6 +24,17 @@ int32_t fm_dot_s8(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset
 #endif
 }
 
+int32_t fm_dot_s8_rows(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n, uint16_t rows,
+                       int16_t x_offset, int32_t acc)
+{
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT && !defined(FM_DOT_PORTABLE)
+    return fm_dot_s8_rows_hwmult(x, x_step, w, n, rows, x_offset, acc);  /* one accumulator */
+#else
+    for (; rows > 0; rows--, x += x_step, w += n) acc = fm_dot_s8(x, w, n, x_offset, acc);
+    return acc;
+#endif
+}
+
 const char *fm_dot_s8_impl(void)
 {
 #if defined(__ARM_FEATURE_DSP) && !defined(FM_DOT_PORTABLE)

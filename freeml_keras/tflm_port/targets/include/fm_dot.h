@@ -11,6 +11,7 @@
 #ifndef FREEML_FM_DOT_H
 #define FREEML_FM_DOT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -26,8 +27,25 @@ int32_t fm_dot_s8_hwmult(const int8_t *x, const int8_t *w, uint16_t n, int16_t x
                          int32_t acc);
 #endif
 
+/* Kernels call the target's loop for runs of at least FM_TARGET_DOT_MIN values (shorter ones: the
+ * call costs more than it saves; the build may set it); FM_TARGET_DOT_ALWAYS: for every length,
+ * with no C loop in the kernel (16-bit address spaces, where no run reaches 2^15 bytes). */
+#ifndef FM_TARGET_DOT_MIN
+#define FM_TARGET_DOT_MIN 16
+#endif
+#define FM_TARGET_DOT_ALWAYS (FM_TARGET_DOT_MIN <= 1 && UINTPTR_MAX <= 0xFFFFu)
+
 /* The best implementation this build has. */
 int32_t fm_dot_s8(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset, int32_t acc);
+
+/* A filter window: acc + the dot products of `rows` runs of n values, the runs of w contiguous
+ * and those of x `x_step` bytes apart (a convolution's filter rows against its input rows). */
+int32_t fm_dot_s8_rows(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n, uint16_t rows,
+                       int16_t x_offset, int32_t acc);
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+int32_t fm_dot_s8_rows_hwmult(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n, uint16_t rows,
+                              int16_t x_offset, int32_t acc);
+#endif
 
 /* Which implementation fm_dot_s8 is: "dsp", "hwmult" or "c". */
 const char *fm_dot_s8_impl(void);

@@ -1,0 +1,272 @@
+; The MSP430's hardware multiplier in assembly: the int8 MAC loop of the convolutions and fully
+; connected layers (fm_dot_s8_rows_hwmult, fm_dot.h), and the requantization: fm_requant_s8, fm_mul_by_qm, fm_srdhm
+; and fm_rdbpot of fm_math.h, bit for bit TFLite's MultiplyByQuantizedMultiplier / SaturatingRoundingDoubleHighMul
+; (math.c has the C definitions; it leaves these out of MSP430 builds with the multiplier).
+;
+; Why assembly: the 32x32 -> 64-bit product needs add-with-carry chains, which clang's MSP430
+; back end spells as compare-and-set sequences (about 500 bytes and 2,000 cycles per output
+; value from C); here it is about 100 cycles and 200 bytes.
+;
+; Method (sign and magnitude): |a| * |b| from three multiplier operations (lo*lo, the two cross
+; products accumulated in MAC mode: each is < 2^31 because both magnitudes are <= 2^31, so
+; their sum fits 32 bits, and hi*hi); TFLite's nudge (2^30, or 2^30 - 1 for a negative product)
+; is added and bits 31..62 taken: q = round(|ab| / 2^31), ties away from zero, then the sign.
+; The rounding right shift of MultiplyByQuantizedMultiplier, round half away from zero, works on
+; the magnitude the same way for both signs: (q + 2^(r-1)) >> r = ((q >> (r-1)) + 1) >> 1.
+; MSP430 EABI: a in R12:R13, b in R14:R15, shift (int32) on the stack; result in R12:R13;
+; R11..R15 are the caller's, R9/R10 are saved here.
+#if defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+
+#ifndef FM_MSP430_MPY_BASE
+#define FM_MSP430_MPY_BASE 0x04C0
+#endif
+#define MPY   (FM_MSP430_MPY_BASE + 0x0)
+#define MACS  (FM_MSP430_MPY_BASE + 0x6)
+#define MAC   (FM_MSP430_MPY_BASE + 0x4)
+#define OP2   (FM_MSP430_MPY_BASE + 0x8)
+#define RESLO (FM_MSP430_MPY_BASE + 0xA)
+#define RESHI (FM_MSP430_MPY_BASE + 0xC)
+
+; int32_t fm_dot_s8_rows_hwmult(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n,
+;                               uint16_t rows, int16_t x_offset, int32_t acc)
+;   x in R12, x_step in R13, w in R14, n in R15; rows, x_offset, acc on the stack. Signed
+;   multiply-accumulate (MACS) into the multiplier's 32-bit accumulator, operands read with
+;   auto-increment (clang's C loop cannot): 16.5 cycles per MAC, unrolled by 2.
+    .section .text.fm_dot_s8_rows_hwmult,"ax",@progbits
+    .global fm_dot_s8_rows_hwmult
+    .type   fm_dot_s8_rows_hwmult, @function
+fm_dot_s8_rows_hwmult:
+    push.w  r10
+    push.w  r9
+    push.w  r8
+    mov.w   12(r1), &RESLO              ; preload the accumulator
+    mov.w   14(r1), &RESHI
+    mov.w   10(r1), r10                 ; x_offset
+    mov.w   8(r1), r9                   ; rows
+    sub.w   r15, r13                    ; x_step - n: from the end of one input run to the next
+    tst.w   r9
+    jz      4f
+1:  mov.w   r15, r8
+    bit.w   #1, r8
+    jz      2f
+    mov.b   @r12+, r11                  ; odd n: one MAC first
+    sxt     r11
+    add.w   r10, r11
+    mov.w   r11, &MACS
+    mov.b   @r14+, r11
+    sxt     r11
+    mov.w   r11, &OP2
+2:  clrc
+    rrc.w   r8                          ; pairs
+    jz      3f
+5:  mov.b   @r12+, r11
+    sxt     r11
+    add.w   r10, r11
+    mov.w   r11, &MACS
+    mov.b   @r14+, r11
+    sxt     r11
+    mov.w   r11, &OP2
+    mov.b   @r12+, r11
+    sxt     r11
+    add.w   r10, r11
+    mov.w   r11, &MACS
+    mov.b   @r14+, r11
+    sxt     r11
+    mov.w   r11, &OP2
+    dec.w   r8
+    jnz     5b
+3:  add.w   r13, r12                    ; next input run
+    dec.w   r9
+    jnz     1b
+4:  mov.w   &RESLO, r12
+    mov.w   &RESHI, r13
+    pop.w   r8
+    pop.w   r9
+    pop.w   r10
+    ret
+    .size   fm_dot_s8_rows_hwmult, .-fm_dot_s8_rows_hwmult
+
+; int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
+;   shift > 0: x << shift (wrapping, as TFLite); shift < 0: rounding right shift by -shift.
+    .section .text.fm_requant,"ax",@progbits
+    .global fm_mul_by_qm
+    .type   fm_mul_by_qm, @function
+fm_mul_by_qm:
+    mov.w   2(r1), r11                  ; shift, -31 .. 31 (low word)
+; r13:r12 = x, r15:r14 = multiplier, r11 = shift
+fm_rq_shift:
+    tst.w   r11
+    jge     1f
+    inv.w   r11                         ; right shift r11 = -shift
+    inc.w   r11
+    jmp     fm_rq_core
+1:  jz      fm_rq_core                  ; shift 0
+2:  rla.w   r12                         ; left shift, wrapping; ends with r11 = 0
+    rlc.w   r13
+    dec.w   r11
+    jnz     2b
+    jmp     fm_rq_core
+
+; int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult):
+;   clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max); acc in R12:R13, q in R14,
+;   shift in R15, mult on the stack. min and max are int8 values: the sum is saturated to 16 bits
+;   first, then compared in 16 bits.
+    .global fm_requant_s8
+fm_requant_s8:
+    push.w  r14                         ; q
+    mov.w   r15, r11
+    mov.w   4(r1), r14                  ; mult
+    mov.w   6(r1), r15
+    call    #fm_rq_shift
+    pop.w   r14
+    add.w   0(r14), r12                 ; + q->off
+    addc.w  2(r14), r13
+    tst.w   r13
+    jl      3f
+    jnz     6f                          ; >= 2^16: max
+    tst.w   r12
+    jl      6f                          ; 2^15 .. 2^16 - 1: max
+    jmp     4f
+3:  cmp.w   #-1, r13
+    jne     5f                          ; < -2^16: min
+    tst.w   r12
+    jge     5f                          ; -2^16 .. -2^15 - 1: min
+4:  cmp.w   4(r14), r12                 ; v < min: min
+    jl      5f
+    mov.w   8(r14), r15
+    cmp.w   r12, r15                    ; max < v: max
+    jge     7f
+6:  mov.w   8(r14), r12
+    ret
+5:  mov.w   4(r14), r12
+7:  ret
+
+; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
+    .global fm_srdhm
+fm_srdhm:
+    clr.w   r11                         ; no right shift
+    cmp.w   #0x8000, r13                ; a == INT32_MIN ...
+    jne     fm_rq_core
+    tst.w   r12
+    jne     fm_rq_core
+    cmp.w   #0x8000, r15                ; ... and b == INT32_MIN
+    jne     fm_rq_core
+    tst.w   r14
+    jne     fm_rq_core
+    mov.w   #-1, r12
+    mov.w   #0x7FFF, r13
+    ret
+
+; int32_t fm_rdbpot(int32_t x, int32_t exponent): x / 2^exponent rounded half away from zero
+    .global fm_rdbpot
+fm_rdbpot:
+    mov.w   r14, r11                    ; exponent, 0 .. 31
+    push.w  r10
+    push.w  r9
+    clr.w   r10
+    mov.w   r12, r14                    ; q = |x| in r13:r14
+    tst.w   r13
+    jge     fm_rq_round
+    inv.w   r14
+    inv.w   r13
+    inc.w   r14
+    adc.w   r13
+    inc.w   r10
+    jmp     fm_rq_round
+
+; r13:r12 = a, r15:r14 = b, r11 = rounding right shift (0 .. 31)
+fm_rq_core:
+    push.w  r10
+    push.w  r9
+    clr.w   r10                         ; r10 = 1 if the product is negative
+    tst.w   r13
+    jge     1f
+    inv.w   r12                         ; |a| (2^31 for INT32_MIN, as unsigned)
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+    inc.w   r10
+1:  tst.w   r15
+    jge     2f
+    inv.w   r14                         ; |b|
+    inv.w   r15
+    inc.w   r14
+    adc.w   r15
+    xor.w   #1, r10
+2:  mov.w   r12, &MPY                   ; al * bl
+    mov.w   r14, &OP2
+    mov.w   &RESLO, r9                  ; word 0 (only whether it is 0 matters)
+    mov.w   &RESHI, r12                 ; word 1, so far
+    mov.w   r15, &OP2                   ; al * bh (operand 1 kept)
+    tst.w   r13
+    jnz     11f
+    add.w   &RESLO, r12                 ; |a| < 2^16 (most accumulators): no ah products
+    mov.w   &RESHI, r14
+    adc.w   r14                         ; word 2
+    jmp     12f                         ; word 3 = r13 = 0
+11: mov.w   r13, &MAC
+    mov.w   r14, &OP2                   ; + ah * bl: < 2^32
+    add.w   &RESLO, r12                 ; word 1
+    mov.w   &RESHI, r14
+    adc.w   r14                         ; word 2, so far (no carry out: the cross sum < 2^32 - 2^16)
+    mov.w   r13, &MPY                   ; ah * bh
+    mov.w   r15, &OP2
+    add.w   &RESLO, r14                 ; word 2
+    mov.w   &RESHI, r13
+    adc.w   r13                         ; word 3
+12: tst.w   r10                         ; nudge: 2^30, or 2^30 - 1 for a negative product
+    jz      3f
+    cmp.w   #1, r9                      ; carry = word 0 != 0 (word 0 + 0xFFFF carries)
+    addc.w  #0x3FFF, r12
+    jmp     4f
+3:  add.w   #0x4000, r12
+4:  adc.w   r14
+    adc.w   r13
+    rla.w   r12                         ; q = bits 31..62 into r13:r14 (< 2^31)
+    rlc.w   r14
+    rlc.w   r13
+; q (magnitude, <= 2^31) in r13:r14, sign in r10: sign * round(q / 2^r11), ties away from zero
+fm_rq_round:
+    tst.w   r11                         ; rounding right shift by r11
+    jz      9f
+    dec.w   r11                         ; q >> (r11 - 1) ...
+    cmp.w   #16, r11
+    jlo     5f
+    mov.w   r13, r14
+    clr.w   r13
+    sub.w   #16, r11
+5:  cmp.w   #8, r11
+    jlo     6f
+    swpb    r14                         ; by 8: bytes across the two words
+    swpb    r13
+    mov.b   r14, r14
+    mov.w   r13, r9
+    and.w   #0xFF00, r9
+    bis.w   r9, r14
+    mov.b   r13, r13
+    sub.w   #8, r11
+6:  tst.w   r11
+    jz      8f
+7:  clrc                                ; logical: q is 2^31 for fm_rdbpot(INT32_MIN, e)
+    rrc.w   r13
+    rrc.w   r14
+    dec.w   r11
+    jnz     7b
+8:  inc.w   r14                         ; ... + 1, >> 1
+    adc.w   r13
+    clrc
+    rrc.w   r13
+    rrc.w   r14
+9:  mov.w   r14, r12
+    tst.w   r10
+    jz      10f
+    inv.w   r12                         ; negative product: -q
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+10: pop.w   r9
+    pop.w   r10
+    ret
+    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the whole requantization section (code bytes)
+
+#endif
