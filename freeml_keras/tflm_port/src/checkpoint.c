@@ -417,30 +417,32 @@ fm_status fm_start(fm_intermittent *r)
 }
 
 #if FM_EXITS
-/* Stop at exit e? Explicit stop, confidence at the threshold, or not enough energy to reach
- * the next exit point (or the end of the model): the work of the main operators after exit e up
- * to the next exit, priced by the metadata's per-operator costs x energy_per_cycle when the
- * table is complete and energy_per_cycle > 0, otherwise by MACs x energy_per_mac. */
+/* Stop at exit e? Explicit stop, confidence at the threshold (fm_exit_confident), or not enough
+ * energy to reach the next exit point (or the end of the model): the work of the main operators
+ * after exit e up to the next exit, priced by the metadata's per-operator costs x
+ * energy_per_cycle when the table is complete and energy_per_cycle > 0, otherwise by MACs x
+ * energy_per_mac. All in integers: reading < work x price exactly when reading / price < work
+ * (no product to overflow); a price of 0 never stops. */
 static uint8_t exit_decision(const fm_intermittent *r, uint16_t e)
 {
     const fm_exit_head *h = r->exits;
     if (r->stop_at_exit == (int16_t)e) return 1;
-    if (r->use_thresholds && h->threshold[e] <= 1.0f) {
+    if (r->use_thresholds) {
         int8_t logits[FM_CKPT_MAX_CLASSES];
         fm_exit_logits(h, r->head, r->st.acc, logits);
-        if (fm_exit_confidence(h, r->head, logits) >= h->threshold[e]) return 1;
+        if (fm_exit_confident(h, r->head, e, logits)) return 1;
     }
     if (r->energy) {
         const uint8_t last = (uint32_t)e + 1u >= h->num_exits;
-        float need;
-        if (h->has_costs && r->energy_per_cycle > 0.0f) {   /* the device's own cost table */
-            uint32_t next = last ? h->cost_total : h->cost_to_exit[e + 1u];
-            need = (float)(next - h->cost_to_exit[e]) * r->energy_per_cycle;
+        uint32_t work, price;
+        if (h->has_costs && r->energy_per_cycle > 0u) {     /* the device's own cost table */
+            work = (last ? h->cost_total : h->cost_to_exit[e + 1u]) - h->cost_to_exit[e];
+            price = r->energy_per_cycle;
         } else {
-            uint32_t next = last ? h->macs_total : h->macs_to_exit[e + 1u];
-            need = (float)(next - h->macs_to_exit[e]) * r->energy_per_mac;
+            work = (last ? h->macs_total : h->macs_to_exit[e + 1u]) - h->macs_to_exit[e];
+            price = r->energy_per_mac;
         }
-        if (r->energy(r->energy_ctx) < need) return 1;
+        if (price > 0u && r->energy(r->energy_ctx) / price < work) return 1;
     }
     return 0;
 }

@@ -97,7 +97,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         h->main_tensor[e] = (int16_t)fm_ld_u32(r);
         h->head_input[e] = (int16_t)fm_ld_u32(r + 4);
         h->after_op[e] = (uint16_t)fm_ld_u32(r + 8);
-        h->threshold[e] = fm_ld_f32(r + 12);
+        h->conf_limit[e] = fm_exit_conf_limit(fm_ld_f32(r + 12));
         if (h->main_tensor[e] < 0 || h->main_tensor[e] >= (int16_t)main->num_tensors ||
             h->head_input[e] < 0 || h->head_input[e] >= (int16_t)head->num_tensors ||
             h->after_op[e] >= main->num_ops)
@@ -141,7 +141,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         }
         h->pooled[e] = t;
         h->slice_len[e] = head->tensors[t].bytes;
-        if (head->tensors[t].scale != head->tensors[fc->in[0]].scale ||
+        if (!fm_same_scale(head->tensors[t].scale, head->tensors[fc->in[0]].scale) ||
             head->tensors[t].zero_point != head->tensors[fc->in[0]].zero_point)
             return fail(hm, "pooled features and head FC input differ in quantization", e);
     }
@@ -248,35 +248,62 @@ void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t 
     }
 }
 
-/* exp(x) for x <= 0 without libm (the targets have none): 2^(x log2 e) split into an integer
- * power of two and a degree-5 polynomial on [0, 1); relative error below 1e-5. */
-static float exp_neg(float x)
+/* The confidence rule in integer arithmetic (no floating point on the targets), decided
+ * identically by freeml_keras.exits.stop_rule (fixed_point_exp_sum, confidence_limit).
+ *
+ * Sum of exp((logits[c] - max) * scale) over the classes in Q22 (FM_EXIT_CONF_BITS): the
+ * difference times the scale in Q5.26 from the scale's float bits (truncated; a product past
+ * 32 in magnitude contributes 0), gemmlowp's exp_on_negative_values (math.c, as SOFTMAX), each
+ * term rounded to Q22 (the largest logit's term is exactly 2^22). At most 64 classes: < 2^29. */
+uint32_t fm_exit_exp_sum(const int8_t *logits, uint16_t n, float scale)
 {
-    float y = x * 1.4426950409f, f, p;
-    int32_t n;
-    if (y < -60.0f) return 0.0f;
-    n = (int32_t)y;
-    if ((float)n > y) n--;
-    f = y - (float)n;
-    p = 1.0f + f * (0.6931472f + f * (0.2402265f + f * (0.0555041f + f * (0.0096181f + f * 0.0013334f))));
-    while (n < 0) {
-        p *= 0.5f;
-        n++;
-    }
-    return p;
-}
-
-float fm_exit_confidence(const fm_exit_head *h, const fm_interp *head, const int8_t *logits)
-{
-    const fm_tensor *out = &head->tensors[head->ops[h->fc_op].out];
+    const uint32_t bits = fm_f32_bits(scale);
+    int16_t e = (int16_t)((bits >> 23) & 0xFFu);
+    uint32_t mant = bits & 0x7FFFFFu, sum = 0;
+    int16_t sh;
     int32_t max = -128;
-    float sum = 0.0f;
     uint16_t c;
-    for (c = 0; c < h->num_classes; c++) {
+    if (e == 0) e = 1;                          /* subnormal: no hidden bit */
+    else mant |= 0x800000u;
+    sh = (int16_t)(124 - e);                    /* d * scale * 2^26 = d * mant * 2^-sh */
+    for (c = 0; c < n; c++) {
         if (logits[c] > max) max = logits[c];
     }
-    for (c = 0; c < h->num_classes; c++) {
-        sum += exp_neg((float)((int32_t)logits[c] - max) * out->scale);
+    for (c = 0; c < n; c++) {
+        const uint32_t p = (uint32_t)(max - logits[c]) * mant;   /* < 2^8 * 2^24 */
+        uint32_t mag;
+        if (p == 0u || sh >= 32) mag = 0u;
+        else if (sh >= 0) mag = p >> sh;
+        else if (sh > -31 && p <= (0x7FFFFFFFu >> -sh)) mag = p << -sh;
+        else continue;                          /* beyond 2^31: exp underflows to 0 */
+        if (mag > 0x7FFFFFFFu) continue;
+        sum += ((uint32_t)fm_exp_on_negative_values_q5(-(int32_t)mag) + 256u) >> 9;
     }
-    return 1.0f / sum;
+    return sum;
+}
+
+uint32_t fm_exit_conf_limit(float threshold)
+{
+    const uint32_t bits = fm_f32_bits(threshold);
+    const uint32_t e = (bits >> 23) & 0xFFu, m = (bits & 0x7FFFFFu) | 0x800000u;
+    uint32_t q = 0, r = 1, i;
+    if ((bits & 0x7FFFFFFFu) > 0x7F800000u || (!(bits >> 31) && bits > 0x3F800000u))
+        return 0u;                              /* NaN, above 1: never */
+    if ((bits >> 31) || e < 118u) return 0xFFFFFFFFu;   /* <= 0 or below 2^-9: always */
+    /* t = m * 2^(e - 150): floor(2^22 / t) = floor(2^(172 - e) / m) < 2^31, long division */
+    for (i = 0; i < 172u - e; i++) {
+        r <<= 1;
+        q <<= 1;
+        if (r >= m) {
+            r -= m;
+            q |= 1u;
+        }
+    }
+    return q;
+}
+
+uint8_t fm_exit_confident(const fm_exit_head *h, const fm_interp *head, uint16_t e, const int8_t *logits)
+{
+    const fm_tensor *out = &head->tensors[head->ops[h->fc_op].out];
+    return h->conf_limit[e] != 0u && fm_exit_exp_sum(logits, h->num_classes, out->scale) <= h->conf_limit[e];
 }

@@ -165,8 +165,8 @@ fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_
     r->head = NULL;
     r->energy = NULL;
     r->energy_ctx = NULL;
-    r->energy_per_mac = 0.0f;
-    r->energy_per_cycle = 0.0f;
+    r->energy_per_mac = 0u;
+    r->energy_per_cycle = 0u;
     r->stop_at_exit = -1;
     r->use_thresholds = 0u;
     r->planned = 0u;

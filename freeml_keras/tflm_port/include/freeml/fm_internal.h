@@ -306,6 +306,11 @@ fm_status fm_channel_offsets(fm_interp *it, const fm_tensor *w, const int32_t *b
                              int32_t in_off, int32_t channels, int32_t rows, int32_t row_len,
                              int32_t **acc0);
 fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b);
+/* The bits of a float, and float equality (a == b) decided on them: the targets' builds compare
+ * scales without floating-point arithmetic (no software float linked). */
+uint32_t fm_f32_bits(float f);
+uint8_t fm_same_scale(float a, float b);
+#define FM_F32_ONE_256 0x3B800000ul     /* 1 / 256, the int8 SOFTMAX output scale */
 /* Output size check and leading padding of one spatial dimension (padding 0 SAME, 1 VALID). */
 fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);

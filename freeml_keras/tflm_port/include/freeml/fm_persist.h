@@ -33,7 +33,7 @@
 extern "C" {
 #endif
 
-#define FM_PERSIST_VERSION 1ul
+#define FM_PERSIST_VERSION 2ul
 #define FM_SEAL_TAG 0x5EA1ED01ul    /* every byte nonzero: a torn tag never reads as valid */
 
 /* Where the model is and the blocks preparation writes. */

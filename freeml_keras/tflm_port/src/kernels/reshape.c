@@ -15,7 +15,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     } else if (fm_root(it, op->in[0])->flags & FM_T_SPARSE) {
         return fm_fail(it, FM_ERR_UNSUPPORTED, "reshape of a sparse tensor", opi, op->in[0], 0);
     }
-    if (op->code != FM_OP_DENSIFY && (in->scale != out->scale || in->zero_point != out->zero_point))
+    if (op->code != FM_OP_DENSIFY && (!fm_same_scale(in->scale, out->scale) || in->zero_point != out->zero_point))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "reshape changes quantization", opi, op->out, 0);
     fm_alias(it, op->out, op->in[0]);
     op->units = 0;
