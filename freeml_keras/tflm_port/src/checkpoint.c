@@ -299,15 +299,12 @@ static uint8_t is_exit_op(const fm_intermittent *r, uint16_t op)
  * 20), or NULL (and 0 records) when it has none. */
 static const uint8_t *metadata_costs(const fm_interp *it, uint32_t *num_ops)
 {
-    uint32_t n, at = fb_metadata(it->model, it->model_len, "freeml", 6u, &n), ops_at, count;
-    const uint8_t *md = it->model + at;
+    uint32_t n, stride;
+    const uint8_t *md = fm_freeml_metadata(it->model, it->model_len, &n, &stride);
     *num_ops = 0;
-    if (at == 0u || n < 32u || memcmp(md, "FMLM", 4) != 0 || fm_ld_u16(md + 4) != 2u) return NULL;
-    count = fm_ld_u16(md + 14);
-    ops_at = fm_ld_u32(md + 20);
-    if (count != it->num_ops || ops_at > n || 20u * count > n - ops_at) return NULL;
-    *num_ops = count;
-    return md + ops_at;
+    if (md == NULL || stride != FM_MD_OP_RECORD_V2 || fm_ld_u16(md + 14) != it->num_ops) return NULL;
+    *num_ops = it->num_ops;
+    return md + fm_ld_u32(md + 20);
 }
 
 fm_status fm_plan_ops(fm_intermittent *r)

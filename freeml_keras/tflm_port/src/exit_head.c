@@ -6,45 +6,31 @@
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
-/* Position and length of the `freeml` metadata buffer inside the model, 0 if none. */
-static uint32_t metadata(const uint8_t *model, uint32_t len, uint32_t *md_len)
+/* The freeml metadata (fm_freeml_metadata) with its header size (32 bytes or more) and exit
+ * records checked too: *stride 0 when the header or a record table is out of bounds. */
+static const uint8_t *metadata(const uint8_t *model, uint32_t len, uint32_t *n, uint32_t *stride)
 {
-    return fb_metadata(model, len, "freeml", 6u, md_len);
-}
-
-/* Checks of the metadata's fixed part that everything else relies on: magic, a known version,
- * a header of at least 32 bytes, and the exit and operator record tables inside the buffer (no
- * read past its end whatever the offsets say). Returns the operator record size (16 for v1,
- * 20 for v2), 0 when the metadata is unusable. */
-static uint32_t check_metadata(const uint8_t *md, uint32_t n)
-{
-    uint32_t version, hsize, stride, exits_at, ops_at, num_exits, num_ops;
-    if (n < 32u || memcmp(md, "FMLM", 4) != 0) return 0;
-    version = fm_ld_u16(md + 4);
-    hsize = fm_ld_u16(md + 6);
-    if (version != 1u && version != 2u) return 0;
-    stride = version == 1u ? FM_MD_OP_RECORD_V1 : FM_MD_OP_RECORD_V2;
-    num_exits = fm_ld_u16(md + 8);
-    num_ops = fm_ld_u16(md + 14);
-    exits_at = fm_ld_u32(md + 16);
-    ops_at = fm_ld_u32(md + 20);
-    /* a * b below is at most 65535 * 20: no overflow; offsets are compared by subtraction */
-    if (hsize < 32u || hsize > n || exits_at < hsize || exits_at > n ||
-        FM_MD_EXIT_RECORD * num_exits > n - exits_at || ops_at < hsize || ops_at > n ||
-        stride * num_ops > n - ops_at)
-        return 0;
-    return stride;
+    const uint8_t *md = fm_freeml_metadata(model, len, n, stride);
+    uint32_t exits_at, hsize;
+    if (md != NULL && *stride != 0u) {
+        exits_at = fm_ld_u32(md + 16);
+        hsize = fm_ld_u16(md + 6);
+        /* 16 * a is at most 65535 * 16: no overflow; offsets are compared by subtraction */
+        if (hsize < 32u || hsize > *n || fm_ld_u32(md + 20) < hsize || exits_at < hsize || exits_at > *n ||
+            FM_MD_EXIT_RECORD * (uint32_t)fm_ld_u16(md + 8) > *n - exits_at)
+            *stride = 0u;
+    }
+    return md;
 }
 
 fm_status fm_exit_find(const uint8_t *model, uint32_t model_len, uint16_t *head_subgraph)
 {
-    uint32_t n, at = metadata(model, model_len, &n), version;
-    if (at == 0u || n < 8u || memcmp(model + at, "FMLM", 4) != 0) return FM_ERR_UNSUPPORTED;
-    version = fm_ld_u16(model + at + 4);
-    if (version != 1u && version != 2u) return FM_ERR_UNSUPPORTED;
-    if (check_metadata(model + at, n) == 0u) return FM_ERR_FORMAT;
-    if (fm_ld_u16(model + at + 8) == 0u) return FM_ERR_UNSUPPORTED;
-    *head_subgraph = fm_ld_u16(model + at + 12);
+    uint32_t n, stride;
+    const uint8_t *md = metadata(model, model_len, &n, &stride);
+    if (md == NULL) return FM_ERR_UNSUPPORTED;
+    if (stride == 0u) return FM_ERR_FORMAT;
+    if (fm_ld_u16(md + 8) == 0u) return FM_ERR_UNSUPPORTED;
+    *head_subgraph = fm_ld_u16(md + 12);
     return FM_OK;
 }
 
@@ -62,15 +48,11 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
 {
     fm_interp *hm = (fm_interp *)(uintptr_t)head;   /* only its error record is written */
     const uint8_t *md;
-    uint32_t n, at, exits_at, ops_at, num_ops, k, stride;
+    uint32_t n, exits_at, ops_at, num_ops, k, stride;
     uint16_t e, o;
     memset(h, 0, sizeof *h);
-    at = metadata(main->model, main->model_len, &n);
-    if (at == 0u || n < 32u) return fail(hm, "model has no freeml metadata", 0);
-    md = main->model + at;
-    if (memcmp(md, "FMLM", 4) != 0 || (fm_ld_u16(md + 4) != 1u && fm_ld_u16(md + 4) != 2u))
-        return fail(hm, "freeml metadata is not version 1 or 2", n >= 6u ? fm_ld_u16(md + 4) : 0);
-    stride = check_metadata(md, n);
+    md = metadata(main->model, main->model_len, &n, &stride);
+    if (md == NULL) return fail(hm, "model has no freeml metadata of version 1 or 2", 0);
     if (stride == 0u)
         return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata records out of bounds", -1, -1, (int32_t)n);
     h->num_exits = fm_ld_u16(md + 8);

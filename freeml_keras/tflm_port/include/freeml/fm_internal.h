@@ -97,6 +97,12 @@ int32_t fb_vec_i32(const fm_fb *fb, uint32_t vec, uint32_t i);
 uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint32_t name_len,
                      uint32_t *data_len);
 
+/* The model's `freeml` metadata (fm_exit.h): the start of its buffer (*n bytes), NULL when there
+ * is none or its header is not version 1 or 2; *stride is the operator record size (16 for v1,
+ * 20 for v2) when the operator records lie inside the buffer after a 32-byte header, 0
+ * otherwise (exit_head.c also checks the header size and the exit records). */
+const uint8_t *fm_freeml_metadata(const uint8_t *model, uint32_t len, uint32_t *n, uint32_t *stride);
+
 /* ---- tensors and operators ---------------------------------------------------------------- */
 
 #define FM_T_CONST 1u
