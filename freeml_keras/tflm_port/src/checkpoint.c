@@ -513,8 +513,12 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
         return FM_OK;
     }
     if (!r->planned) {
+#if FM_PREPARE_ON_DEVICE
         s = fm_plan_ops(r);
         if (s) return s;
+#else
+        return FM_ERR_STATE;         /* the plan comes with the prepared image */
+#endif
     }
     while (!finished && (max_steps == 0u || steps < max_steps)) {
         fm_cursor cur;
@@ -572,7 +576,7 @@ uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t m
     cur.op = 0;
     cur.unit = 0;
     if (r->granularity == 0u || exits_supported(r) != FM_OK) return 0;
-    if (!r->planned && fm_plan_ops((fm_intermittent *)(uintptr_t)r) != FM_OK) return 0;
+    if (!r->planned && (!FM_PREPARE_ON_DEVICE || fm_plan_ops((fm_intermittent *)(uintptr_t)r) != FM_OK)) return 0;
     while (cur.op < it->num_ops) {
         fm_step_info si;
         si.units = plan_step(r, cur, &si.work, &si.cost);

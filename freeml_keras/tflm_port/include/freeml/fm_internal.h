@@ -52,6 +52,19 @@
 #ifndef FM_PREPARE_FLOAT
 #define FM_PREPARE_FLOAT 1
 #endif
+/* FM_PREPARE_ON_DEVICE 0: a device build that runs only from a prepared image (fm_persist.h)
+ * sealed by a build that prepares, with the same structures, kernel table (the same kernels in
+ * the same order), blocks and step configuration: nothing of parsing, preparation or step
+ * planning is linked (about 23 KB of the MSP430 build of cnn_s with its exit head). fm_power_on
+ * without a matching image fails with FM_ERR_UNSUPPORTED and writes nothing; the seal's kernel
+ * table address is not compared (the preparing build is another firmware); fm_init and
+ * fm_init_subgraph refuse every operator (FM_ERR_UNSUPPORTED), fm_resume and fm_plan_steps need
+ * the image's plan. 1 (the default): everything as described elsewhere. */
+#ifndef FM_PREPARE_ON_DEVICE
+#define FM_PREPARE_ON_DEVICE 1
+#endif
+/* A kernel's prepare in its fm_kernel table entry: NULL in a build that cannot prepare. */
+#define FM_KERNEL_PREPARE(f) (FM_PREPARE_ON_DEVICE ? (f) : NULL)
 /* The type of a real-valued rescaling factor in prepare: double where it is computed, an unused
  * int otherwise (so that the call sites compile without floating point). */
 #if FM_PREPARE_FLOAT
