@@ -106,8 +106,8 @@ def _exp_on_negative_values_q5(a: np.ndarray) -> np.ndarray:
 def fixed_point_exp_sum(logits: np.ndarray, scale: float) -> np.ndarray:
     """The runtime's sum over classes of exp((logits - max) x scale) for int8 logits (...,
     classes) and the float32 scale of the head's output, in Q22 (``fm_exit_exp_sum``): the
-    difference times the scale in Q5.26 from the scale's bits (truncated; beyond 32 the term is
-    0), gemmlowp's fixed-point exp, each term rounded to 2^-22.
+    scale in Q5.26 from its bits (truncated), times each difference (at 2^31 and beyond the
+    term is 0), gemmlowp's fixed-point exp, each term rounded to 2^-22.
 
     Example::
 
@@ -117,23 +117,17 @@ def fixed_point_exp_sum(logits: np.ndarray, scale: float) -> np.ndarray:
     """
     z = np.asarray(logits, np.int64)
     bits = int(np.array(scale, np.float32).view(np.uint32))
-    e, mant = (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    e, step = (bits >> 23) & 0xFF, bits & 0x7FFFFF
     if e == 0:
         e = 1
     else:
-        mant |= 0x800000
+        step |= 0x800000
     sh = 124 - e
-    p = (z.max(axis=-1, keepdims=True) - z) * mant           # < 2^32
-    if sh >= 32:
-        mag = np.zeros_like(p)
-    elif sh >= 0:
-        mag = p >> sh
-    else:
-        mag = np.where(p <= (_I32_MAX >> -sh), p << min(-sh, 62), 1 << 31) if sh > -31 \
-            else np.full_like(p, 1 << 31)
-    mag = np.where(p == 0, 0, mag)
-    ok = mag <= _I32_MAX
-    term = (_exp_on_negative_values_q5(-np.where(ok, mag, 0)) + 256) >> 9
+    step = 0 if sh >= 24 else step >> sh if sh >= 0 else step << -sh if sh > -8 else 1 << 31
+    dmax = _I32_MAX // step if step else 255
+    d = z.max(axis=-1, keepdims=True) - z
+    ok = d <= dmax
+    term = (_exp_on_negative_values_q5(-np.where(ok, d * step, 0)) + 256) >> 9
     return np.where(ok, term, 0).sum(axis=-1)
 
 

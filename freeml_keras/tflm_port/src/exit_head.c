@@ -233,52 +233,52 @@ void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t 
 /* The confidence rule in integer arithmetic (no floating point on the targets), decided
  * identically by freeml_keras.exits.stop_rule (fixed_point_exp_sum, confidence_limit).
  *
- * Sum of exp((logits[c] - max) * scale) over the classes in Q22 (FM_EXIT_CONF_BITS): the
- * difference times the scale in Q5.26 from the scale's float bits (truncated; a product past
- * 32 in magnitude contributes 0), gemmlowp's exp_on_negative_values (math.c, as SOFTMAX), each
- * term rounded to Q22 (the largest logit's term is exactly 2^22). At most 64 classes: < 2^29. */
+ * Sum of exp((logits[c] - max) * scale) over the classes in Q22 (FM_EXIT_CONF_BITS): the scale
+ * in Q5.26 from its float bits (truncated; 2^31 and more: "any difference underflows"), times
+ * each difference (a product past 2^31 - 1, 32 and more in magnitude, contributes 0), gemmlowp's
+ * exp_on_negative_values (math.c, as SOFTMAX), each term rounded to Q22 (the largest logit's is
+ * exactly 2^22). At most 64 classes: < 2^29. */
 uint32_t fm_exit_exp_sum(const int8_t *logits, uint16_t n, float scale)
 {
     const uint32_t bits = fm_f32_bits(scale);
-    int16_t e = (int16_t)((bits >> 23) & 0xFFu);
-    uint32_t mant = bits & 0x7FFFFFu, sum = 0;
-    int16_t sh;
-    int32_t max = -128;
+    int16_t e = (int16_t)((bits >> 23) & 0xFFu), sh;
+    uint32_t step = bits & 0x7FFFFFu, dmax, sum = 0;
+    int16_t max = -128;
     uint16_t c;
     if (e == 0) e = 1;                          /* subnormal: no hidden bit */
-    else mant |= 0x800000u;
-    sh = (int16_t)(124 - e);                    /* d * scale * 2^26 = d * mant * 2^-sh */
+    else step |= 0x800000u;
+    sh = (int16_t)(124 - e);                    /* scale * 2^26 = step * 2^-sh, step < 2^24 */
+    if (sh >= 24) step = 0u;
+    else if (sh >= 0) step >>= sh;
+    else step = sh > -8 ? step << -sh : 0x80000000u;
+    dmax = step ? 0x7FFFFFFFu / step : 255u;    /* the largest difference d with d * step < 2^31 */
     for (c = 0; c < n; c++) {
         if (logits[c] > max) max = logits[c];
     }
     for (c = 0; c < n; c++) {
-        const uint32_t p = (uint32_t)(max - logits[c]) * mant;   /* < 2^8 * 2^24 */
-        uint32_t mag;
-        if (p == 0u || sh >= 32) mag = 0u;
-        else if (sh >= 0) mag = p >> sh;
-        else if (sh > -31 && p <= (0x7FFFFFFFu >> -sh)) mag = p << -sh;
-        else continue;                          /* beyond 2^31: exp underflows to 0 */
-        if (mag > 0x7FFFFFFFu) continue;
-        sum += ((uint32_t)fm_exp_on_negative_values_q5(-(int32_t)mag) + 256u) >> 9;
+        const uint16_t d = (uint16_t)(max - logits[c]);
+        if (d <= dmax)
+            sum += ((uint32_t)fm_exp_on_negative_values_q5(-(int32_t)(d * step)) + 256u) >> 9;
     }
     return sum;
 }
 
 uint32_t fm_exit_conf_limit(float threshold)
 {
-    const uint32_t bits = fm_f32_bits(threshold);
-    const uint32_t e = (bits >> 23) & 0xFFu, m = (bits & 0x7FFFFFu) | 0x800000u;
-    uint32_t q = 0, r = 1, i;
-    if ((bits & 0x7FFFFFFFu) > 0x7F800000u || (!(bits >> 31) && bits > 0x3F800000u))
-        return 0u;                              /* NaN, above 1: never */
-    if ((bits >> 31) || e < 118u) return 0xFFFFFFFFu;   /* <= 0 or below 2^-9: always */
+    const uint32_t bits = fm_f32_bits(threshold), m = (bits & 0x7FFFFFu) | 0x800000u;
+    const uint16_t e = (uint16_t)((bits >> 23) & 0xFFu);
+    uint32_t q = 0, r = 1;
+    uint16_t n;
+    if (bits >> 31) return (bits & 0x7FFFFFFFu) > 0x7F800000u ? 0u : 0xFFFFFFFFu;  /* NaN; <= 0 */
+    if (bits > 0x3F800000u) return 0u;          /* above 1, +inf, NaN: never */
+    if (e < 118u) return 0xFFFFFFFFu;           /* below 2^-9: always */
     /* t = m * 2^(e - 150): floor(2^22 / t) = floor(2^(172 - e) / m) < 2^31, long division */
-    for (i = 0; i < 172u - e; i++) {
-        r <<= 1;
-        q <<= 1;
+    for (n = (uint16_t)(172u - e); n > 0u; n--) {
+        r += r;
+        q += q;
         if (r >= m) {
             r -= m;
-            q |= 1u;
+            q++;
         }
     }
     return q;
