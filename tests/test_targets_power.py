@@ -125,17 +125,19 @@ def test_no_livelock_when_a_charge_pays_restart_and_largest_step(models, name, t
     assert short.outputs == []
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn"])
+@pytest.mark.parametrize("name", ["mlp", "cnn_s_exits"])
 def test_a_program_without_preparation_runs_from_a_provisioned_image(models, name, tmp_path):
     """MSP430: the power program built with FM_PREPARE_ON_DEVICE 0 (no parsing, preparation or
-    step planning: less than half the code) warm-starts at its first power-on from the image the
-    preparing build sealed in the emulator, and answers bit-exact with the host; without the
-    image it refuses to power on (FM_ERR_UNSUPPORTED)."""
+    step planning) warm-starts at its first power-on from the image the provisioning build
+    (preparation only) sealed in the emulator, and answers bit-exact with the host; without the
+    image it refuses to power on (FM_ERR_UNSUPPORTED). The compressed cnn_s with its exit head
+    and checkpoints runs on the MSP430 this way (with preparation on the device it does not fit
+    its 48 KB of FRAM)."""
     b, x = models[name]
     p = power.provision(b, x, tmp_path)
     print(f"{name}: .text (code and model) {p.size['text']} B without preparation, "
           f"{p.preparing.size['text']} B with")
-    assert p.size["text"] < p.preparing.size["text"] / 2
+    assert p.size["text"] < p.preparing.size["text"]
     out = power.run_provisioned(p)
     assert "@boots 1 1" in out, out                              # warm at its first power-on
     done = [line for line in out.splitlines() if line.startswith("@done")]

@@ -68,7 +68,8 @@ def _need_line(output: str) -> tuple[int, int, int, int] | None:
 def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                         countdown: Sequence[int] | None = None, step_cost: int | None = None,
                         step_work: int | None = None, prepare_float: bool = False,
-                        inferences: int = 1, sizes: Sequence[int] | None = None) -> PowerBuild:
+                        inferences: int = 1, sizes: Sequence[int] | None = None,
+                        prepare_only: bool = False) -> PowerBuild:
     """Build ``power_run.c`` for ``model`` with input ``x`` on ``target`` (prepared image,
     state, arena and checkpoint in the target's NVM section; FM_PREPARE_FLOAT 0, so the model
     must carry precomputed requantization parameters). The blocks are sized by the target: a
@@ -78,7 +79,9 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     runtime before they were precomputed; for comparison). ``inferences``: how many the
     program runs one after the other (a device answering input after input). ``sizes``: the
     blocks' sizes (state, arena, head state, head arena) when known (``PowerBuild`` of the same
-    model); a ``countdown`` build needs them (it cannot report what it needs)."""
+    model); a ``countdown`` build needs them (it cannot report what it needs). ``prepare_only``:
+    the provisioning build of :func:`provision` (FM_PREPARE_ONLY, FM_EVAL_ON_DEVICE 0: it
+    prepares and seals the image, runs no inference, links no kernel eval code)."""
     m = as_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,13 +107,16 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     cfg = (f"#define FM_STEP_COST {int(DEFAULT_STEP_COST if step_cost is None else step_cost)}ul\n"
            f"#define FM_STEP_WORK {int(DEFAULT_STEP_WORK if step_work is None else step_work)}ul\n")
     cfg += f"#define FM_INFERENCES {int(inferences)}u\n"
+    if prepare_only:
+        cfg += "#define FM_PREPARE_ONLY 1\n"
     if countdown is not None:
         cfg += f"#define FM_COUNTDOWN_FAILURES {{{', '.join(f'{int(k)}ul' for k in countdown) or '0ul'}}}\n"
     (out / "power_cfg.h").write_text(cfg)
     # the first unit fm_resume runs marks the end of a restart; prepare without floating point
     config = (out / "fm_kernel_config.h").read_text().replace(
         "#define FM_PREPARE_FLOAT 0", f"#define FM_PREPARE_FLOAT {int(prepare_float)}").replace(
-        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n#endif")
+        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n"
+        + ("#define FM_EVAL_ON_DEVICE 0\n" if prepare_only else "") + "#endif")
     (out / "fm_kernel_config.h").write_text(config)
     defines = TARGET_DEFINES[target]
     sources = model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
@@ -225,7 +231,7 @@ class Provisioned:
     """A program that cannot prepare (``elf``, built with ``FM_PREPARE_ON_DEVICE 0``) and the NVM
     bytes it runs from: ``image`` at ``address`` (power_run.c's ``nvm_mem``: checkpoint slots,
     arena, state blocks and the prepared image, sealed by ``preparing``, the same program built
-    with preparation, at its first power-on). On a device the image is written with the
+    to prepare only). On a device the image is written with the
     firmware; in the emulator, before the first run."""
     elf: Path
     address: int
@@ -244,13 +250,14 @@ def _symbol(elf: Path, name: str) -> tuple[int, int]:
 
 def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path) -> Provisioned:
     """The MSP430 power program of ``model`` without preparation code, and its prepared image:
-    the preparing build (:func:`build_power_program`) runs in the emulator to the end of its
-    first ``fm_power_on`` (model parsed and prepared, steps planned, image sealed), its NVM
-    block is read out, and the same program is built again with ``FM_PREPARE_ON_DEVICE 0``
-    (the linker script places the NVM block and the model before the code, so both builds
-    agree on every address the image holds). Needs the preparing build to fit the device."""
+    the provisioning build (:func:`build_power_program` with ``prepare_only``: preparation
+    without the kernels' eval code, so that it fits where preparation and inference together
+    would not) runs in the emulator to the end of its ``fm_power_on`` (model parsed and
+    prepared, steps planned, image sealed), its NVM block is read out, and the program is built
+    again with inference and ``FM_PREPARE_ON_DEVICE 0`` (the linker script places the NVM block
+    and the model before the code, so both builds agree on every address the image holds)."""
     out = Path(out_dir)
-    prep = build_power_program("msp430", model, x, out / "preparing")
+    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True)
     mark = symbol_address("msp430", prep.elf, "fm_target_mark")
     address, size = _symbol(prep.elf, "nvm_mem")
     # marks: main's entry, after fm_power_on
@@ -263,6 +270,10 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path) -> Provision
     if len(image) < size:
         raise TargetRunError(f"mspdebug: read {len(image)} of the {size} bytes of the prepared image")
     exits = model_has_exits(as_model(model))
+    for name, line in (("fm_kernel_config.h", "#define FM_EVAL_ON_DEVICE 0\n"),
+                       ("power_cfg.h", "#define FM_PREPARE_ONLY 1\n")):
+        f = prep.elf.parent / name
+        f.write_text(f.read_text().replace(line, ""))
     sources = model_sources(exits) + [prep.elf.parent / "registry_model.c", prep.elf.parent / "model_data.c",
                                       TARGETS_DIR / "programs" / "power_run.c"]
     elf = build("msp430", "power_run_noprep", sources, prep.elf.parent, include_dirs=[RUNTIME_DIR / "include",

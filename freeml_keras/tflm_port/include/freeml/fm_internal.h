@@ -65,6 +65,13 @@
 #endif
 /* A kernel's prepare in its fm_kernel table entry: NULL in a build that cannot prepare. */
 #define FM_KERNEL_PREPARE(f) (FM_PREPARE_ON_DEVICE ? (f) : NULL)
+/* FM_EVAL_ON_DEVICE 0: a build that only prepares and seals images for a build without
+ * preparation (the provisioning step on a device too small for both; fm_step must not be
+ * called): the kernels' eval entries are NULL and their code is not linked. */
+#ifndef FM_EVAL_ON_DEVICE
+#define FM_EVAL_ON_DEVICE 1
+#endif
+#define FM_KERNEL_EVAL(f) (FM_EVAL_ON_DEVICE ? (f) : NULL)
 /* The type of a real-valued rescaling factor in prepare: double where it is computed, an unused
  * int otherwise (so that the call sites compile without floating point). */
 #if FM_PREPARE_FLOAT
