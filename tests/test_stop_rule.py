@@ -10,7 +10,8 @@ from conftest import prune_kernels
 import numpy as np
 import pytest
 
-from freeml_keras.exits.stop_rule import StopRule, confidence
+from freeml_keras.exits.stop_rule import (StopRule, confidence, confidence_limit, fixed_point_exp_sum,
+                                          runtime_confidence)
 
 # ---- the rule -----------------------------------------------------------------------------------
 
@@ -83,9 +84,68 @@ def test_the_simulator_and_the_policy_decide_with_the_rule():
 
 # ---- the C runtime against the Python rule -------------------------------------------------------
 
+
+def _f32(bits) -> np.ndarray:
+    return np.asarray(bits, np.uint32).view(np.float32)
+
+
+def _runtime_lib():
+    import ctypes
+    from freeml_keras.runtime.build import build_library
+    lib = ctypes.CDLL(str(build_library()))
+    lib.fm_exit_exp_sum.restype = ctypes.c_uint32
+    lib.fm_exit_exp_sum.argtypes = [ctypes.c_char_p, ctypes.c_uint16, ctypes.c_float]
+    lib.fm_exit_conf_limit.restype = ctypes.c_uint32
+    lib.fm_exit_conf_limit.argtypes = [ctypes.c_float]
+    return lib
+
+
+def test_the_fixed_point_confidence_is_the_runtimes_bit_for_bit():
+    """fixed_point_exp_sum and confidence_limit equal the runtime's fm_exit_exp_sum and
+    fm_exit_conf_limit (integer arithmetic on the float32 bits, no floating point on the
+    targets) on random and extreme logits, scales and thresholds; the confidence is the float
+    softmax's within 1e-5; and comparing 2^22 / S with a threshold is exactly S <= limit."""
+    from fractions import Fraction
+    lib = _runtime_lib()
+    rng = np.random.default_rng(0)
+    scales = np.concatenate([rng.uniform(1e-3, 0.5, 40).astype(np.float32),
+                             _f32(rng.integers(0, 0x7F800001, 40)),          # any positive float32
+                             _f32([1, 0x007FFFFF, 0x00800000, 0x3B800000, 0x3E000000, 0x3E800000,
+                                   0x3F800000, 0x4E000000, 0x4F000000, 0x7F7FFFFF, 0x7F800000])])
+    for scale in scales:
+        for n in (1, 2, 10, 64):
+            z = rng.integers(-128, 128, (4, n)).astype(np.int8)
+            z[0] = 127
+            z[1, :] = -128
+            z[1, 0] = 127
+            py = fixed_point_exp_sum(z, scale)
+            c = [lib.fm_exit_exp_sum(bytes(row.tobytes()), n, float(scale)) for row in z]
+            assert py.tolist() == c, (scale, n)
+            assert (py <= n << 22).all() and (py >= 1 << 22).all()
+    z = rng.integers(-128, 128, (200, 10)).astype(np.int8)
+    for scale in (0.02, 0.1, 0.25):
+        exact = confidence(z.astype(np.float64) * scale)
+        assert np.abs(runtime_confidence(z, np.float32(scale)) - exact).max() < 1e-5
+    thresholds = np.concatenate([rng.uniform(0, 1, 200).astype(np.float32),
+                                 _f32(rng.integers(0, 1 << 32, 200, dtype=np.uint64)),
+                                 np.float32([0.0, -0.0, 1.0, 2.0 ** -9, np.nextafter(2.0 ** -9, 0),
+                                             np.nextafter(1, 2), np.inf, -np.inf, np.nan, -1.0]),
+                                 _f32([0x7FC00001, 0xFFC00000, 1])])
+    sums = np.concatenate([rng.integers(1 << 22, 64 << 22, 300), [1 << 22, (1 << 22) + 1, 64 << 22]])
+    for t in thresholds:
+        lim = confidence_limit(t)
+        assert lim == lib.fm_exit_conf_limit(float(t)), t
+        if lim:             # the float64 quotient decides as the integer comparison
+            assert ((float(1 << 22) / sums >= t) == (sums <= lim)).all(), t
+            if 2.0 ** -9 <= t <= 1:
+                assert lim == int(Fraction(1 << 22) / Fraction(float(t)))
+        else:
+            assert np.isnan(t) or t > 1
+
+
 EXIT_POINTS = ["pool1", "conv2", "fc1"]
 N_INPUTS = 6
-PER_MAC, PER_CYCLE = 1e-9, 3e-10      # J; per cycle not a power of two: float32 rounding matters
+PER_MAC, PER_CYCLE = 1e-9, 3e-10      # J: 1,000 and 300 of the harness's integer pJ
 LEVELS = ["no reading", "empty", "just below the next segment", "at the next segment", "plenty"]
 
 
@@ -165,6 +225,7 @@ def _settings(cases, level: str):
     """(model, settings of exit_options) for an energy level: every model and pricing (MACs;
     the cost table, which falls back to MACs where incomplete), thresholds off and on."""
     from freeml_keras.runtime.exit_decision import energy_to_next_exit
+    from freeml_keras.runtime.intermittent import ENERGY_UNIT_J
     for name, (b, _, _, units) in cases.items():
         for thresholds in (False, True):
             if level == "no reading":
@@ -172,14 +233,14 @@ def _settings(cases, level: str):
                 continue
             for per_cycle in ((0.0, PER_CYCLE) if name != "dense, a running operator without cost"
                               else (PER_CYCLE,)):
-                need = np.float32(energy_to_next_exit(b.metadata, energy_per_mac_j=PER_MAC,
-                                                      energy_per_cycle_j=per_cycle, units=units))
-                energies = {"empty": [0.0],
-                            "just below the next segment": np.nextafter(need, np.float32(0)),
+                need = energy_to_next_exit(b.metadata, energy_per_mac_j=PER_MAC,
+                                           energy_per_cycle_j=per_cycle, units=units)  # pJ
+                energies = {"empty": [0],
+                            "just below the next segment": [n - 1 for n in need if n > 0],
                             "at the next segment": need,
-                            "plenty": [2 * need.max()]}[level]
+                            "plenty": [2 * max(need)]}[level]
                 for energy in energies:
-                    yield name, dict(thresholds=thresholds, energy_j=float(energy),
+                    yield name, dict(thresholds=thresholds, energy_j=energy * ENERGY_UNIT_J,
                                      energy_per_mac_j=PER_MAC, energy_per_cycle_j=per_cycle)
 
 

@@ -123,3 +123,23 @@ def test_no_livelock_when_a_charge_pays_restart_and_largest_step(models, name, t
     short = power.run_power_failures("msp430", b, x, tmp_path / "short", failures=40, inferences=2,
                                      on_period=int(0.9 * need), final_run=False)
     assert short.outputs == []
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn_s_exits"])
+def test_a_program_without_preparation_runs_from_a_provisioned_image(models, name, tmp_path):
+    """MSP430: the power program built with FM_PREPARE_ON_DEVICE 0 (no parsing, preparation or
+    step planning) warm-starts at its first power-on from the image the provisioning build
+    (preparation only) sealed in the emulator, and answers bit-exact with the host; without the
+    image it refuses to power on (FM_ERR_UNSUPPORTED). The compressed cnn_s with its exit head
+    and checkpoints runs on the MSP430 this way (with preparation on the device it does not fit
+    its 48 KB of FRAM)."""
+    b, x = models[name]
+    p = power.provision(b, x, tmp_path)
+    print(f"{name}: .text (code and model) {p.size['text']} B without preparation, "
+          f"{p.preparing.size['text']} B with")
+    assert p.size["text"] < p.preparing.size["text"]
+    out = power.run_provisioned(p)
+    assert "@boots 1 1" in out, out                              # warm at its first power-on
+    done = [line for line in out.splitlines() if line.startswith("@done")]
+    assert done and [int(v) for v in done[0].split()[2:]] == _host(b, x), out
+    assert "@error power_on 3" in power.run_provisioned(p, with_image=False)

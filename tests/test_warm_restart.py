@@ -2,10 +2,12 @@
 model parsed and prepared once), and an image that does not belong to what runs now is detected
 and prepared afresh, never used: another model flashed (same architecture, other weights),
 another converter version (same graph, other metadata), a torn seal, an image changed after it
-was sealed (with verification), a model without a model id (fingerprint)."""
+was sealed (with verification), a model without a model id (fingerprint); and a build that
+cannot prepare (FM_PREPARE_ON_DEVICE 0) runs from the image a preparing build sealed."""
 
 from __future__ import annotations
 
+import ctypes
 import re
 import subprocess
 from pathlib import Path
@@ -148,3 +150,85 @@ def test_the_seal_is_written_last_and_once(models, tmp_path):
     rc, _, _ = _power_on(tmp_path, b0, xs[0], "-j", str(SEAL_BYTES + 1))
     assert rc == 0
     assert _power_on(tmp_path, b0, xs[0])[:2] == (0, 1)
+
+
+class _Blocks(ctypes.Structure):
+    """fm_blocks (fm_persist.h)."""
+    _fields_ = [("model", ctypes.c_void_p), ("model_len", ctypes.c_uint32), ("state", ctypes.c_void_p),
+                ("state_len", ctypes.c_uint32), ("arena", ctypes.c_void_p), ("arena_len", ctypes.c_uint32),
+                ("head_state", ctypes.c_void_p), ("head_state_len", ctypes.c_uint32),
+                ("head_arena", ctypes.c_void_p), ("head_arena_len", ctypes.c_uint32)]
+
+
+def test_a_build_without_preparation_runs_from_a_sealed_image(models):
+    """FM_PREPARE_ON_DEVICE 0 (fm_internal.h: a device build without parsing, preparation and
+    step planning, the image provisioned by a build that prepares): without an image it refuses
+    to power on and writes nothing; from the image a preparing build sealed in the same blocks it
+    warm-starts and answers bit for bit as that build and the runtime's interpreter do."""
+    c = ctypes
+    from freeml_keras.runtime.build import library_path, make_host
+    from freeml_keras.runtime.interpreter import Interpreter
+    (b0, _), xs = models
+    host = Interpreter(b0)
+    ref = host.invoke(xs[0])[0].reshape(-1)
+    write_t = c.CFUNCTYPE(None, c.c_void_p, c.c_uint32, c.c_void_p, c.c_uint32)
+
+    class Nvm(c.Structure):
+        _fields_ = [("mem", c.c_void_p), ("len", c.c_uint32), ("write", write_t), ("ctx", c.c_void_p),
+                    ("in_order", c.c_uint8)]
+
+    size = 1 << 20
+    nvm_buf = c.create_string_buffer(size + 16)
+    base = (c.addressof(nvm_buf) + 15) & ~15
+    writes = []
+
+    @write_t
+    def write(_nvm, offset, src, n):
+        writes.append(n)
+        c.memmove(base + offset, src, n)
+
+    model = c.create_string_buffer(b0, len(b0))
+    blocks = _Blocks(c.addressof(model), len(b0), base + (size // 2), (host.state_bytes + 15) & ~15,
+                     base + 3 * (size // 4), (host.arena_bytes + 15) & ~15, None, 0, None, 0)
+    cfg = (c.c_uint32 * 3)(0xFFFFFFFF, 1024, 50000)            # work mode, as the harness's default
+    nvm = Nvm(base, size, write, None, 1)
+    image = base + 256                                          # after the checkpoint slots (no exit head)
+
+    def infer(lib):
+        """Power on, a new inference, its output (None when the power-on failed: its status)."""
+        for name in ("fm_power_on", "fm_prepare_input", "fm_start", "fm_resume"):
+            getattr(lib, name).restype = c.c_int
+        lib.fm_tensor_data.restype = c.c_void_p
+        lib.fm_tensor_data.argtypes = [c.c_void_p, c.c_int16]
+        lib.fm_tensor_bytes.restype = c.c_uint32
+        lib.fm_tensor_bytes.argtypes = [c.c_void_p, c.c_int16]
+        lib.fm_input.restype = lib.fm_output.restype = c.c_int16
+        lib.fm_input.argtypes = lib.fm_output.argtypes = [c.c_void_p, c.c_uint8]
+        r = c.create_string_buffer(8192)
+        warm, done = c.c_uint8(9), c.c_uint8(0)
+        s = lib.fm_power_on(c.c_void_p(image), c.byref(nvm), c.byref(blocks), cfg, c.c_uint32(0),
+                            c.c_uint8(0), r, c.byref(warm))
+        if s:
+            return s, None
+        it = c.c_void_p.from_buffer(r).value                    # fm_intermittent.it
+        assert lib.fm_prepare_input(r) == 0
+        x = np.ascontiguousarray(xs[0], np.int8).tobytes()
+        t = lib.fm_input(it, 0)
+        assert lib.fm_tensor_bytes(it, t) == len(x)
+        c.memmove(lib.fm_tensor_data(it, t), x, len(x))
+        assert lib.fm_start(r) == 0
+        assert lib.fm_resume(r, c.c_uint32(0), c.byref(done)) == 0 and done.value == 1
+        t = lib.fm_output(it, 0)
+        y = c.string_at(lib.fm_tensor_data(it, t), lib.fm_tensor_bytes(it, t))
+        return warm.value, np.frombuffer(y, np.int8).copy()
+
+    noprep = c.CDLL(str(make_host("lib_noprep", "libfreeml_noprep.so")))
+    prep = c.CDLL(str(library_path()))
+    assert infer(noprep) == (3, None)                           # FM_ERR_UNSUPPORTED
+    assert writes == [] and not any(c.string_at(base, size))    # nothing written
+    warm, y = infer(prep)
+    assert warm == 0 and np.array_equal(y, ref)
+    writes.clear()
+    warm, y = infer(noprep)
+    assert warm == 1 and np.array_equal(y, ref)
+    assert writes                                               # its checkpoints

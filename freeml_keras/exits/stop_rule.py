@@ -14,19 +14,31 @@ At intermediate exit point ``i`` (0 <= i < K; the model's own output, exit K, al
 
 Either half can be left out: ``thresholds=None`` (no confidence rule), ``energy_margin=None``
 (no energy rule). Everything here is numpy; the decisions take numbers or arrays alike.
+
+The C runtime decides in integers (no floating point on the targets), and so do these decisions
+given its numbers: the confidence of int8 logits is ``2^22 / S`` with ``S`` the fixed-point sum
+of exps of :func:`fixed_point_exp_sum` (:func:`runtime_confidence`), which compares with a
+float32 threshold exactly as the runtime's ``S <= confidence_limit(threshold)`` does (``S`` is
+below 2^29, so the float64 quotient never rounds across the threshold); the energy reading and
+the energy to the next exit are integers of one energy unit (``reading < work x price``, which
+the runtime decides as ``reading // price < work``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol, Sequence
 
 import numpy as np
 
-__all__ = ["StopRule", "ExitState", "CONFIDENCES", "softmax", "confidence"]
+__all__ = ["StopRule", "ExitState", "CONFIDENCES", "softmax", "confidence", "fixed_point_exp_sum",
+           "runtime_confidence", "confidence_limit", "CONF_BITS"]
 
 CONFIDENCES = ("max_softmax", "margin")
+CONF_BITS = 22                  # fixed-point fraction bits of the runtime's exp sum (FM_EXIT_CONF_BITS)
+_I32_MIN, _I32_MAX = -(1 << 31), (1 << 31) - 1
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -53,6 +65,95 @@ def confidence(logits: np.ndarray, kind: str = "max_softmax") -> np.ndarray:
         return p.max(axis=-1)
     top = np.sort(p, axis=-1)
     return top[..., -1] - top[..., -2]
+
+
+# ---- the runtime's fixed-point confidence (tflm_port/src/exit_head.c), bit for bit --------------
+
+def _srdhm(a: np.ndarray, b: int | np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values (int64 arrays), as fm_srdhm."""
+    a = np.asarray(a, np.int64)
+    b = np.asarray(b, np.int64)
+    ab = a * b
+    q = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    r = np.where(q >= 0, q >> 31, -((-q) >> 31))            # C division truncates toward zero
+    return np.where((a == _I32_MIN) & (b == _I32_MIN), _I32_MAX, r)
+
+
+def _rdbpot(x: np.ndarray, exponent: int) -> np.ndarray:
+    """RoundingDivideByPOT (fm_rdbpot)."""
+    mask = (1 << exponent) - 1
+    return (x >> exponent) + ((x & mask) > (mask >> 1) + (x < 0)).astype(np.int64)
+
+
+def _exp_on_negative_values_q5(a: np.ndarray) -> np.ndarray:
+    """gemmlowp exp_on_negative_values for Q5.26 input (a <= 0), Q0.31 output
+    (fm_exp_on_negative_values_q5)."""
+    a = np.asarray(a, np.int64)
+    quarter = 1 << 24
+    mod = (a & (quarter - 1)) - quarter
+    x = np.clip(mod << 5, _I32_MIN, _I32_MAX) + (1 << 28)   # saturating shift, then + 1/8
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    poly = _rdbpot(_srdhm(_rdbpot(x4, 2) + x3, 715827883) + x2, 1)
+    result = 1895147668 + _srdhm(1895147668, x + poly)
+    remainder = mod - a
+    for k, m in enumerate((1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)):
+        result = np.where(remainder & (1 << (24 + k)), _srdhm(result, m), result)
+    return np.where(a == 0, _I32_MAX, result)
+
+
+def fixed_point_exp_sum(logits: np.ndarray, scale: float) -> np.ndarray:
+    """The runtime's sum over classes of exp((logits - max) x scale) for int8 logits (...,
+    classes) and the float32 scale of the head's output, in Q22 (``fm_exit_exp_sum``): the
+    scale in Q5.26 from its bits (truncated), times each difference (at 2^31 and beyond the
+    term is 0), gemmlowp's fixed-point exp, each term rounded to 2^-22.
+
+    Example::
+
+        import numpy as np
+        from freeml_keras.exits.stop_rule import fixed_point_exp_sum
+        print(fixed_point_exp_sum(np.array([10, 10], np.int8), 0.1))     # 8388608 (2 x 2^22)
+    """
+    z = np.asarray(logits, np.int64)
+    bits = int(np.array(scale, np.float32).view(np.uint32))
+    e, step = (bits >> 23) & 0xFF, bits & 0x7FFFFF
+    if e == 0:
+        e = 1
+    else:
+        step |= 0x800000
+    sh = 124 - e
+    step = 0 if sh >= 24 else step >> sh if sh >= 0 else step << -sh if sh > -8 else 1 << 31
+    dmax = _I32_MAX // step if step else 255
+    d = z.max(axis=-1, keepdims=True) - z
+    ok = d <= dmax
+    term = (_exp_on_negative_values_q5(-np.where(ok, d * step, 0)) + 256) >> 9
+    return np.where(ok, term, 0).sum(axis=-1)
+
+
+def runtime_confidence(logits: np.ndarray, scale: float) -> np.ndarray:
+    """The C runtime's confidence of int8 exit logits (..., classes): 2^22 / the fixed-point exp
+    sum, its largest softmax probability (within about 1e-6). Compared with a float32 threshold
+    (``>=``) it decides exactly as the runtime (module docstring)."""
+    return float(1 << CONF_BITS) / fixed_point_exp_sum(logits, scale)
+
+
+def confidence_limit(threshold: float) -> int:
+    """The largest exp sum whose confidence 2^22 / S reaches ``threshold`` (as float32):
+    floor(2^22 / t); 0 (never) for NaN and above 1, 2^32 - 1 (always) for t <= 2^-9
+    (``fm_exit_conf_limit``).
+
+    Example::
+
+        from freeml_keras.exits.stop_rule import confidence_limit
+        print(confidence_limit(1.0), confidence_limit(0.5), confidence_limit(2.0))  # 4194304 8388608 0
+    """
+    t = np.float32(threshold)
+    if np.isnan(t) or t > 1:
+        return 0
+    if t < 2.0 ** -9:
+        return 0xFFFFFFFF
+    return int(Fraction(1 << CONF_BITS) / Fraction(float(t)))
 
 
 class ExitState(Protocol):

@@ -4,12 +4,17 @@
 ``exit_decision`` (``tflm_port/src/checkpoint.c``) decides at each exit point e, in order: stop
 at an exit asked for explicitly (``fm_intermittent.stop_at_exit``); the confidence rule with
 the metadata's thresholds (``use_thresholds``; the confidence is the largest softmax probability
-of exit e's int8 logits, ``fm_exit_confidence``); the energy rule with the platform's energy
-reading and the work of the main operators from exit e to the next exit point (to the model's
-output from the last), as ``fm_exit_init`` sums it from the metadata's operator records: their
-costs x J per cycle when the table is complete (version 2, every operator that runs has a
-nonzero cost) and a price per cycle is given, else their (dense) MACs x J per MAC. The runtime
-computes in float32 (the reading, the price, the product): so does :func:`energy_to_next_exit`.
+of exit e's int8 logits in the runtime's fixed point, ``fm_exit_confident``:
+:func:`~freeml_keras.exits.stop_rule.runtime_confidence`); the energy rule with the platform's
+energy reading and the work of the main operators from exit e to the next exit point (to the
+model's output from the last), as ``fm_exit_init`` sums it from the metadata's operator
+records: their costs x the price per cycle when the table is complete (version 2, every
+operator that runs has a nonzero cost) and a price per cycle is given, else their (dense) MACs x
+the price per MAC. The runtime has no floating point: the reading and the prices are integers of
+the harness's energy unit
+(:data:`~freeml_keras.runtime.intermittent.ENERGY_UNIT_J`, 1 pJ;
+:func:`~freeml_keras.runtime.intermittent.energy_units` converts joules as ``exit_options``
+does), and so are the energies of :func:`energy_to_next_exit`.
 
 The keyword arguments are those of :func:`freeml_keras.runtime.intermittent.exit_options`, so
 the same settings drive the host harness and the prediction.
@@ -21,9 +26,10 @@ from typing import Sequence
 
 import numpy as np
 
-from freeml_keras.exits.stop_rule import StopRule, confidence
+from freeml_keras.exits.stop_rule import StopRule, runtime_confidence
 from freeml_keras.format.metadata import FreemlMetadata
 from freeml_keras.format.model import ModelLike, as_model
+from freeml_keras.runtime.intermittent import ENERGY_UNIT_J, energy_units, plan
 
 __all__ = ["energy_to_next_exit", "exit_confidences", "predicted_exit"]
 
@@ -43,8 +49,9 @@ def _cumulative(values: Sequence[int], ends: Sequence[int]) -> tuple[list[int], 
 
 def energy_to_next_exit(md: FreemlMetadata, *, energy_per_mac_j: float = 0.0,
                         energy_per_cycle_j: float = 0.0,
-                        units: Sequence[int] | None = None) -> list[float]:
-    """Energy (J, float32 values) of the main operators from each exit point to the next, the
+                        units: Sequence[int] | None = None) -> list[int]:
+    """Energy (integer energy units, ``ENERGY_UNIT_J``; the prices are converted with
+    ``energy_units`` first) of the main operators from each exit point to the next, the
     last to the model's output, as the runtime prices it (module docstring). ``units``: the
     runtime's units per operator (:func:`freeml_keras.runtime.intermittent.plan`), which say
     which operators run (aliases have none) for the completeness of the cost table; needed
@@ -55,12 +62,12 @@ def energy_to_next_exit(md: FreemlMetadata, *, energy_per_mac_j: float = 0.0,
         from freeml_keras.format.metadata import ExitRecord, FreemlMetadata, OpCost
         md = FreemlMetadata(3, 1, [ExitRecord(1, 0, 0)],
                             [OpCost(100, 100, 0, 0, 7), OpCost(50, 50, 0, 0, 9)])
-        print(energy_to_next_exit(md, energy_per_mac_j=1.0))              # [50.0]
-        print(energy_to_next_exit(md, energy_per_mac_j=1.0, energy_per_cycle_j=0.5,
-                                  units=[4, 4]))                          # [4.5]
+        print(energy_to_next_exit(md, energy_per_mac_j=1e-9))             # [50000]
+        print(energy_to_next_exit(md, energy_per_mac_j=1e-9, energy_per_cycle_j=5e-10,
+                                  units=[4, 4]))                          # [4500]
     """
     ends = [e.after_op for e in md.exits]
-    per_cycle = np.float32(energy_per_cycle_j)
+    per_cycle = energy_units(energy_per_cycle_j)
     by_cost = md.version >= 2 and per_cycle > 0
     if by_cost:
         if units is None:
@@ -68,21 +75,21 @@ def energy_to_next_exit(md: FreemlMetadata, *, energy_per_mac_j: float = 0.0,
                              "(freeml_keras.runtime.intermittent.plan(model)['ops'])")
         by_cost = all(o.cost != 0 for o, u in zip(md.ops, units) if u > 0)
     values, price = (([o.cost for o in md.ops], per_cycle) if by_cost else
-                     ([o.macs for o in md.ops], np.float32(energy_per_mac_j)))
+                     ([o.macs for o in md.ops], energy_units(energy_per_mac_j)))
     to, total = _cumulative(values, ends)
     nxt = to[1:] + [total]
-    return [float(np.float32((b - a) & _U32) * price) for a, b in zip(to, nxt)]
+    return [((b - a) & _U32) * price for a, b in zip(to, nxt)]
 
 
 def exit_confidences(model: ModelLike, exit_logits: np.ndarray) -> np.ndarray:
-    """Largest softmax probability of each exit's int8 logits (exits, classes), dequantized
-    with the scale of the exit head's output, as ``fm_exit_confidence`` computes it (in float64
-    here; the runtime's float32 exp is within 1e-5)."""
+    """Largest softmax probability of each exit's int8 logits (exits, classes) with the scale
+    of the exit head's output, in the runtime's fixed point (``fm_exit_exp_sum``; within about
+    1e-6 of the float value): compared with the metadata's float32 thresholds it decides as
+    the runtime does."""
     from freeml_keras.runtime.reference import io_quantization
     model = as_model(model)
-    (scale, zero), = io_quantization(model, model.metadata.head_subgraph)[1]
-    z = (np.asarray(exit_logits, np.float64) - zero) * scale
-    return confidence(z, "max_softmax")
+    (scale, _), = io_quantization(model, model.metadata.head_subgraph)[1]
+    return runtime_confidence(np.asarray(exit_logits), scale)
 
 
 def predicted_exit(model: ModelLike, exit_logits: np.ndarray, *, stop_at_exit: int | None = None,
@@ -115,12 +122,11 @@ def predicted_exit(model: ModelLike, exit_logits: np.ndarray, *, stop_at_exit: i
     conf = exit_confidences(model, exit_logits)[:, None] if thresholds else None
     need = None
     if energy_j is not None:
-        if units is None and np.float32(energy_per_cycle_j) > 0 and md.version >= 2:
-            from freeml_keras.runtime.intermittent import plan
+        if units is None and energy_units(energy_per_cycle_j) > 0 and md.version >= 2:
             units = [o["units"] for o in plan(bytes(model))["ops"]]
         need = energy_to_next_exit(md, energy_per_mac_j=energy_per_mac_j,
                                    energy_per_cycle_j=energy_per_cycle_j, units=units)
-    reading = None if energy_j is None else float(np.float32(energy_j))
+    reading = None if energy_j is None else energy_units(energy_j)
     exit_index = int(rule.first_exit(conf, reading, need, num_exits=k)[0])
     if stop_at_exit is not None and 0 <= stop_at_exit < exit_index:
         exit_index = stop_at_exit

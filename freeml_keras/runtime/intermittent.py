@@ -30,7 +30,7 @@ from freeml_keras.format.metadata import read_metadata
 from freeml_keras.runtime.build import make_host
 
 __all__ = ["FailureReport", "harness_path", "run_uninterrupted", "run_with_power_failures",
-           "exit_options", "step_options", "plan", "atomic_steps",
+           "exit_options", "energy_units", "ENERGY_UNIT_J", "step_options", "plan", "atomic_steps",
            "DEFAULT_GRANULARITY", "DEFAULT_STEP_WORK", "DEFAULT_STEP_COST", "PHASES", "INSIDE",
            "run_on_periods"]
 
@@ -104,6 +104,21 @@ def _parse(stdout: str) -> tuple[int, ...]:
     return tuple(int(g) for g in m.groups()) if m else (0, 0, 0, -1, 0, 0)  # killed before printing
 
 
+_U32 = 0xFFFFFFFF
+ENERGY_UNIT_J = 1e-12           # the host harness's energy unit (fm_intermittent -e, -m, -c)
+
+
+def energy_units(joules: float) -> int:
+    """Joules as the harness's integer energy units (pJ, rounded, clamped to 0 .. 2^32 - 1).
+
+    Example::
+
+        from freeml_keras.runtime.intermittent import energy_units
+        print(energy_units(3.5e-10), energy_units(1.0))          # 350 4294967295
+    """
+    return min(max(int(round(float(joules) / ENERGY_UNIT_J)), 0), _U32)
+
+
 def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
                  energy_j: float | None = None, energy_per_mac_j: float = 0.0,
                  energy_per_cycle_j: float = 0.0) -> list[str]:
@@ -111,7 +126,8 @@ def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
     metadata's confidence thresholds, or by a (constant) energy reading and the price of the work
     to the next exit: ``energy_per_cycle_j`` (J per unit of the metadata's cost table) when the
     model's metadata (version 2) has a cost for every operator that runs and it is > 0, otherwise
-    ``energy_per_mac_j``. :func:`freeml_keras.runtime.exit_decision.predicted_exit` takes the
+    ``energy_per_mac_j``. The runtime takes them as integer pJ
+    (:func:`energy_units`). :func:`freeml_keras.runtime.exit_decision.predicted_exit` takes the
     same settings and predicts the exit with the stop rule of :mod:`freeml_keras.exits`."""
     opts: list[str] = []
     if stop_at_exit is not None:
@@ -119,9 +135,9 @@ def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
     if thresholds:
         opts.append("-T")
     if energy_j is not None:
-        opts += ["-e", repr(float(energy_j)), "-m", repr(float(energy_per_mac_j))]
-        if energy_per_cycle_j:
-            opts += ["-c", repr(float(energy_per_cycle_j))]
+        opts += ["-e", str(energy_units(energy_j)), "-m", str(energy_units(energy_per_mac_j))]
+        if energy_units(energy_per_cycle_j):
+            opts += ["-c", str(energy_units(energy_per_cycle_j))]
     return opts
 
 

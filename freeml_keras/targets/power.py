@@ -3,6 +3,9 @@ anywhere in a real inference (``programs/power_run.c``).
 
 - ``measure_restart``: cycles (MSP430) or instructions (Cortex-M4) of a cold preparation and of
   a warm restart, from reset to the first resumed unit of work.
+- ``provision``: the program built without preparation (``FM_PREPARE_ON_DEVICE 0``: no parsing,
+  preparation or step planning on the device) and the prepared image it runs from, sealed by
+  the preparing build in the emulator (MSP430); ``run_provisioned`` runs it.
 - ``run_power_failures``: one inference under a seeded series of power failures.
   MSP430: ``mspdebug sim`` runs a seeded number of instructions, then the power fails: SRAM is
   overwritten with a seeded pattern, the CPU is reset (registers, PC at the reset vector), FRAM
@@ -38,7 +41,7 @@ from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunE
                                             symbol_address)
 
 __all__ = ["PowerBuild", "build_power_program", "measure_restart", "PowerFailureReport", "run_power_failures",
-           "msp430_step_instructions", "PHASES"]
+           "msp430_step_instructions", "PHASES", "Provisioned", "provision", "run_provisioned"]
 
 # programs/power_run.c's power_phase values: where a failure landed
 PHASES = {0: "restart", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
@@ -65,7 +68,8 @@ def _need_line(output: str) -> tuple[int, int, int, int] | None:
 def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                         countdown: Sequence[int] | None = None, step_cost: int | None = None,
                         step_work: int | None = None, prepare_float: bool = False,
-                        inferences: int = 1, sizes: Sequence[int] | None = None) -> PowerBuild:
+                        inferences: int = 1, sizes: Sequence[int] | None = None,
+                        prepare_only: bool = False) -> PowerBuild:
     """Build ``power_run.c`` for ``model`` with input ``x`` on ``target`` (prepared image,
     state, arena and checkpoint in the target's NVM section; FM_PREPARE_FLOAT 0, so the model
     must carry precomputed requantization parameters). The blocks are sized by the target: a
@@ -75,7 +79,9 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     runtime before they were precomputed; for comparison). ``inferences``: how many the
     program runs one after the other (a device answering input after input). ``sizes``: the
     blocks' sizes (state, arena, head state, head arena) when known (``PowerBuild`` of the same
-    model); a ``countdown`` build needs them (it cannot report what it needs)."""
+    model); a ``countdown`` build needs them (it cannot report what it needs). ``prepare_only``:
+    the provisioning build of :func:`provision` (FM_PREPARE_ONLY, FM_EVAL_ON_DEVICE 0: it
+    prepares and seals the image, runs no inference, links no kernel eval code)."""
     m = as_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,13 +107,16 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     cfg = (f"#define FM_STEP_COST {int(DEFAULT_STEP_COST if step_cost is None else step_cost)}ul\n"
            f"#define FM_STEP_WORK {int(DEFAULT_STEP_WORK if step_work is None else step_work)}ul\n")
     cfg += f"#define FM_INFERENCES {int(inferences)}u\n"
+    if prepare_only:
+        cfg += "#define FM_PREPARE_ONLY 1\n"
     if countdown is not None:
         cfg += f"#define FM_COUNTDOWN_FAILURES {{{', '.join(f'{int(k)}ul' for k in countdown) or '0ul'}}}\n"
     (out / "power_cfg.h").write_text(cfg)
     # the first unit fm_resume runs marks the end of a restart; prepare without floating point
     config = (out / "fm_kernel_config.h").read_text().replace(
         "#define FM_PREPARE_FLOAT 0", f"#define FM_PREPARE_FLOAT {int(prepare_float)}").replace(
-        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n#endif")
+        "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n"
+        + ("#define FM_EVAL_ON_DEVICE 0\n" if prepare_only else "") + "#endif")
     (out / "fm_kernel_config.h").write_text(config)
     defines = TARGET_DEFINES[target]
     sources = model_sources(exits) + [out / "registry_model.c", out / "model_data.c",
@@ -215,6 +224,79 @@ def measure_restart(target: str, model: ModelLike, x: np.ndarray, out_dir: str |
             "cold_init": marks[1] - marks[0], "warm_power_on": mk[4] - mk[3],
             "warm_restart": crt0 + (mk[5] - mk[3]), "size": plain.size, "state_bytes": plain.state_bytes,
             "arena_bytes": plain.arena_bytes, "head_state_bytes": plain.head_state_bytes}
+
+
+@dataclass
+class Provisioned:
+    """A program that cannot prepare (``elf``, built with ``FM_PREPARE_ON_DEVICE 0``) and the NVM
+    bytes it runs from: ``image`` at ``address`` (power_run.c's ``nvm_mem``: checkpoint slots,
+    arena, state blocks and the prepared image, sealed by ``preparing``, the same program built
+    to prepare only). On a device the image is written with the
+    firmware; in the emulator, before the first run."""
+    elf: Path
+    address: int
+    image: bytes
+    preparing: PowerBuild
+    size: dict = field(default_factory=dict)
+
+
+def _symbol(elf: Path, name: str) -> tuple[int, int]:
+    r = subprocess.run(["llvm-nm", "-S", str(elf)], capture_output=True, text=True, check=True)
+    for parts in (line.split() for line in r.stdout.splitlines()):
+        if len(parts) == 4 and parts[3] == name:
+            return int(parts[0], 16), int(parts[1], 16)
+    raise TargetRunError(f"{elf}: no symbol {name}")
+
+
+def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path) -> Provisioned:
+    """The MSP430 power program of ``model`` without preparation code, and its prepared image:
+    the provisioning build (:func:`build_power_program` with ``prepare_only``: preparation
+    without the kernels' eval code, so that it fits where preparation and inference together
+    would not) runs in the emulator to the end of its ``fm_power_on`` (model parsed and
+    prepared, steps planned, image sealed), its NVM block is read out, and the program is built
+    again with inference and ``FM_PREPARE_ON_DEVICE 0`` (the linker script places the NVM block
+    and the model before the code, so both builds agree on every address the image holds)."""
+    out = Path(out_dir)
+    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True)
+    mark = symbol_address("msp430", prep.elf, "fm_target_mark")
+    address, size = _symbol(prep.elf, "nvm_mem")
+    # marks: main's entry, after fm_power_on
+    text = _mspdebug(prep.elf, [f"setbreak {mark:#x}", "run", "run", f"md {address:#x} {size}"])
+    image = bytearray()
+    for line in text.splitlines():
+        m = re.match(r"\s*([0-9a-fA-F]+):\s+((?:[0-9a-fA-F]{2}\s)+)", line)
+        if m and int(m.group(1), 16) == address + len(image):
+            image += bytes(int(b, 16) for b in m.group(2).split())
+    if len(image) < size:
+        raise TargetRunError(f"mspdebug: read {len(image)} of the {size} bytes of the prepared image")
+    exits = model_has_exits(as_model(model))
+    for name, line in (("fm_kernel_config.h", "#define FM_EVAL_ON_DEVICE 0\n"),
+                       ("power_cfg.h", "#define FM_PREPARE_ONLY 1\n")):
+        f = prep.elf.parent / name
+        f.write_text(f.read_text().replace(line, ""))
+    sources = model_sources(exits) + [prep.elf.parent / "registry_model.c", prep.elf.parent / "model_data.c",
+                                      TARGETS_DIR / "programs" / "power_run.c"]
+    elf = build("msp430", "power_run_noprep", sources, prep.elf.parent, include_dirs=[RUNTIME_DIR / "include",
+                prep.elf.parent], opt=TARGET_OPT["msp430"],
+                defines={**TARGET_DEFINES["msp430"], "FM_PREPARE_ON_DEVICE": 0})
+    for name in ("nvm_mem", "fm_model"):
+        if _symbol(elf, name) != _symbol(prep.elf, name):
+            raise TargetRunError(f"{name} moved between the preparing build and the one without preparation")
+    return Provisioned(elf, address, bytes(image[:size]), prep, code_size("msp430", elf))
+
+
+def run_provisioned(p: Provisioned, with_image: bool = True) -> str:
+    """Run the program without preparation under the emulator, its NVM block holding the
+    prepared image (``with_image``) or nothing; its output lines (``@boots``, ``@done``, or
+    ``@error power_on 3`` without an image)."""
+    halt = symbol_address("msp430", p.elf, "fm_target_halt")
+    cmds = []
+    for i in range(0, len(p.image), 16) if with_image else ():
+        chunk = p.image[i:i + 16]
+        if any(chunk):
+            cmds.append(f"mw {p.address + i:#x} " + " ".join(f"{b:#x}" for b in chunk))
+    text = _mspdebug(p.elf, cmds + [f"setbreak {halt:#x}", "run"])
+    return "\n".join(line for line in text.splitlines() if line.startswith("@"))
 
 
 def _seal_bytes(target: str) -> int:

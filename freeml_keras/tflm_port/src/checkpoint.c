@@ -299,15 +299,12 @@ static uint8_t is_exit_op(const fm_intermittent *r, uint16_t op)
  * 20), or NULL (and 0 records) when it has none. */
 static const uint8_t *metadata_costs(const fm_interp *it, uint32_t *num_ops)
 {
-    uint32_t n, at = fb_metadata(it->model, it->model_len, "freeml", 6u, &n), ops_at, count;
-    const uint8_t *md = it->model + at;
+    uint32_t n, stride;
+    const uint8_t *md = fm_freeml_metadata(it->model, it->model_len, &n, &stride);
     *num_ops = 0;
-    if (at == 0u || n < 32u || memcmp(md, "FMLM", 4) != 0 || fm_ld_u16(md + 4) != 2u) return NULL;
-    count = fm_ld_u16(md + 14);
-    ops_at = fm_ld_u32(md + 20);
-    if (count != it->num_ops || ops_at > n || 20u * count > n - ops_at) return NULL;
-    *num_ops = count;
-    return md + ops_at;
+    if (md == NULL || stride != FM_MD_OP_RECORD_V2 || fm_ld_u16(md + 14) != it->num_ops) return NULL;
+    *num_ops = it->num_ops;
+    return md + fm_ld_u32(md + 20);
 }
 
 fm_status fm_plan_ops(fm_intermittent *r)
@@ -417,30 +414,32 @@ fm_status fm_start(fm_intermittent *r)
 }
 
 #if FM_EXITS
-/* Stop at exit e? Explicit stop, confidence at the threshold, or not enough energy to reach
- * the next exit point (or the end of the model): the work of the main operators after exit e up
- * to the next exit, priced by the metadata's per-operator costs x energy_per_cycle when the
- * table is complete and energy_per_cycle > 0, otherwise by MACs x energy_per_mac. */
+/* Stop at exit e? Explicit stop, confidence at the threshold (fm_exit_confident), or not enough
+ * energy to reach the next exit point (or the end of the model): the work of the main operators
+ * after exit e up to the next exit, priced by the metadata's per-operator costs x
+ * energy_per_cycle when the table is complete and energy_per_cycle > 0, otherwise by MACs x
+ * energy_per_mac. All in integers: reading < work x price exactly when reading / price < work
+ * (no product to overflow); a price of 0 never stops. */
 static uint8_t exit_decision(const fm_intermittent *r, uint16_t e)
 {
     const fm_exit_head *h = r->exits;
     if (r->stop_at_exit == (int16_t)e) return 1;
-    if (r->use_thresholds && h->threshold[e] <= 1.0f) {
+    if (r->use_thresholds) {
         int8_t logits[FM_CKPT_MAX_CLASSES];
         fm_exit_logits(h, r->head, r->st.acc, logits);
-        if (fm_exit_confidence(h, r->head, logits) >= h->threshold[e]) return 1;
+        if (fm_exit_confident(h, r->head, e, logits)) return 1;
     }
     if (r->energy) {
         const uint8_t last = (uint32_t)e + 1u >= h->num_exits;
-        float need;
-        if (h->has_costs && r->energy_per_cycle > 0.0f) {   /* the device's own cost table */
-            uint32_t next = last ? h->cost_total : h->cost_to_exit[e + 1u];
-            need = (float)(next - h->cost_to_exit[e]) * r->energy_per_cycle;
+        uint32_t work, price;
+        if (h->has_costs && r->energy_per_cycle > 0u) {     /* the device's own cost table */
+            work = (last ? h->cost_total : h->cost_to_exit[e + 1u]) - h->cost_to_exit[e];
+            price = r->energy_per_cycle;
         } else {
-            uint32_t next = last ? h->macs_total : h->macs_to_exit[e + 1u];
-            need = (float)(next - h->macs_to_exit[e]) * r->energy_per_mac;
+            work = (last ? h->macs_total : h->macs_to_exit[e + 1u]) - h->macs_to_exit[e];
+            price = r->energy_per_mac;
         }
-        if (r->energy(r->energy_ctx) < need) return 1;
+        if (price > 0u && r->energy(r->energy_ctx) / price < work) return 1;
     }
     return 0;
 }
@@ -514,8 +513,12 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
         return FM_OK;
     }
     if (!r->planned) {
+#if FM_PREPARE_ON_DEVICE
         s = fm_plan_ops(r);
         if (s) return s;
+#else
+        return FM_ERR_STATE;         /* the plan comes with the prepared image */
+#endif
     }
     while (!finished && (max_steps == 0u || steps < max_steps)) {
         fm_cursor cur;
@@ -573,7 +576,7 @@ uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t m
     cur.op = 0;
     cur.unit = 0;
     if (r->granularity == 0u || exits_supported(r) != FM_OK) return 0;
-    if (!r->planned && fm_plan_ops((fm_intermittent *)(uintptr_t)r) != FM_OK) return 0;
+    if (!r->planned && (!FM_PREPARE_ON_DEVICE || fm_plan_ops((fm_intermittent *)(uintptr_t)r) != FM_OK)) return 0;
     while (cur.op < it->num_ops) {
         fm_step_info si;
         si.units = plan_step(r, cur, &si.work, &si.cost);

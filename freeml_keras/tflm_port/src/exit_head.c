@@ -6,45 +6,31 @@
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
-/* Position and length of the `freeml` metadata buffer inside the model, 0 if none. */
-static uint32_t metadata(const uint8_t *model, uint32_t len, uint32_t *md_len)
+/* The freeml metadata (fm_freeml_metadata) with its header size (32 bytes or more) and exit
+ * records checked too: *stride 0 when the header or a record table is out of bounds. */
+static const uint8_t *metadata(const uint8_t *model, uint32_t len, uint32_t *n, uint32_t *stride)
 {
-    return fb_metadata(model, len, "freeml", 6u, md_len);
-}
-
-/* Checks of the metadata's fixed part that everything else relies on: magic, a known version,
- * a header of at least 32 bytes, and the exit and operator record tables inside the buffer (no
- * read past its end whatever the offsets say). Returns the operator record size (16 for v1,
- * 20 for v2), 0 when the metadata is unusable. */
-static uint32_t check_metadata(const uint8_t *md, uint32_t n)
-{
-    uint32_t version, hsize, stride, exits_at, ops_at, num_exits, num_ops;
-    if (n < 32u || memcmp(md, "FMLM", 4) != 0) return 0;
-    version = fm_ld_u16(md + 4);
-    hsize = fm_ld_u16(md + 6);
-    if (version != 1u && version != 2u) return 0;
-    stride = version == 1u ? FM_MD_OP_RECORD_V1 : FM_MD_OP_RECORD_V2;
-    num_exits = fm_ld_u16(md + 8);
-    num_ops = fm_ld_u16(md + 14);
-    exits_at = fm_ld_u32(md + 16);
-    ops_at = fm_ld_u32(md + 20);
-    /* a * b below is at most 65535 * 20: no overflow; offsets are compared by subtraction */
-    if (hsize < 32u || hsize > n || exits_at < hsize || exits_at > n ||
-        FM_MD_EXIT_RECORD * num_exits > n - exits_at || ops_at < hsize || ops_at > n ||
-        stride * num_ops > n - ops_at)
-        return 0;
-    return stride;
+    const uint8_t *md = fm_freeml_metadata(model, len, n, stride);
+    uint32_t exits_at, hsize;
+    if (md != NULL && *stride != 0u) {
+        exits_at = fm_ld_u32(md + 16);
+        hsize = fm_ld_u16(md + 6);
+        /* 16 * a is at most 65535 * 16: no overflow; offsets are compared by subtraction */
+        if (hsize < 32u || hsize > *n || fm_ld_u32(md + 20) < hsize || exits_at < hsize || exits_at > *n ||
+            FM_MD_EXIT_RECORD * (uint32_t)fm_ld_u16(md + 8) > *n - exits_at)
+            *stride = 0u;
+    }
+    return md;
 }
 
 fm_status fm_exit_find(const uint8_t *model, uint32_t model_len, uint16_t *head_subgraph)
 {
-    uint32_t n, at = metadata(model, model_len, &n), version;
-    if (at == 0u || n < 8u || memcmp(model + at, "FMLM", 4) != 0) return FM_ERR_UNSUPPORTED;
-    version = fm_ld_u16(model + at + 4);
-    if (version != 1u && version != 2u) return FM_ERR_UNSUPPORTED;
-    if (check_metadata(model + at, n) == 0u) return FM_ERR_FORMAT;
-    if (fm_ld_u16(model + at + 8) == 0u) return FM_ERR_UNSUPPORTED;
-    *head_subgraph = fm_ld_u16(model + at + 12);
+    uint32_t n, stride;
+    const uint8_t *md = metadata(model, model_len, &n, &stride);
+    if (md == NULL) return FM_ERR_UNSUPPORTED;
+    if (stride == 0u) return FM_ERR_FORMAT;
+    if (fm_ld_u16(md + 8) == 0u) return FM_ERR_UNSUPPORTED;
+    *head_subgraph = fm_ld_u16(md + 12);
     return FM_OK;
 }
 
@@ -62,15 +48,11 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
 {
     fm_interp *hm = (fm_interp *)(uintptr_t)head;   /* only its error record is written */
     const uint8_t *md;
-    uint32_t n, at, exits_at, ops_at, num_ops, k, stride;
+    uint32_t n, exits_at, ops_at, num_ops, k, stride;
     uint16_t e, o;
     memset(h, 0, sizeof *h);
-    at = metadata(main->model, main->model_len, &n);
-    if (at == 0u || n < 32u) return fail(hm, "model has no freeml metadata", 0);
-    md = main->model + at;
-    if (memcmp(md, "FMLM", 4) != 0 || (fm_ld_u16(md + 4) != 1u && fm_ld_u16(md + 4) != 2u))
-        return fail(hm, "freeml metadata is not version 1 or 2", n >= 6u ? fm_ld_u16(md + 4) : 0);
-    stride = check_metadata(md, n);
+    md = metadata(main->model, main->model_len, &n, &stride);
+    if (md == NULL) return fail(hm, "model has no freeml metadata of version 1 or 2", 0);
     if (stride == 0u)
         return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata records out of bounds", -1, -1, (int32_t)n);
     h->num_exits = fm_ld_u16(md + 8);
@@ -97,7 +79,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         h->main_tensor[e] = (int16_t)fm_ld_u32(r);
         h->head_input[e] = (int16_t)fm_ld_u32(r + 4);
         h->after_op[e] = (uint16_t)fm_ld_u32(r + 8);
-        h->threshold[e] = fm_ld_f32(r + 12);
+        h->conf_limit[e] = fm_exit_conf_limit(fm_ld_f32(r + 12));
         if (h->main_tensor[e] < 0 || h->main_tensor[e] >= (int16_t)main->num_tensors ||
             h->head_input[e] < 0 || h->head_input[e] >= (int16_t)head->num_tensors ||
             h->after_op[e] >= main->num_ops)
@@ -141,7 +123,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         }
         h->pooled[e] = t;
         h->slice_len[e] = head->tensors[t].bytes;
-        if (head->tensors[t].scale != head->tensors[fc->in[0]].scale ||
+        if (!fm_same_scale(head->tensors[t].scale, head->tensors[fc->in[0]].scale) ||
             head->tensors[t].zero_point != head->tensors[fc->in[0]].zero_point)
             return fail(hm, "pooled features and head FC input differ in quantization", e);
     }
@@ -248,35 +230,62 @@ void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t 
     }
 }
 
-/* exp(x) for x <= 0 without libm (the targets have none): 2^(x log2 e) split into an integer
- * power of two and a degree-5 polynomial on [0, 1); relative error below 1e-5. */
-static float exp_neg(float x)
+/* The confidence rule in integer arithmetic (no floating point on the targets), decided
+ * identically by freeml_keras.exits.stop_rule (fixed_point_exp_sum, confidence_limit).
+ *
+ * Sum of exp((logits[c] - max) * scale) over the classes in Q22 (FM_EXIT_CONF_BITS): the scale
+ * in Q5.26 from its float bits (truncated; 2^31 and more: "any difference underflows"), times
+ * each difference (a product past 2^31 - 1, 32 and more in magnitude, contributes 0), gemmlowp's
+ * exp_on_negative_values (math.c, as SOFTMAX), each term rounded to Q22 (the largest logit's is
+ * exactly 2^22). At most 64 classes: < 2^29. */
+uint32_t fm_exit_exp_sum(const int8_t *logits, uint16_t n, float scale)
 {
-    float y = x * 1.4426950409f, f, p;
-    int32_t n;
-    if (y < -60.0f) return 0.0f;
-    n = (int32_t)y;
-    if ((float)n > y) n--;
-    f = y - (float)n;
-    p = 1.0f + f * (0.6931472f + f * (0.2402265f + f * (0.0555041f + f * (0.0096181f + f * 0.0013334f))));
-    while (n < 0) {
-        p *= 0.5f;
-        n++;
-    }
-    return p;
-}
-
-float fm_exit_confidence(const fm_exit_head *h, const fm_interp *head, const int8_t *logits)
-{
-    const fm_tensor *out = &head->tensors[head->ops[h->fc_op].out];
-    int32_t max = -128;
-    float sum = 0.0f;
+    const uint32_t bits = fm_f32_bits(scale);
+    int16_t e = (int16_t)((bits >> 23) & 0xFFu), sh;
+    uint32_t step = bits & 0x7FFFFFu, dmax, sum = 0;
+    int16_t max = -128;
     uint16_t c;
-    for (c = 0; c < h->num_classes; c++) {
+    if (e == 0) e = 1;                          /* subnormal: no hidden bit */
+    else step |= 0x800000u;
+    sh = (int16_t)(124 - e);                    /* scale * 2^26 = step * 2^-sh, step < 2^24 */
+    if (sh >= 24) step = 0u;
+    else if (sh >= 0) step >>= sh;
+    else step = sh > -8 ? step << -sh : 0x80000000u;
+    dmax = step ? 0x7FFFFFFFu / step : 255u;    /* the largest difference d with d * step < 2^31 */
+    for (c = 0; c < n; c++) {
         if (logits[c] > max) max = logits[c];
     }
-    for (c = 0; c < h->num_classes; c++) {
-        sum += exp_neg((float)((int32_t)logits[c] - max) * out->scale);
+    for (c = 0; c < n; c++) {
+        const uint16_t d = (uint16_t)(max - logits[c]);
+        if (d <= dmax)
+            sum += ((uint32_t)fm_exp_on_negative_values_q5(-(int32_t)(d * step)) + 256u) >> 9;
     }
-    return 1.0f / sum;
+    return sum;
+}
+
+uint32_t fm_exit_conf_limit(float threshold)
+{
+    const uint32_t bits = fm_f32_bits(threshold), m = (bits & 0x7FFFFFu) | 0x800000u;
+    const uint16_t e = (uint16_t)((bits >> 23) & 0xFFu);
+    uint32_t q = 0, r = 1;
+    uint16_t n;
+    if (bits >> 31) return (bits & 0x7FFFFFFFu) > 0x7F800000u ? 0u : 0xFFFFFFFFu;  /* NaN; <= 0 */
+    if (bits > 0x3F800000u) return 0u;          /* above 1, +inf, NaN: never */
+    if (e < 118u) return 0xFFFFFFFFu;           /* below 2^-9: always */
+    /* t = m * 2^(e - 150): floor(2^22 / t) = floor(2^(172 - e) / m) < 2^31, long division */
+    for (n = (uint16_t)(172u - e); n > 0u; n--) {
+        r += r;
+        q += q;
+        if (r >= m) {
+            r -= m;
+            q++;
+        }
+    }
+    return q;
+}
+
+uint8_t fm_exit_confident(const fm_exit_head *h, const fm_interp *head, uint16_t e, const int8_t *logits)
+{
+    const fm_tensor *out = &head->tensors[head->ops[h->fc_op].out];
+    return h->conf_limit[e] != 0u && fm_exit_exp_sum(logits, h->num_classes, out->scale) <= h->conf_limit[e];
 }

@@ -106,9 +106,23 @@ fm_status fm_check_bias(fm_interp *it, uint16_t opi, const fm_op *op, const fm_t
     return FM_OK;
 }
 
+uint32_t fm_f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+uint8_t fm_same_scale(float a, float b)
+{
+    const uint32_t x = fm_f32_bits(a), y = fm_f32_bits(b);
+    /* a == b: the same bits and not NaN, or both zero (+0 == -0) */
+    return x == y ? (x & 0x7FFFFFFFu) <= 0x7F800000u : ((x | y) & 0x7FFFFFFFu) == 0u;
+}
+
 fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b)
 {
-    if (a->scale != b->scale || a->zero_point != b->zero_point)
+    if (!fm_same_scale(a->scale, b->scale) || a->zero_point != b->zero_point)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "input and output quantization differ", opi,
                        (int32_t)(b - it->tensors), 0);
     return FM_OK;

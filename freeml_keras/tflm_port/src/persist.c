@@ -54,6 +54,7 @@ static uint32_t image_sum(const fm_prepared *p)
     return s;
 }
 
+#if FM_PREPARE_ON_DEVICE
 /* The seal fm_power_on would write now, except model id and sum (they need the image). */
 static void expected_seal(fm_seal *e, const fm_blocks *b, const fm_step_config *cfg)
 {
@@ -75,6 +76,7 @@ static void expected_seal(fm_seal *e, const fm_blocks *b, const fm_step_config *
     e->blocks[3] = b->head_state ? (uintptr_t)b->head_arena : 0u;
     e->tag = FM_SEAL_TAG;
 }
+#endif
 
 /* The model id the image would have: the freeml_prepare id at the seal's position when the
  * model has it there, else the fingerprint. */
@@ -89,7 +91,10 @@ static uint32_t model_id_at(const fm_blocks *b, uint32_t pos)
 static uint8_t seal_matches(const fm_seal *s, const fm_blocks *b, const fm_step_config *cfg)
 {
     return s->build == SEAL_BUILD && s->model == (uintptr_t)b->model && s->model_len == b->model_len &&
-           s->kernels == (uintptr_t)fm_kernels && s->blocks[0] == (uintptr_t)b->state &&
+#if FM_PREPARE_ON_DEVICE
+           s->kernels == (uintptr_t)fm_kernels &&
+#endif
+           s->blocks[0] == (uintptr_t)b->state &&
            s->blocks[1] == (uintptr_t)b->arena && s->lens[0] == b->state_len && s->lens[1] == b->arena_len &&
            s->blocks[2] == (b->head_state ? (uintptr_t)b->head_state : 0u) &&
            s->blocks[3] == (b->head_state ? (uintptr_t)b->head_arena : 0u) &&
@@ -111,6 +116,7 @@ static uint8_t warm_ok(const fm_prepared *p, const fm_blocks *b, const fm_step_c
     return !verify || (p->seal.sum != 0u && image_sum(p) == p->seal.sum);
 }
 
+#if FM_PREPARE_ON_DEVICE
 static void nvm_store(fm_nvm *nvm, const void *at, const void *src, uint32_t n)
 {
     nvm->write(nvm, (uint32_t)((const uint8_t *)at - nvm->mem), (const uint8_t *)src, n);
@@ -140,11 +146,11 @@ static fm_status prepare_image(fm_prepared *p, const fm_blocks *b, fm_intermitte
     r->planned = 0;
     return fm_plan_ops(r);
 }
+#endif
 
 fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_step_config *cfg,
                       uint32_t ckpt_offset, uint8_t verify, fm_intermittent *r, uint8_t *warm)
 {
-    fm_status s;
     *warm = 0;
     if (!p || !nvm || !b || !cfg || !r || !b->model || (const uint8_t *)p < nvm->mem ||
         (uint32_t)((const uint8_t *)p - nvm->mem) > nvm->len - (uint32_t)sizeof *p || nvm->len < sizeof *p)
@@ -165,15 +171,19 @@ fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_
     r->head = NULL;
     r->energy = NULL;
     r->energy_ctx = NULL;
-    r->energy_per_mac = 0.0f;
-    r->energy_per_cycle = 0.0f;
+    r->energy_per_mac = 0u;
+    r->energy_per_cycle = 0u;
     r->stop_at_exit = -1;
     r->use_thresholds = 0u;
     r->planned = 0u;
     if (warm_ok(p, b, cfg, verify)) {
         *warm = 1;
     } else {
+#if !FM_PREPARE_ON_DEVICE
+        return FM_ERR_UNSUPPORTED;                       /* no image to run: nothing written */
+#else
         fm_seal e;
+        fm_status s;
         if (p->seal.tag != 0u) {                         /* invalid from here until sealed */
             const uint32_t zero = 0u;
             nvm_store(nvm, &p->seal.tag, &zero, 4u);
@@ -190,6 +200,7 @@ fm_status fm_power_on(fm_prepared *p, fm_nvm *nvm, const fm_blocks *b, const fm_
             nvm_store(nvm, &p->seal, &e, (uint32_t)offsetof(fm_seal, tag));
             nvm_store(nvm, &p->seal.tag, &e.tag, 4u);
         }
+#endif
     }
     r->it = &p->main;
     r->planned = 1;

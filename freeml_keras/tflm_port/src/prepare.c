@@ -426,7 +426,8 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         ct = fb_vec_table(&fb, codes, oci);
         op->code = builtin_code(&fb, ct);
         k = find_kernel(op->code, &op->kernel);
-        if (!k) return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, op->code);
+        if (!k || !k->prepare)       /* (no prepare: a build with FM_PREPARE_ON_DEVICE 0) */
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, op->code);
         op->opts = fb_table(&fb, ot, OP_OPTIONS);
         v = fb_vector(&fb, ot, OP_INPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator inputs", (int32_t)i, -1);

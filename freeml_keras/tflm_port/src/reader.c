@@ -3,6 +3,7 @@
  * only produce an error, and so that no generated code or allocation is needed. */
 #include <string.h>
 
+#include "freeml/fm_exit.h"
 #include "freeml/fm_internal.h"
 
 /* Little-endian loads at any alignment. On a little-endian machine a memcpy into the value (a
@@ -212,4 +213,22 @@ uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint3
         return data;
     }
     return 0;
+}
+
+const uint8_t *fm_freeml_metadata(const uint8_t *model, uint32_t len, uint32_t *n, uint32_t *stride)
+{
+    const uint32_t at = fb_metadata(model, len, "freeml", 6u, n);
+    const uint8_t *md = model + at;
+    uint32_t version, ops_at, s;
+    *stride = 0;
+    if (at == 0u || *n < 8u || memcmp(md, "FMLM", 4) != 0) return NULL;
+    version = fm_ld_u16(md + 4);
+    if (version != 1u && version != 2u) return NULL;
+    if (*n < 32u) return md;
+    ops_at = fm_ld_u32(md + 20);
+    s = version == 1u ? FM_MD_OP_RECORD_V1 : FM_MD_OP_RECORD_V2;
+    /* s * count is at most 65535 * 20: no overflow; offsets are compared by subtraction */
+    if (ops_at >= 32u && ops_at <= *n && s * fm_ld_u16(md + 14) <= *n - ops_at)
+        *stride = s;
+    return md;
 }

@@ -20,9 +20,10 @@
  *          -x EXIT          stop at this exit point (fm_exit_now after it), if the model has an
  *                           exit head; -X FILE then receives that exit point's main tensor
  *          -T               stop when an exit's confidence reaches its metadata threshold
- *          -e JOULES        energy reading the platform reports (constant); with -m J_PER_MAC the
- *                           runtime stops at an exit when the work to the next one costs more
- *          -c J_PER_CYCLE   price that work by the metadata's per-operator costs instead (v2
+ *          -e PJ            energy reading the platform reports (constant, an integer number of
+ *                           pJ); with -m PJ_PER_MAC the runtime stops at an exit when the work to
+ *                           the next one costs more
+ *          -c PJ_PER_CYCLE  price that work by the metadata's per-operator costs instead (v2
  *                           metadata with a complete cost table; otherwise -m applies)
  *          -O               declare the NVM writes in address order (fm_nvm.in_order: one write
  *                           per commit; this harness's byte loop is in order)
@@ -86,7 +87,7 @@ static unsigned long g_kill_seal_at = 0, g_seal_written = 0;
 /* units run, commits, checkpoint bytes, phase, warm restarts, power-ons */
 static volatile uint64_t *g_stats = NULL;
 static volatile uint64_t g_local_stats[8];
-static float g_energy = 0.0f;
+static uint32_t g_energy = 0u;
 /* on-period budget mode */
 static long long g_budget = -1, g_commit_cost = 0;
 
@@ -99,7 +100,7 @@ static void set_phase(uint64_t ph)
     g_stats[3] = ph;
 }
 
-static float energy_reading(void *ctx)
+static uint32_t energy_reading(void *ctx)
 {
     (void)ctx;
     return g_energy;
@@ -170,7 +171,7 @@ int main(int argc, char **argv)
     int16_t stop_at = -1, answer = 0;
     int8_t logits[FM_CKPT_MAX_CLASSES];
     uint8_t thresholds = 0, has_energy = 0, verify = 0, warm = 0;
-    float per_mac = 0.0f, per_cycle = 0.0f;
+    uint32_t per_mac = 0u, per_cycle = 0u;
     uint32_t model_len, max_steps = 0, input_len = 0;
     unsigned long long kill_ns = 0;
     uint8_t gran_set = 0, work_set = 0, in_order = 0;
@@ -224,10 +225,10 @@ int main(int argc, char **argv)
         if (!strcmp(argv[argi], "-x")) stop_at = (int16_t)atoi(argv[argi + 1]);
         else if (!strcmp(argv[argi], "-X")) dump_path = argv[argi + 1];
         else if (!strcmp(argv[argi], "-e")) {
-            g_energy = (float)atof(argv[argi + 1]);
+            g_energy = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
             has_energy = 1;
-        } else if (!strcmp(argv[argi], "-m")) per_mac = (float)atof(argv[argi + 1]);
-        else if (!strcmp(argv[argi], "-c")) per_cycle = (float)atof(argv[argi + 1]);
+        } else if (!strcmp(argv[argi], "-m")) per_mac = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
+        else if (!strcmp(argv[argi], "-c")) per_cycle = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
         else if (!strcmp(argv[argi], "-g")) {
             cfg.granularity = (uint32_t)strtoul(argv[argi + 1], NULL, 10);
             gran_set = 1;

@@ -127,12 +127,13 @@ typedef struct {
     /* Anytime exit (all optional: exits == NULL runs the model to its end). */
     const fm_exit_head *exits;
     fm_interp *head;            /* interpreter of the exit-head subgraph */
-    float (*energy)(void *ctx); /* the platform's energy reading (J); NULL: no energy rule */
+    /* Energy rule, in integers of the platform's energy unit (the host harness: pJ): */
+    uint32_t (*energy)(void *ctx); /* the platform's energy reading; NULL: no energy rule */
     void *energy_ctx;
-    float energy_per_mac;       /* J per MAC, to price the work to the next exit */
-    float energy_per_cycle;     /* J per unit of the metadata's cost table (cycles): used instead
-                                 * of energy_per_mac when > 0 and the model's v2 metadata has a
-                                 * complete cost table (fm_exit_head.has_costs) */
+    uint32_t energy_per_mac;    /* energy units per MAC, to price the work to the next exit */
+    uint32_t energy_per_cycle;  /* energy units per unit of the metadata's cost table (cycles):
+                                 * used instead of energy_per_mac when > 0 and the model's v2
+                                 * metadata has a complete cost table (fm_exit_head.has_costs) */
     int16_t stop_at_exit;       /* stop at this exit point whatever the policy says; -1: none */
     uint8_t use_thresholds;     /* stop when confidence reaches the metadata's threshold */
     uint32_t step_cost;         /* cost mode (used when > 0 and the model's v2 metadata has a

@@ -36,7 +36,8 @@ typedef struct {
     int16_t main_tensor[FM_MAX_EXITS];
     int16_t head_input[FM_MAX_EXITS];
     uint16_t after_op[FM_MAX_EXITS];
-    float threshold[FM_MAX_EXITS];           /* max softmax to stop at; > 1: never */
+    uint32_t conf_limit[FM_MAX_EXITS];       /* the metadata's threshold t as the largest exp sum
+                                              * that reaches it (fm_exit_conf_limit) */
     uint16_t chain[FM_MAX_EXITS][FM_MAX_CHAIN];
     uint8_t chain_len[FM_MAX_EXITS];
     int16_t pooled[FM_MAX_EXITS];            /* head tensor holding the pooled vector p_i */
@@ -77,8 +78,16 @@ fm_status fm_exit_accumulate(const fm_exit_head *h, const fm_interp *main, fm_in
 /* int8 logits from the accumulator (num_classes values). */
 void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t *acc, int8_t *logits);
 
-/* Max softmax probability of int8 logits (scale of the head output), in [0, 1]. */
-float fm_exit_confidence(const fm_exit_head *h, const fm_interp *head, const int8_t *logits);
+/* The confidence rule, in integer arithmetic (no floating point on the targets). The confidence
+ * of int8 logits is their largest softmax probability, computed as 2^22 / S with S the sum over
+ * classes of exp((logits[c] - max) * scale) in Q22 (fm_exit_exp_sum; scale: the head output's).
+ * Exit e is confident when S <= conf_limit[e] = fm_exit_conf_limit(threshold), which holds
+ * exactly when 2^22 / S >= threshold (the float32 value, NaN and > 1: never).
+ * freeml_keras.exits.stop_rule mirrors both bit for bit. */
+#define FM_EXIT_CONF_BITS 22
+uint32_t fm_exit_exp_sum(const int8_t *logits, uint16_t n, float scale);
+uint32_t fm_exit_conf_limit(float threshold);
+uint8_t fm_exit_confident(const fm_exit_head *h, const fm_interp *head, uint16_t e, const int8_t *logits);
 
 #ifdef __cplusplus
 }

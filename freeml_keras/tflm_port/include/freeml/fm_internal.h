@@ -52,6 +52,26 @@
 #ifndef FM_PREPARE_FLOAT
 #define FM_PREPARE_FLOAT 1
 #endif
+/* FM_PREPARE_ON_DEVICE 0: a device build that runs only from a prepared image (fm_persist.h)
+ * sealed by a build that prepares, with the same structures, kernel table (the same kernels in
+ * the same order), blocks and step configuration: nothing of parsing, preparation or step
+ * planning is linked (about 23 KB of the MSP430 build of cnn_s with its exit head). fm_power_on
+ * without a matching image fails with FM_ERR_UNSUPPORTED and writes nothing; the seal's kernel
+ * table address is not compared (the preparing build is another firmware); fm_init and
+ * fm_init_subgraph refuse every operator (FM_ERR_UNSUPPORTED), fm_resume and fm_plan_steps need
+ * the image's plan. 1 (the default): everything as described elsewhere. */
+#ifndef FM_PREPARE_ON_DEVICE
+#define FM_PREPARE_ON_DEVICE 1
+#endif
+/* A kernel's prepare in its fm_kernel table entry: NULL in a build that cannot prepare. */
+#define FM_KERNEL_PREPARE(f) (FM_PREPARE_ON_DEVICE ? (f) : NULL)
+/* FM_EVAL_ON_DEVICE 0: a build that only prepares and seals images for a build without
+ * preparation (the provisioning step on a device too small for both; fm_step must not be
+ * called): the kernels' eval entries are NULL and their code is not linked. */
+#ifndef FM_EVAL_ON_DEVICE
+#define FM_EVAL_ON_DEVICE 1
+#endif
+#define FM_KERNEL_EVAL(f) (FM_EVAL_ON_DEVICE ? (f) : NULL)
 /* The type of a real-valued rescaling factor in prepare: double where it is computed, an unused
  * int otherwise (so that the call sites compile without floating point). */
 #if FM_PREPARE_FLOAT
@@ -96,6 +116,12 @@ int32_t fb_vec_i32(const fm_fb *fb, uint32_t vec, uint32_t i);
  * when there is none or the tables around it are malformed. */
 uint32_t fb_metadata(const uint8_t *model, uint32_t len, const char *name, uint32_t name_len,
                      uint32_t *data_len);
+
+/* The model's `freeml` metadata (fm_exit.h): the start of its buffer (*n bytes), NULL when there
+ * is none or its header is not version 1 or 2; *stride is the operator record size (16 for v1,
+ * 20 for v2) when the operator records lie inside the buffer after a 32-byte header, 0
+ * otherwise (exit_head.c also checks the header size and the exit records). */
+const uint8_t *fm_freeml_metadata(const uint8_t *model, uint32_t len, uint32_t *n, uint32_t *stride);
 
 /* ---- tensors and operators ---------------------------------------------------------------- */
 
@@ -336,6 +362,11 @@ fm_status fm_channel_offsets(fm_interp *it, const fm_tensor *w, const int32_t *b
                              int32_t in_off, int32_t channels, int32_t rows, int32_t row_len,
                              int32_t **acc0);
 fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm_tensor *b);
+/* The bits of a float, and float equality (a == b) decided on them: the targets' builds compare
+ * scales without floating-point arithmetic (no software float linked). */
+uint32_t fm_f32_bits(float f);
+uint8_t fm_same_scale(float a, float b);
+#define FM_F32_ONE_256 0x3B800000ul     /* 1 / 256, the int8 SOFTMAX output scale */
 /* Output size check and leading padding of one spatial dimension (padding 0 SAME, 1 VALID). */
 fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);

@@ -19,6 +19,8 @@
  *     `verify` for those cases).
  * The image, the state blocks and the arena must lie in NVM (the arena for the checkpoints);
  * the head's arena may be volatile (the exit head uses it only inside one step).
+ * A build with FM_PREPARE_ON_DEVICE 0 (fm_internal.h) never prepares: it runs from an image
+ * sealed by a preparing build, or fails with FM_ERR_UNSUPPORTED.
  */
 #ifndef FREEML_FM_PERSIST_H
 #define FREEML_FM_PERSIST_H
@@ -33,7 +35,7 @@
 extern "C" {
 #endif
 
-#define FM_PERSIST_VERSION 1ul
+#define FM_PERSIST_VERSION 2ul
 #define FM_SEAL_TAG 0x5EA1ED01ul    /* every byte nonzero: a torn tag never reads as valid */
 
 /* Where the model is and the blocks preparation writes. */

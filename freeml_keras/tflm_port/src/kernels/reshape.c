@@ -15,7 +15,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     } else if (fm_root(it, op->in[0])->flags & FM_T_SPARSE) {
         return fm_fail(it, FM_ERR_UNSUPPORTED, "reshape of a sparse tensor", opi, op->in[0], 0);
     }
-    if (op->code != FM_OP_DENSIFY && (in->scale != out->scale || in->zero_point != out->zero_point))
+    if (op->code != FM_OP_DENSIFY && (!fm_same_scale(in->scale, out->scale) || in->zero_point != out->zero_point))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "reshape changes quantization", opi, op->out, 0);
     fm_alias(it, op->out, op->in[0]);
     op->units = 0;
@@ -27,7 +27,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     (void)it; (void)op; (void)begin; (void)end;
 }
 
-const fm_kernel fm_kernel_reshape = {FM_OP_RESHAPE, prepare, eval};
-const fm_kernel fm_kernel_expand_dims = {FM_OP_EXPAND_DIMS, prepare, eval};
-const fm_kernel fm_kernel_squeeze = {FM_OP_SQUEEZE, prepare, eval};
-const fm_kernel fm_kernel_densify = {FM_OP_DENSIFY, prepare, eval};
+const fm_kernel fm_kernel_reshape = {FM_OP_RESHAPE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_expand_dims = {FM_OP_EXPAND_DIMS, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_squeeze = {FM_OP_SQUEEZE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_densify = {FM_OP_DENSIFY, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};

@@ -13,7 +13,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if ((s = fm_expect(it, opi, op->out, FM_INT8, &out)) != FM_OK) return s;
     if (in->ndim < 1 || fm_elements(in) != fm_elements(out) || in->dims[in->ndim - 1] != out->dims[out->ndim - 1])
         return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX shapes do not match", opi, -1, 0);
-    if (out->zero_point != -128 || out->scale != 1.0f / 256.0f)
+    if (out->zero_point != -128 || fm_f32_bits(out->scale) != FM_F32_ONE_256)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX output must have scale 1/256, zero point -128", opi, op->out, 0);
     {
         int32_t mult = 0, left = -1, diff_min = 0;
@@ -89,4 +89,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_softmax = {FM_OP_SOFTMAX, prepare, eval};
+const fm_kernel fm_kernel_softmax = {FM_OP_SOFTMAX, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};

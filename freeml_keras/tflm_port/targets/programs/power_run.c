@@ -10,6 +10,9 @@
  * FM_STATE_BYTES, FM_ARENA_BYTES, FM_HEAD_STATE_BYTES, FM_HEAD_ARENA_BYTES) and power_cfg.h
  * (FM_STEP_COST, FM_STEP_WORK; FM_TRACE_FIRST_UNIT, which the build defines as power_first_unit()).
  *
+ * With FM_PREPARE_ONLY (the provisioning build, freeml_keras.targets.power.provision) main stops
+ * after fm_power_on with "@sizes" (no inference; the kernels' eval code is left out).
+ *
  * With FM_INFERENCES n (power_cfg.h), n inferences one after the other (the same input), as a
  * device that answers and takes the next input. Output, when an inference has finished: "@boots <power-ons> <warm ones>", "@sizes <state
  * used> <arena needed> <head state used> <head arena needed>", "@done <exit> <int8 outputs>" (nothing is printed on
@@ -167,6 +170,19 @@ static int power_on_and_run(void)
         fm_target_putc('\n');
         return 2;
     }
+#ifdef FM_PREPARE_ONLY
+    /* the provisioning build (freeml_keras.targets.power.provision): prepare and seal, no inference */
+    fm_target_puts("@sizes");
+    put_field((int32_t)nvm_mem.image.main.state_used);
+    put_field((int32_t)nvm_mem.image.main.arena_needed);
+    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
+    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.arena_needed : 0u));
+    fm_target_putc('\n');
+    (void)done;
+    (void)answer;
+    (void)logits;
+    return 0;
+#else
     for (;;) {
         s = fm_resume(&r, 0u, &done);
         if (s == FM_ERR_STATE) {             /* nothing committed to resume: a new inference */
@@ -215,6 +231,7 @@ static int power_on_and_run(void)
         power_phase = PH_INPUT;
         if (fm_prepare_input(&r) != FM_OK) return 7;
     }
+#endif
 }
 
 #ifdef FM_COUNTDOWN_FAILURES
