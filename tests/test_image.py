@@ -48,11 +48,14 @@ def reference_models(digit_models):
             "cnn_s_head": head, "cnn_s_backbone": extract_subgraph(head, 0)}
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn", "cnn_s_head", "cnn_s_backbone"])
-def test_predicted_image_equals_the_linkers(reference_models, name, tmp_path):
+@pytest.mark.parametrize("name,build", [("mlp", "provisioned"), ("cnn", "provisioned"),
+                                        ("cnn_s_head", "provisioned"), ("cnn_s_backbone", "provisioned"),
+                                        ("mlp", "on_device"), ("cnn_s_head", "on_device")])
+def test_predicted_image_equals_the_linkers(reference_models, name, build, tmp_path):
     """The FRAM the prediction says the build uses is what ld.lld placed (or, for a build that
-    does not fit, the region plus what the linker says it overflowed by), within the bound."""
-    r = image.link(reference_models[name], "msp430fr5994", tmp_path)
+    does not fit, the region plus what the linker says it overflowed by), within the bound; a
+    provisioned device's figure is the larger of its preparing and its running build."""
+    r = image.link(reference_models[name], "msp430fr5994", tmp_path, build=build)
     pred = r["estimate"]["regions"]["FRAM"]
     if r["linked"]:
         linked = r["regions"]["FRAM"]
@@ -62,8 +65,18 @@ def test_predicted_image_equals_the_linkers(reference_models, name, tmp_path):
         assert not r["estimate"]["fits"]
     assert abs(pred["used"] - linked) <= _bound(linked), (name, pred, linked)
     parts = r["estimate"]["parts"]
-    assert parts["model"] >= len(reference_models[name]) and parts["code"] > 10_000
+    assert parts["model"] >= len(reference_models[name]) and parts["code"] > 4_000
+    if build == "provisioned":       # the device runs without preparation code: less code than the preparing build
+        by = r["estimate"]["by_build"]
+        assert set(by) == {"preparing", "device"} and set(r["by_build"]) == {"preparing", "device"}
     assert sum(parts[p] for p in ("code", "model", "arena", "state", "checkpoint")) <= pred["used"] + 64
+
+
+def test_measuring_linker_script_has_the_devices_sections():
+    """msp430fr5994_measure.ld (code-only links) places the sections as msp430fr5994.ld does."""
+    d = image.TARGETS_DIR / "msp430"
+    sections = lambda p: p.read_text().split("ENTRY(_start)", 1)[1]     # noqa: E731
+    assert sections(d / "msp430fr5994_measure.ld") == sections(d / "msp430fr5994.ld")
 
 
 def test_image_table_names_every_part(reference_models):
