@@ -3,10 +3,13 @@ code for its kernels (with checkpointing and the exit head), the flatbuffer's by
 weights, biases and scales (as converted and in the device form), the image predicted per part
 and region, and what ld.lld placed (or by how much it overflowed): prediction error in bytes.
 
-Models: the compressed cnn_s that fits the MSP430 (bench/fixtures.py; with and without its exit
-head), the 28x28 Fashion-MNIST cnn_s compressed to the memory map's budget
-(``fixtures.device_cnn_s``; when the runtime's code leaves room for it), and the demo's model
-(``--demo-model``, default runs/demo/model.tflite, when present).
+Each model as one build that prepares on the device ("on_device") and as a provisioned device
+("provisioned": the running build has no preparation code, the image comes from a
+preparation-only build at the same addresses; the figure is the larger of the two). Models: the
+compressed cnn_s that fits the MSP430 (bench/fixtures.py; with and without its exit head), the
+cnn_s compressed to the memory map's budget (``fixtures.device_cnn_s``: digits backbone, and
+28x28 Fashion-MNIST with its exit head), and the demo's model (``--demo-model``, default
+runs/demo/model.tflite, when present).
 
     .venv/bin/python bench/image.py [--demo-model runs/demo/model.tflite]
     # bench/results/image.json
@@ -39,6 +42,7 @@ OVERHEAD_TARGET = 0.10
 def _models(demo_model: Path | None) -> dict[str, bytes]:
     head, _, _ = compressed_cnn_s()
     out = {"cnn_s_compressed_head": head, "cnn_s_compressed_backbone": extract_subgraph(head, 0)}
+    out["cnn_s_digits_device_backbone"] = device_cnn_s("digits", exit_head=False)[0]
     try:
         out["cnn_s_fashion_device"] = device_cnn_s()[0]
     except ValueError as e:           # the code leaves no room: recorded, not hidden
@@ -49,16 +53,17 @@ def _models(demo_model: Path | None) -> dict[str, bytes]:
     return out
 
 
-def measure(name: str, b: bytes | None, work: Path) -> dict:
+def measure(name: str, b: bytes | None, work: Path, build: str) -> dict:
     if b is None:
-        return {"model": name, "error": "no room for the model once the runtime's code is placed (device_budget)"}
+        return {"model": name, "build": build, "error": "no room for the model once the runtime's code is placed (device_budget)"}
     t0 = time.time()
-    linked = image.link(b, DEVICE, work / name)
+    linked = image.link(b, DEVICE, work / f"{name}-{build}", build=build)
     est = linked["estimate"]
     fram = est["regions"]["FRAM"]
     actual = linked["regions"]["FRAM"] if linked["linked"] else fram["length"] + linked["overflow"]["FRAM"]
     device_form = with_prepared(compact(strip_names(b)))
-    return {"model": name, "parts": est["parts"], "fits": linked["linked"],
+    return {"model": name, "build": build, "parts": est["parts"], "fits": linked["linked"],
+            "code_by_build": {v: x["code"] for v, x in est["by_build"].items()},
             "fram_predicted": fram["used"], "fram_linked": actual, "prediction_error": fram["used"] - actual,
             "code_bytes": est["parts"]["code"], "code_target_met": est["parts"]["code"] <= CODE_TARGET_BYTES,
             "flatbuffer": memory.flatbuffer_breakdown(b),
@@ -73,13 +78,14 @@ def main() -> int:
     args = ap.parse_args()
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="freeml-image-") as tmp:
-        rows = [measure(n, b, Path(tmp)) for n, b in _models(args.demo_model).items()]
+        rows = [measure(n, b, Path(tmp), build) for n, b in _models(args.demo_model).items()
+                for build in ("on_device", "provisioned")]
     for r in rows:
         if "error" in r:
-            print(f"{r['model']:<28} {r['error']}")
+            print(f"{r['model']:<28} {r['build']:<11} {r['error']}")
             continue
         f = r["flatbuffer_device_form"]
-        print(f"{r['model']:<28} code {r['code_bytes']:>6,} B  FRAM predicted {r['fram_predicted']:>7,} linked "
+        print(f"{r['model']:<28} {r['build']:<11} code {r['code_bytes']:>6,} B  FRAM predicted {r['fram_predicted']:>7,} linked "
               f"{r['fram_linked']:>7,} ({r['prediction_error']:+d} B)  {'fits' if r['fits'] else 'OVER'}  "
               f"flatbuffer overhead {100 * r['flatbuffer']['overhead_fraction']:.0f}% -> "
               f"{100 * f['overhead_fraction']:.0f}% device form")

@@ -485,10 +485,15 @@ def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_c
     assert linked["linked"], f"the model compressed to the memory map's budget does not link: {linked.get('overflow')}"
     pred = linked["estimate"]["regions"]["FRAM"]["used"]
     assert abs(pred - linked["regions"]["FRAM"]) <= max(256, 0.02 * linked["regions"]["FRAM"])
+    assert linked["estimate"]["build"] == "provisioned"
+    # the device runs the build without preparation from the image the preparing build sealed
+    # in the emulator: checkpointed inference, its answer bit-exact with the host's
+    from freeml_keras.targets import power
     want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
-    c = T.run_checkpointed("msp430", b, x[0], tmp_path / "ckpt", granularities=(4, 1 << 30), resume_after=2)
-    assert c.plain_output == want and c.resume_output == want
-    assert [r["output"] for r in c.runs] == [want] * 2
+    p = power.provision(b, x[0], tmp_path / "provisioned")
+    answers = [y for _, y in power._done_lines(power.run_provisioned(p))]
+    assert answers and all(y == want for y in answers)
+    assert "@error power_on 3" in power.run_provisioned(p, with_image=False)   # no image: refused
 
 
 @pytest.fixture(scope="module")
