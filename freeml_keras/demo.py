@@ -404,10 +404,17 @@ def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) 
     host_out = Interpreter(b).invoke(x[None])[0].ravel()
     try:
         run = run_model(target, b, x, work / "run")
+        md = as_model(b).metadata
+        per_op = {i: c for i, _, _, c in run.ops}
+        to_exit = [sum(c for i, c in per_op.items() if i <= e.after_op) for e in md.exits]
+        ck = run_checkpointed(target, b, x, work / "ckpt", granularities=(1 << 30,), step_works=None)
+        restart = measure_restart(target, b, x, work / "restart")
+        pf = run_power_failures(target, b, x, work / "power", failures=10 if cfg.quick else 30, seed=cfg.seed)
     except TargetRunError as e:
         # the image fits as a provisioned build (no preparation code on the device), not as the
         # measuring program that also prepares: run it from its provisioned image instead
-        res["log"].append(f"not measured per operator: {str(e).splitlines()[0][:200]}")
+        res["log"].append(f"not measured on the emulator with preparation on the device: "
+                          f"{str(e).splitlines()[0][:200]}")
         p = provision(b, x, work / "provisioned")
         done = [y for _, y in power_answers(run_provisioned(p))]
         res["provisioned"] = {"answers": len(done),
@@ -416,12 +423,6 @@ def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) 
         res["log"].append(f"provisioned build (no preparation on the device): {len(done)} answers, bit-exact "
                           f"{res['provisioned']['bit_exact']}")
         return res
-    md = as_model(b).metadata
-    per_op = {i: c for i, _, _, c in run.ops}
-    to_exit = [sum(c for i, c in per_op.items() if i <= e.op_index) for e in md.exits]
-    ck = run_checkpointed(target, b, x, work / "ckpt", granularities=(1 << 30,), step_works=None)
-    restart = measure_restart(target, b, x, work / "restart")
-    pf = run_power_failures(target, b, x, work / "power", failures=10 if cfg.quick else 30, seed=cfg.seed)
     cyc = run.invoke_cost
     e = dev.energy_per_cycle_j
     res["msp430"] = {
@@ -632,6 +633,12 @@ def _device_lines(s: dict) -> list[str]:
                   f"{m['checkpointed']:,} (+{100 * (m['checkpoint_overhead'] or 0):.1f}%); {m['power_failures']} power "
                   f"failures inside the inference, {m['answers_after_failures']} answers, all bit-exact with the host: "
                   f"{m['power_failures_bit_exact'] and m['bit_exact']}."]
+    elif d.get("provisioned"):
+        pv = d["provisioned"]
+        lines += ["", f"Run under `mspdebug sim` as a provisioned device (its image prepared in the emulator, "
+                  f"{pv['code_bytes'] or 0:,} B of code without preparation): {pv['answers']} answers, bit-exact with "
+                  f"the host: {pv['bit_exact']}. Cycles were not measured: the measuring programs prepare on "
+                  f"the device, and with that code the model does not fit."]
     elif img:
         lines += ["", "Not run on the emulator: " + "; ".join(d.get("log", [])[-1:])]
     ff = d.get("full_fram")
