@@ -415,7 +415,9 @@ def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) 
         # measuring program that also prepares: run it from its provisioned image instead
         res["log"].append(f"not measured on the emulator with preparation on the device: "
                           f"{str(e).splitlines()[0][:200]}")
-        p = provision(b, x, work / "provisioned")
+        blk = est["blocks"]
+        p = provision(b, x, work / "provisioned",
+                      sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]])
         done = [y for _, y in power_answers(run_provisioned(p))]
         res["provisioned"] = {"answers": len(done),
                               "bit_exact": bool(done) and all([int(v) for v in d] == host_out.tolist() for d in done),

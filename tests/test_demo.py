@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from freeml_keras import costs, devices
+from freeml_keras import costs
 from freeml_keras.demo import DemoConfig, _stage, run_demo
 
 

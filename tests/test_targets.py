@@ -490,7 +490,9 @@ def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_c
     # in the emulator: checkpointed inference, its answer bit-exact with the host's
     from freeml_keras.targets import power
     want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
-    p = power.provision(b, x[0], tmp_path / "provisioned")
+    blk = linked["estimate"]["blocks"]
+    p = power.provision(b, x[0], tmp_path / "provisioned",
+                        sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]])
     answers = [y for _, y in power._done_lines(power.run_provisioned(p))]
     assert answers and all(y == want for y in answers)
     assert "@error power_on 3" in power.run_provisioned(p, with_image=False)   # no image: refused

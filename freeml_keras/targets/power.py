@@ -248,16 +248,20 @@ def _symbol(elf: Path, name: str) -> tuple[int, int]:
     raise TargetRunError(f"{elf}: no symbol {name}")
 
 
-def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path) -> Provisioned:
+def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
+              sizes: Sequence[int] | None = None) -> Provisioned:
     """The MSP430 power program of ``model`` without preparation code, and its prepared image:
     the provisioning build (:func:`build_power_program` with ``prepare_only``: preparation
     without the kernels' eval code, so that it fits where preparation and inference together
     would not) runs in the emulator to the end of its ``fm_power_on`` (model parsed and
     prepared, steps planned, image sealed), its NVM block is read out, and the program is built
     again with inference and ``FM_PREPARE_ON_DEVICE 0`` (the linker script places the NVM block
-    and the model before the code, so both builds agree on every address the image holds)."""
+    and the model before the code, so both builds agree on every address the image holds).
+    ``sizes``: the blocks' sizes when known (state, arena, head state, head arena; e.g. from
+    :func:`freeml_keras.targets.image.predict`), for a model whose first build with the host's
+    guesses would not fit."""
     out = Path(out_dir)
-    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True)
+    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True, sizes=sizes)
     mark = symbol_address("msp430", prep.elf, "fm_target_mark")
     address, size = _symbol(prep.elf, "nvm_mem")
     # marks: main's entry, after fm_power_on
