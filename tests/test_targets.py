@@ -462,14 +462,17 @@ def test_fixed_point_helpers_equal_tflite_definitions(target, tmp_path):
         assert got == want, (i, a[i], b[i], c[i])
 
 
-@pytest.fixture(scope="module")
-def device_cnn_s_made_now():
-    """Issue 14: a model the current pipeline makes in CI (cached per runtime version): cnn_s
-    (width 0.25, digits) compressed by SparseComp to the budget the MSP430's memory map leaves
-    once the runtime's code, state and checkpoint are placed (targets.image.device_budget),
-    converted in the device form. A change in compress or convert that breaks the fit fails
+@pytest.fixture(scope="module", params=[("digits", False), ("fashion_mnist", True)],
+                ids=["digits_backbone", "fashion28_exit_head"])
+def device_cnn_s_made_now(request):
+    """Issue 14: models the current pipeline makes in CI (cached per runtime version): cnn_s
+    compressed by SparseComp to the budget the MSP430's memory map leaves once the runtime's
+    code, state and checkpoint are placed (targets.image.device_budget), converted in the device
+    form: the digits backbone (width 0.25), and the demo-sized 28x28 Fashion-MNIST model (width
+    0.125) with a gNet exit head. A change in compress or convert that breaks the fit fails
     here."""
-    return _bench_fixtures().device_cnn_s("digits", exit_head=False)
+    dataset, head = request.param
+    return _bench_fixtures().device_cnn_s(dataset, exit_head=head)
 
 
 def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_cnn_s_made_now, tmp_path):
@@ -479,6 +482,7 @@ def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_c
 
     b, x, meta = device_cnn_s_made_now
     how = meta["budget"]
+    assert T.model_has_exits(b) == meta["key"]["exit_head"]
     assert meta["weight_bytes"] <= how["flash_bytes"] + how["fixed"]["model_overhead"] + 512
     assert memory.tflite_footprint(b).arena_bytes <= how["ram_bytes"]
     linked = image.link(b, "msp430fr5994", tmp_path / "image")
