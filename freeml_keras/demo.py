@@ -38,9 +38,7 @@ from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
 from freeml_keras.targets import image
 from freeml_keras.targets.image import device_budget
-from freeml_keras.targets.power import _done_lines as power_answers
-from freeml_keras.targets.power import measure_restart, provision, run_power_failures, run_provisioned
-from freeml_keras.targets.runs import run_checkpointed, run_model
+from freeml_keras.targets.power import measure_provisioned, provision, run_power_failures
 from freeml_keras.targets.toolchain import TargetRunError, ToolMissingError
 
 __all__ = ["DemoConfig", "run_demo"]
@@ -367,9 +365,11 @@ def _power_failures(cfg: DemoConfig, data: _Data, out: Path) -> dict:
 
 def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) -> dict:
     """6. ``out/model.tflite`` on the device: its power-on image predicted and linked; when it
-    fits and the device can be emulated here, one inference per operator (cycles to each exit
-    point and in all), a checkpointed run (the checkpoint's cost), the warm restart and power
-    failures inside the inference (bit-exact with the host), energy from the profile. Beside
+    fits and the device can be emulated here, the build the device runs (without preparation,
+    from the image a preparing build sealed) measured from that image: cycles per inference and
+    to each exit point, its steps and checkpoint commits, the warm restart after a power failure
+    in the middle of it, then power failures inside the inferences (bit-exact with the host),
+    energy from the profile. Beside
     it, with ``cfg.full_fram``, the model SparseComp makes for the 256 KB FRAM budget, run on
     the host (that build cannot be linked or emulated here)."""
     dev = devices.get(cfg.device)
@@ -401,48 +401,36 @@ def _device(cfg: DemoConfig, data: _Data, pretrained: "keras.Model", out: Path) 
     target = op_costs.target_of(dev)
     (iq,), _ = io_quantization(b)
     x = quantize(data.test_s[0][:1], *iq)[0]
-    host_out = Interpreter(b).invoke(x[None])[0].ravel()
+    host_out = Interpreter(b).invoke(x[None])[0].ravel().tolist()
+    # What the device runs: the build without preparation, from the image the preparing build
+    # sealed in the emulator (both linked above); measured from that image, then interrupted.
+    failures = 10 if cfg.quick else 30
+    blk = est["blocks"]
     try:
-        run = run_model(target, b, x, work / "run")
-        md = as_model(b).metadata
-        per_op = {i: c for i, _, _, c in run.ops}
-        to_exit = [sum(c for i, c in per_op.items() if i <= e.after_op) for e in md.exits]
-        ck = run_checkpointed(target, b, x, work / "ckpt", granularities=(1 << 30,), step_works=None)
-        restart = measure_restart(target, b, x, work / "restart")
-        pf = run_power_failures(target, b, x, work / "power", failures=10 if cfg.quick else 30, seed=cfg.seed)
+        p = provision(b, x, work / "provisioned", sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]],
+                      inferences=failures // 3 + 1)
+        c = measure_provisioned(p)
+        pf = run_power_failures(target, b, x, work / "power", failures=failures, seed=cfg.seed, provisioned=p)
     except TargetRunError as e:
-        # the image fits as a provisioned build (no preparation code on the device), not as the
-        # measuring program that also prepares: run it from its provisioned image instead
-        res["log"].append(f"not measured on the emulator with preparation on the device: "
-                          f"{str(e).splitlines()[0][:200]}")
-        blk = est["blocks"]
-        p = provision(b, x, work / "provisioned",
-                      sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]])
-        done = [y for _, y in power_answers(run_provisioned(p))]
-        res["provisioned"] = {"answers": len(done),
-                              "bit_exact": bool(done) and all([int(v) for v in d] == host_out.tolist() for d in done),
-                              "code_bytes": est["by_build"].get("device", {}).get("code")}
-        res["log"].append(f"provisioned build (no preparation on the device): {len(done)} answers, bit-exact "
-                          f"{res['provisioned']['bit_exact']}")
+        res["log"].append(f"not run on the emulator: {str(e).splitlines()[0][:200]}")
         return res
-    cyc = run.invoke_cost
     e = dev.energy_per_cycle_j
+    answers = [y for _, y in pf.outputs]
     res["msp430"] = {
-        "unit": run.run.unit, "per_inference": cyc, "to_exit": to_exit,
-        "energy_uj_per_inference": 1e6 * cyc * e, "energy_uj_to_exit": [1e6 * c * e for c in to_exit],
-        "checkpointed": ck.work_runs[0]["cost"] if ck.work_runs else None,
-        "checkpoint_overhead": (ck.work_runs[0]["cost"] / ck.plain_cost - 1) if ck.work_runs else None,
-        "warm_restart": restart["warm_restart"], "cold_init": restart["cold_init"],
-        "bit_exact": bool(np.array_equal(np.asarray(run.output_invoke), host_out)),
+        **{k: c[k] for k in ("unit", "inference", "to_exit", "commits", "commit_cycles", "checkpoint_overhead",
+                             "steps", "largest_step", "largest_commit", "power_on", "warm_restart", "prepare_cycles")},
+        "energy_uj_per_inference": 1e6 * c["inference"] * e, "energy_uj_to_exit": [1e6 * v * e for v in c["to_exit"]],
+        "bit_exact": c["answer"] is not None and c["answer"][1] == host_out and c["restart_answer_equal"],
         "power_failures": pf.failures, "power_failures_by_phase": pf.failures_by_phase,
-        "answers_after_failures": len(pf.outputs),
-        "power_failures_bit_exact": bool(pf.outputs) and all(list(y) == list(host_out) for _, y in pf.outputs),
-        "size": run.size}
+        "answers_after_failures": len(answers),
+        "power_failures_bit_exact": bool(answers) and all(list(y) == host_out for y in answers),
+        "code_bytes": est["by_build"].get("device", {}).get("code"), "size": c["code_bytes"]}
     m = res["msp430"]
-    res["log"].append(f"{target}: {cyc:,} {run.run.unit} per inference ({m['energy_uj_per_inference']:.1f} uJ), to the exits "
-                      + ", ".join(f"{c:,}" for c in to_exit) + f"; warm restart {m['warm_restart']:,}; checkpointed "
-                      f"+{100 * (m['checkpoint_overhead'] or 0):.1f}%; {m['power_failures']} power failures, bit-exact "
-                      f"{m['power_failures_bit_exact'] and m['bit_exact']}")
+    res["log"].append(f"{target} (provisioned image): {m['inference']:,} {m['unit']} per inference "
+                      f"({m['energy_uj_per_inference']:.1f} uJ), to the exits " + ", ".join(f"{v:,}" for v in m["to_exit"])
+                      + f"; {m['steps']} steps, largest {m['largest_step']:,}; warm restart {m['warm_restart']:,}; "
+                      f"checkpoints +{100 * (m['checkpoint_overhead'] or 0):.1f}%; {m['power_failures']} power failures, "
+                      f"bit-exact {m['power_failures_bit_exact'] and m['bit_exact']}")
     return res
 
 
@@ -626,21 +614,26 @@ def _device_lines(s: dict) -> list[str]:
                          + (f"{linked:,}" if linked is not None else (f"over by {over:,}" if over else "-"))
                          + f" of {r['length']:,} |")
     m = d.get("msp430")
-    if m:
-        lines += ["", f"Measured under `mspdebug sim` ({m['unit']}): {m['per_inference']:,} per inference "
-                  f"({m['energy_uj_per_inference']:.1f} uJ); to the exit points "
-                  + ", ".join(f"{c:,} ({u:.1f} uJ)" for c, u in zip(m["to_exit"], m["energy_uj_to_exit"]))
-                  + f" (backbone to the exit's operator; the head's own cycles not included); warm restart "
-                  f"{m['warm_restart']:,}, cold preparation {m['cold_init']:,}; checkpointed inference "
-                  f"{m['checkpointed']:,} (+{100 * (m['checkpoint_overhead'] or 0):.1f}%); {m['power_failures']} power "
-                  f"failures inside the inference, {m['answers_after_failures']} answers, all bit-exact with the host: "
+    if m and "inference" in m:
+        u = m["unit"]
+        lines += ["", f"Measured under `mspdebug sim`, the build the device runs (no preparation code: "
+                  f"{m['code_bytes'] or 0:,} B of code) from its prepared image:", "",
+                  "| | MSP430 " + u + " | energy |", "|---|---|---|",
+                  f"| one inference (input to answer, checkpointed, exit head included) | {m['inference']:,} | "
+                  f"{m['energy_uj_per_inference']:.1f} uJ |"]
+        lines += [f"| to exit point {i + 1} (its head's answer and decision included) | {v:,} | {w:.1f} uJ |"
+                  for i, (v, w) in enumerate(zip(m["to_exit"], m["energy_uj_to_exit"]))]
+        lines += [f"| checkpoint commits ({m['commits']}) | {m['commit_cycles']:,} "
+                  f"(+{100 * (m['checkpoint_overhead'] or 0):.1f}%) | |",
+                  f"| largest step (what one charge must hold beside the restart) | {m['largest_step']:,} of "
+                  f"{m['steps']} steps | |",
+                  f"| warm restart (reset to the resumed unit of work) | {m['warm_restart']:,} | |",
+                  f"| power-on to ready (start-up code, image check) | {m['power_on']:,} | |",
+                  f"| preparation, done once by the provisioning build | {m['prepare_cycles']:,} | |", "",
+                  f"{m['power_failures']} power failures inside the inferences "
+                  + "(" + ", ".join(f"{k} {v}" for k, v in m["power_failures_by_phase"].items() if v) + "), "
+                  f"{m['answers_after_failures']} answers, all bit-exact with the host: "
                   f"{m['power_failures_bit_exact'] and m['bit_exact']}."]
-    elif d.get("provisioned"):
-        pv = d["provisioned"]
-        lines += ["", f"Run under `mspdebug sim` as a provisioned device (its image prepared in the emulator, "
-                  f"{pv['code_bytes'] or 0:,} B of code without preparation): {pv['answers']} answers, bit-exact with "
-                  f"the host: {pv['bit_exact']}. Cycles were not measured: the measuring programs prepare on "
-                  f"the device, and with that code the model does not fit."]
     elif img:
         lines += ["", "Not run on the emulator: " + "; ".join(d.get("log", [])[-1:])]
     ff = d.get("full_fram")

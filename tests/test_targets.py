@@ -496,10 +496,25 @@ def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_c
     want = Interpreter(b).invoke(x[:1])[0].ravel().tolist()
     blk = linked["estimate"]["blocks"]
     p = power.provision(b, x[0], tmp_path / "provisioned",
-                        sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]])
+                        sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]], inferences=4)
     answers = [y for _, y in power._done_lines(power.run_provisioned(p))]
-    assert answers and all(y == want for y in answers)
+    assert len(answers) == 4 and all(y == want for y in answers)
     assert "@error power_on 3" in power.run_provisioned(p, with_image=False)   # no image: refused
+    # measured from its image as the device runs it: cycles to each exit point, steps, commits,
+    # and a power failure in the middle of the inference resumed to the same answer
+    c = power.measure_provisioned(p)
+    assert c["answer"][1] == want and c["restart_answer_equal"]
+    from freeml_keras.format.model import as_model
+    exits = as_model(b).metadata.exits if T.model_has_exits(b) else []
+    assert len(c["to_exit"]) == len(exits)
+    assert all(0 < v < c["inference"] for v in c["to_exit"]) and c["to_exit"] == sorted(c["to_exit"])
+    assert 2 <= c["steps"] <= c["commits"] and c["largest_step"] < c["inference"]
+    assert 0 < c["checkpoint_overhead"] < 0.2 and 0 < c["warm_restart"] < 10_000
+    assert 0 < c["restarted_after_step"] < c["steps"]
+    # power failures landing inside the provisioned program's inferences: every answer bit-exact
+    pf = power.run_power_failures("msp430", b, x[0], tmp_path / "power", failures=9, seed=5, provisioned=p)
+    assert pf.failures_by_phase["work"] >= 3 and pf.warm_power_ons == pf.power_ons
+    assert len(pf.outputs) == 4 and all(y == want for _, y in pf.outputs)
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,12 @@ from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
 from freeml_keras.targets.codegen import c_array, check_flatbuffer_fits, model_has_exits, write_model_build_files
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
-from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size, run,
-                                            symbol_address)
+from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size,
+                                            MSPDEBUG_PC, mspdebug_stops, run, symbol_address)
 
 __all__ = ["PowerBuild", "build_power_program", "measure_restart", "PowerFailureReport", "run_power_failures",
-           "msp430_step_instructions", "PHASES", "Provisioned", "provision", "run_provisioned"]
+           "msp430_step_instructions", "PHASES", "Provisioned", "provision", "run_provisioned",
+           "measure_provisioned"]
 
 # programs/power_run.c's power_phase values: where a failure landed
 PHASES = {0: "restart", 1: "restart", 2: "work", 3: "commit", 4: "done", 5: "input"}
@@ -116,6 +117,7 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
     config = (out / "fm_kernel_config.h").read_text().replace(
         "#define FM_PREPARE_FLOAT 0", f"#define FM_PREPARE_FLOAT {int(prepare_float)}").replace(
         "#endif", "void power_first_unit(void);\n#define FM_TRACE_FIRST_UNIT() power_first_unit()\n"
+        "void power_event(uint16_t code);\n#define FM_TRACE_EVENT(code) power_event(code)\n"
         + ("#define FM_EVAL_ON_DEVICE 0\n" if prepare_only else "") + "#endif")
     (out / "fm_kernel_config.h").write_text(config)
     defines = TARGET_DEFINES[target]
@@ -161,24 +163,6 @@ def _mspdebug(elf: Path, commands: list[str], timeout: float = 600.0) -> str:
     return r.stdout
 
 
-_STOP = re.compile(r"\(\s*PC:\s*([0-9a-fA-F]+)\)")
-
-
-def _stops(stdout: str) -> list[tuple[int, int, int]]:
-    """(pc, instructions, MCLK cycles) at every tracer report, in order."""
-    out, pc, instr = [], None, None
-    for line in stdout.splitlines():
-        m = _STOP.search(line)
-        if m:
-            pc = int(m.group(1), 16)
-        elif line.startswith("Instruction count:"):
-            instr = int(line.split(":")[1])
-        elif line.startswith("MCLK:") and pc is not None and instr is not None:
-            out.append((pc, instr, int(line.split(":")[1])))
-            pc = instr = None
-    return out
-
-
 def measure_restart(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                     prepare_float: bool = False) -> dict:
     """Costs of power-on on ``target`` (MCLK cycles on the MSP430, instructions on the M4):
@@ -196,13 +180,13 @@ def measure_restart(target: str, model: ModelLike, x: np.ndarray, out_dir: str |
         info = ["run", "simio info tr"]
         cmds = [f"setbreak {mark:#x}", f"setbreak {halt:#x}"] + info * 3 + \
             [f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} 0xa5 0x5a 0x3c", "reset"] + info * 3 + info * 2
-        stops = _stops(_mspdebug(pb.elf, cmds))
-        if len(stops) < 6 or any(s[0] != mark for s in stops[:6]):
+        stops = mspdebug_stops(_mspdebug(pb.elf, cmds))
+        if len(stops) < 6 or any(s.pc != mark for s in stops[:6]):
             raise TargetRunError(f"power_run on msp430: unexpected stops {stops[:8]}")
-        c = [s[2] for s in stops]
+        c = [s.cycles for s in stops]
         return {"target": target, "unit": "cycles", "crt0_first_boot": c[0], "cold_init": c[1] - c[0],
                 "crt0": c[3] - c[2], "warm_power_on": c[4] - c[3], "warm_restart": c[5] - c[2],
-                "warm_restart_instructions": stops[5][1] - stops[2][1], "size": pb.size,
+                "warm_restart_instructions": stops[5].instructions - stops[2].instructions, "size": pb.size,
                 "state_bytes": pb.state_bytes, "arena_bytes": pb.arena_bytes,
                 "head_state_bytes": pb.head_state_bytes}
     # Cortex-M4: the program cuts its power at the first byte of the first step's commit; the
@@ -231,13 +215,16 @@ class Provisioned:
     """A program that cannot prepare (``elf``, built with ``FM_PREPARE_ON_DEVICE 0``) and the NVM
     bytes it runs from: ``image`` at ``address`` (power_run.c's ``nvm_mem``: checkpoint slots,
     arena, state blocks and the prepared image, sealed by ``preparing``, the same program built
-    to prepare only). On a device the image is written with the
-    firmware; in the emulator, before the first run."""
+    to prepare only, in ``prepare_cycles`` MCLK cycles of its power-on). On a device the image
+    is written with the firmware; in the emulator, before the first run. ``inferences``: how
+    many the program runs one after the other (its FM_INFERENCES)."""
     elf: Path
     address: int
     image: bytes
     preparing: PowerBuild
     size: dict = field(default_factory=dict)
+    inferences: int = 1
+    prepare_cycles: int = 0
 
 
 def _symbol(elf: Path, name: str) -> tuple[int, int]:
@@ -249,7 +236,7 @@ def _symbol(elf: Path, name: str) -> tuple[int, int]:
 
 
 def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
-              sizes: Sequence[int] | None = None) -> Provisioned:
+              sizes: Sequence[int] | None = None, inferences: int = 1) -> Provisioned:
     """The MSP430 power program of ``model`` without preparation code, and its prepared image:
     the provisioning build (:func:`build_power_program` with ``prepare_only``: preparation
     without the kernels' eval code, so that it fits where preparation and inference together
@@ -259,13 +246,24 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
     and the model before the code, so both builds agree on every address the image holds).
     ``sizes``: the blocks' sizes when known (state, arena, head state, head arena; e.g. from
     :func:`freeml_keras.targets.image.predict`), for a model whose first build with the host's
-    guesses would not fit."""
+    guesses would not fit. ``inferences``: how many the program runs, one after the other.
+
+    Example::
+
+        from freeml_keras.targets import power
+        p = power.provision(model_bytes, x_int8, "build/provisioned", inferences=2)
+        print(power.measure_provisioned(p)["inference"])
+    """
     out = Path(out_dir)
-    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True, sizes=sizes)
+    prep = build_power_program("msp430", model, x, out / "preparing", prepare_only=True, sizes=sizes,
+                               inferences=inferences)
     mark = symbol_address("msp430", prep.elf, "fm_target_mark")
     address, size = _symbol(prep.elf, "nvm_mem")
     # marks: main's entry, after fm_power_on
-    text = _mspdebug(prep.elf, [f"setbreak {mark:#x}", "run", "run", f"md {address:#x} {size}"])
+    text = _mspdebug(prep.elf, [f"setbreak {mark:#x}"] + ["run", "simio info tr"] * 2 + [f"md {address:#x} {size}"])
+    st = mspdebug_stops(text)
+    if len(st) < 2 or any(s_.pc != mark for s_ in st[:2]):
+        raise TargetRunError(f"the preparing build stopped at {st[:2]}, not at its two marks")
     image = bytearray()
     for line in text.splitlines():
         m = re.match(r"\s*([0-9a-fA-F]+):\s+((?:[0-9a-fA-F]{2}\s)+)", line)
@@ -286,7 +284,19 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
     for name in ("nvm_mem", "fm_model"):
         if _symbol(elf, name) != _symbol(prep.elf, name):
             raise TargetRunError(f"{name} moved between the preparing build and the one without preparation")
-    return Provisioned(elf, address, bytes(image[:size]), prep, code_size("msp430", elf))
+    return Provisioned(elf, address, bytes(image[:size]), prep, code_size("msp430", elf), int(inferences),
+                       st[1].cycles - st[0].cycles)
+
+
+def _image_commands(p: Provisioned) -> list[str]:
+    """mspdebug commands that write the prepared image into the emulator's FRAM (what the
+    firmware image holds on a device): the non-zero 16-byte rows."""
+    cmds = []
+    for i in range(0, len(p.image), 16):
+        chunk = p.image[i:i + 16]
+        if any(chunk):
+            cmds.append(f"mw {p.address + i:#x} " + " ".join(f"{b:#x}" for b in chunk))
+    return cmds
 
 
 def run_provisioned(p: Provisioned, with_image: bool = True) -> str:
@@ -294,13 +304,99 @@ def run_provisioned(p: Provisioned, with_image: bool = True) -> str:
     prepared image (``with_image``) or nothing; its output lines (``@boots``, ``@done``, or
     ``@error power_on 3`` without an image)."""
     halt = symbol_address("msp430", p.elf, "fm_target_halt")
-    cmds = []
-    for i in range(0, len(p.image), 16) if with_image else ():
-        chunk = p.image[i:i + 16]
-        if any(chunk):
-            cmds.append(f"mw {p.address + i:#x} " + " ".join(f"{b:#x}" for b in chunk))
-    text = _mspdebug(p.elf, cmds + [f"setbreak {halt:#x}", "run"])
+    text = _mspdebug(p.elf, (_image_commands(p) if with_image else []) + [f"setbreak {halt:#x}", "run"])
     return "\n".join(line for line in text.splitlines() if line.startswith("@"))
+
+
+def _event_stops(p: Provisioned, after: list[str] | None = None, runs: int = 4000) -> tuple[list, dict, str]:
+    """Run the provisioned program from its image, stopping at its marks, commits, exit points,
+    answers and exit (``after``: commands at the ``runs``-th stop, e.g. a power failure, after
+    which it runs on); the stops, the symbols' addresses and the emulator's output."""
+    sym = {k: symbol_address("msp430", p.elf, n) for k, n in (("mark", "fm_target_mark"), ("halt", "fm_target_halt"),
+                                                                ("event", "power_event"),
+                                                                ("answered", "power_answered"))}
+    brk = [f"setbreak {a:#x}" for a in sym.values()]
+    cmds = _image_commands(p) + brk + ["run", "simio info tr"] * runs
+    if after is not None:
+        cmds += after + ["run", "simio info tr"] * 4000
+    text = _mspdebug(p.elf, cmds, timeout=1800)
+    return mspdebug_stops(text), sym, text
+
+
+def _inference_costs(stops: list, sym: dict, start: int) -> dict:
+    """From stop ``start`` (the end of fm_power_on) to the next answer: its cycles, the commits'
+    cycles and count, the largest step (from the end of one commit, or the first unit, to the
+    end of the next: what one on-period must hold to make progress), the cycles to each exit
+    point (the head's accumulation and decision included), and the stops of the commits' ends."""
+    commit, commits, ends, to_exit, end = None, [], [], {}, None
+    first = next((i for i in range(start + 1, len(stops)) if stops[i].pc == sym["mark"]), None)
+    for i in range(start + 1, len(stops)):
+        s_ = stops[i]
+        if s_.pc == sym["answered"]:
+            end = s_
+            break
+        if s_.pc == sym["event"]:
+            if s_.r12 == 1:
+                commit = s_.cycles
+            elif s_.r12 == 2 and commit is not None:
+                commits.append(s_.cycles - commit)
+                commit = None
+                if first is not None and i > first:
+                    ends.append(i)
+            elif s_.r12 >= 0x100:
+                to_exit[s_.r12 - 0x100] = s_.cycles - stops[start].cycles
+    if end is None or first is None or not ends:
+        raise TargetRunError("the provisioned program gave no answer under mspdebug")
+    bounds = [stops[first].cycles] + [stops[i].cycles for i in ends]
+    return {"inference": end.cycles - stops[start].cycles, "commit_cycles": sum(commits), "commits": len(commits),
+            "largest_commit": max(commits, default=0),
+            "largest_step": max(b - a for a, b in zip(bounds, bounds[1:])),
+            "to_exit": [to_exit[e] for e in sorted(to_exit)], "step_ends": ends}
+
+
+def measure_provisioned(p: Provisioned) -> dict:
+    """MCLK cycles on the MSP430 of the provisioned program (:func:`provision`), running from its
+    prepared image under ``mspdebug sim``, as a batteryless device runs it:
+
+    - ``inference``: after power-on, an inference from writing its input to its answer, with
+      its checkpoint commits and the exit head's work at each exit point; ``commit_cycles`` and
+      ``commits`` of it, and ``checkpoint_overhead`` = commit cycles / the rest; ``steps`` and
+      ``largest_step`` (the cycles one on-period must hold, beside the restart, to progress);
+    - ``to_exit``: from the same start to each exit point accumulated and decided (the exit
+      head's cycles included);
+    - ``power_on``: reset to the end of the warm ``fm_power_on`` (start-up code, image check);
+      ``warm_restart``: a power failure in the middle of the inference (after a commit, SRAM
+      clobbered, reset) to the first resumed unit of work; the inference resumed there ends
+      with the same answer (``restart_answer_equal``);
+    - ``prepare_cycles``: the preparing build's power-on in the emulator (what the device is
+      spared).
+
+    Example::
+
+        from freeml_keras.targets import power
+        p = power.provision(model_bytes, x_int8, "build/provisioned")
+        c = power.measure_provisioned(p)
+        print(c["inference"], c["to_exit"], c["warm_restart"])
+    """
+    stops, sym, text = _event_stops(p)
+    marks = [i for i, s_ in enumerate(stops) if s_.pc == sym["mark"]]
+    if len(marks) < 3:
+        raise TargetRunError(f"the provisioned program stopped at {len(marks)} marks, not 3")
+    costs = _inference_costs(stops, sym, marks[1])
+    # a power failure after the middle commit of the same inference
+    ends = costs.pop("step_ends")
+    cut = ends[len(ends) // 2]
+    again, _, text2 = _event_stops(p, [f"fill {_SRAM[0]:#x} {_SRAM[1]:#x} 0xa5 0x5a 0x3c", "reset"], runs=cut + 1)
+    marks_after = [s_ for s_ in again[cut + 1:] if s_.pc == sym["mark"]]
+    if len(marks_after) < 3:
+        raise TargetRunError("the provisioned program did not resume after the power failure")
+    answers, resumed = _done_lines(text), _done_lines(text2)
+    rest = costs["inference"] - costs["commit_cycles"]
+    return {"unit": "cycles", **costs, "checkpoint_overhead": costs["commit_cycles"] / rest if rest else None,
+            "power_on": stops[marks[1]].cycles, "warm_restart": marks_after[2].cycles - again[cut].cycles,
+            "restarted_after_step": len([e for e in ends if e <= cut]), "steps": len(ends),
+            "prepare_cycles": p.prepare_cycles, "code_bytes": p.size, "answer": answers[0] if answers else None,
+            "restart_answer_equal": bool(answers) and resumed[:1] == answers[:1]}
 
 
 def _seal_bytes(target: str) -> int:
@@ -373,14 +469,14 @@ def msp430_step_instructions(model: ModelLike, x: np.ndarray, out_dir: str | Pat
     mark = symbol_address("msp430", pb.elf, "fm_target_mark")
     halt = symbol_address("msp430", pb.elf, "fm_target_halt")
     write = symbol_address("msp430", pb.elf, "nvm_write")
-    st = _stops(_mspdebug(pb.elf, [f"setbreak {mark:#x}", f"setbreak {halt:#x}", f"setbreak {write:#x}"]
-                          + ["run", "simio info tr"] * 4000))
-    firsts = [i for i, s_ in enumerate(st) if s_[0] == mark]
+    st = mspdebug_stops(_mspdebug(pb.elf, [f"setbreak {mark:#x}", f"setbreak {halt:#x}", f"setbreak {write:#x}"]
+                                  + ["run", "simio info tr"] * 4000))
+    firsts = [i for i, s_ in enumerate(st) if s_.pc == mark]
     # the second inference: from its first unit to its answer, commit entries in between
     after = st[firsts[-1]:]
-    end = next((i for i, s_ in enumerate(after) if s_[0] == halt), len(after))
-    second = [s_ for s_ in after[:end + 1] if s_[0] in (write, halt)]
-    starts = [st[firsts[-1]][1]] + [s_[1] for s_ in second]
+    end = next((i for i, s_ in enumerate(after) if s_.pc == halt), len(after))
+    second = [s_ for s_ in after[:end + 1] if s_.pc in (write, halt)]
+    starts = [st[firsts[-1]].instructions] + [s_.instructions for s_ in second]
     steps = [b - a for a, b in zip(starts, starts[1:])]
     warm = measure_restart("msp430", m, x, Path(out_dir) / "restart")
     return {"restart": int(warm["warm_restart_instructions"]), "steps": steps, "largest_step": max(steps)}
@@ -389,7 +485,7 @@ def msp430_step_instructions(model: ModelLike, x: np.ndarray, out_dir: str | Pat
 def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: str | Path, *,
                        failures: int = 50, seed: int = 0, inferences: int | None = None,
                        span: int | None = None, in_commits: bool = False, on_period: int | None = None,
-                       final_run: bool = True) -> PowerFailureReport:
+                       final_run: bool = True, provisioned: Provisioned | None = None) -> PowerFailureReport:
     """``inferences`` inferences of ``model`` (input ``x`` each time, one after the other, as a
     device answering input after input) on ``target``, interrupted by ``failures`` seeded power
     failures and resumed after each (see the module doc for how each target cuts the power).
@@ -403,24 +499,34 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
     failures inside commits, torn records. ``on_period`` (MSP430): every on-period runs exactly
     that many instructions (the first one also pays the cold preparation); ``final_run=False``
     leaves out the last, uninterrupted on-period (to see whether the on-periods alone
-    progress). ``outputs`` holds every answer given."""
+    progress). ``provisioned`` (MSP430): run that program (:func:`provision`, built for its own
+    number of inferences) from its prepared image instead of a program that prepares on the
+    device. ``outputs`` holds every answer given."""
     rng = np.random.default_rng(seed)
+    if provisioned is not None:
+        if target != "msp430" or (inferences is not None and inferences != provisioned.inferences):
+            raise ValueError(f"a provisioned program runs on the msp430, {provisioned.inferences} inferences")
+        inferences = provisioned.inferences
     if inferences is None:
         inferences = max(2, failures // 5)
     m = as_model(model)
     out = Path(out_dir)
     if target == "msp430":
-        pb = build_power_program(target, m, x, out / f"n{inferences}", inferences=inferences)
-        halt = symbol_address(target, pb.elf, "fm_target_halt")
-        mark = symbol_address(target, pb.elf, "fm_target_mark")
-        phase_at = symbol_address(target, pb.elf, "power_phase")
-        crt0 = (symbol_address(target, pb.elf, "_start"), _crt0_end(pb.elf))
+        if provisioned is None:
+            elf = build_power_program(target, m, x, out / f"n{inferences}", inferences=inferences).elf
+            load: list[str] = []
+        else:
+            elf, load = provisioned.elf, _image_commands(provisioned)
+        halt = symbol_address(target, elf, "fm_target_halt")
+        mark = symbol_address(target, elf, "fm_target_mark")
+        phase_at = symbol_address(target, elf, "power_phase")
+        crt0 = (symbol_address(target, elf, "_start"), _crt0_end(elf))
         # An uninterrupted run, stopping at every mark: power-on entry, after fm_power_on (the cold
         # preparation), then the first unit of each inference: instructions of the preparation
         # and of one inference.
-        st = _stops(_mspdebug(pb.elf, [f"setbreak {mark:#x}", f"setbreak {halt:#x}"]
-                              + ["run", "simio info tr"] * (inferences + 4)))
-        firsts = [s_[1] for s_ in st if s_[0] == mark][2:]
+        st = mspdebug_stops(_mspdebug(elf, load + [f"setbreak {mark:#x}", f"setbreak {halt:#x}"]
+                                      + ["run", "simio info tr"] * (inferences + 4)))
+        firsts = [s_.instructions for s_ in st if s_.pc == mark][2:]
         if len(firsts) < 2:
             raise TargetRunError(f"power_run on msp430: {len(firsts)} first units in an uninterrupted run")
         prepared = firsts[0]
@@ -428,9 +534,9 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
             span = max((firsts[1] - firsts[0]) // 3, 100)
         # the first on-period pays the cold preparation (a charge that cannot never prepares: see
         # freeml inspect), then it and every later one run a seeded number of instructions
-        cmds: list[str] = [f"setbreak {halt:#x}"]
+        cmds: list[str] = load + [f"setbreak {halt:#x}"]
         if in_commits:
-            cmds += [f"step {prepared}", f"setbreak {symbol_address(target, pb.elf, 'nvm_write'):#x}"]
+            cmds += [f"step {prepared}", f"setbreak {symbol_address(target, elf, 'nvm_write'):#x}"]
         for i in range(failures):
             pattern = " ".join(f"{int(b):#04x}" for b in rng.integers(0, 256, 4))
             if in_commits:
@@ -443,12 +549,12 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
             cmds.append("delbreak 1")
         if final_run:
             cmds += ["run", "simio info tr"]
-        text = _mspdebug(pb.elf, cmds, timeout=1800)
+        text = _mspdebug(elf, cmds, timeout=1800)
         # where each failure landed: the PC of the last register dump before each phase read
         md_line = re.compile(rf"^\s*{phase_at:05x}:\s+([0-9a-f]{{2}})")
         landed, pc = [], None
         for line in text.splitlines():
-            mm = _STOP.search(line)
+            mm = MSPDEBUG_PC.search(line)
             if mm:
                 pc = int(mm.group(1), 16)
             mm = md_line.match(line)

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from freeml_keras.runtime.build import SOURCE_DIR, TARGETS_DIR, build_dir, source_key
 
@@ -247,8 +247,42 @@ def _run_qemu(elf: Path, timeout: float, work_dir: Path) -> RunResult:
                      list(marks), symbols)
 
 
-_PC = re.compile(r"\(\s*PC:\s*([0-9a-fA-F]+)\)")
+MSPDEBUG_PC = re.compile(r"\(\s*PC:\s*([0-9a-fA-F]+)\)")
 _R12 = re.compile(r"\(R12:\s*([0-9a-fA-F]+)\)")
+
+
+class Stop(NamedTuple):
+    """One stop of ``mspdebug sim`` at a breakpoint: where (``pc``), ``r12`` (the first argument
+    or return value), and the tracer's executed ``instructions`` and MCLK ``cycles`` so far."""
+    pc: int
+    r12: int
+    instructions: int
+    cycles: int
+
+
+def mspdebug_stops(stdout: str, halt: int | None = None) -> list[Stop]:
+    """The stops in the output of ``mspdebug sim`` commands that alternate ``run`` and
+    ``simio info tr`` (the register dump of each stop, then the tracer's counts), in order; up to
+    the first at ``halt`` when given."""
+    stops: list[Stop] = []
+    pc = r12 = instr = None
+    for line in stdout.splitlines():
+        m = MSPDEBUG_PC.search(line)
+        if m:
+            pc, r12 = int(m.group(1), 16), None
+        m12 = _R12.search(line)
+        if m12 and pc is not None and r12 is None:
+            r12 = int(m12.group(1), 16)
+        if line.startswith("Instruction count:"):
+            instr = int(line.split(":")[1])
+        elif line.startswith("MCLK:"):
+            if pc is None or instr is None:
+                raise TargetRunError(f"unexpected mspdebug output:\n{stdout[-2000:]}")
+            stops.append(Stop(pc, r12 if r12 is not None else 0, instr, int(line.split(":")[1])))
+            if pc == halt:
+                break
+            pc = instr = None
+    return stops
 
 
 def _run_mspdebug(elf: Path, max_marks: int, timeout: float) -> RunResult:
@@ -265,31 +299,8 @@ def _run_mspdebug(elf: Path, max_marks: int, timeout: float) -> RunResult:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         raise TargetRunError(f"{elf.name}: no exit within {timeout:.0f} s under mspdebug") from e
-    stops: list[tuple[int, int, int, int]] = []      # pc, r12, instructions, cycles
-    pc = r12 = instr = None
-    output_lines = []
-    for line in r.stdout.splitlines():
-        m = _PC.search(line)
-        if m:
-            pc, r12 = int(m.group(1), 16), None
-            m12 = _R12.search(line)
-            if m12:
-                r12 = int(m12.group(1), 16)
-            continue
-        m12 = _R12.search(line)
-        if m12 and pc is not None and r12 is None:
-            r12 = int(m12.group(1), 16)
-        if line.startswith("Instruction count:"):
-            instr = int(line.split(":")[1])
-        elif line.startswith("MCLK:"):
-            if pc is None or instr is None:
-                raise TargetRunError(f"{elf.name}: unexpected mspdebug output:\n{r.stdout[-2000:]}")
-            stops.append((pc, r12 if r12 is not None else 0, instr, int(line.split(":")[1])))
-            if pc == halt:
-                break
-            pc = instr = None
-        elif line.startswith("@"):
-            output_lines.append(line)
+    stops = mspdebug_stops(r.stdout, halt)
+    output_lines = [line for line in r.stdout.splitlines() if line.startswith("@")]
     if not stops or stops[-1][0] != halt:
         raise TargetRunError(f"{elf.name}: did not reach its exit within {max_marks} marks under mspdebug "
                              f"(exit {r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")

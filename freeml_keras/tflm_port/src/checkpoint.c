@@ -396,7 +396,9 @@ static fm_status commit_fresh(fm_intermittent *r, uint16_t flags)
     memset(r->st.acc, 0, sizeof(r->st.acc));
     if (r->exits) fm_exit_begin(r->exits, r->head, r->st.acc);
 #endif
+    FM_TRACE_EVENT(FM_EVENT_COMMIT);
     s = fm_ckpt_commit(r->nvm, r->ckpt_offset, &r->st);
+    FM_TRACE_EVENT(FM_EVENT_COMMITTED);
     if (s) return s;
     r->st_committed = 1;
     r->commits++;
@@ -546,6 +548,7 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
             if (s) return s;
             r->st.flags = (uint16_t)((r->st.flags & 0xFFu) | ((uint16_t)(e + 1) << 8));
             early = exit_decision(r, (uint16_t)e);
+            FM_TRACE_EVENT(FM_EVENT_EXIT + (uint16_t)e);
         }
 #endif
         r->st.op = cur.op;
@@ -556,7 +559,9 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
         } else if (finished) {
             r->st.flags = (uint16_t)((r->st.flags & 0xFF00u) | FM_CKPT_DONE);
         }
+        FM_TRACE_EVENT(FM_EVENT_COMMIT);
         s = fm_ckpt_commit(r->nvm, r->ckpt_offset, &r->st);
+        FM_TRACE_EVENT(FM_EVENT_COMMITTED);
         if (s) return s;
         r->st_committed = 1;
         r->commits++;

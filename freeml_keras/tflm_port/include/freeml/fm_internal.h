@@ -44,6 +44,16 @@
 #ifndef FM_TRACE_FIRST_UNIT
 #define FM_TRACE_FIRST_UNIT() ((void)0)
 #endif
+/* A hook at the events of an inference that the target measurements time (power_run.c defines
+ * it as a call to an empty function where the emulator stops, its code in r12): a commit begins
+ * (FM_EVENT_COMMIT) and ends (FM_EVENT_COMMITTED), exit point e is accumulated and decided
+ * (FM_EVENT_EXIT + e). Nothing by default. */
+#ifndef FM_TRACE_EVENT
+#define FM_TRACE_EVENT(code) ((void)0)
+#endif
+#define FM_EVENT_COMMIT 1u
+#define FM_EVENT_COMMITTED 2u
+#define FM_EVENT_EXIT 0x100u
 /* FM_PREPARE_FLOAT 1 (hosts): prepare computes the requantization parameters from the float
  * scales (double arithmetic, as TFLite Micro does) and, when the model carries them precomputed
  * ("freeml_prepare" metadata, precomputed.c), refuses a model whose values differ. 0 (the

@@ -18,7 +18,8 @@
  * used> <arena needed> <head state used> <head arena needed>", "@done <exit> <int8 outputs>" (nothing is printed on
  * the way: output would cost the restart cycles); "@need <state> <arena> <head state> <head arena>"
  * when a block is too small, "@error <where> <status>" on a runtime error. Marks, per power-on:
- * main's entry, after fm_power_on, the first unit of work fm_resume runs.
+ * main's entry, after fm_power_on, the first unit of work fm_resume runs. Stops for the measuring
+ * driver: power_event (commits, exit points) and power_answered (an answer is ready).
  *
  * `phase` (in NVM, its address found by symbol) says where the program is, for the driver that
  * cuts the power: 1 restart, 2 inference work, 3 a commit, 4 done, 5 writing a new input.
@@ -94,6 +95,21 @@ void power_first_unit(void)
 {
     power_phase = PH_WORK;
     fm_target_mark();
+}
+
+/* FM_TRACE_EVENT (fm_internal.h): commits and exit points, where the measuring driver stops
+ * (freeml_keras.targets.power.measure_provisioned reads `code` from r12). */
+void power_event(uint16_t code);
+__attribute__((noinline)) void power_event(uint16_t code)
+{
+    __asm__ volatile("" : : "r"(code) : "memory");
+}
+
+/* An answer is ready (before it is printed): the end of an inference for the measuring driver. */
+void power_answered(void);
+__attribute__((noinline)) void power_answered(void)
+{
+    __asm__ volatile("" ::: "memory");
 }
 
 static void nvm_write(fm_nvm *n, uint32_t offset, const uint8_t *src, uint32_t len)
@@ -203,6 +219,7 @@ static int power_on_and_run(void)
         }
         power_phase = PH_DONE;
         if (fm_answer(&r, &answer, logits) != FM_OK) return 6;
+        power_answered();
         /* printed only now: output costs cycles that are not the restart's */
         fm_target_puts("@boots");
         put_field(power_ons);
