@@ -9,7 +9,10 @@ preparation-only build at the same addresses; the figure is the larger of the tw
 compressed cnn_s that fits the MSP430 (bench/fixtures.py; with and without its exit head), the
 cnn_s compressed to the memory map's budget (``fixtures.device_cnn_s``: digits backbone, and
 28x28 Fashion-MNIST with its exit head), and the demo's model (``--demo-model``, default
-runs/demo/model.tflite, when present).
+runs/demo/model.tflite, when present). A provisioned build that fits is then run under
+``mspdebug sim`` from its image (``power.measure_provisioned``: cycles per inference and to each
+exit point, steps, commits, warm restart after a mid-inference power failure) and through 10
+seeded power failures, its answers compared with the host's (a seeded random int8 input).
 
     .venv/bin/python bench/image.py [--demo-model runs/demo/model.tflite]
     # bench/results/image.json
@@ -27,10 +30,13 @@ from pathlib import Path
 
 from fixtures import compressed_cnn_s, device_cnn_s
 
-from freeml_keras import memory
+import numpy as np
+
+from freeml_keras import devices, memory
 from freeml_keras.conversion import compact, extract_subgraph, strip_names
 from freeml_keras.format.prepared import with_prepared
-from freeml_keras.targets import image
+from freeml_keras.runtime import Interpreter
+from freeml_keras.targets import image, power
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEVICE = "msp430fr5994"
@@ -68,7 +74,26 @@ def measure(name: str, b: bytes | None, work: Path, build: str) -> dict:
             "code_bytes": est["parts"]["code"], "code_target_met": est["parts"]["code"] <= CODE_TARGET_BYTES,
             "flatbuffer": memory.flatbuffer_breakdown(b),
             "flatbuffer_device_form": memory.flatbuffer_breakdown(device_form),
+            "fram_by_build": {v: x["regions"]["FRAM"] for v, x in est["by_build"].items()},
+            "msp430": _run_provisioned(b, est, work / f"{name}-run") if build == "provisioned" and linked["linked"] else None,
             "seconds": round(time.time() - t0, 1)}
+
+
+def _run_provisioned(b: bytes, est: dict, work: Path) -> dict:
+    """The provisioned build from its image under mspdebug: cycles, then power failures."""
+    it = Interpreter(b)
+    x = np.random.default_rng(0).integers(-128, 128, size=it.inputs[0]["shape"]).astype(np.int8)
+    want = it.invoke(x)[0].ravel().tolist()
+    blk = est["blocks"]
+    p = power.provision(b, x[0], work, sizes=[blk["state"], blk["arena"], blk["head_state"], blk["head_arena"]],
+                        inferences=4)
+    c = power.measure_provisioned(p)
+    pf = power.run_power_failures("msp430", b, x[0], work / "power", failures=10, seed=0, provisioned=p)
+    e = devices.get(DEVICE).energy_per_cycle_j
+    return {**{k: v for k, v in c.items() if k not in ("code_bytes", "answer")},
+            "energy_uj_per_inference": 1e6 * e * c["inference"],
+            "bit_exact": c["answer"][1] == want and all(list(y) == want for _, y in pf.outputs),
+            "power_failures": pf.failures, "answers_after_failures": len(pf.outputs)}
 
 
 def main() -> int:
@@ -89,6 +114,12 @@ def main() -> int:
               f"{r['fram_linked']:>7,} ({r['prediction_error']:+d} B)  {'fits' if r['fits'] else 'OVER'}  "
               f"flatbuffer overhead {100 * r['flatbuffer']['overhead_fraction']:.0f}% -> "
               f"{100 * f['overhead_fraction']:.0f}% device form")
+        if r.get("msp430"):
+            m = r["msp430"]
+            print(f"{'':<40} msp430 from its image: {m['inference']:,} cycles per inference "
+                  f"({m['energy_uj_per_inference']:.0f} uJ), to the exits {m['to_exit']}, {m['steps']} steps (largest "
+                  f"{m['largest_step']:,}), commits +{100 * m['checkpoint_overhead']:.1f}%, warm restart "
+                  f"{m['warm_restart']:,}; {m['power_failures']} power failures, bit-exact {m['bit_exact']}")
     result = {"benchmark": "image", "host": platform.platform(), "command": "bench/image.py",
               "device": DEVICE, "wall_s": round(time.time() - t0, 1), "models": rows,
               "targets": {"code_bytes<=20KB": all(r.get("code_target_met", False) for r in rows if "error" not in r),

@@ -3,7 +3,8 @@
 
 How sparse weights are expressed: ``sparse=True`` keeps what the TFLite converter writes with
 ``Optimize.EXPERIMENTAL_SPARSITY``: each weight tensor with at least 30% zeros is stored in
-TFLite's sparsity format (CSR on the last dimension) and feeds a DENSIFY op whose output is the
+TFLite's sparsity format (CSR on the last dimension; where the converter chose blocks of 1x4 or
+1x16, rewritten as plain CSR by :func:`freeml_keras.format.sparsity.unblock`) and feeds a DENSIFY op whose output is the
 consuming CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED's weight input. Stock TFLite runs this
 graph as is (DENSIFY expands the weights into RAM); the FreeML runtime treats DENSIFY as an
 alias and its kernels read the CSR weights in place. ``sparse=False`` stores every weight dense;
@@ -27,6 +28,7 @@ import numpy as np
 from freeml_keras import memory
 from freeml_keras.bridge import to_tf_keras
 from freeml_keras import costs
+from freeml_keras.format import sparsity
 from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras, tf
 from freeml_keras.format.metadata import (NEVER, METADATA_NAME, ExitRecord, FreemlMetadata, OpCost,
@@ -64,6 +66,10 @@ def _tflite_convert(model: "keras.Model", gen: Callable[[], Iterable], sparse: b
     except Exception as e:  # the converter raises ConverterError with MLIR diagnostics
         raise ConversionError(_explain(model, e)) from e
     _check_full_int8(model, data)
+    if sparse:      # block-sparse weights, which the converter writes for some layers: plain CSR
+        m = ts.read_model(data)
+        if sparsity.unblock(m):
+            data = ts.write_model(m)
     return data
 
 
