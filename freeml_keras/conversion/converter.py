@@ -3,8 +3,9 @@
 
 How sparse weights are expressed: ``sparse=True`` keeps what the TFLite converter writes with
 ``Optimize.EXPERIMENTAL_SPARSITY``: each weight tensor with at least 30% zeros is stored in
-TFLite's sparsity format (CSR on the last dimension; where the converter chose blocks of 1x4 or
-1x16, rewritten as plain CSR by :func:`freeml_keras.format.sparsity.unblock`) and feeds a DENSIFY op whose output is the
+TFLite's sparsity format (CSR on the last dimension; where the converter chose 1x16 blocks,
+rewritten as plain CSR from the dense conversion's values by
+:func:`freeml_keras.format.sparsity.unblock`) and feeds a DENSIFY op whose output is the
 consuming CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED's weight input. Stock TFLite runs this
 graph as is (DENSIFY expands the weights into RAM); the FreeML runtime treats DENSIFY as an
 alias and its kernels read the CSR weights in place. ``sparse=False`` stores every weight dense;
@@ -68,7 +69,8 @@ def _tflite_convert(model: "keras.Model", gen: Callable[[], Iterable], sparse: b
     _check_full_int8(model, data)
     if sparse:      # block-sparse weights, which the converter writes for some layers: plain CSR
         m = ts.read_model(data)
-        if sparsity.unblock(m):
+        if sparsity.blocked_tensors(m):
+            sparsity.unblock(m, ts.read_model(_tflite_convert(model, gen, False)))
             data = ts.write_model(m)
     return data
 

@@ -1,20 +1,21 @@
-"""TFLite's sparse tensor format (``SparsityParameters``): reading any of it back to dense
-values, and writing the one layout the runtime reads in place (CSR on the last dimension, the
-other dimensions dense, no blocks).
+"""TFLite's sparse tensor format (``SparsityParameters``): the one layout the runtime reads in
+place (CSR on the last dimension, the other dimensions dense, no blocks), and the repair of the
+block-sparse weights the TFLite converter writes.
 
 The TFLite converter (``Optimize.EXPERIMENTAL_SPARSITY``) writes block-sparse weights (blocks of
-1x4 or 1x16 on the last dimension) for some layers whose zeros come in such blocks; the runtime's
-kernels read only plain CSR. ``unblock`` rewrites those tensors as plain CSR with the same
-values, so that a pruned model converts whatever pattern its zeros took. (TensorFlow has this
-conversion only in C++, ``FormatConverter``; the schema module gives the tables, not the
-arithmetic.)
+1x16 on the last dimension) for some layers whose zeros come in such blocks, which the runtime's
+kernels do not read; and where that dimension is not a multiple of the block, the values it
+stores are wrong (TF 2.21: a 20x10 FULLY_CONNECTED weight stored as one block holding the first
+16 values of the flattened matrix, so that stock TFLite runs the layer with other weights than
+the model's). ``unblock`` therefore rewrites each block-sparse tensor as plain CSR from the
+values of the dense conversion of the same model, which the converter writes right.
 
 Example::
 
     from freeml_keras.format import sparsity, tflite
-    m = tflite.read_model(open("model.tflite", "rb").read())
-    if sparsity.unblock(m):
-        open("model.tflite", "wb").write(tflite.write_model(m))
+    m = tflite.read_model(sparse_bytes)
+    if sparsity.blocked_tensors(m):
+        sparsity.unblock(m, tflite.read_model(dense_bytes))
 """
 
 from __future__ import annotations
@@ -23,63 +24,14 @@ import copy
 
 import numpy as np
 
-from freeml_keras.format.tflite import schema
+from freeml_keras.format.tflite import op_name, schema
 
-__all__ = ["to_dense", "csr_last_dim", "unblock"]
+__all__ = ["blocked_tensors", "csr_last_dim", "unblock"]
 
 _DENSE = schema.DimensionType.DENSE
 _VECTORS = {schema.SparseIndexVector.Int32Vector: schema.Int32VectorT,
             schema.SparseIndexVector.Uint16Vector: schema.Uint16VectorT,
             schema.SparseIndexVector.Uint8Vector: schema.Uint8VectorT}
-
-
-def _index_values(vec) -> np.ndarray:
-    return np.asarray(vec.values if vec is not None and vec.values is not None else [], dtype=np.int64)
-
-
-def to_dense(values: np.ndarray, shape: tuple[int, ...], sp: "schema.SparsityParametersT") -> np.ndarray:
-    """The dense tensor of ``shape`` that the stored ``values`` and sparsity parameters ``sp``
-    describe (any traversal order, block map and mix of DENSE / SPARSE_CSR levels)."""
-    n = len(shape)
-    order = [int(v) for v in sp.traversalOrder]
-    block_map = [int(v) for v in (sp.blockMap if sp.blockMap is not None else [])]
-    dms = sp.dimMetadata
-    if len(order) != n + len(block_map) or len(dms) != len(order):
-        raise ValueError(f"sparsity parameters with {len(order)} traversal levels for a {n}-D tensor "
-                         f"and {len(block_map)} blocked dimensions")
-    block = {d: int(dms[order.index(n + j)].denseSize) for j, d in enumerate(block_map)}
-    expanded = np.zeros([shape[d] // block.get(d, 1) for d in range(n)] + [block[d] for d in block_map],
-                       dtype=values.dtype)
-    idx = [0] * len(order)
-    values = np.asarray(values).ravel()
-
-    def walk(level: int, pos: int) -> None:
-        dm, d = dms[level], order[level]
-        if dm.format == _DENSE:
-            children = [(i, pos * int(dm.denseSize) + i) for i in range(int(dm.denseSize))]
-        else:
-            seg = _index_values(dm.arraySegments)
-            ind = _index_values(dm.arrayIndices)
-            children = [(int(ind[p]), p) for p in range(int(seg[pos]), int(seg[pos + 1]))]
-        for i, child in children:
-            idx[d] = i
-            if level + 1 == len(order):
-                expanded[tuple(idx)] = values[child]
-            else:
-                walk(level + 1, child)
-
-    walk(0, 0)
-    # blocked dimension d: element (b, i) of the expanded tensor is element b * size + i
-    out = expanded
-    for d in block_map:          # each block axis in turn is the first after the n outer ones
-        out = _merge_block(out, d, n)
-    return out.reshape(shape)
-
-
-def _merge_block(t: np.ndarray, d: int, n: int) -> np.ndarray:
-    """Fold the block axis at position ``n`` into dimension ``d`` (index b * size + i)."""
-    t = np.moveaxis(t, n, d + 1)
-    return t.reshape(t.shape[:d] + (t.shape[d] * t.shape[d + 1],) + t.shape[d + 2:])
 
 
 def _vector(values: np.ndarray) -> tuple[int, object]:
@@ -127,40 +79,81 @@ def _densify_opcode(model: "schema.ModelT") -> int:
     return len(model.operatorCodes) - 1
 
 
-def unblock(model: "schema.ModelT") -> list[str]:
+def blocked_tensors(model: "schema.ModelT") -> list[tuple[int, int]]:
+    """(subgraph, tensor) of every block-sparse tensor of ``model``."""
+    return [(g, i) for g, sg in enumerate(model.subgraphs) for i, t in enumerate(sg.tensors)
+            if t.sparsity is not None and t.sparsity.blockMap is not None and len(t.sparsity.blockMap)]
+
+
+def _name(t) -> str:
+    return t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+
+
+def unblock(model: "schema.ModelT", dense: "schema.ModelT") -> list[str]:
     """Rewrite every block-sparse tensor of ``model`` (in place) as plain CSR on its last
-    dimension with the same values; the names of the tensors rewritten. A consumer that read
-    the block-sparse weights directly (TFLite's FULLY_CONNECTED does, for blocks) now reads them
-    through a DENSIFY op, as the converter writes plain CSR weights: stock TFLite runs the
-    result, and the runtime reads the CSR weights in place."""
+    dimension, its values taken from the tensor of the same name in ``dense`` (the same model
+    converted without sparsity: same shapes and quantization, checked); the names rewritten. A
+    consumer that read the block-sparse weights directly (TFLite's FULLY_CONNECTED does, for
+    blocks) now reads them through a DENSIFY op, as the converter writes plain CSR weights: stock
+    TFLite runs the result, and the runtime reads the CSR weights in place."""
     done = []
-    for sg in model.subgraphs:
-        for ti, t in enumerate(list(sg.tensors)):
-            sp = t.sparsity
-            if sp is None or not (sp.blockMap is not None and len(sp.blockMap)):
-                continue
-            name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-            if t.type != schema.TensorType.INT8:
-                raise ValueError(f"block-sparse tensor {name!r} of type {t.type}: only int8 is rewritten")
-            buf = model.buffers[t.buffer]
-            values = np.frombuffer(bytes(bytearray(buf.data)), dtype=np.int8)
-            stored, t.sparsity = csr_last_dim(to_dense(values, tuple(int(v) for v in t.shape), sp))
-            buf.data = np.frombuffer(stored.tobytes(), dtype=np.uint8).copy()
-            densify = _densify_opcode(model)
-            users = [k for k, op in enumerate(sg.operators)
-                     if op.opcodeIndex != densify and ti in [int(v) for v in op.inputs]]
-            if users:
-                out = copy.deepcopy(t)
-                out.sparsity, out.buffer = None, 0
-                out.name = (name + "/densified").encode()
-                sg.tensors.append(out)
-                new = len(sg.tensors) - 1
-                for k in users:
-                    sg.operators[k].inputs = np.array([new if int(v) == ti else int(v) for v in sg.operators[k].inputs],
-                                                      dtype=np.int32)
-                op = schema.OperatorT()
-                op.opcodeIndex = densify
-                op.inputs, op.outputs = np.array([ti], dtype=np.int32), np.array([new], dtype=np.int32)
-                sg.operators.insert(users[0], op)
-            done.append(name)
+    for g, ti in blocked_tensors(model):
+        sg, t = model.subgraphs[g], model.subgraphs[g].tensors[ti]
+        name = _name(t)
+        same = _dense_counterpart(model, g, ti, dense)
+        if same is None or list(same.shape) != list(t.shape) or same.type != t.type or \
+                not _same_quantization(same.quantization, t.quantization):
+            raise ValueError(f"block-sparse tensor {name!r}: the dense conversion has no weight tensor of the same "
+                             f"shape and quantization at the same operator to take its values from")
+        values = np.frombuffer(bytes(bytearray(dense.buffers[same.buffer].data)), dtype=np.int8)
+        stored, t.sparsity = csr_last_dim(values.reshape(tuple(int(v) for v in t.shape)))
+        model.buffers[t.buffer].data = np.frombuffer(stored.tobytes(), dtype=np.uint8).copy()
+        densify = _densify_opcode(model)
+        users = [k for k, op in enumerate(sg.operators)
+                 if op.opcodeIndex != densify and ti in [int(v) for v in op.inputs]]
+        if users:
+            out = copy.deepcopy(t)
+            out.sparsity, out.buffer = None, 0
+            out.name = (name + "/densified").encode()
+            sg.tensors.append(out)
+            new = len(sg.tensors) - 1
+            for k in users:
+                sg.operators[k].inputs = np.array([new if int(v) == ti else int(v) for v in sg.operators[k].inputs],
+                                                  dtype=np.int32)
+            op = schema.OperatorT()
+            op.opcodeIndex = densify
+            op.inputs, op.outputs = np.array([ti], dtype=np.int32), np.array([new], dtype=np.int32)
+            sg.operators.insert(users[0], op)
+        done.append(name)
     return done
+
+
+def _dense_counterpart(model: "schema.ModelT", g: int, ti: int, dense: "schema.ModelT"):
+    """The tensor of the dense conversion at the same input of the same operator: the two
+    conversions have the same operators in the same order once the DENSIFY ops are left out
+    (their tensor names differ: the converter names tensors after the ops it fused)."""
+    if g >= len(dense.subgraphs):
+        return None
+
+    def compute_ops(m, sg):
+        return [op for op in sg.operators if _op_name(m, op) != "DENSIFY"]
+    ops, twins = compute_ops(model, model.subgraphs[g]), compute_ops(dense, dense.subgraphs[g])
+    if [_op_name(model, o) for o in ops] != [_op_name(dense, o) for o in twins]:
+        return None
+    for op, twin in zip(ops, twins):
+        ins = [int(v) for v in op.inputs]
+        if ti in ins and len(twin.inputs) == len(ins):
+            return dense.subgraphs[g].tensors[int(twin.inputs[ins.index(ti)])]
+    return None
+
+
+def _op_name(m: "schema.ModelT", op) -> str:
+    return op_name(m, op.opcodeIndex)
+
+
+def _same_quantization(a, b) -> bool:
+    if a is None or b is None:
+        return a is b
+    return all(np.array_equal(np.asarray(getattr(a, k) if getattr(a, k) is not None else []),
+                              np.asarray(getattr(b, k) if getattr(b, k) is not None else []))
+               for k in ("scale", "zeroPoint")) and a.quantizedDimension == b.quantizedDimension
