@@ -43,6 +43,7 @@ from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.build import build_dir, source_key
 from freeml_keras.runtime.interpreter import Interpreter
+from freeml_keras.targets import spill
 from freeml_keras.targets.codegen import c_array, kernel_config_source, model_has_exits, write_model_build_files
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (RUNTIME_DIR, TARGETS_DIR, TargetRunError, build, check_tools,
@@ -207,9 +208,14 @@ def _build_or_overflow(target: str, sources: list[Path], out: Path, measure: boo
     if variant == "device":
         defines["FM_PREPARE_ON_DEVICE"] = 0
     try:
-        elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
-                    opt=TARGET_OPT[target], defines=defines,
-                    options={"LDSCRIPT": _MEASURE_LD[target]} if measure else None)
+        if variant == "preparing" and target == "msp430":     # part of its code in emulator memory
+            elf, _ = spill.build_preparing("power_run", sources, out, measure=measure,
+                                           include_dirs=[RUNTIME_DIR / "include", out], opt=TARGET_OPT[target],
+                                           defines=defines)
+        else:
+            elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
+                        opt=TARGET_OPT[target], defines=defines,
+                        options={"LDSCRIPT": _MEASURE_LD[target]} if measure else None)
         return elf, None
     except TargetRunError as e:
         over = memory_overflow(str(e))
@@ -239,7 +245,7 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
     if kernel_config is not None:
         (tmp / "fm_kernel_config.h").write_text(kernel_config)
     key = (source_key(RUNTIME_DIR) + (tmp / "registry_model.c").read_text() + (tmp / "fm_kernel_config.h").read_text()
-           + f"{_STUB_MODEL} {_STUB_BLOCK} {classes if exits else 0} {variant}")
+           + f"{_STUB_MODEL} {_STUB_BLOCK} {classes if exits else 0} {variant} {spill.SPILL_REGIONS}")
     out = build_dir(f"code_image-{target}", hashlib.sha256(key.encode()).hexdigest()[:16])
     cached = out / "sections.json"
     if cached.exists():
@@ -257,6 +263,11 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
                              f"measuring map: over by {over}")
     sections = {k: list(v) for k, v in section_bytes(elf, target).items()}
     sections["regions_used"] = _regions_used(target, section_bytes(elf, target))
+    if variant == "preparing" and target == "msp430":      # the code the real link puts in emulator memory
+        moved = spill.spilled_bytes((out / "power_run.map").read_text())
+        sections[".text"][0] -= moved
+        sections["regions_used"]["FRAM"] -= moved
+        sections["spilled"] = moved
     cached.write_text(json.dumps(sections))
     return sections
 

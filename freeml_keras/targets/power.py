@@ -35,6 +35,7 @@ import numpy as np
 from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
+from freeml_keras.targets import spill
 from freeml_keras.targets.codegen import c_array, check_flatbuffer_fits, model_has_exits, write_model_build_files
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size,
@@ -130,8 +131,12 @@ def build_power_program(target: str, model: ModelLike, x: np.ndarray, out_dir: s
             f"#define FM_HEAD_STATE_BYTES {sizes[2]}u\n#define FM_HEAD_ARENA_BYTES {sizes[3]}u\n"
             f"#define FM_CKPT_CLASSES {classes}u\n"
             + c_array("model_input", "int8_t", xi))
-        elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
-                    opt=TARGET_OPT[target], defines=defines)
+        if prepare_only and target == "msp430":     # part of its code in emulator memory (targets.spill)
+            elf, _ = spill.build_preparing("power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
+                                           opt=TARGET_OPT[target], defines=defines)
+        else:
+            elf = build(target, "power_run", sources, out, include_dirs=[RUNTIME_DIR / "include", out],
+                        opt=TARGET_OPT[target], defines=defines)
         if countdown is not None:
             return PowerBuild(target, elf, *sizes, code_size(target, elf))
         r = run(target, elf, max_marks=8 + 2 * inferences, timeout=600)

@@ -121,13 +121,17 @@ def build(target: str, name: str, sources: Sequence[str | Path], out_dir: str | 
         "DEFS": " ".join(f"-D{k}" if v is None else f"-D{k}={v}" for k, v in (defines or {}).items()),
     }
     variables.update({k: str(v) for k, v in (options or {}).items()})
-    # make tracks sources and headers, not flags: a new configuration starts from clean objects
-    stamp = out / f"{name}.flags"
-    flags = repr(sorted((k, v) for k, v in variables.items() if k != "SRCS"))
+    # make tracks sources and headers, not flags: a new configuration starts from clean objects;
+    # another linker script only links again (the same objects)
+    stamp, ld_stamp = out / f"{name}.flags", out / f"{name}.ldscript"
+    flags = repr(sorted((k, v) for k, v in variables.items() if k not in ("SRCS", "LDSCRIPT")))
     if not stamp.exists() or stamp.read_text() != flags:
         shutil.rmtree(out / f"{name}.obj", ignore_errors=True)
+    if not ld_stamp.exists() or ld_stamp.read_text() != variables.get("LDSCRIPT", ""):
+        (out / f"{name}.elf").unlink(missing_ok=True)
     _make(TARGETS_DIR / target, variables, what=f"{name} for {target}")
     stamp.write_text(flags)
+    ld_stamp.write_text(variables.get("LDSCRIPT", ""))
     return out / f"{name}.elf"
 
 
