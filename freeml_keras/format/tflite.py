@@ -122,6 +122,25 @@ def prepared_data_span(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def data_prefix(data: bytes) -> int:
+    """Bytes from the start of the flatbuffer ``data`` to the end of its last buffer's data
+    (rounded up to 4): all that a build which does not parse the model reads of it (the
+    weights, biases and metadata entries, ``freeml_prepare`` with the model id among them). The
+    graph's tables come after it in files written by :func:`write_model`; in other layouts the
+    prefix may be the whole file. Read with the flatbuffers reader."""
+    try:
+        m = schema.Model.GetRootAsModel(data, 0)
+        end = 0
+        for i in range(m.BuffersLength()):
+            tab = m.Buffers(i)._tab
+            o = tab.Offset(4)                       # Buffer.data
+            if o and tab.VectorLen(o):
+                end = max(end, tab.Vector(o) + tab.VectorLen(o))
+    except Exception as e:  # the generated reader raises anything from struct.error to TypeError
+        raise TFLiteFormatError(f"corrupt flatbuffer: {type(e).__name__}: {e}") from None
+    return min(len(data), (end + 3) & ~3)
+
+
 def stamp_model_id(data: bytes) -> bytes:
     """``data`` with the model id of its ``freeml_prepare`` entry set: FNV-1a over the whole
     file with the id's 4 bytes zero, stored little-endian at bytes 8..12 of the entry's data.

@@ -149,16 +149,30 @@ def check_flatbuffer_fits(target: str, model_bytes: ModelLike) -> None:
                              f"{len(as_model(model_bytes)) - region[1]} bytes")
 
 
+def model_array_bytes(model: ModelLike, data_only: bool = False) -> int:
+    """Bytes of the model array in a build: the whole file, or with ``data_only`` the prefix
+    that holds its data (:func:`freeml_keras.format.tflite.data_prefix`) when the model carries
+    its id in ``freeml_prepare`` (a model without it is identified by words sampled across the
+    whole file, so it is kept whole)."""
+    m = as_model(model)
+    if not data_only or ts.prepared_data_span(m.data) is None:
+        return len(m.data)
+    return ts.data_prefix(m.data)
+
+
 def write_model_build_files(model_bytes: ModelLike, out: Path, subgraphs: Iterable[int] | None = None,
-                             exits: bool | None = None) -> TFLiteModel:
+                             exits: bool | None = None, data_only: bool = False) -> TFLiteModel:
     """The per-model sources of a runtime build: the model array, the kernel registry of the
     operators in ``subgraphs`` (default: all) and the kernel configuration (``exits``: see
     ``kernel_config_source``). The array holds the model with its operators' parameters
     precomputed (the ``freeml_prepare`` entry, added when the model has none or one that is not
     right for it: :func:`freeml_keras.format.prepared.ensure_prepared`); that model is
-    returned."""
+    returned. ``data_only``: the array keeps the file's data and not its tables
+    (:func:`model_array_bytes`), for a build that runs from a prepared image and never parses
+    the model."""
     model_bytes = ensure_prepared(model_bytes)
-    export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram")
+    export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram",
+             stored=model_array_bytes(model_bytes, data_only) if data_only else None)
     (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes, subgraphs)))
     (out / "fm_kernel_config.h").write_text(kernel_config_source(model_bytes, exits=exits))
     return model_bytes

@@ -44,10 +44,11 @@ from freeml_keras.format.prepared import ensure_prepared
 from freeml_keras.runtime.build import build_dir, source_key
 from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.targets import spill
-from freeml_keras.targets.codegen import c_array, kernel_config_source, model_has_exits, write_model_build_files
+from freeml_keras.targets.codegen import (c_array, kernel_config_source, model_array_bytes, model_has_exits,
+                                          write_model_build_files)
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (RUNTIME_DIR, TARGETS_DIR, TargetRunError, build, check_tools,
-                                            memory_overflow)
+                                            memory_overflow, section_bytes)
 
 __all__ = ["ImageEstimate", "predict", "link", "code_image", "struct_sizes", "section_bytes", "device_budget"]
 
@@ -137,18 +138,6 @@ def _interp_blocks(data: bytes, target: str) -> tuple[int, int]:
     m = as_model(data)
     sg = m.parsed.subgraphs[0]
     return _state_on(target, it.state_bytes, len(sg.tensors or []), len(sg.operators or [])), it.arena_bytes
-
-
-def section_bytes(elf: Path, target: str) -> dict[str, tuple[int, int]]:
-    """(bytes, address) of each allocated section of ``elf`` (``llvm-size -A``)."""
-    tool = "llvm-size" if target == "msp430" else "arm-none-eabi-size"
-    out = subprocess.run([tool, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
-    sizes = {}
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
-            sizes[parts[0]] = (int(parts[1]), int(parts[2]))
-    return sizes
 
 
 # The targets' linker scripts: the sections in each region, in address order (.data is loaded
@@ -245,7 +234,8 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
     if kernel_config is not None:
         (tmp / "fm_kernel_config.h").write_text(kernel_config)
     key = (source_key(RUNTIME_DIR) + (tmp / "registry_model.c").read_text() + (tmp / "fm_kernel_config.h").read_text()
-           + f"{_STUB_MODEL} {_STUB_BLOCK} {classes if exits else 0} {variant} {spill.SPILL_REGIONS}")
+           + f"{_STUB_MODEL} {_STUB_BLOCK} {classes if exits else 0} {variant} spill2 {spill.SPILL_REGIONS} "
+           f"{spill.SRAM_END - spill.STACK_RESERVE}")
     out = build_dir(f"code_image-{target}", hashlib.sha256(key.encode()).hexdigest()[:16])
     cached = out / "sections.json"
     if cached.exists():
@@ -263,13 +253,20 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
                              f"measuring map: over by {over}")
     sections = {k: list(v) for k, v in section_bytes(elf, target).items()}
     sections["regions_used"] = _regions_used(target, section_bytes(elf, target))
-    if variant == "preparing" and target == "msp430":      # the code the real link puts in emulator memory
-        moved = spill.spilled_bytes((out / "power_run.map").read_text())
-        sections[".text"][0] -= moved
-        sections["regions_used"]["FRAM"] -= moved
-        sections["spilled"] = moved
+    if variant == "preparing" and target == "msp430":      # what the real link may put in emulator memory
+        sections["functions"] = spill.functions((out / "power_run.map").read_text())
     cached.write_text(json.dumps(sections))
     return sections
+
+
+def _spilled(sections: dict, extra_volatile: int = 0) -> int:
+    """Bytes of the preparing build's code that its real link puts in emulator memory
+    (:mod:`freeml_keras.targets.spill`), for a build whose volatile sections are
+    ``extra_volatile`` bytes larger than the code-only build's; 0 for the other builds."""
+    if "functions" not in sections:
+        return 0
+    volatile = sum(sections.get(k, [0])[0] for k in (".noinit", ".data", ".bss")) + extra_volatile
+    return spill.spilled_bytes([tuple(f) for f in sections["functions"]], spill.sram_room(volatile))
 
 
 def _output_shape(m) -> list[int]:
@@ -300,27 +297,32 @@ def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str
         head_state, head_arena = _interp_blocks(extract_subgraph(m.data, m.metadata.head_subgraph), target)
     stub = _a16(_STUB_BLOCK)
     n_blocks = 3 if exits else 2                      # NVM blocks: state, arena (+ head state)
-    model_bytes = _a16(len(m.data))
     nv_blocks = _a16(state) + _a16(arena) + (_a16(head_state) if exits else 0)
     v_blocks = _a16(head_arena) if exits else 0        # the exit head's scratch arena: volatile
-    delta = {"model": model_bytes - _STUB_MODEL, "nv": nv_blocks - stub * n_blocks, "v": v_blocks - (stub if exits else 0)}
+    delta = {"nv": nv_blocks - stub * n_blocks, "v": v_blocks - (stub if exits else 0)}
+    # the build without preparation keeps the file's data only (codegen.model_array_bytes)
+    model_by = {v: _a16(model_array_bytes(m, data_only=v == "device")) for v in VARIANTS[build]}
     mm = dev.memory
     by_build, used = {}, {}
     for variant in VARIANTS[build]:
         sections = code_image(target, m, work_dir, variant=variant)
         sec = {k: v[0] for k, v in sections.items() if k.startswith(".")}
         u = dict(sections["regions_used"])
-        for part, d in (("model", delta["model"]), ("arena", delta["nv"])):
+        moved = _spilled(sections, delta["v"])
+        sec[".text"] = sec.get(".text", 0) - moved
+        u[mm.region("code").name] -= moved
+        for part, d in (("model", model_by[variant] - _STUB_MODEL), ("arena", delta["nv"])):
             r = mm.region(part).name
             u[r] = u.get(r, 0) + d
         u[mm.region("stack").name] = u.get(mm.region("stack").name, 0) + delta["v"] + mm.stack_bytes
         by_build[variant] = {"code": sec.get(".text", 0) + sec.get(".rodata", 0) + sec.get(".data", 0),
+                             "model": model_by[variant],
                              "fixed_nv": sec.get(".persistent", 0) - stub * n_blocks,    # slots, image, counters
                              "volatile": sec.get(".noinit", 0) + sec.get(".bss", 0), "regions": u}
         for r, n in u.items():
             used[r] = max(used.get(r, 0), n)
     shipped = by_build[VARIANTS[build][-1]]           # what the device runs
-    parts = {"code": shipped["code"], "model": model_bytes, "arena": _a16(arena),
+    parts = {"code": shipped["code"], "model": shipped["model"], "arena": _a16(arena),
              "state": _a16(state) + (_a16(head_state) if exits else 0), "checkpoint": shipped["fixed_nv"],
              "stack": mm.stack_bytes + shipped["volatile"] + delta["v"]}
     regions = {r.name: {"used": used.get(r.name, 0), "length": r.length, "free": r.length - used.get(r.name, 0)}
@@ -348,7 +350,7 @@ def link(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str | 
     for variant in VARIANTS[build]:
         out = Path(work_dir) / f"linked-{variant}"
         out.mkdir(parents=True, exist_ok=True)
-        write_model_build_files(m, out, exits=exits)
+        write_model_build_files(m, out, exits=exits, data_only=variant == "device")
         sources = _write_power_sources(m, out, sizes, m.metadata.num_classes if exits else 0, exits, variant)
         elf, over = _build_or_overflow(target, sources, out, variant=variant)
         if elf is None:
@@ -421,10 +423,8 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
     flat = convert(model, representative, sparse=True, device_form=True, num_calibration=min(100, len(representative)))
     est = predict(flat, dev, work_dir, build=build)
     fp = memory.keras_footprint(model)
-    # what the converted file holds beyond what keras_footprint calls stored parameters
-    overhead = max(0, est.parts["model"] - fp.weight_bytes)
     target = costs.target_of(dev)
-    code_of = lambda s: sum(s.get(k, [0])[0] for k in (".text", ".rodata", ".data"))   # noqa: E731
+    code_of = lambda s: sum(s.get(k, [0])[0] for k in (".text", ".rodata", ".data")) - _spilled(s)   # noqa: E731
     config = kernel_config_source(flat, exits=exits)
     dense_config = config
     for op, bits in _csr_widths(flat):   # CSR kernels the dense model does not use yet
@@ -437,7 +437,11 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
         code[variant], csr_code[variant] = code_of(full), code_of(full) - code_of(base)
         fixed_nv = max(fixed_nv, full[".persistent"][0] - stub)
     free = {r.name: r.length for r in mm.regions}
-    fixed = {"code": max(code.values()), "checkpoint": fixed_nv, "state": est.parts["state"],
+    # the build that leaves the least: code and the model's file (the build without preparation
+    # holds the file's data only, the preparing build all of it)
+    binding = max(code, key=lambda v: code[v] + est.by_build[v]["model"])
+    overhead = max(0, est.by_build[binding]["model"] - fp.weight_bytes)
+    fixed = {"code": code[binding], "checkpoint": fixed_nv, "state": est.parts["state"],
              "model_overhead": overhead, "reserve": reserve_bytes}
     place = {"code": "code", "checkpoint": "checkpoint", "state": "state", "model_overhead": "model",
              "reserve": "model"}
@@ -452,7 +456,7 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
     else:
         flash, ram = free[model_region], free[arena_region]
     how = {"device": dev.name, "fixed": fixed, "free_after_fixed": free, "ram_share": ram_share,
-           "code_by_build": code, "csr_code": csr_code, "build": build, "exits": exits,
+           "code_by_build": code, "csr_code": csr_code, "build": build, "binding_build": binding, "exits": exits,
            "flash_bytes": flash, "ram_bytes": ram, "converted_bytes": len(flat),
            "weight_bytes": fp.weight_bytes}
     if flash <= 0 or ram <= 0:

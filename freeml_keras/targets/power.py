@@ -36,7 +36,10 @@ from freeml_keras.format.model import ModelLike, as_model
 from freeml_keras.runtime.interpreter import Interpreter
 from freeml_keras.runtime.intermittent import DEFAULT_STEP_COST, DEFAULT_STEP_WORK
 from freeml_keras.targets import spill
-from freeml_keras.targets.codegen import c_array, check_flatbuffer_fits, model_has_exits, write_model_build_files
+from freeml_keras.conversion.c_export import export_c
+from freeml_keras.format.prepared import ensure_prepared
+from freeml_keras.targets.codegen import (c_array, check_flatbuffer_fits, model_array_bytes, model_has_exits,
+                                          write_model_build_files)
 from freeml_keras.targets.runs import TARGET_DEFINES, TARGET_OPT, model_sources
 from freeml_keras.targets.toolchain import (TARGETS_DIR, RUNTIME_DIR, TargetRunError, build, code_size,
                                             MSPDEBUG_PC, mspdebug_stops, run, symbol_address)
@@ -276,18 +279,22 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
             image += bytes(int(b, 16) for b in m.group(2).split())
     if len(image) < size:
         raise TargetRunError(f"mspdebug: read {len(image)} of the {size} bytes of the prepared image")
-    exits = model_has_exits(as_model(model))
+    m = ensure_prepared(model)
+    exits = model_has_exits(m)
     for name, line in (("fm_kernel_config.h", "#define FM_EVAL_ON_DEVICE 0\n"),
                        ("power_cfg.h", "#define FM_PREPARE_ONLY 1\n")):
         f = prep.elf.parent / name
         f.write_text(f.read_text().replace(line, ""))
+    # the device never parses the model: its build keeps the file's data, not its tables
+    export_c(m.data, prep.elf.parent / "model_data.h", symbol="fm_model", section=".fram",
+             stored=model_array_bytes(m, data_only=True))
     sources = model_sources(exits) + [prep.elf.parent / "registry_model.c", prep.elf.parent / "model_data.c",
                                       TARGETS_DIR / "programs" / "power_run.c"]
     elf = build("msp430", "power_run_noprep", sources, prep.elf.parent, include_dirs=[RUNTIME_DIR / "include",
                 prep.elf.parent], opt=TARGET_OPT["msp430"],
                 defines={**TARGET_DEFINES["msp430"], "FM_PREPARE_ON_DEVICE": 0})
-    for name in ("nvm_mem", "fm_model"):
-        if _symbol(elf, name) != _symbol(prep.elf, name):
+    for name in ("nvm_mem", "fm_model"):      # (the model array is shorter in the build without preparation)
+        if _symbol(elf, name)[0] != _symbol(prep.elf, name)[0] or (name == "nvm_mem" and _symbol(elf, name) != _symbol(prep.elf, name)):
             raise TargetRunError(f"{name} moved between the preparing build and the one without preparation")
     return Provisioned(elf, address, bytes(image[:size]), prep, code_size("msp430", elf), int(inferences),
                        st[1].cycles - st[0].cycles)

@@ -9,8 +9,8 @@ device's FRAM beside the model and the blocks, and its code (parsing and prepara
 device, set the model's budget. ``mspdebug sim`` has RAM at every address of the 16-bit space,
 so here the preparing build puts its largest functions in two places the device map leaves
 unused: ``LOW`` (0x0200-0x1BFF: peripheral and boot-loader addresses on the chip; the
-emulator's console and multiplier sit below 0x0200) and ``HOLE`` (0x3C00-0x3FFF, between SRAM
-and FRAM). Everything the image points at (the blocks, the model, the volatile head arena) keeps
+emulator's console and multiplier sit below 0x0200), ``HOLE`` (0x3C00-0x3FFF, between SRAM
+and FRAM) and the SRAM its volatile sections and a 1 KB stack leave. Everything the image points at (the blocks, the model, the volatile head arena) keeps
 its device address: the script is the device's with two more regions and two more output
 sections.
 
@@ -32,12 +32,16 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from freeml_keras.targets.toolchain import TARGETS_DIR, build
+from freeml_keras.targets.toolchain import TARGETS_DIR, build, section_bytes
 
-__all__ = ["SPILL_REGIONS", "plan", "spilled_bytes", "build_preparing"]
+__all__ = ["SPILL_REGIONS", "sram_room", "functions", "plan", "spilled_bytes", "build_preparing"]
 
 # (name, origin, length): emulator memory that the MSP430FR5994 device map does not use
 SPILL_REGIONS = (("LOW", 0x0200, 0x1A00), ("HOLE", 0x3C00, 0x0400))
+# and the SRAM the preparing build's volatile sections and stack leave: from the end of .bss to
+# STACK_RESERVE below the stack's top (the preparing build's stack reached 432 B on the 28x28
+# cnn_s with its exit head: preparation walks the operators, it does not recurse)
+SRAM_START, SRAM_END, STACK_RESERVE = 0x1C00, 0x3C00, 1024
 _DEVICE_LD = TARGETS_DIR / "msp430" / "msp430fr5994.ld"
 _MEASURE_LD = TARGETS_DIR / "msp430" / "msp430fr5994_measure.ld"
 _MAP_TEXT = re.compile(r"^\s*[0-9a-f]+\s+[0-9a-f]+\s+([0-9a-f]+)\s+\d+\s+\S+:\((\.text\.[^)]+)\)\s*$")
@@ -53,12 +57,20 @@ def _functions(map_text: str) -> list[tuple[str, int]]:
     return out
 
 
-def plan(map_text: str) -> dict[str, list[str]]:
-    """The function sections to put in each spill region: largest first, each in the first
-    region with room (sizes rounded up to the 2-byte alignment of MSP430 code)."""
+def sram_room(volatile_bytes: int) -> int:
+    """Bytes of SRAM the preparing build can give to code when its .noinit, .data and .bss take
+    ``volatile_bytes``."""
+    return max(0, SRAM_END - STACK_RESERVE - SRAM_START - volatile_bytes - 2)
+
+
+def plan(functions: list[tuple[str, int]], sram_bytes: int) -> dict[str, list[str]]:
+    """The function sections (``functions``: section, bytes) to put in each spill region, with
+    ``sram_bytes`` of SRAM besides (:func:`sram_room`): largest first, each in the first region
+    with room (sizes rounded up to the 2-byte alignment of MSP430 code)."""
     room = {name: length for name, _, length in SPILL_REGIONS}
+    room["SRAM"] = sram_bytes
     placed: dict[str, list[str]] = {name: [] for name in room}
-    for section, n in sorted(_functions(map_text), key=lambda f: -f[1]):
+    for section, n in sorted(functions, key=lambda f: -f[1]):
         n += n & 1
         region = next((r for r in room if room[r] >= n), None)
         if region is not None:
@@ -67,24 +79,40 @@ def plan(map_text: str) -> dict[str, list[str]]:
     return placed
 
 
-def spilled_bytes(map_text: str) -> int:
-    """Bytes of code :func:`plan` moves out of the device's regions."""
-    sizes = dict(_functions(map_text))
-    return sum(sizes[s] + (sizes[s] & 1) for sections in plan(map_text).values() for s in sections)
+def spilled_bytes(functions: list[tuple[str, int]], sram_bytes: int) -> int:
+    """Bytes of code :func:`plan` moves out of the device's FRAM."""
+    sizes = dict(functions)
+    return sum(sizes[s] + (sizes[s] & 1) for sections in plan(functions, sram_bytes).values() for s in sections)
 
 
-def _script(placed: dict[str, list[str]]) -> str:
+def functions(map_text: str) -> list[tuple[str, int]]:
+    """(input section, bytes) of every function section in an ld.lld link map (not the
+    start-up code, which stays first in .text)."""
+    return _functions(map_text)
+
+
+def _script(placed: dict[str, list[str]], sizes: dict[str, int]) -> str:
     text = _DEVICE_LD.read_text()
-    regions = "".join(f"    {name} (rwx)  : ORIGIN = {origin:#06x}, LENGTH = {length:#06x}\n"
-                      for name, origin, length in SPILL_REGIONS)
-    text = text.replace("MEMORY\n{\n", "MEMORY\n{\n" + regions, 1)
-    outputs = "".join(f"    .text_{name.lower()} : {{\n" + "".join(f"        *({s})\n" for s in placed[name])
-                      + f"    }} > {name}\n" for name, _, _ in SPILL_REGIONS)
-    if "    .text : {" not in text or "MEMORY\n{\n" not in _DEVICE_LD.read_text():
+    # the SRAM part ends where the preparing build's stack reserve begins (a region of its own,
+    # listed before .text so that its functions are taken there; .noinit keeps its address)
+    sram = sum(sizes[f] + (sizes[f] & 1) for f in placed["SRAM"])
+    regions = [(name, origin, length) for name, origin, length in SPILL_REGIONS]
+    if sram:
+        regions.append(("SRAM", SRAM_END - STACK_RESERVE - sram, sram))
+    anchor_bss = "    __stack_top = ORIGIN(RAM) + LENGTH(RAM);"
+    if "    .text : {" not in text or "MEMORY\n{\n" not in text or anchor_bss not in text:
         raise RuntimeError(f"{_DEVICE_LD} changed shape: the preparing build's script cannot be made from it")
+    text = text.replace("MEMORY\n{\n", "MEMORY\n{\n" + "".join(
+        f"    SPILL_{name} (rwx)  : ORIGIN = {origin:#06x}, LENGTH = {length:#06x}\n" for name, origin, length in regions), 1)
+    outputs = "".join(f"    .text_{name.lower()} : {{\n" + "".join(f"        *({s})\n" for s in placed[name])
+                      + f"    }} > SPILL_{name}\n" for name, _, _ in regions)
+    text = text.replace("    .text : {", outputs + "    .text : {", 1)
+    if sram:
+        text = text.replace(anchor_bss, f"    ASSERT(__bss_end <= ORIGIN(SPILL_SRAM), \"preparing build: its volatile "
+                            f"sections reach its code in SRAM\")\n" + anchor_bss, 1)
     header = ("/* Generated by freeml_keras.targets.spill: the device's script with the preparing build's\n"
               " * largest functions in emulator memory that the device map leaves unused. */\n")
-    return header + text.replace("    .text : {", outputs + "    .text : {", 1)
+    return header + text
 
 
 def build_preparing(name: str, sources: Sequence[str | Path], out_dir: str | Path, *, measure: bool = False,
@@ -97,12 +125,14 @@ def build_preparing(name: str, sources: Sequence[str | Path], out_dir: str | Pat
     out = Path(out_dir)
     options = dict(build_args.pop("options", None) or {})
     elf = build("msp430", name, sources, out, options={**options, "LDSCRIPT": _MEASURE_LD}, **build_args)
-    map_text = (out / f"{name}.map").read_text()
-    moved = spilled_bytes(map_text)
+    funcs = _functions((out / f"{name}.map").read_text())
+    sizes = section_bytes(elf, "msp430")
+    room = sram_room(sum(sizes.get(k, (0, 0))[0] for k in (".noinit", ".data", ".bss")))
+    moved = spilled_bytes(funcs, room)
     if measure:
         return elf, moved
     script = out / f"{name}.prepare.ld"
-    text = _script(plan(map_text))
+    text = _script(plan(funcs, room), dict(funcs))
     if not script.exists() or script.read_text() != text:
         script.write_text(text)
     return build("msp430", name, sources, out, options={**options, "LDSCRIPT": script}, **build_args), moved

@@ -135,6 +135,18 @@ def build(target: str, name: str, sources: Sequence[str | Path], out_dir: str | 
     return out / f"{name}.elf"
 
 
+def section_bytes(elf: Path, target: str) -> dict[str, tuple[int, int]]:
+    """(bytes, address) of each allocated section of ``elf`` (``llvm-size -A``)."""
+    tool = "llvm-size" if target == "msp430" else "arm-none-eabi-size"
+    out = subprocess.run([tool, "-A", str(elf)], capture_output=True, text=True, check=True).stdout
+    sizes = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sizes[parts[0]] = (int(parts[1]), int(parts[2]))
+    return sizes
+
+
 def _nm(target: str) -> str:
     return "arm-none-eabi-nm" if target == "cortex_m4" else "llvm-nm"
 

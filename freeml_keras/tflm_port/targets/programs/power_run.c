@@ -141,7 +141,7 @@ static void put_field(int32_t v)
 /* What power-on prepares, and how inference is cut into steps: constants in the image (filling
  * them at every power-on would cost the restart a few hundred MSP430 cycles). */
 static const fm_blocks blocks = {
-    fm_model, (uint32_t)sizeof fm_model,
+    fm_model, (uint32_t)FM_MODEL_BYTES,     /* the whole file's length (a provisioned device stores its data only) */
     nvm_mem.state, (uint32_t)sizeof nvm_mem.state,
     nvm_mem.arena, (uint32_t)sizeof nvm_mem.arena,
 #if FM_HEAD_STATE_BYTES
