@@ -5,6 +5,8 @@ Uses tflite-micro's generated copy of the schema module, which imports without T
 
 from __future__ import annotations
 
+import copy
+
 import flatbuffers
 import numpy as np
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
@@ -75,12 +77,40 @@ def read_model(data: bytes) -> "schema.ModelT":
     return model
 
 
+class _Packed:
+    """A table already in the builder: ``Pack`` returns its offset. (The object API packs a
+    model's children in a fixed order; this is how :func:`write_model` chooses another.)"""
+
+    def __init__(self, offset: int):
+        self.offset = offset
+
+    def Pack(self, builder) -> int:  # noqa: N802 (the object API's name)
+        return self.offset
+
+
 def write_model(model: "schema.ModelT") -> bytes:
     """Serialize an object-API model back to flatbuffer bytes with the TFL3 identifier. When the
     model has a ``freeml_prepare`` metadata entry, its model id is set for these very bytes
-    (:func:`stamp_model_id`), so that every writer of the package keeps it right."""
+    (:func:`stamp_model_id`), so that every writer of the package keeps it right.
+
+    Layout (a flatbuffer is built from its end): the operators and the dense tensors' tables are
+    written first, so that they end the file, then the sparse tensors' tables with their CSR
+    index arrays, the rest of the graph, the buffers, the root: everything the runtime reads
+    once the model is prepared (buffers, CSR indices, the metadata entries) comes before the
+    tables it reads only to prepare (:func:`data_prefix`), and a provisioned device stores only
+    that prefix."""
     b = flatbuffers.Builder(1024)
-    b.Finish(model.Pack(b), file_identifier=FILE_IDENTIFIER)
+    m = copy.copy(model)
+    m.subgraphs = [copy.copy(sg) for sg in model.subgraphs or []] if model.subgraphs is not None else None
+    for sg in m.subgraphs or []:
+        if sg.operators is not None:
+            sg.operators = [_Packed(op.Pack(b)) for op in sg.operators]
+    for sparse in (False, True):
+        for sg in m.subgraphs or []:
+            if sg.tensors is not None:
+                sg.tensors = [_Packed(t.Pack(b)) if not isinstance(t, _Packed) and (t.sparsity is not None) == sparse
+                              else t for t in sg.tensors]
+    b.Finish(m.Pack(b), file_identifier=FILE_IDENTIFIER)
     return stamp_model_id(bytes(b.Output()))
 
 
@@ -123,19 +153,33 @@ def prepared_data_span(data: bytes) -> tuple[int, int] | None:
 
 
 def data_prefix(data: bytes) -> int:
-    """Bytes from the start of the flatbuffer ``data`` to the end of its last buffer's data
-    (rounded up to 4): all that a build which does not parse the model reads of it (the
-    weights, biases and metadata entries, ``freeml_prepare`` with the model id among them). The
-    graph's tables come after it in files written by :func:`write_model`; in other layouts the
-    prefix may be the whole file. Read with the flatbuffers reader."""
+    """Bytes from the start of the flatbuffer ``data`` to the end of the last of its buffers'
+    data and CSR index arrays (rounded up to 4): all that a build which does not parse the model
+    reads of it (the weights, biases, CSR indices and metadata entries, ``freeml_prepare`` with
+    the model id among them). The other tables come after it in files written by
+    :func:`write_model`; in other layouts the prefix may be the whole file. Read with the
+    flatbuffers reader."""
+    def vector_end(tab, slot: int, width: int) -> int:
+        o = tab.Offset(slot)
+        return tab.Vector(o) + width * tab.VectorLen(o) if o and tab.VectorLen(o) else 0
+
+    widths = {schema.SparseIndexVector.Int32Vector: 4, schema.SparseIndexVector.Uint16Vector: 2,
+              schema.SparseIndexVector.Uint8Vector: 1}
     try:
         m = schema.Model.GetRootAsModel(data, 0)
         end = 0
         for i in range(m.BuffersLength()):
-            tab = m.Buffers(i)._tab
-            o = tab.Offset(4)                       # Buffer.data
-            if o and tab.VectorLen(o):
-                end = max(end, tab.Vector(o) + tab.VectorLen(o))
+            end = max(end, vector_end(m.Buffers(i)._tab, 4, 1))     # Buffer.data
+        for g in range(m.SubgraphsLength()):        # CSR index arrays, read in place by the kernels
+            sg = m.Subgraphs(g)
+            for t in range(sg.TensorsLength()):
+                sp = sg.Tensors(t).Sparsity()
+                for d in range(sp.DimMetadataLength() if sp is not None else 0):
+                    dm = sp.DimMetadata(d)
+                    for kind, table in ((dm.ArraySegmentsType(), dm.ArraySegments()),
+                                        (dm.ArrayIndicesType(), dm.ArrayIndices())):
+                        if table is not None and kind in widths:
+                            end = max(end, vector_end(table, 4, widths[kind]))   # <Type>Vector.values
     except Exception as e:  # the generated reader raises anything from struct.error to TypeError
         raise TFLiteFormatError(f"corrupt flatbuffer: {type(e).__name__}: {e}") from None
     return min(len(data), (end + 3) & ~3)

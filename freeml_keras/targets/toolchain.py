@@ -124,14 +124,16 @@ def build(target: str, name: str, sources: Sequence[str | Path], out_dir: str | 
     # make tracks sources and headers, not flags: a new configuration starts from clean objects;
     # another linker script only links again (the same objects)
     stamp, ld_stamp = out / f"{name}.flags", out / f"{name}.ldscript"
-    flags = repr(sorted((k, v) for k, v in variables.items() if k not in ("SRCS", "LDSCRIPT")))
+    link = ("LDSCRIPT", "LDFLAGS")
+    flags = repr(sorted((k, v) for k, v in variables.items() if k != "SRCS" and k not in link))
+    ld_flags = repr([variables.get(k, "") for k in link])
     if not stamp.exists() or stamp.read_text() != flags:
         shutil.rmtree(out / f"{name}.obj", ignore_errors=True)
-    if not ld_stamp.exists() or ld_stamp.read_text() != variables.get("LDSCRIPT", ""):
+    if not ld_stamp.exists() or ld_stamp.read_text() != ld_flags:
         (out / f"{name}.elf").unlink(missing_ok=True)
     _make(TARGETS_DIR / target, variables, what=f"{name} for {target}")
     stamp.write_text(flags)
-    ld_stamp.write_text(variables.get("LDSCRIPT", ""))
+    ld_stamp.write_text(ld_flags)
     return out / f"{name}.elf"
 
 
