@@ -135,7 +135,7 @@ def build_preparing(name: str, sources: Sequence[str | Path], out_dir: str | Pat
     link for sizes, then a second with the generated script (``out_dir/NAME.prepare.ld``). Returns the ELF
     and the bytes of code moved out of the device's regions. ``build_args``: as for
     :func:`freeml_keras.targets.toolchain.build` (its ``options`` without ``LDSCRIPT``)."""
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()          # make runs in the target's directory: absolute paths
     options = dict(build_args.pop("options", None) or {})
     if measure:            # a code-only build (stand-in model and blocks): the measuring map
         elf = build("msp430", name, sources, out, options={**options, "LDSCRIPT": _MEASURE_LD}, **build_args)
