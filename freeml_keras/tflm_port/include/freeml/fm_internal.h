@@ -100,6 +100,8 @@ int32_t fb_i8(fm_fb *fb, uint32_t table, uint16_t id, int32_t def);
 uint32_t fb_u8(fm_fb *fb, uint32_t table, uint16_t id, uint32_t def);
 float fb_f32(fm_fb *fb, uint32_t table, uint16_t id, float def);
 int32_t fb_u64_nonzero(fm_fb *fb, uint32_t table, uint16_t id);
+/* Builtin operator code of an OperatorCode table (the larger of its two code fields). */
+FM_NOINLINE int32_t fm_builtin_code(fm_fb *fb, uint32_t ct);
 /* Table referenced by field `id`, 0 if absent. */
 uint32_t fb_table(fm_fb *fb, uint32_t table, uint16_t id);
 /* Vector referenced by field `id`: position of its first element, element count in *count;
@@ -131,7 +133,15 @@ const uint8_t *fm_freeml_metadata(const uint8_t *model, uint32_t len, uint32_t *
 #define FM_T_USED 8u
 #define FM_T_BADTYPE 16u            /* a type this runtime has no element size for */
 #define FM_T_VARIABLE 32u           /* a variable tensor (operator state) */
+#define FM_T_RESOURCE 64u           /* a RESOURCE tensor: a resource variable (kernels/variables.c) */
+#define FM_T_VAR_FILL 128u          /* RESOURCE: its default fill (zero_point) is known */
 
+/* A RESOURCE tensor (VAR_HANDLE's output) is the storage of a resource variable: state that
+ * lives in the arena across inferences (the planner gives its root a lifetime over the whole
+ * graph and ALIGN4(bytes) + 4 bytes: the value, then a word that says it was initialized).
+ * Its fields: bytes = the value's size (0 until READ_VARIABLE or ASSIGN_VARIABLE gives it),
+ * seg = its initial value in the model (CALL_ONCE's init subgraph; NULL: filled with the low
+ * byte of zero_point, as TFLite Micro does), alias = the first VAR_HANDLE of the same name. */
 struct fm_tensor {
     const uint8_t *cdata;       /* constant data inside the model, NULL for activations */
     const uint8_t *scales;      /* per-channel float32 scales (little-endian, in the model) */
@@ -208,6 +218,10 @@ typedef struct {
     int32_t in_zp, mult, shift, radius, count; /* LOGISTIC: input in Q4.27, |x - zp| < radius */
 } fm_logistic_params;
 
+typedef struct {
+    int32_t subgraph;                         /* CALL_ONCE: the init subgraph */
+} fm_call_once_params;
+
 /* PAD (to 4-D), TRANSPOSE and STRIDED_SLICE: the output walked as 4-D rows of dims[3] elements,
  * each read from the input at start[d] + i * step[d] (in elements) along output dimension d. */
 typedef struct {
@@ -242,6 +256,7 @@ struct fm_op {
         fm_concat_params concat;
         fm_logistic_params logistic;
         fm_copy_params copy;
+        fm_call_once_params once;
     } p;
 };
 
@@ -265,8 +280,9 @@ enum {
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
     FM_OP_LOGISTIC = 14, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
-    FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
-    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
+    FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
+    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
+    FM_OP_CALL_ONCE = 129, FM_OP_VAR_HANDLE = 142, FM_OP_READ_VARIABLE = 143, FM_OP_ASSIGN_VARIABLE = 144
 };
 
 /* A loop counter over a dimension or a count of bytes in memory: 16 bits on 16-bit targets (the
