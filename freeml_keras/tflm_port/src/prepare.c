@@ -424,6 +424,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         fm_op *op = &it->ops[i];
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
         const fm_kernel *k;
+        uint8_t multi;
         memset(op, 0, sizeof *op);
         op->scratch_off = -1;
         op->out = -1;
@@ -455,11 +456,12 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         if (fb.err) return format_error(it, &fb, "bad operator outputs", (int32_t)i, -1);
         /* one output; none for ASSIGN_VARIABLE and CALL_ONCE; several for SPLIT and SPLIT_V,
          * whose outputs follow their inputs in op->in (op->out is the first) */
+        multi = op->code == FM_OP_SPLIT || op->code == FM_OP_SPLIT_V;
         if (n == 0 && (op->code == FM_OP_ASSIGN_VARIABLE || op->code == FM_OP_CALL_ONCE)) {
             /* no output: op->out stays -1 */
-        } else if (n != 1 && !(n > 1 && (op->code == FM_OP_SPLIT || op->code == FM_OP_SPLIT_V))) {
+        } else if (n != 1 && !(n > 1 && multi)) {
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operators must have one output", (int32_t)i, -1, (int32_t)n);
-        } else if (n > 1 && op->num_in + n > FM_MAX_OP_INPUTS) {
+        } else if (multi && op->num_in + n > FM_MAX_OP_INPUTS) {
             return fm_fail(it, FM_ERR_UNSUPPORTED, "too many operator outputs", (int32_t)i, -1, (int32_t)n);
         }
         for (j = 0; j < n; j++) {
@@ -470,9 +472,9 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             if ((s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
             touch(&it->tensors[t], (int16_t)i);
             if (j == 0) op->out = (int16_t)t;
-            if (n > 1) op->in[op->num_in + j] = (int16_t)t;
+            if (multi) op->in[op->num_in + j] = (int16_t)t;
         }
-        if (n > 1) op->num_in = (uint8_t)(op->num_in + n);
+        if (multi) op->num_in = (uint8_t)(op->num_in + n);
         fm_pre_begin(it, (uint16_t)i);
         s = k->prepare(it, (uint16_t)i, op);
         if (s == FM_OK) s = fm_pre_end(it, (uint16_t)i);

@@ -189,6 +189,7 @@ typedef struct {
 
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
+    uint8_t out16;              /* int16 output (scale 1/65536, zero point -32768) */
 } fm_softmax_params;
 
 typedef struct {
@@ -221,6 +222,12 @@ typedef struct {
 typedef struct {
     int32_t subgraph;                         /* CALL_ONCE: the init subgraph */
 } fm_call_once_params;
+
+/* SPLIT and SPLIT_V: outputs (op->in[first] ..) cut from each of `outer` input rows. */
+typedef struct {
+    int32_t outer, in_row;                    /* rows before the axis, input bytes per row */
+    uint8_t first;                            /* index in op->in of the first output */
+} fm_split_params;
 
 /* PAD (to 4-D), TRANSPOSE and STRIDED_SLICE: the output walked as 4-D rows of dims[3] elements,
  * each read from the input at start[d] + i * step[d] (in elements) along output dimension d. */
@@ -257,6 +264,7 @@ struct fm_op {
         fm_logistic_params logistic;
         fm_copy_params copy;
         fm_call_once_params once;
+        fm_split_params split;
     } p;
 };
 
@@ -383,6 +391,7 @@ fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const f
 uint32_t fm_f32_bits(float f);
 uint8_t fm_same_scale(float a, float b);
 #define FM_F32_ONE_256 0x3B800000ul     /* 1 / 256, the int8 SOFTMAX output scale */
+#define FM_F32_ONE_65536 0x37800000ul   /* 1 / 65536, the int16 one (from int8 input) */
 /* Output size check and leading padding of one spatial dimension (padding 0 SAME, 1 VALID). */
 fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);
