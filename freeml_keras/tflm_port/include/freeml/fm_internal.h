@@ -39,6 +39,11 @@
 #ifndef FM_EXITS
 #define FM_EXITS 1
 #endif
+/* FM_SOFTMAX_INT16: SOFTMAX with an int16 output (1 when the file does not set it); 0 leaves
+ * that path out and refuses such a SOFTMAX in prepare. */
+#ifndef FM_SOFTMAX_INT16
+#define FM_SOFTMAX_INT16 1
+#endif
 /* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
  * the targets define it as a mark); nothing by default. */
 #ifndef FM_TRACE_FIRST_UNIT

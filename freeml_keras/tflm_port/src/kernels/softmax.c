@@ -11,7 +11,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     fm_status s;
     if (op->num_in < 1) return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX needs an input", opi, -1, 0);
     if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
-    p->out16 = op->out >= 0 && it->tensors[op->out].type == FM_INT16;
+    p->out16 = FM_SOFTMAX_INT16 && op->out >= 0 && it->tensors[op->out].type == FM_INT16;
     if ((s = fm_expect(it, opi, op->out, p->out16 ? FM_INT16 : FM_INT8, &out)) != FM_OK) return s;
     if (in->ndim < 1 || fm_elements(in) != fm_elements(out) || in->dims[in->ndim - 1] != out->dims[out->ndim - 1])
         return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX shapes do not match", opi, -1, 0);
@@ -87,7 +87,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         }
         headroom = fm_clz32((uint32_t)sum);
         recip = fm_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - 0x80000000u));
-        if (p->out16) {
+        if (FM_SOFTMAX_INT16 && p->out16) {
             int16_t *o16 = out16 + (int32_t)u * depth;
             exponent = 12 - headroom + 31 - 16;
             for (c = 0; c < depth; c++) {
