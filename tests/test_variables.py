@@ -52,6 +52,9 @@ def test_the_model_has_resource_variables(stream):
     names = [[ts.op_name(m, o.opcodeIndex) for o in sg.operators] for sg in m.subgraphs]
     assert {"CALL_ONCE", "VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE"} <= set(names[0])
     assert names[1] == ["VAR_HANDLE", "ASSIGN_VARIABLE"]          # the init subgraph
+    # freeml inspect's table: every operator supported, RESOURCE tensors included
+    from freeml_keras.runtime import operator_support
+    assert [r["name"] for r in operator_support(b) if not r["supported"]] == []
 
 
 def test_stream_bit_exact_with_tflite_micro_step_by_step(stream):
