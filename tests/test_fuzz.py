@@ -14,7 +14,7 @@ from pathlib import Path
 from freeml_keras.runtime.build import make_host
 
 CORPUS = Path(__file__).resolve().parent / "data" / "fuzz_corpus"
-SECONDS = 20
+SECONDS = 12
 
 
 def test_corpus_models_are_accepted():

@@ -340,6 +340,9 @@ fm_status fm_plan_ops(fm_intermittent *r)
             if (n == 0u) n = 1u;                        /* a step runs at least one unit */
         }
         if (n > r->granularity) n = r->granularity;
+        /* SVDF: a step never holds a unit that reads a state row and the one that rewrites it */
+        if (o->code == FM_OP_SVDF && n > (uint32_t)(o->p.svdf.batch * o->p.svdf.filters))
+            n = (uint32_t)(o->p.svdf.batch * o->p.svdf.filters);
         o->step_units = n;
     }
     r->planned = 1;

@@ -14,7 +14,7 @@ static uint32_t tensor_size(const fm_tensor *t)
 {
     uint32_t n = t->bytes;
     if (t->alias >= 0 || (t->flags & FM_T_CONST) || !(t->flags & FM_T_USED)) return 0u;
-    if (t->flags & FM_T_RESOURCE)           /* a variable: its value, then its initialized word */
+    if (t->flags & (FM_T_RESOURCE | FM_T_VARIABLE))   /* state: its value, then its initialized word */
         n = n ? FM_ALIGN4(n) + 4u : 0u;
     return (n + FM_ARENA_ALIGN - 1u) & ~(FM_ARENA_ALIGN - 1u);
 }
@@ -47,7 +47,7 @@ fm_status fm_plan(fm_interp *it)
     }
     for (i = 0, t = tensors; i < nt; i++, t++) {
         if (tensor_size(t)) t->offset = -1;
-        if ((t->flags & FM_T_RESOURCE) && t->alias < 0) {   /* variables outlive every inference */
+        if ((t->flags & (FM_T_RESOURCE | FM_T_VARIABLE)) && t->alias < 0) {   /* state outlives every inference */
             t->first = 0;
             t->last = (int16_t)no;
         }

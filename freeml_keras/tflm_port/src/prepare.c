@@ -193,13 +193,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
     if (bytes > 0x3FFFFFFFu / elem_size(t->type))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
     t->bytes = bytes * elem_size(t->type);
-    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) {
-#if FM_ERROR_TEXT
-        t->flags = FM_T_VARIABLE;
-#else
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", -1, ti, 0);
-#endif
-    }
+    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) t->flags = FM_T_VARIABLE;   /* operator state (SVDF) */
     buf_index = fb_u32(fb, tt, T_BUFFER, 0);
     if (buf_index >= num_buffers && !(buf_index == 0 && num_buffers == 0))
         return fm_fail(it, FM_ERR_FORMAT, "tensor buffer index out of range", -1, ti,
@@ -297,7 +291,7 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
 {
     const uint8_t f = it->tensors[t].flags;
-    if (f & FM_T_VARIABLE)
+    if ((f & FM_T_VARIABLE) && !(op >= 0 && it->ops[op].code == FM_OP_SVDF))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", op, t,
                        it->tensors[t].type);
     if (f & FM_T_BADTYPE)
@@ -446,7 +440,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             op->in[j] = (int16_t)t;
             if (t >= 0 && (s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
             if (t >= 0 && !(it->tensors[t].flags & FM_T_CONST)) {
-                if (it->tensors[t].first < 0)
+                if (it->tensors[t].first < 0 && !(it->tensors[t].flags & FM_T_VARIABLE))
                     return fm_fail(it, FM_ERR_FORMAT, "tensor read before it is written",
                                    (int32_t)i, t, 0);
                 touch(&it->tensors[t], (int16_t)i);

@@ -228,6 +228,14 @@ typedef struct {
     int32_t subgraph;                         /* CALL_ONCE: the init subgraph */
 } fm_call_once_params;
 
+/* SVDF (kernels/svdf.c): batches, input size, filters, memory, rank, units; zero points; the
+ * two rescalings; bytes per state element (int8 or int16 state and time weights). */
+typedef struct {
+    int32_t batch, input, filters, memory, rank, units;
+    int32_t in_zp, st_zp, out_zp, mult1, shift1, mult2, shift2;
+    uint8_t elem;
+} fm_svdf_params;
+
 /* SPLIT and SPLIT_V: outputs (op->in[first] ..) cut from each of `outer` input rows. */
 typedef struct {
     int32_t outer, in_row;                    /* rows before the axis, input bytes per row */
@@ -270,6 +278,7 @@ struct fm_op {
         fm_copy_params copy;
         fm_call_once_params once;
         fm_split_params split;
+        fm_svdf_params svdf;
     } p;
 };
 
@@ -291,7 +300,7 @@ extern const uint16_t fm_num_kernels;
 enum {
     FM_OP_ADD = 0, FM_OP_AVERAGE_POOL_2D = 1, FM_OP_CONCATENATION = 2, FM_OP_CONV_2D = 3,
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
-    FM_OP_LOGISTIC = 14, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
+    FM_OP_LOGISTIC = 14, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
     FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
     FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
@@ -435,6 +444,12 @@ fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const 
 void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
+
+/* Operator state in the arena (resource variables, variable tensors): after the value, at
+ * FM_ALIGN4(bytes), a word equal to fm_state_ready(it) once the value was initialized for this
+ * model (a value from NVM left by another model, or never written, is initialized again). */
+uint32_t fm_state_ready(const fm_interp *it);
+volatile uint32_t *fm_state_word(const fm_interp *it, const fm_tensor *t);
 
 /* n rounded up to a multiple of 4 (state allocations). */
 #define FM_ALIGN4(n) (((uint32_t)(n) + 3u) & ~3u)

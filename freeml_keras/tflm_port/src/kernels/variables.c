@@ -23,7 +23,6 @@ enum { G_TENSORS = 0, G_OPERATORS = 3 };
 enum { TT_SHAPE = 0, TT_TYPE = 1, TT_BUFFER = 2, TT_QUANT = 4 };
 enum { O_OPCODE = 0, O_INPUTS = 1, O_OUTPUTS = 2, O_OPTIONS = 4 };
 enum { VH_CONTAINER = 0, VH_SHARED_NAME = 1 };
-#define FM_VAR_READY 0x52415646ul    /* "FVAR", mixed with the model's length and id */
 
 static void model_fb(const fm_interp *it, fm_fb *fb)
 {
@@ -235,7 +234,7 @@ static void no_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32
 /* Initialize every variable that is not: the value (volatile stores, in order), then its word. */
 static void call_once_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
-    const uint32_t ready = FM_VAR_READY ^ it->model_len ^ it->model_id;
+    const uint32_t ready = fm_state_ready(it);
     const fm_tensor *t = it->tensors;
     uint16_t i;
     (void)op; (void)begin; (void)end;
@@ -245,7 +244,7 @@ static void call_once_eval(const fm_interp *it, const fm_op *op, uint32_t begin,
         uint32_t k;
         if (!(t->flags & FM_T_RESOURCE) || t->alias >= 0 || t->offset < 0 || !t->bytes) continue;
         v = it->arena + t->offset;
-        word = (volatile uint32_t *)(void *)(it->arena + t->offset + FM_ALIGN4(t->bytes));
+        word = fm_state_word(it, t);
         if (*word == ready) continue;
         for (k = 0; k < t->bytes; k++) v[k] = t->seg ? t->seg[k] : (uint8_t)t->zero_point;
         *word = ready;
