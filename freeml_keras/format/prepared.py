@@ -505,7 +505,7 @@ def _decode(data: bytes) -> PreparedParams:
 
 def _entry_data(parsed) -> bytes | None:
     for md in parsed.metadata or []:
-        name = md.name.decode() if isinstance(md.name, bytes) else md.name
+        name = ts.name_str(md.name)
         if name == PREPARED_NAME:
             if not 0 <= md.buffer < len(parsed.buffers) or parsed.buffers[md.buffer].data is None:
                 raise PrepareError(f"the freeml_prepare entry points at buffer {md.buffer}, "
@@ -544,7 +544,7 @@ def with_prepared(model: ModelLike) -> bytes:
     buf.data = np.frombuffer(blob, dtype=np.uint8)
     kept, index = [], None
     for md in parsed.metadata or []:
-        if (md.name.decode() if isinstance(md.name, bytes) else md.name) != PREPARED_NAME:
+        if (ts.name_str(md.name)) != PREPARED_NAME:
             kept.append(md)
             continue
         if 0 <= md.buffer < len(parsed.buffers) and index is None and _buffer_used_once(parsed, md.buffer):
