@@ -131,9 +131,16 @@ def test_refusals_name_the_operator(stream):
         Interpreter(_edited(b, drop_call_once))
 
     def init_runs_main(m):
-        ops = m.subgraphs[1].operators
-        m.subgraphs[1].operators = ops + [m.subgraphs[0].operators[-2]]   # a FULLY_CONNECTED or the like
-    with pytest.raises(RuntimeModelError, match=r"only VAR_HANDLE and ASSIGN_VARIABLE.*CALL_ONCE"):
+        import copy
+        init = m.subgraphs[1]
+        const = next(i for i, t in enumerate(init.tensors) if t.type != ts.TensorType.RESOURCE)
+        out = copy.deepcopy(init.tensors[const])
+        out.buffer, out.name = 0, b"copy"
+        init.tensors.append(out)
+        op = copy.deepcopy(next(o for o in m.subgraphs[0].operators if ts.op_name(m, o.opcodeIndex) == "RESHAPE"))
+        op.inputs, op.outputs = [const], [len(init.tensors) - 1]
+        init.operators.append(op)                       # an operator other than the two allowed
+    with pytest.raises(RuntimeModelError, match=r"only VAR_HANDLE and ASSIGN_VARIABLE.*operator 0 CALL_ONCE.*value 22"):
         Interpreter(_edited(b, init_runs_main))
 
     def resize_read(m):
