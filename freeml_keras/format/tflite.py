@@ -50,7 +50,11 @@ def op_name(model: "schema.ModelT", opcode_index: int) -> str:
 
 
 def name_str(name) -> str:
-    """A name from the file (bytes, str or None) as text; bytes that are not UTF-8 are replaced."""
+    r"""A name from the file (bytes, str or None) as text; bytes that are not UTF-8 are replaced.
+
+    >>> name_str(b"conv1"), name_str(None), name_str(b"bad\xff") == "bad\ufffd"
+    ('conv1', '', True)
+    """
     if name is None:
         return ""
     return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
