@@ -6,10 +6,11 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 APT_PACKAGES := dataset-fashion-mnist gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
-                clang lld llvm mspdebug make gcc
+                clang lld llvm mspdebug make gcc libclang-rt-14-dev
+FUZZ_SECONDS ?= 600
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: setup packages demo test bench clean
+.PHONY: setup packages demo test bench fuzz clean
 
 setup: $(STAMP) packages
 
@@ -42,6 +43,13 @@ test: setup
 
 bench: setup
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# The libFuzzer target (clang's libFuzzer runtime: libclang-rt-14-dev) for FUZZ_SECONDS, from the
+# corpus in tests/data/fuzz_corpus (copied: what it finds goes to runs/fuzz_corpus).
+fuzz: setup
+	$(MAKE) -s -C tflm_port BUILD=$(CURDIR)/build/fuzz fuzz
+	mkdir -p runs/fuzz_corpus && cp -n tests/data/fuzz_corpus/* runs/fuzz_corpus/
+	build/fuzz/fm_fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 runs/fuzz_corpus
 
 clean:
 	rm -rf runs build *.egg-info

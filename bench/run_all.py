@@ -10,7 +10,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["compression.py", "exits.py", "runtime.py", "checkpoint.py", "targets.py", "image.py", "costs.py", "energy.py",
-         "strategies.py", "bridge.py",
+         "strategies.py", "bridge.py", "elementwise.py", "coverage.py",
          "paper_table.py"]
 
 

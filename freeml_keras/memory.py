@@ -477,12 +477,15 @@ def tflite_footprint(data: ModelLike) -> Footprint:
                 activation(ti, step)
             out_t = tensors[outs[0]] if outs else None
             prefix = f"sg{sg_index}/" if sg_index else ""
-            row = LayerFootprint(name=prefix + (out_t.name.decode() if out_t is not None and out_t.name else f"op{step}"),
+            row = LayerFootprint(name=prefix + (ts.name_str(out_t.name) if out_t is not None and out_t.name else f"op{step}"),
                                  type=name, output_shape=tuple(int(d) for d in out_t.shape) if out_t is not None else (),
                                  subgraph=sg_index, op_index=step - 1)
             row.activation_bytes = (int(np.prod(out_t.shape)) * ts.TENSOR_TYPE_BYTES.get(out_t.type, 4)
                                     if out_t is not None else 0)
             if name in _WEIGHTED_OPS and len(ins) > 1:
+                if ins[1] < 0 or len(tensors[densify_src.get(ins[1], ins[1])].shape) < 2:
+                    raise ts.TFLiteFormatError(f"subgraph {sg_index} operator {step - 1} ({name}): weights "
+                                               f"missing or not at least 2-D")
                 w = tensors[densify_src.get(ins[1], ins[1])]
                 bias = tensors[densify_src.get(ins[2], ins[2])] if len(ins) > 2 and ins[2] >= 0 else None
                 dense_size = int(np.prod(w.shape))

@@ -151,6 +151,69 @@ def test_transpose(shape_perm, type, seed):
         assert_same_as_tflm(b, seed)
 
 
+@st.composite
+def split_case(draw):
+    """A shape (rank 1..4), an axis (negative half the time), the sizes its dimension is cut
+    into (equal parts for SPLIT; SPLIT_V: any, one of them given as -1 now and then)."""
+    rank = draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 5)) for _ in range(rank)]
+    axis = draw(st.integers(0, rank - 1))
+    v = draw(st.booleans())
+    if v:
+        shape[axis] = draw(st.integers(1, 7))
+        cuts = sorted(draw(st.sets(st.integers(1, shape[axis] - 1), max_size=4))) if shape[axis] > 1 else []
+        sizes = [b - a for a, b in zip([0] + cuts, cuts + [shape[axis]])]
+    else:
+        n = draw(st.integers(1, 4))
+        shape[axis] = n * draw(st.integers(1, 3))
+        sizes = [shape[axis] // n] * n
+    given = list(sizes)
+    if v and draw(st.booleans()):
+        given[draw(st.integers(0, len(sizes) - 1))] = -1
+    return dict(shape=shape, axis=axis - rank if draw(st.booleans()) else axis, sizes=sizes, given=given, v=v,
+                type=draw(st.sampled_from([T.INT8, T.INT16, T.FLOAT32])), seed=draw(st.integers(0, 10_000)))
+
+
+def split_model(c: dict) -> bytes:
+    q = dict(scale=0.1, zp=3) if c["type"] != T.FLOAT32 else {}
+    outs = [tensor([s if d == c["axis"] % len(c["shape"]) else n for d, n in enumerate(c["shape"])], c["type"], **q)
+            for s in c["sizes"]]
+    axis = tensor([1], T.INT32, data=np.array([c["axis"]], np.int32))
+    x = tensor(c["shape"], c["type"], **q)
+    if c["v"]:
+        o = S.SplitVOptionsT()
+        o.numSplits = len(outs)
+        return op_model("SPLIT_V", [x, tensor([len(outs)], T.INT32, data=np.array(c["given"], np.int32)), axis], outs, o)
+    o = S.SplitOptionsT()
+    o.numSplits = len(outs)
+    return op_model("SPLIT", [axis, x], outs, o)
+
+
+@fixed_and_fresh(split_case(), max_examples=12)
+def test_split(c):
+    """SPLIT and SPLIT_V, several outputs each: the same bytes as TFLite Micro (floats: as numpy)."""
+    b = split_model(c)
+    if c["type"] == T.FLOAT32:
+        x = np.random.default_rng(c["seed"]).normal(0, 1, c["shape"]).astype(np.float32)
+        want = np.split(x, np.cumsum(c["sizes"])[:-1], axis=c["axis"])
+        for ours, micro, w in zip(Interpreter(b).invoke(x), run_tflm(b, [x[None]]), want):
+            assert np.array_equal(ours.reshape(w.shape), w) and np.array_equal(micro[0], w)
+    else:
+        assert_same_as_tflm(b, c["seed"])
+
+
+@fixed_and_fresh(st.lists(st.integers(1, 12), min_size=1, max_size=3), st.floats(0.01, 0.3), zps,
+                 st.sampled_from([1.0, 0.5, 2.0]), st.integers(0, 10_000), max_examples=10)
+def test_softmax_int8_to_int16(shape, scale, zp, beta, seed):
+    """SOFTMAX with int8 input and int16 output (scale 1/65536, zero point -32768)."""
+    o = S.SoftmaxOptionsT()
+    o.beta = beta
+    b = op_model("SOFTMAX", [tensor(shape, scale=float(np.float32(scale)), zp=zp)],
+                 [tensor(shape, T.INT16, scale=1 / 65536, zp=-32768)], o)
+    micro = assert_same_as_tflm(b, seed)
+    assert micro[0].dtype == np.int16
+
+
 def slice_shape(shape, begin, end, strides, bm, em, sm):
     """The output shape TFLite gives a strided slice (StartForAxis / StopForAxis)."""
     out = []
@@ -307,6 +370,14 @@ def layer_op_models() -> dict[str, bytes]:
     models["LOGISTIC"] = op_model("LOGISTIC", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 256, zp=-128)])
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
+    models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,
+                                       type=T.INT8, seed=0))
+    models["SPLIT_V"] = split_model(dict(shape=[3, 5], axis=-1, sizes=[1, 3, 1], given=[1, -1, 1], v=True,
+                                         type=T.INT16, seed=0))
+    o = S.SoftmaxOptionsT()
+    o.beta = 1.0
+    models["SOFTMAX_int16"] = op_model("SOFTMAX", [tensor([2, 10], scale=0.1, zp=-3)],
+                                       [tensor([2, 10], T.INT16, scale=1 / 65536, zp=-32768)], o)
     return models
 
 

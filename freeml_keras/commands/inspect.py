@@ -50,7 +50,10 @@ def exits_of(path: Path) -> dict | None:
         raise CommandError(f"{path}: {e}") from None
     if md is None:
         return None
-    names = md.info.get("exit_points", [f"exit{i}" for i in range(len(md.exits))])
+    names = md.info.get("exit_points")
+    if not isinstance(names, list) or len(names) != len(md.exits):     # (a damaged file's JSON)
+        names = [f"exit{i}" for i in range(len(md.exits))]
+    names = [str(n) for n in names]
     return {"version": md.version, "num_classes": md.num_classes, "head_subgraph": md.head_subgraph,
             "head_weight_bytes": md.info.get("head_weight_bytes"),
             "exits": [{"name": n, "main_tensor": e.main_tensor, "after_op": e.after_op,
@@ -112,8 +115,9 @@ def prepared_text(d: dict) -> str:
 def exits_table(d: dict) -> str:
     cost = d.get("cost")
     lines = [f"freeml metadata v{d['version']}: {len(d['exits'])} exit points" +
-             (f", head subgraph {d['head_subgraph']} with {d['head_weight_bytes']:,} B of weights"
-              if d["exits"] else "")]
+             (f", head subgraph {d['head_subgraph']} with " +
+              (f"{d['head_weight_bytes']:,} B" if isinstance(d["head_weight_bytes"], int) else "an unknown size") +
+              " of weights" if d["exits"] else "")]
     if cost:
         lines.append(f"per-operator costs: {cost['unit']} on {cost['target']} ({cost['source']}), "
                      f"{d['cost_total']:,} for the whole main subgraph")

@@ -137,7 +137,7 @@ def _u32(v: int) -> int:
 def metadata_of_parsed(model: "ts.schema.ModelT") -> FreemlMetadata | None:
     """The ``freeml`` metadata of a parsed flatbuffer, or None when it has none."""
     for md in model.metadata or []:
-        name = md.name.decode() if isinstance(md.name, bytes) else md.name
+        name = ts.name_str(md.name)
         if name == METADATA_NAME:
             if not 0 <= md.buffer < len(model.buffers) or model.buffers[md.buffer].data is None:
                 raise MetadataError(f"the freeml metadata points at buffer {md.buffer}, which holds no data")
@@ -161,7 +161,7 @@ def replace_metadata(model: "ts.schema.ModelT", md: FreemlMetadata) -> bytes:
     model.buffers = list(model.buffers)
     kept = []
     for m in model.metadata or []:
-        if (m.name.decode() if isinstance(m.name, bytes) else m.name) == METADATA_NAME:
+        if (ts.name_str(m.name)) == METADATA_NAME:
             if 0 <= m.buffer < len(model.buffers):
                 model.buffers[m.buffer] = ts.schema.BufferT()
         else:

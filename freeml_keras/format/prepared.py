@@ -382,6 +382,20 @@ def _requant_words(op: _Op, max_shift: int | None) -> list[int]:
     return list(_multiplier(op, m, "input scale / output scale", in_i, ok))
 
 
+def _svdf_words(op: _Op) -> list[int]:
+    """SVDF: the feature rescaling (input * feature weights / state) and the output rescaling
+    (state * time weights / output), each a float32 product and quotient as TFLite Micro
+    computes it."""
+    s = [np.float32(_scale(op.tensor("in", k))) for k in (0, 1, 2, 4)]   # input, feature, time, state
+    s_out = np.float32(_scale(op.tensor("out")))
+    words = []
+    with np.errstate(all="ignore"):
+        for what, m in (("input * feature weights / state", s[0] * s[1] / s[3]),
+                        ("state * time weights / output", s[3] * s[2] / s_out)):
+            words += _multiplier(op, float(np.float32(m)), what, None, lambda m, shift: -31 <= shift <= 30)
+    return words
+
+
 def _words(op: _Op) -> list[int]:
     if op.name in _CONV:
         return _conv_words(op)
@@ -399,6 +413,8 @@ def _words(op: _Op) -> list[int]:
         return _softmax_words(op)
     if op.name == "MEAN":
         return _requant_words(op, None)
+    if op.name == "SVDF":
+        return _svdf_words(op)
     integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
     if op.name == "QUANTIZE" and op.tensor("in").type in integer and op.tensor("out").type in integer \
             and not op.tensor("in").type == op.tensor("out").type == ts.TensorType.UINT8:
@@ -489,7 +505,7 @@ def _decode(data: bytes) -> PreparedParams:
 
 def _entry_data(parsed) -> bytes | None:
     for md in parsed.metadata or []:
-        name = md.name.decode() if isinstance(md.name, bytes) else md.name
+        name = ts.name_str(md.name)
         if name == PREPARED_NAME:
             if not 0 <= md.buffer < len(parsed.buffers) or parsed.buffers[md.buffer].data is None:
                 raise PrepareError(f"the freeml_prepare entry points at buffer {md.buffer}, "
@@ -528,7 +544,7 @@ def with_prepared(model: ModelLike) -> bytes:
     buf.data = np.frombuffer(blob, dtype=np.uint8)
     kept, index = [], None
     for md in parsed.metadata or []:
-        if (md.name.decode() if isinstance(md.name, bytes) else md.name) != PREPARED_NAME:
+        if (ts.name_str(md.name)) != PREPARED_NAME:
             kept.append(md)
             continue
         if 0 <= md.buffer < len(parsed.buffers) and index is None and _buffer_used_once(parsed, md.buffer):

@@ -14,7 +14,7 @@ from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as sch
 __all__ = ["schema", "read_model", "write_model", "BuiltinOperator", "TensorType",
            "op_name", "tensor_type_name", "TFLiteFormatError", "FILE_IDENTIFIER",
            "PREPARED_NAME", "PREPARED_MAGIC", "fnv1a32", "prepared_data_span", "stamp_model_id",
-           "tensor_spec", "op_model"]
+           "tensor_spec", "op_model", "name_str"]
 
 FILE_IDENTIFIER = b"TFL3"
 # The metadata entry with the operators' precomputed requantization parameters
@@ -51,6 +51,17 @@ def op_name(model: "schema.ModelT", opcode_index: int) -> str:
     return _OP_NAMES.get(builtin, f"OP_{builtin}")
 
 
+def name_str(name) -> str:
+    r"""A name from the file (bytes, str or None) as text; bytes that are not UTF-8 are replaced.
+
+    >>> name_str(b"conv1"), name_str(None), name_str(b"bad\xff") == "bad\ufffd"
+    ('conv1', '', True)
+    """
+    if name is None:
+        return ""
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
 def tensor_type_name(t: int) -> str:
     return _TYPE_NAMES.get(t, f"TYPE_{t}")
 
@@ -74,6 +85,7 @@ def read_model(data: bytes) -> "schema.ModelT":
         raise TFLiteFormatError(f"corrupt flatbuffer: {type(e).__name__}: {e}") from None
     if not model.subgraphs:
         raise TFLiteFormatError("the model has no subgraphs")
+    _check_indices(model)
     return model
 
 
@@ -86,6 +98,42 @@ class _Packed:
 
     def Pack(self, builder) -> int:  # noqa: N802 (the object API's name)
         return self.offset
+
+
+def _indices(v) -> list[int]:
+    return [] if v is None else [int(i) for i in v]
+
+
+def _check_indices(model: "schema.ModelT") -> None:
+    """Every index the file holds points inside its list (operator codes, tensors, buffers), as
+    TFLite's verifier and the C runtime require; a tensor without a shape gets the empty one (a
+    scalar). Raises TFLiteFormatError naming the first that does not."""
+    n_buf, n_codes = len(model.buffers or []), len(model.operatorCodes or [])
+    for md in model.metadata or []:
+        if not 0 <= md.buffer < max(n_buf, 1):
+            raise TFLiteFormatError(f"metadata buffer index {md.buffer} out of range ({n_buf} buffers)")
+    for si, sg in enumerate(model.subgraphs):
+        tensors = sg.tensors or []
+        nt = len(tensors)
+        for ti, t in enumerate(tensors):
+            if t.shape is None:
+                t.shape = np.zeros(0, np.int32)
+            if not 0 <= t.buffer < max(n_buf, 1):
+                raise TFLiteFormatError(f"subgraph {si} tensor {ti}: buffer index {t.buffer} out of range")
+        for what in ("inputs", "outputs"):
+            for i in _indices(getattr(sg, what)):
+                if not 0 <= i < nt:
+                    raise TFLiteFormatError(f"subgraph {si} {what[:-1]} tensor index {i} out of range ({nt} tensors)")
+        for k, op in enumerate(sg.operators or []):
+            if not 0 <= op.opcodeIndex < n_codes:
+                raise TFLiteFormatError(f"subgraph {si} operator {k}: operator code index {op.opcodeIndex} "
+                                        f"out of range ({n_codes} codes)")
+            for i in _indices(op.inputs):
+                if not -1 <= i < nt:
+                    raise TFLiteFormatError(f"subgraph {si} operator {k}: input tensor index {i} out of range")
+            for i in _indices(op.outputs):
+                if not 0 <= i < nt:
+                    raise TFLiteFormatError(f"subgraph {si} operator {k}: output tensor index {i} out of range")
 
 
 def write_model(model: "schema.ModelT") -> bytes:

@@ -144,11 +144,11 @@ def exit_options(*, stop_at_exit: int | None = None, thresholds: bool = False,
 def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int | None = None,
                       step_work: int | None = None, options: list[str] | tuple[str, ...] = (),
                       dump_exit_tensor: bool = False,
-                      workdir: str | Path | None = None) -> tuple[np.ndarray, dict]:
+                      workdir: str | Path | None = None, nvm: str | Path | None = None) -> tuple[np.ndarray, dict]:
     """Output (the model's, or the exit's int8 logits) and counts (units, commits, checkpoint
     bytes, exit, seconds; with ``dump_exit_tensor`` the stopping exit's main tensor) of one run
     without failures. Atomic steps: see :func:`step_options`; ``options``: see
-    :func:`exit_options`."""
+    :func:`exit_options`; ``nvm``: see :func:`run_with_power_failures`."""
     tool = harness_path()
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
@@ -156,7 +156,7 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
         (d / "x.bin").write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
         t0 = time.perf_counter()
         dump = ["-X", str(d / "exit.bin")] if dump_exit_tensor else []
-        r = subprocess.run([str(tool), str(d / "m.tflite"), str(d / "nvm"), "new", str(d / "x.bin"),
+        r = subprocess.run([str(tool), str(d / "m.tflite"), str(nvm or d / "nvm"), "new", str(d / "x.bin"),
                             *step_options(granularity, step_work), "-o", str(d / "y.bin"), *options, *dump],
                            capture_output=True, text=True)
         seconds = time.perf_counter() - t0
@@ -174,14 +174,17 @@ def run_uninterrupted(model_bytes: bytes, x_int8: np.ndarray, *, granularity: in
 def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granularity: int | None = None,
                             step_work: int | None = None, seed: int = 0, max_failures: int = 20,
                             time_fraction: float = 0.3, options: list[str] | tuple[str, ...] = (),
-                            workdir: str | Path | None = None, harness: Path | None = None) -> FailureReport:
+                            workdir: str | Path | None = None, harness: Path | None = None,
+                            nvm: str | Path | None = None) -> FailureReport:
     """Run one inference, killing it up to ``max_failures`` times (failures inside the inference;
     ones that land outside it are injected again) and resuming after every kill, until it
     completes. Returns the output and counts. A fraction ``time_fraction`` of the failures are
     timed (a delay drawn within the inference's measured duration), the others land at a byte
     of the NVM writes (checkpoint commits, and the prepared image's seal when a power-on
     prepares). Atomic steps: see :func:`step_options`. ``harness``: another build of it (the
-    sanitized one, ``make_host("intermittent_asan", ...)``)."""
+    sanitized one, ``make_host("intermittent_asan", ...)``). ``nvm``: the device's NVM file, kept
+    from call to call (a stream of inferences of a model with state: its resource variables
+    live there with the arena); by default a fresh one per call."""
     tool = harness or harness_path()
     rng = np.random.default_rng(seed)
     _, ref = run_uninterrupted(model_bytes, x_int8, granularity=granularity, step_work=step_work,
@@ -189,7 +192,8 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
     record_bytes = ref["checkpoint_bytes"] // max(ref["commits"], 1)
     with tempfile.TemporaryDirectory(dir=workdir) as d:
         d = Path(d)
-        model, nvm, x, y, stats = d / "m.tflite", d / "nvm", d / "x.bin", d / "y.bin", d / "stats"
+        model, x, y, stats = d / "m.tflite", d / "x.bin", d / "y.bin", d / "stats"
+        nvm = Path(nvm) if nvm is not None else d / "nvm"
         model.write_bytes(model_bytes)
         x.write_bytes(np.ascontiguousarray(x_int8, np.int8).tobytes())
         rep = FailureReport(output=np.zeros(0, np.int8), units_total=ref["units"])
@@ -200,6 +204,7 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
         subprocess.run(base, capture_output=True, text=True)
         warm_ns = _parse(subprocess.run(base, capture_output=True, text=True).stdout)[5] or ref["work_ns"]
         started = False
+        running = False        # this inference's start is committed (a run got past it)
         attempts = 0
         while True:
             inject = rep.failures < max_failures and attempts < 20 * max_failures
@@ -223,10 +228,13 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
             rep.runs += 1
             rep.exit = _parse(proc.stdout)[3] if proc.stdout else rep.exit
             phase = None
-            if stats.exists() and stats.stat().st_size >= 48:
-                units, commits, ckpt, phase, warm, power_ons = \
-                    np.frombuffer(stats.read_bytes()[:48], np.uint64).tolist()
-                rep.units_run += int(units)
+            units = 0
+            if stats.exists() and stats.stat().st_size >= 56:
+                units, commits, ckpt, phase, warm, power_ons, began = \
+                    np.frombuffer(stats.read_bytes()[:56], np.uint64).tolist()
+                running = running or bool(began)
+                units = int(units)
+                rep.units_run += units
                 rep.commits += int(commits)
                 rep.checkpoint_bytes_written += int(ckpt)
                 rep.warm_restarts += int(warm)
@@ -251,6 +259,12 @@ def run_with_power_failures(model_bytes: bytes, x_int8: np.ndarray, *, granulari
                 continue
             if proc.returncode != 0:
                 raise RuntimeError(f"harness exit {proc.returncode}: {proc.stderr.strip()}")
+            if not running and units == 0:
+                # "done" with nothing run, and this inference never seen running: the answer of
+                # the previous inference in this NVM (this one's start was not committed)
+                started = False
+                rep.restarts_without_progress += 1
+                continue
             rep.output = np.frombuffer(y.read_bytes(), np.int8).copy()
             return rep
 

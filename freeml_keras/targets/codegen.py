@@ -97,6 +97,14 @@ def _weight_layouts(model_bytes: ModelLike, op: str) -> set[tuple[int, int] | No
     return layouts
 
 
+def _softmax_int16(model_bytes: ModelLike) -> bool:
+    """Whether a SOFTMAX of the model (any subgraph) has an int16 output."""
+    m = as_model(model_bytes).parsed
+    return any(ts.op_name(m, o.opcodeIndex) == "SOFTMAX" and o.outputs is not None and len(o.outputs)
+               and sg.tensors[int(o.outputs[0])].type == ts.TensorType.INT16
+               for sg in m.subgraphs for o in sg.operators or [])
+
+
 def model_has_exits(model_bytes: ModelLike) -> bool:
     """Whether the model's ``freeml`` metadata names at least one exit point (an exit head the
     intermittent runtime can accumulate)."""
@@ -111,7 +119,8 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     does not have, and for ``None`` (what a host build has), every layout is 1 (the linker
     drops kernels the registry does not name). ``FM_EXITS`` (anytime exit in the intermittent
     runtime) is ``exits`` when given, else 1 when the model's metadata has exit points (and for
-    ``None``), 0 when it has none: such a build leaves out the exit head's code."""
+    ``None``), 0 when it has none: such a build leaves out the exit head's code.
+    ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``)."""
     model_bytes = None if model_bytes is None else as_model(model_bytes)
     if exits is None:
         exits = model_bytes is None or model_has_exits(model_bytes)
@@ -128,6 +137,7 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     for ib in _CSR_WIDTHS:
         lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
     lines.append(f"#define FM_EXITS {int(bool(exits))}")
+    lines.append(f"#define FM_SOFTMAX_INT16 {int(model_bytes is None or _softmax_int16(model_bytes))}")
     # the targets prepare without floating point: requantization parameters come precomputed
     # in the model's freeml_prepare metadata (write_model_build_files adds it when missing)
     lines.append("#define FM_PREPARE_FLOAT 0")

@@ -256,7 +256,8 @@ fm_status fm_ckpt_commit(fm_nvm *nvm, uint32_t offset, fm_ckpt *st)
  * FULLY_CONNECTED, window reads for pooling, one per output byte for everything else. */
 static uint32_t op_work(const fm_interp *it, const fm_op *op)
 {
-    uint32_t out = fm_root(it, op->out)->bytes, inner = 1u;
+    /* (ASSIGN_VARIABLE and CALL_ONCE have no output: their units) */
+    uint32_t out = op->out >= 0 ? fm_root(it, op->out)->bytes : op->units, inner = 1u;
     switch (op->code) {
     case FM_OP_CONV_2D:
         inner = (uint32_t)op->p.conv.k_h * (uint32_t)op->p.conv.k_w * (uint32_t)op->p.conv.k_c;
@@ -339,6 +340,9 @@ fm_status fm_plan_ops(fm_intermittent *r)
             if (n == 0u) n = 1u;                        /* a step runs at least one unit */
         }
         if (n > r->granularity) n = r->granularity;
+        /* SVDF: a step never holds a unit that reads a state row and the one that rewrites it */
+        if (o->code == FM_OP_SVDF && n > (uint32_t)(o->p.svdf.batch * o->p.svdf.filters))
+            n = (uint32_t)(o->p.svdf.batch * o->p.svdf.filters);
         o->step_units = n;
     }
     r->planned = 1;

@@ -342,3 +342,15 @@ void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t
         }
     }
 }
+
+#define FM_STATE_READY 0x52415646ul    /* "FVAR", mixed with the model's length and id */
+
+uint32_t fm_state_ready(const fm_interp *it)
+{
+    return FM_STATE_READY ^ it->model_len ^ it->model_id;
+}
+
+volatile uint32_t *fm_state_word(const fm_interp *it, const fm_tensor *t)
+{
+    return (volatile uint32_t *)(void *)(it->arena + t->offset + FM_ALIGN4(t->bytes));
+}

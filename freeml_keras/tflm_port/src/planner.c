@@ -12,8 +12,11 @@
 /* Arena bytes of a tensor's activation (0: constant, alias, or not used). */
 static uint32_t tensor_size(const fm_tensor *t)
 {
+    uint32_t n = t->bytes;
     if (t->alias >= 0 || (t->flags & FM_T_CONST) || !(t->flags & FM_T_USED)) return 0u;
-    return (t->bytes + FM_ARENA_ALIGN - 1u) & ~(FM_ARENA_ALIGN - 1u);
+    if (t->flags & (FM_T_RESOURCE | FM_T_VARIABLE))   /* state: its value, then its initialized word */
+        n = n ? FM_ALIGN4(n) + 4u : 0u;
+    return (n + FM_ARENA_ALIGN - 1u) & ~(FM_ARENA_ALIGN - 1u);
 }
 
 static uint32_t scratch_size(const fm_op *op)
@@ -42,8 +45,13 @@ fm_status fm_plan(fm_interp *it)
         if (t->last > r->last) r->last = t->last;
         r->flags |= FM_T_USED;
     }
-    for (i = 0, t = tensors; i < nt; i++, t++)
+    for (i = 0, t = tensors; i < nt; i++, t++) {
         if (tensor_size(t)) t->offset = -1;
+        if ((t->flags & (FM_T_RESOURCE | FM_T_VARIABLE)) && t->alias < 0) {   /* state outlives every inference */
+            t->first = 0;
+            t->last = (int16_t)no;
+        }
+    }
     for (i = 0, op = ops; i < no; i++, op++)
         if (op->scratch_bytes) op->scratch_off = -1;
     for (;;) {

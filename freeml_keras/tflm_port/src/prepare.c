@@ -174,6 +174,10 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
         bytes *= (uint32_t)d;
     }
     t->type = (uint8_t)fb_u8(fb, tt, T_TYPE, 0);
+    if (t->type == FM_RESOURCE) {       /* a resource variable's handle: storage given later */
+        t->flags = FM_T_RESOURCE;
+        return fb->err ? format_error(it, fb, "bad tensor", -1, ti) : FM_OK;
+    }
     /* A type without an element size here (RESOURCE, BOOL, ...) or a variable tensor (operator
      * state: SVDF, LSTM) is refused when an operator or the graph uses it (usable), so that the
      * error names the operator; a tensor nothing uses is left alone. Builds without error text
@@ -189,13 +193,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
     if (bytes > 0x3FFFFFFFu / elem_size(t->type))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
     t->bytes = bytes * elem_size(t->type);
-    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) {
-#if FM_ERROR_TEXT
-        t->flags = FM_T_VARIABLE;
-#else
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", -1, ti, 0);
-#endif
-    }
+    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) t->flags = FM_T_VARIABLE;   /* operator state (SVDF) */
     buf_index = fb_u32(fb, tt, T_BUFFER, 0);
     if (buf_index >= num_buffers && !(buf_index == 0 && num_buffers == 0))
         return fm_fail(it, FM_ERR_FORMAT, "tensor buffer index out of range", -1, ti,
@@ -248,7 +246,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
 
 /* Builtin code of an operator code table (the larger of the deprecated int8 and the int32
  * field, as TFLite reads it). */
-static FM_NOINLINE int32_t builtin_code(fm_fb *fb, uint32_t ct)
+FM_NOINLINE int32_t fm_builtin_code(fm_fb *fb, uint32_t ct)
 {
     const int32_t old = fb_i8(fb, ct, OC_DEPRECATED, 0), code = fb_i32(fb, ct, OC_BUILTIN, 0);
     return code > old ? code : old;
@@ -293,7 +291,7 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
 {
     const uint8_t f = it->tensors[t].flags;
-    if (f & FM_T_VARIABLE)
+    if ((f & FM_T_VARIABLE) && !(op >= 0 && it->ops[op].code == FM_OP_SVDF))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", op, t,
                        it->tensors[t].type);
     if (f & FM_T_BADTYPE)
@@ -371,7 +369,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             return fm_fail(it, FM_ERR_FORMAT, "operator code index out of range", (int32_t)i, -1,
                            (int32_t)oci);
         ct = fb_vec_table(&fb, codes, oci);
-        code = builtin_code(&fb, ct);
+        code = fm_builtin_code(&fb, ct);
 #if FM_ERROR_TEXT
         /* every operator is checked before anything else: the first refusal of a model with
          * operators this runtime lacks names one of them */
@@ -420,11 +418,12 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         fm_op *op = &it->ops[i];
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
         const fm_kernel *k;
+        uint8_t multi;
         memset(op, 0, sizeof *op);
         op->scratch_off = -1;
         op->out = -1;
         ct = fb_vec_table(&fb, codes, oci);
-        op->code = builtin_code(&fb, ct);
+        op->code = fm_builtin_code(&fb, ct);
         k = find_kernel(op->code, &op->kernel);
         if (!k || !k->prepare)       /* (no prepare: a build with FM_PREPARE_ON_DEVICE 0) */
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, op->code);
@@ -441,7 +440,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             op->in[j] = (int16_t)t;
             if (t >= 0 && (s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
             if (t >= 0 && !(it->tensors[t].flags & FM_T_CONST)) {
-                if (it->tensors[t].first < 0)
+                if (it->tensors[t].first < 0 && !(it->tensors[t].flags & FM_T_VARIABLE))
                     return fm_fail(it, FM_ERR_FORMAT, "tensor read before it is written",
                                    (int32_t)i, t, 0);
                 touch(&it->tensors[t], (int16_t)i);
@@ -449,15 +448,27 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         }
         v = fb_vector(&fb, ot, OP_OUTPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator outputs", (int32_t)i, -1);
-        if (n != 1)
+        /* one output; none for ASSIGN_VARIABLE and CALL_ONCE; several for SPLIT and SPLIT_V,
+         * whose outputs follow their inputs in op->in (op->out is the first) */
+        multi = op->code == FM_OP_SPLIT || op->code == FM_OP_SPLIT_V;
+        if (n == 0 && (op->code == FM_OP_ASSIGN_VARIABLE || op->code == FM_OP_CALL_ONCE)) {
+            /* no output: op->out stays -1 */
+        } else if (n != 1 && !(n > 1 && multi)) {
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operators must have one output", (int32_t)i, -1, (int32_t)n);
-        op->out = (int16_t)fb_vec_i32(&fb, v, 0);
-        if (op->out < 0 || op->out >= (int16_t)nt || (it->tensors[op->out].flags & FM_T_CONST) ||
-            it->tensors[op->out].first >= 0)
-            return fm_fail(it, FM_ERR_FORMAT, "operator output is constant or written twice",
-                           (int32_t)i, op->out, 0);
-        if ((s = USABLE(it, (int32_t)i, op->out)) != FM_OK) return s;
-        touch(&it->tensors[op->out], (int16_t)i);
+        } else if (multi && op->num_in + n > FM_MAX_OP_INPUTS) {
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "too many operator outputs", (int32_t)i, -1, (int32_t)n);
+        }
+        for (j = 0; j < n; j++) {
+            const int32_t t = fb_vec_i32(&fb, v, j);
+            if (t < 0 || t >= (int32_t)nt || (it->tensors[t].flags & FM_T_CONST) || it->tensors[t].first >= 0)
+                return fm_fail(it, FM_ERR_FORMAT, "operator output is constant or written twice",
+                               (int32_t)i, t, 0);
+            if ((s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
+            touch(&it->tensors[t], (int16_t)i);
+            if (j == 0) op->out = (int16_t)t;
+            if (multi) op->in[op->num_in + j] = (int16_t)t;
+        }
+        if (multi) op->num_in = (uint8_t)(op->num_in + n);
         fm_pre_begin(it, (uint16_t)i);
         s = k->prepare(it, (uint16_t)i, op);
         if (s == FM_OK) s = fm_pre_end(it, (uint16_t)i);

@@ -34,7 +34,8 @@
  *                           (not the device's), 1 restart (fm_power_on: warm check or cold
  *                           preparation and its seal), 2 inference work (kernels, planning, exit
  *                           head), 3 inside a checkpoint commit, 4 after the inference, 5 while
- *                           a new input is written and its inference started
+ *                           a new input is written and its inference started; then u64 1 once this
+ *                           process committed the start of the new input's inference
  *          -K NSEC          SIGKILL this process NSEC nanoseconds (a high-resolution timer) after
  *                           the restart begins (the device's power-on): a failure anywhere
  *          -W COST -R COST -C COST   on-period in the metadata cost table's unit: each power-on
@@ -84,7 +85,7 @@ enum { PH_SETUP = 0, PH_RESTART = 1, PH_WORK = 2, PH_COMMIT = 3, PH_DONE = 4, PH
 static unsigned long g_kill_at = 0; /* 0: never */
 static unsigned long g_written = 0;
 static unsigned long g_kill_seal_at = 0, g_seal_written = 0;
-/* units run, commits, checkpoint bytes, phase, warm restarts, power-ons */
+/* units run, commits, checkpoint bytes, phase, warm restarts, power-ons, started */
 static volatile uint64_t *g_stats = NULL;
 static volatile uint64_t g_local_stats[8];
 static uint32_t g_energy = 0u;
@@ -414,6 +415,7 @@ int main(int argc, char **argv)
         nvm_write(&nvm, (uint32_t)(fm_tensor_data(r.it, in_t) - nvm.mem), input, input_len);
         s = fm_start(&r);
         if (s) return 5;
+        g_stats[6] = 1u;              /* this input's inference is committed as started */
         set_phase(PH_WORK);
     }
     if (g_budget >= 0) {

@@ -33,7 +33,7 @@ typedef enum {
 } fm_status;
 
 /* Tensor element types (TFLite TensorType values). */
-enum { FM_FLOAT32 = 0, FM_INT32 = 2, FM_UINT8 = 3, FM_INT64 = 4, FM_INT16 = 7, FM_INT8 = 9 };
+enum { FM_FLOAT32 = 0, FM_INT32 = 2, FM_UINT8 = 3, FM_INT64 = 4, FM_INT16 = 7, FM_INT8 = 9, FM_RESOURCE = 13 };
 
 typedef struct fm_tensor fm_tensor;
 typedef struct fm_op fm_op;

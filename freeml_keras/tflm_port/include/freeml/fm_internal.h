@@ -39,6 +39,11 @@
 #ifndef FM_EXITS
 #define FM_EXITS 1
 #endif
+/* FM_SOFTMAX_INT16: SOFTMAX with an int16 output (1 when the file does not set it); 0 leaves
+ * that path out and refuses such a SOFTMAX in prepare. */
+#ifndef FM_SOFTMAX_INT16
+#define FM_SOFTMAX_INT16 1
+#endif
 /* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
  * the targets define it as a mark); nothing by default. */
 #ifndef FM_TRACE_FIRST_UNIT
@@ -110,6 +115,8 @@ int32_t fb_i8(fm_fb *fb, uint32_t table, uint16_t id, int32_t def);
 uint32_t fb_u8(fm_fb *fb, uint32_t table, uint16_t id, uint32_t def);
 float fb_f32(fm_fb *fb, uint32_t table, uint16_t id, float def);
 int32_t fb_u64_nonzero(fm_fb *fb, uint32_t table, uint16_t id);
+/* Builtin operator code of an OperatorCode table (the larger of its two code fields). */
+FM_NOINLINE int32_t fm_builtin_code(fm_fb *fb, uint32_t ct);
 /* Table referenced by field `id`, 0 if absent. */
 uint32_t fb_table(fm_fb *fb, uint32_t table, uint16_t id);
 /* Vector referenced by field `id`: position of its first element, element count in *count;
@@ -141,7 +148,15 @@ const uint8_t *fm_freeml_metadata(const uint8_t *model, uint32_t len, uint32_t *
 #define FM_T_USED 8u
 #define FM_T_BADTYPE 16u            /* a type this runtime has no element size for */
 #define FM_T_VARIABLE 32u           /* a variable tensor (operator state) */
+#define FM_T_RESOURCE 64u           /* a RESOURCE tensor: a resource variable (kernels/variables.c) */
+#define FM_T_VAR_FILL 128u          /* RESOURCE: its default fill (zero_point) is known */
 
+/* A RESOURCE tensor (VAR_HANDLE's output) is the storage of a resource variable: state that
+ * lives in the arena across inferences (the planner gives its root a lifetime over the whole
+ * graph and ALIGN4(bytes) + 4 bytes: the value, then a word that says it was initialized).
+ * Its fields: bytes = the value's size (0 until READ_VARIABLE or ASSIGN_VARIABLE gives it),
+ * seg = its initial value in the model (CALL_ONCE's init subgraph; NULL: filled with the low
+ * byte of zero_point, as TFLite Micro does), alias = the first VAR_HANDLE of the same name. */
 struct fm_tensor {
     const uint8_t *cdata;       /* constant data inside the model, NULL for activations */
     const uint8_t *scales;      /* per-channel float32 scales (little-endian, in the model) */
@@ -189,6 +204,7 @@ typedef struct {
 
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
+    uint8_t out16;              /* int16 output (scale 1/65536, zero point -32768) */
 } fm_softmax_params;
 
 typedef struct {
@@ -217,6 +233,24 @@ typedef struct {
 typedef struct {
     int32_t in_zp, mult, shift, radius, count; /* LOGISTIC: input in Q4.27, |x - zp| < radius */
 } fm_logistic_params;
+
+typedef struct {
+    int32_t subgraph;                         /* CALL_ONCE: the init subgraph */
+} fm_call_once_params;
+
+/* SVDF (kernels/svdf.c): batches, input size, filters, memory, rank, units; zero points; the
+ * two rescalings; bytes per state element (int8 or int16 state and time weights). */
+typedef struct {
+    int32_t batch, input, filters, memory, rank, units;
+    int32_t in_zp, st_zp, out_zp, mult1, shift1, mult2, shift2;
+    uint8_t elem;
+} fm_svdf_params;
+
+/* SPLIT and SPLIT_V: outputs (op->in[first] ..) cut from each of `outer` input rows. */
+typedef struct {
+    int32_t outer, in_row;                    /* rows before the axis, input bytes per row */
+    uint8_t first;                            /* index in op->in of the first output */
+} fm_split_params;
 
 /* PAD (to 4-D), TRANSPOSE and STRIDED_SLICE: the output walked as 4-D rows of dims[3] elements,
  * each read from the input at start[d] + i * step[d] (in elements) along output dimension d. */
@@ -252,6 +286,9 @@ struct fm_op {
         fm_concat_params concat;
         fm_logistic_params logistic;
         fm_copy_params copy;
+        fm_call_once_params once;
+        fm_split_params split;
+        fm_svdf_params svdf;
     } p;
 };
 
@@ -273,10 +310,11 @@ extern const uint16_t fm_num_kernels;
 enum {
     FM_OP_ADD = 0, FM_OP_AVERAGE_POOL_2D = 1, FM_OP_CONCATENATION = 2, FM_OP_CONV_2D = 3,
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
-    FM_OP_LOGISTIC = 14, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
+    FM_OP_LOGISTIC = 14, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
-    FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
-    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124
+    FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
+    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
+    FM_OP_CALL_ONCE = 129, FM_OP_VAR_HANDLE = 142, FM_OP_READ_VARIABLE = 143, FM_OP_ASSIGN_VARIABLE = 144
 };
 
 /* A loop counter over a dimension or a count of bytes in memory: 16 bits on 16-bit targets (the
@@ -377,6 +415,7 @@ fm_status fm_same_quant(fm_interp *it, uint16_t opi, const fm_tensor *a, const f
 uint32_t fm_f32_bits(float f);
 uint8_t fm_same_scale(float a, float b);
 #define FM_F32_ONE_256 0x3B800000ul     /* 1 / 256, the int8 SOFTMAX output scale */
+#define FM_F32_ONE_65536 0x37800000ul   /* 1 / 65536, the int16 one (from int8 input) */
 /* Output size check and leading padding of one spatial dimension (padding 0 SAME, 1 VALID). */
 fm_status fm_window(fm_interp *it, uint16_t opi, int32_t padding, int32_t in, int32_t k,
                     int32_t stride, int32_t dil, int32_t out, int32_t *pad);
@@ -415,6 +454,12 @@ fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const 
 void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
+
+/* Operator state in the arena (resource variables, variable tensors): after the value, at
+ * FM_ALIGN4(bytes), a word equal to fm_state_ready(it) once the value was initialized for this
+ * model (a value from NVM left by another model, or never written, is initialized again). */
+uint32_t fm_state_ready(const fm_interp *it);
+volatile uint32_t *fm_state_word(const fm_interp *it, const fm_tensor *t);
 
 /* n rounded up to a multiple of 4 (state allocations). */
 #define FM_ALIGN4(n) (((uint32_t)(n) + 3u) & ~3u)

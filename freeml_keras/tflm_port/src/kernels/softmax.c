@@ -1,5 +1,6 @@
-/* SOFTMAX, int8 in and out (output scale 1/256, zero point -128), with TFLite's fixed-point
- * exp (Q5.26 input differences) and reciprocal, so the result matches bit for bit. */
+/* SOFTMAX, int8 in, int8 out (output scale 1/256, zero point -128) or int16 out (scale 1/65536
+ * within TFLite Micro's 0.1%, zero point -32768), with TFLite's fixed-point exp (Q5.26 input
+ * differences) and reciprocal, so the result matches bit for bit. */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
@@ -10,11 +11,19 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     fm_status s;
     if (op->num_in < 1) return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX needs an input", opi, -1, 0);
     if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
-    if ((s = fm_expect(it, opi, op->out, FM_INT8, &out)) != FM_OK) return s;
+    p->out16 = FM_SOFTMAX_INT16 && op->out >= 0 && it->tensors[op->out].type == FM_INT16;
+    if ((s = fm_expect(it, opi, op->out, p->out16 ? FM_INT16 : FM_INT8, &out)) != FM_OK) return s;
     if (in->ndim < 1 || fm_elements(in) != fm_elements(out) || in->dims[in->ndim - 1] != out->dims[out->ndim - 1])
         return fm_fail(it, FM_ERR_FORMAT, "SOFTMAX shapes do not match", opi, -1, 0);
-    if (out->zero_point != -128 || fm_f32_bits(out->scale) != FM_F32_ONE_256)
+    if (p->out16) {
+        /* |scale * 65536 - 1| within 0.1% (TFLite Micro's check), compared on the float's bits */
+        const uint32_t b = fm_f32_bits(out->scale);
+        if (out->zero_point != -32768 || b + 8388u < FM_F32_ONE_65536 || b > FM_F32_ONE_65536 + 8388u)
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "int16 SOFTMAX output must have scale 1/65536, zero point -32768",
+                           opi, op->out, 0);
+    } else if (out->zero_point != -128 || fm_f32_bits(out->scale) != FM_F32_ONE_256) {
         return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX output must have scale 1/256, zero point -128", opi, op->out, 0);
+    }
     {
         int32_t mult = 0, left = -1, diff_min = 0;
 #if FM_PREPARE_FLOAT
@@ -60,6 +69,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const fm_softmax_params *p = &op->p.softmax;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
+    int16_t *out16 = (int16_t *)(void *)out;
     int32_t *e = (int32_t *)(void *)(it->arena + op->scratch_off);
     const int32_t depth = p->depth;
     uint32_t u;
@@ -77,6 +87,19 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         }
         headroom = fm_clz32((uint32_t)sum);
         recip = fm_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - 0x80000000u));
+        if (FM_SOFTMAX_INT16 && p->out16) {
+            int16_t *o16 = out16 + (int32_t)u * depth;
+            exponent = 12 - headroom + 31 - 16;
+            for (c = 0; c < depth; c++) {
+                int32_t v = -32768;
+                if (e[c]) {
+                    v = fm_rdbpot(fm_srdhm(recip, e[c]), exponent) - 32768;
+                    if (v > 32767) v = 32767;
+                }
+                o16[c] = (int16_t)v;
+            }
+            continue;
+        }
         exponent = 12 - headroom + 31 - 8;
         for (c = 0; c < depth; c++) {
             int32_t v = -128;
