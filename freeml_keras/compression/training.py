@@ -28,8 +28,9 @@ from freeml_keras.compression.job import Job, Split
 from freeml_keras.compression.state import JobState
 from freeml_keras.keras import keras, tf
 
-__all__ = ["clone", "loss_for", "evaluate", "scope", "fine_tune", "Evaluation", "outputs_probs",
-           "pack_targets", "distillation_loss", "significant_drop", "teacher_probs", "is_fragile"]
+__all__ = ["clone", "loss_for", "evaluate", "evaluate_outputs", "scope", "fine_tune",
+           "sparsity_step", "Evaluation", "outputs_probs", "pack_targets", "distillation_loss",
+           "significant_drop", "fragile_against", "teacher_probs", "is_fragile"]
 
 
 def clone(model: "keras.Model") -> "keras.Model":
@@ -65,15 +66,22 @@ def _log_probs(out: np.ndarray, probs: bool) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
+def evaluate_outputs(out: np.ndarray, labels: np.ndarray, probs: bool) -> Evaluation:
+    """Cross-entropy, accuracy and per-example correctness of a model's outputs ``out``
+    (probabilities when ``probs``, else logits) on ``labels``."""
+    out = np.asarray(out, np.float64)
+    y = np.asarray(labels).astype(np.int64).reshape(-1)
+    logp = _log_probs(out, probs)
+    correct = np.argmax(out, axis=-1) == y
+    return Evaluation(float(-np.mean(logp[np.arange(len(y)), y])), float(np.mean(correct)), correct)
+
+
 def evaluate(model: "keras.Model", val: Split) -> Evaluation:
     """Validation loss (cross-entropy), accuracy and per-example correctness of ``model``
     (compiles it, for the callers that evaluate it afterwards)."""
     model.compile(loss=loss_for(model), metrics=["accuracy"])
-    out = np.asarray(model.predict(val[0], batch_size=512, verbose=0), np.float64)
-    y = np.asarray(val[1]).astype(np.int64).reshape(-1)
-    logp = _log_probs(out, outputs_probs(model))
-    correct = np.argmax(out, axis=-1) == y
-    return Evaluation(float(-np.mean(logp[np.arange(len(y)), y])), float(np.mean(correct)), correct)
+    out = model.predict(val[0], batch_size=512, verbose=0)
+    return evaluate_outputs(out, val[1], outputs_probs(model))
 
 
 def teacher_probs(model: "keras.Model", x: np.ndarray) -> np.ndarray:
@@ -137,15 +145,22 @@ def significant_drop(reference: np.ndarray, candidate: np.ndarray, allowed: floa
     return drop - z * se > allowed + 1e-12
 
 
+def fragile_against(reference: np.ndarray | None, reference_accuracy: float | None,
+                    ev: Evaluation, allowed: float, confidence: float) -> bool:
+    """Whether a model that scored ``ev`` lost too much against the reference:
+    :func:`significant_drop` by ``allowed`` at ``confidence`` on the reference's per-example
+    results, a plain comparison with ``reference_accuracy`` when those are not known."""
+    if reference is None or len(reference) != len(ev.correct):
+        return ev.accuracy < reference_accuracy - allowed
+    return significant_drop(reference, ev.correct, allowed, confidence)
+
+
 def is_fragile(job: Job, state: JobState, ev: Evaluation) -> bool:
-    """Whether a step whose model scored ``ev`` lost too much against the run's reference:
-    :func:`significant_drop` by ``fragile_drop`` at ``fragile_confidence`` (a plain comparison
-    with the reference accuracy when its per-example results are not known)."""
+    """Whether a step whose model scored ``ev`` lost too much against the run's reference
+    (:func:`fragile_against` with ``fragile_drop`` and ``fragile_confidence``)."""
     o = job.options
-    ref = state.reference_results()
-    if ref is None or len(ref) != len(ev.correct):
-        return ev.accuracy < state.reference_accuracy - o.fragile_drop
-    return significant_drop(ref, ev.correct, o.fragile_drop, o.fragile_confidence)
+    return fragile_against(state.reference_results(), state.reference_accuracy, ev,
+                           o.fragile_drop, o.fragile_confidence)
 
 
 def scope(strategy):
@@ -158,23 +173,72 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
               seed_offset: int = 0, learning_rate: float | None = None,
               plateau: bool = False) -> tuple["keras.Model", Evaluation]:
     """Fine-tunes a copy of ``model`` (``fine_tune_epochs`` unless ``epochs`` is given; early
-    stopping after ``patience`` epochs without a lower validation loss; on
-    ``examples`` of a fixed random subset of the training data if given), seeded with the step's seed, with the hard
-    threshold at the state's densities (of the layers ``model`` has) and distillation from the
-    pre-trained model (``distill``), at ``learning_rate`` (the option's unless given; with
-    ``plateau`` halved after two epochs without a lower validation loss); returns the plain model (best epoch by validation loss,
-    each kernel at exactly its density) and its evaluation."""
+    stopping after ``patience`` epochs without a lower validation loss; on ``examples`` of a
+    fixed random subset of the training data if given), seeded with the step's seed, with the
+    hard threshold at the state's densities (of the layers ``model`` has) and distillation from
+    the pre-trained model (``distill``), at ``learning_rate`` (the option's unless given; with
+    ``plateau`` halved after two epochs without a lower validation loss); returns the plain
+    model (best epoch by validation loss, each kernel at exactly its density) and its
+    evaluation.
+
+    The training is the callback path's: the copy is
+    :func:`~freeml_keras.compression.callback.prepare`-d at the state's densities and fitted
+    with the :class:`~freeml_keras.compression.callback.SparseComp` callback holding them."""
+    plain, _ = _fit(job, state, model, epochs=epochs, patience=patience, examples=examples,
+                    seed_offset=seed_offset, learning_rate=learning_rate, plateau=plateau)
+    return plain, evaluate(plain, job.val)
+
+
+def sparsity_step(job: Job, state: JobState, model: "keras.Model",
+                  plan: "DensityPlan") -> tuple["keras.Model | None", Evaluation, bool]:
+    """One SparseComp density step (``plan``, chosen by the sparsity phase) on a copy of
+    ``model``, taken by the :class:`~freeml_keras.compression.callback.SparseComp` callback in
+    a ``fit`` of ``fine_tune_epochs`` epochs: trained under the hard threshold, best epoch by
+    validation loss, judged with the paired fragile test. Returns the stepped plain model (None
+    when the step was fragile and undone), the stepped model's evaluation, and whether it was
+    fragile."""
+    epochs = job.options.fine_tune_epochs
+    if epochs <= 0:
+        trial = _fit(job, state, model, epochs=0, extra={plan.layer: plan.density})[0]
+        ev = evaluate(trial, job.val)
+        frag = is_fragile(job, state, ev)
+        return (None if frag else trial), ev, frag
+    plain, cb = _fit(job, state, model, step=plan)
+    rec = cb.steps[-1]
+    if rec["fragile"]:
+        return None, Evaluation(rec["val_loss"], rec["val_accuracy"], cb.step_correct), True
+    return plain, evaluate(plain, job.val), False
+
+
+def _fit(job: Job, state: JobState, model: "keras.Model", *, epochs: int | None = None,
+         patience: int | None = None, examples: int | None = None, seed_offset: int = 0,
+         learning_rate: float | None = None, plateau: bool = False,
+         step: "DensityPlan | None" = None, extra: dict | None = None):
+    """The fit behind :func:`fine_tune` and :func:`sparsity_step`: the plain model and the
+    callback."""
+    from freeml_keras.compression.callback import SparseComp, prepare, strip_plain
     o = job.options
-    densities = {k: v for k, v in state.densities.items()
-                 if v < 1.0 and k in {l.name for l in model.layers}}
+    names = {l.name for l in model.layers}
+    densities = {k: v for k, v in {**state.densities, **(extra or {})}.items()
+                 if v < 1.0 and k in names}
+    if step is not None:
+        densities.pop(step.layer, None)
     epochs = o.fine_tune_epochs if epochs is None else epochs
     keras.utils.set_random_seed(state.step_seed(o.seed) + seed_offset)
     with scope(o.strategy):
-        work = pruning.prune_layers(model, densities) if densities else clone(model)
+        # only the layers at a density < 1 and the step's are wrapped
+        work = prepare(model, densities=densities,
+                       layers=sorted(set(densities) | ({step.layer} if step else set())))
         loss = distillation_loss(not outputs_probs(model), o.distill if job.teacher is not None
                                  else 0.0, o.temperature)
         lr = o.learning_rate if learning_rate is None else learning_rate
         work.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    cb = SparseComp(job.budget, job.val, epochs_per_step=max(1, epochs),
+                    fragile_drop=o.fragile_drop, fragile_confidence=o.fragile_confidence,
+                    reference=state.reference_results(),
+                    reference_accuracy=state.reference_accuracy,
+                    max_steps=0 if step is None else 1,
+                    choose=None if step is None else (lambda plain, _cb: step), verbose=0)
     if epochs > 0:
         x, y = job.train
         teacher = job.teacher
@@ -183,8 +247,7 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
             x, y = x[pick], y[pick]
             teacher = None if teacher is None else teacher[pick]
         classes = int(model.outputs[0].shape[-1])
-        best = pruning.BestWeights("val_loss")
-        cbs = pruning.pruning_callbacks() + [best]
+        cbs = [cb]
         if patience is not None:
             cbs.append(keras.callbacks.EarlyStopping("val_loss", patience=patience))
         if plateau:
@@ -193,10 +256,4 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
         work.fit(x, pack_targets(y, teacher, classes),
                  validation_data=(job.val[0], pack_targets(job.val[1], None, classes)),
                  epochs=epochs, batch_size=o.batch_size, shuffle=True, verbose=0, callbacks=cbs)
-    plain = pruning.transfer_weights(work, keras.models.clone_model(model))
-    for name, d in densities.items():
-        layer = plain.get_layer(name)
-        w = layer.get_weights()
-        w[0] = pruning.hard_threshold(w[0], d)
-        layer.set_weights(w)
-    return plain, evaluate(plain, job.val)
+    return strip_plain(work), cb
