@@ -2,8 +2,10 @@
 
 The pieces SparseComp fine-tunes with, reusable in a user's own ``model.fit``:
 
-- :func:`prune_layers` wraps the layers given a density with tfmot's ``prune_low_magnitude``
-  and a per-layer ``ConstantSparsity(1 - density, 0, frequency=1)``: with the
+- :func:`prune_layers` wraps the layers given a density with tfmot's ``PruneLowMagnitude``
+  and a per-layer constant density (a :class:`~freeml_keras.compression.callback.DensitySchedule`,
+  tfmot's ``ConstantSparsity(1 - density, 0, frequency=1)`` with the density in a variable,
+  so SparseComp's callback can change it between epochs): with the
   :func:`pruning_callbacks` (tfmot's ``UpdatePruningStep``) the mask is recomputed and applied at
   every training step, i.e. a hard threshold that keeps the top-|w| fraction of the kernel.
 - :func:`strip` returns the plain model with the masked weights. tfmot keeps every weight whose
@@ -63,31 +65,24 @@ def hard_threshold(kernel: np.ndarray, density: float) -> np.ndarray:
     return np.where(mask.reshape(k.shape), k, 0).astype(k.dtype)
 
 
-def prune_layers(model: "keras.Model", densities: Mapping[str, float]) -> "keras.Model":
-    """A new model where each layer named in ``densities`` (density < 1) is wrapped for pruning
-    at that constant density; all layers are fresh clones holding the same weights. ``model`` is
-    not modified."""
-    unknown = set(densities) - {l.name for l in model.layers}
+def prune_layers(model: "keras.Model", densities: Mapping[str, float] | None = None, *,
+                 target_sparsity: Mapping[str, float] | None = None) -> "keras.Model":
+    """A new model where each layer given a density < 1 (``densities``, the fraction kept, or
+    tfmot's ``target_sparsity``, the fraction zeroed; not both) is wrapped for pruning at that
+    constant density; all layers are fresh clones holding the same weights. ``model`` is not
+    modified. :func:`freeml_keras.compression.callback.prepare` with only those layers wrapped.
+    """
+    from freeml_keras.compression.callback import prepare, resolve_densities
+    wanted = resolve_densities(densities, target_sparsity)
+    unknown = set(wanted) - {l.name for l in model.layers}
     if unknown:
         raise ValueError(f"prune_layers: no layer named {', '.join(sorted(unknown))} in {model.name}")
-
-    def clone(layer):
-        new = layer.__class__.from_config(layer.get_config())
-        d = densities.get(layer.name, 1.0)
-        if d < 1.0:
-            if type(layer).__name__ not in PRUNABLE_TYPES:
-                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be pruned")
-            schedule = tfmot.sparsity.keras.ConstantSparsity(1.0 - float(d), begin_step=0,
-                                                             frequency=1)
-            return tfmot.sparsity.keras.prune_low_magnitude(new, pruning_schedule=schedule)
-        return new
-
-    pruned = keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        target = _find(pruned, layer.name)
-        inner = target.layer if isinstance(target, PruneLowMagnitude) else target
-        inner.set_weights(layer.get_weights())
-    return pruned
+    for name, d in wanted.items():
+        layer = model.get_layer(name)
+        if d < 1.0 and type(layer).__name__ not in PRUNABLE_TYPES:
+            raise ValueError(f"layer {name!r} ({type(layer).__name__}) cannot be pruned")
+    wanted = {k: v for k, v in wanted.items() if v < 1.0}
+    return prepare(model, densities=wanted, layers=sorted(wanted))
 
 
 def _find(model: "keras.Model", name: str):

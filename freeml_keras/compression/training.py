@@ -2,8 +2,10 @@
 densities (the best epoch by validation loss is kept), distillation from the pre-trained model,
 evaluation, and the fragile test.
 
-The pieces work per epoch on a plain ``model.fit`` (a loss, callbacks, a pure test on
-predictions), so that they can also run inside a user's own training loop:
+Every fit here is a ``fit`` of a :func:`~freeml_keras.compression.callback.prepare`-d copy with
+the :class:`~freeml_keras.compression.callback.SparseComp` callback (:func:`fine_tune` holds
+the densities, :func:`sparsity_step` lets the callback take one density step and judge it). The
+other pieces work on a plain ``model.fit`` (a loss, a pure test on predictions):
 
 - :func:`distillation_loss` / :func:`pack_targets`: the targets carry the label, a flag and the
   pre-trained model's probabilities; flagged rows (training) get ``(1 - a) CE + a T^2 KL``,
