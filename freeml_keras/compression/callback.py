@@ -332,8 +332,10 @@ class SparseComp(tfmot.sparsity.keras.UpdatePruningStep):
     name, a :class:`~freeml_keras.compression.budget.Budget`, or the linked-image budget of
     :func:`freeml_keras.targets.image.device_budget`; None: the budget given to
     :func:`prepare`); with ``stop_when_met=False`` the remaining epochs fine-tune at the final
-    densities, keeping the best epoch. ``validation_data`` is ``(x, labels)``, always needed
-    (the fragile test is per example).
+    densities, keeping the best epoch (when the budget is met already as ``fit`` begins, Keras
+    stops after the first batch). ``validation_data`` is ``(x, labels)``, always needed (the
+    fragile test is per example). Only the stored-size budget is worked toward: a RAM budget
+    needs narrower layers, which ``compress`` does.
 
     After ``fit``: ``budget_met``, ``weight_bytes``, ``densities``, ``fragile``, ``steps`` (one
     record per step) and ``reference_accuracy``; :func:`strip` gives the plain model.
@@ -343,16 +345,16 @@ class SparseComp(tfmot.sparsity.keras.UpdatePruningStep):
     >>> (x, y), (xv, yv), _ = datasets.load("digits")
     >>> keras.utils.set_random_seed(1)
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-    ...                           keras.layers.Dense(24, activation="relu", name="fc"),
+    ...                           keras.layers.Dense(384, activation="relu", name="fc"),
     ...                           keras.layers.Dense(10, activation="softmax", name="out")])
     >>> model.compile("adam", "sparse_categorical_crossentropy")
     >>> _ = model.fit(x, y, epochs=10, verbose=0)
-    >>> pruned = prepare(model)
+    >>> pruned = prepare(model)                              # 39,448 B stored
     >>> pruned.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
-    >>> sc = SparseComp("msp430fr5994", (xv, yv), verbose=0)   # a device's model budget
-    >>> _ = pruned.fit(x, y, epochs=4, validation_data=(xv, yv), verbose=0, callbacks=[sc])
-    >>> sc.budget_met                                       # 1,978 B fit 20 KB already
-    True
+    >>> sc = SparseComp("msp430fr5994", (xv, yv), epochs_per_step=1, verbose=0)
+    >>> _ = pruned.fit(x, y, epochs=8, validation_data=(xv, yv), verbose=0, callbacks=[sc])
+    >>> sc.budget_met, sc.weight_bytes <= 20 * 1024          # the device's 20 KB model budget
+    (True, True)
     """
 
     def __init__(self, budget: Any = None, validation_data: tuple | None = None, *,

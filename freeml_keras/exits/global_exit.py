@@ -119,6 +119,11 @@ class ExitModel(pts.PooledPredictions):
                                             name=f"{self.backbone.name}_gnet")
         return self._keras_model
 
+    def training_model(self, method: str = "random", **kwargs) -> "keras.Model":
+        """The head on the frozen backbone as a ``keras.Model`` for your own ``fit``:
+        :func:`training_model` (its example shows the fit)."""
+        return training_model(self, method, **kwargs)
+
     # -- inference -----------------------------------------------------------------------------
     def exit_logits_from_pooled(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
         """(num_exits, n, classes) head logits from pooled features (incremental sums)."""
