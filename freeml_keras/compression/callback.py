@@ -152,7 +152,8 @@ def prepare(model: "keras.Model", budget: Any = None, *,
     a :class:`~freeml_keras.compression.budget.Budget`) is checked and kept for the callback.
     A Keras 3 ``model`` is bridged to tf_keras (:mod:`freeml_keras.bridge`); :func:`strip`
     gives it back in Keras 3. Compile and fit the result with tf_keras objects or strings
-    (``"adam"``), as for any tfmot-wrapped model.
+    (``"adam"``), as for any tfmot-wrapped model. The ``model.fit(..., callbacks=[SparseComp(...)])``
+    example is the module's (and :class:`SparseComp`'s); ``tests/test_fit_callbacks.py`` runs it.
 
     >>> from freeml_keras.keras import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc")])
@@ -221,7 +222,7 @@ def strip(model: "keras.Model") -> "keras.Model":
     """The plain model of a :func:`prepare` model: wrappers removed, every kernel holding
     exactly ``max(1, round(density * size))`` non-zeros (tfmot keeps weights that tie with the
     threshold). Back in Keras 3 when the model given to :func:`prepare` was Keras 3. The
-    prepared model is not modified.
+    prepared model is not modified. The fit in between: the module's example.
 
     >>> from freeml_keras.keras import keras
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="fc")])

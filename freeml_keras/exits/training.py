@@ -44,7 +44,9 @@ def exit_loss(distill: float = 0.0, temperature: float = 2.0) -> Callable:
     + distill * T^2 * KL(backbone output at temperature T || exit at temperature T).
 
     The targets are plain labels (``(n,)`` or ``(n, 1)``, without distillation) or
-    :func:`pack_targets` of the labels and the backbone's probabilities.
+    :func:`pack_targets` of the labels and the backbone's probabilities. The
+    ``model.fit(..., callbacks=[GlobalExitValidation(...)])`` example is
+    :func:`freeml_keras.exits.global_exit.training_model`'s.
 
     >>> from freeml_keras.keras import keras
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
