@@ -112,6 +112,11 @@ def test_stop_when_met_false_keeps_training_at_the_final_densities(trained, digi
                       callbacks=[sc])
     assert len(hist.history["loss"]) == 3 and sc.steps == [] and sc.budget_met
     assert densities_of(pruned)["fc"] == 0.3
+    # the best epoch by validation loss is what the model holds after fit
+    out = pruned.predict(xv, verbose=0)
+    z = out - out.max(-1, keepdims=True)
+    loss = float(np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(len(yv)), yv]))
+    assert loss == pytest.approx(min(hist.history["val_loss"]), rel=1e-4)
 
 
 def test_docstring_examples_run():
