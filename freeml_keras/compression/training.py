@@ -21,14 +21,17 @@ from __future__ import annotations
 import contextlib
 import math
 from statistics import NormalDist
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from freeml_keras.compression import factorize, pruning
+from freeml_keras.compression import factorize
 from freeml_keras.compression.job import Job, Split
 from freeml_keras.compression.state import JobState
 from freeml_keras.keras import keras, tf
+
+if TYPE_CHECKING:
+    from freeml_keras.compression.callback import DensityPlan
 
 __all__ = ["clone", "loss_for", "evaluate", "evaluate_outputs", "scope", "fine_tune",
            "sparsity_step", "Evaluation", "outputs_probs", "pack_targets", "distillation_loss",
