@@ -54,79 +54,19 @@ import numpy as np
 
 from freeml_keras.compression import pruning
 from freeml_keras.compression.budget import Budget
-from freeml_keras.keras import keras, tf
-
-import tensorflow_model_optimization as tfmot  # noqa: E402  (after the Keras selection)
-from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
-    PruneLowMagnitude)
+from freeml_keras.compression.evaluation import (clone, evaluate_outputs, fragile_against,
+                                                 outputs_probs)
+from freeml_keras.compression.job import sizes, weighted_rows
+from freeml_keras.compression.pruning import (DensitySchedule, PruneLowMagnitude,
+                                              resolve_densities, tfmot)
+from freeml_keras.keras import keras
 
 __all__ = ["prepare", "SparseComp", "strip", "DensitySchedule", "resolve_densities",
            "densities_of", "DensityPlan", "density_plan", "choose_step"]
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets: densities or tfmot's sparsities
-
-def resolve_densities(densities: float | Mapping[str, float] | None = None,
-                      target_sparsity: float | Mapping[str, float] | None = None,
-                      names: list[str] | None = None) -> dict[str, float]:
-    """Per layer name, the density (fraction kept) from either ``densities`` or tfmot's
-    ``target_sparsity`` (fraction zeroed, ``1 - density``); a single number applies to every
-    layer in ``names``. Giving both raises ``ValueError`` (they are inverses: one would be
-    mistaken for the other).
-
-    >>> resolve_densities(target_sparsity=0.75, names=["fc"])
-    {'fc': 0.25}
-    >>> resolve_densities(densities={"fc": 0.25})
-    {'fc': 0.25}
-    """
-    if densities is not None and target_sparsity is not None:
-        raise ValueError("give densities= (fraction of weights kept) or target_sparsity= "
-                         "(tfmot's fraction set to zero), not both")
-    given, flip = (densities, False) if target_sparsity is None else (target_sparsity, True)
-    if given is None:
-        return {}
-    if isinstance(given, Mapping):
-        values = {str(k): float(v) for k, v in given.items()}
-    else:
-        values = {n: float(given) for n in (names or [])}
-    what = "target_sparsity" if flip else "densities"
-    out = {}
-    for name, v in values.items():
-        d = 1.0 - v if flip else v
-        if not (0.0 < d <= 1.0):
-            raise ValueError(f"{what}[{name!r}] = {v}: a density must be in (0, 1] "
-                             f"(a sparsity in [0, 1))")
-        out[name] = d
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
 # The wrapped model
-
-class DensitySchedule(tfmot.sparsity.keras.PruningSchedule):
-    """A tfmot pruning schedule whose density lives in a ``tf.Variable``: pruning at every step
-    (the hard threshold) at a density the :class:`SparseComp` callback changes between epochs
-    without retracing the training function. Create it inside ``strategy.scope()`` under a
-    distribution strategy (:func:`prepare` does, when called there)."""
-
-    def __init__(self, density: float = 1.0):
-        self.value = float(density)     # exact (the variable is float32)
-        self.density = tf.Variable(self.value, trainable=False, dtype=tf.float32,
-                                   name="freeml_density",
-                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-    def set(self, density: float) -> None:
-        """The density from the next training step on."""
-        self.value = float(density)
-        self.density.assign(self.value)
-
-    def __call__(self, step):
-        return tf.math.greater_equal(step, 0), 1.0 - tf.identity(self.density)
-
-    def get_config(self) -> dict:
-        return {"class_name": "DensitySchedule", "config": {"density": self.value}}
-
 
 def _wrappers(model: "keras.Model") -> dict[str, PruneLowMagnitude]:
     return {l.layer.name: l for l in model.layers if isinstance(l, PruneLowMagnitude)}
@@ -177,20 +117,7 @@ def prepare(model: "keras.Model", budget: Any = None, *,
         raise ValueError(f"prepare: no prunable layer named {', '.join(sorted(unknown))} in "
                          f"{model.name} (prunable: {', '.join(prunable) or 'none'})")
 
-    def wrap(layer):
-        new = layer.__class__.from_config(layer.get_config())
-        if layer.name not in prunable:
-            return new
-        d = wanted.get(layer.name)
-        if d is None:
-            d = pruning.kernel_density(layer) if layer.get_weights() else 1.0
-        return PruneLowMagnitude(new, pruning_schedule=DensitySchedule(d))
-
-    wrapped = keras.models.clone_model(model, clone_function=wrap)
-    inner = {getattr(l, "layer", l).name: getattr(l, "layer", l) for l in wrapped.layers}
-    for layer in model.layers:
-        if layer.weights:
-            inner[layer.name].set_weights(layer.get_weights())
+    wrapped = pruning.wrap(model, wanted, prunable)
     wrapped._freeml_keras3 = keras3
     wrapped._freeml_budget = b
     return wrapped
@@ -269,8 +196,6 @@ def density_plan(model: "keras.Model", layer: str, weight_bytes: int, density_st
     """The density step of ``layer`` in the plain ``model`` (stored size ``weight_bytes``):
     its present density times ``density_step``, up to ``max_jumps`` times until the stored size
     drops; None when no density at or above ``min_density`` lowers it."""
-    from freeml_keras.compression.job import sizes
-    from freeml_keras.compression.training import clone
     k = model.get_layer(layer).get_weights()[0]
     nz = int(np.count_nonzero(k))
     density = nz / k.size
@@ -297,7 +222,6 @@ def choose_step(model: "keras.Model", fragile, density_step: float, min_density:
     """SparseComp's rule on the plain ``model``: the largest layer by stored bytes (among
     ``layers``, all prunable ones if None) that is not in ``fragile`` and whose density step
     lowers the stored size."""
-    from freeml_keras.compression.job import sizes, weighted_rows
     wb = sizes(model)[0]
     for r in sorted(weighted_rows(model), key=lambda r: -r.stored_bytes):
         if r.name in fragile or (layers is not None and r.name not in layers):
@@ -408,18 +332,15 @@ class SparseComp(tfmot.sparsity.keras.UpdatePruningStep):
             print(msg, file=sys.stdout, flush=True)
 
     def _evaluate(self):
-        from freeml_keras.compression.training import evaluate_outputs, outputs_probs
         out = self.model.predict(self.x_val, batch_size=512, verbose=0)
         return evaluate_outputs(out, self.y_val, outputs_probs(self.model))
 
     def _size(self) -> int | None:
         if self.max_steps == 0:         # holding the densities: nothing decides on the size
             return None
-        from freeml_keras.compression.job import sizes
         return sizes(strip_plain(self.model))[0]
 
     def _fragile(self, ev) -> bool:
-        from freeml_keras.compression.training import fragile_against
         return fragile_against(self.reference, self.reference_accuracy, ev, self.fragile_drop,
                                self.fragile_confidence)
 
