@@ -227,6 +227,46 @@ NB01 = [
         plt.show()
     '''),
     md('''
+        ## The same steps inside your own `model.fit`, on a Keras 3 model
+
+        `compress` owns the training. To keep your own loop (optimizer, learning-rate schedule,
+        augmentation, distribution strategy), use SparseComp's pieces in tfmot's shape:
+        `prepare(model, budget)` returns a copy with every Dense and convolution wrapped for
+        pruning (a Keras 3 model is bridged to tf_keras, the Keras tfmot trains in), the
+        `SparseComp` callback runs the schedule across the epochs of your `fit` (the largest
+        non-fragile layer's density step, tfmot's hard threshold after every optimizer step, the
+        best epoch by validation loss, the fragile test and undo, a stop once the budget is met),
+        and `strip` gives back a plain model in your Keras. `compress` takes its density steps
+        through the same callback. Here: a small Keras 3 model of your own, to half its stored
+        size, with a learning-rate schedule of our choosing.
+    '''),
+    code('''
+        import keras as keras3                                  # Keras 3: TensorFlow's default
+        from freeml_keras.keras import keras as tfk             # the tf_keras the wrapped copy uses
+        from freeml_keras.compression.callback import SparseComp, prepare, strip
+
+        keras3.utils.set_random_seed(0)
+        mine = keras3.Sequential([keras3.Input(train[0].shape[1:]),
+                                  keras3.layers.Conv2D(8, 3, activation="relu", name="conv"),
+                                  keras3.layers.MaxPooling2D(2, name="pool"),
+                                  keras3.layers.Flatten(name="flat"),
+                                  keras3.layers.Dense(32, activation="relu", name="fc1"),
+                                  keras3.layers.Dense(10, activation="softmax", name="out")])
+        mine.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        mine.fit(*train, epochs=10 if SMALL else 3, batch_size=64, verbose=0)
+        budget = memory.keras_footprint(mine).weight_bytes // 2
+
+        pruned = prepare(mine, budget)
+        pruned.compile(tfk.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+        sc = SparseComp(validation_data=val, epochs_per_step=1, fragile_drop=0.02)
+        pruned.fit(*train, epochs=25, batch_size=64, validation_data=val, verbose=0,
+                   callbacks=[sc, tfk.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=3)])
+        mine_small = strip(pruned)                              # a Keras 3 model again
+        print(f"{type(mine_small).__module__}: budget {budget:,} B met: {sc.budget_met}, "
+              f"{sc.weight_bytes:,} B stored, densities {sc.densities}, fragile {sc.fragile}")
+        print(f"test accuracy: {zoo.accuracy(mine, test):.4f} -> {zoo.accuracy(mine_small, test):.4f}")
+    '''),
+    md('''
         ## What you got
     '''),
     code('''

@@ -31,6 +31,13 @@ def test_readme_keras3_tour_runs_as_written(tmp_path, monkeypatch, capsys):
     assert bridge.file_keras_version("small.keras").startswith("3.")
     assert bridge.file_keras_version("runs/k3/model.keras").startswith("3.")
     assert scope["tfl"][4:8] == b"TFL3"
+    # the callback path: budget met inside the user's fit, a Keras 3 model back, exit head trained
+    sc, mine, em = scope["sc"], scope["mine"], scope["gnet"]
+    assert sc.budget_met and sc.weight_bytes <= 1200 and sc.steps[0]["layer"] == "fc"
+    assert bridge.is_keras3(mine)
+    k = mine.get_layer("fc").get_weights()[0]
+    assert (k != 0).sum() == max(1, round(sc.densities["fc"] * k.size)) < k.size
+    assert em.info["trained"] and em.info["val_exit_accuracy"][0] > 0.6
     for line in shell:
         args = shlex.split(line)
         assert args[0] == "freeml"

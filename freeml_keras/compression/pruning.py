@@ -2,8 +2,10 @@
 
 The pieces SparseComp fine-tunes with, reusable in a user's own ``model.fit``:
 
-- :func:`prune_layers` wraps the layers given a density with tfmot's ``prune_low_magnitude``
-  and a per-layer ``ConstantSparsity(1 - density, 0, frequency=1)``: with the
+- :func:`prune_layers` wraps the layers given a density with tfmot's ``PruneLowMagnitude``
+  and a per-layer constant density (a :class:`~freeml_keras.compression.callback.DensitySchedule`,
+  tfmot's ``ConstantSparsity(1 - density, 0, frequency=1)`` with the density in a variable,
+  so SparseComp's callback can change it between epochs): with the
   :func:`pruning_callbacks` (tfmot's ``UpdatePruningStep``) the mask is recomputed and applied at
   every training step, i.e. a hard threshold that keeps the top-|w| fraction of the kernel.
 - :func:`strip` returns the plain model with the masked weights. tfmot keeps every weight whose
@@ -25,7 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
-from freeml_keras.keras import keras
+from freeml_keras.keras import keras, tf
 
 import tensorflow_model_optimization as tfmot  # noqa: E402  (after the Keras selection)
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import (  # noqa: E402
@@ -33,7 +35,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (  # noqa: E402,E501
     NoOpQuantizeConfig)
 
-__all__ = ["PRUNABLE_TYPES", "kernel_density", "hard_threshold", "prune_layers",
+__all__ = ["PRUNABLE_TYPES", "kernel_density", "hard_threshold", "prune_layers", "wrap",
+           "DensitySchedule", "resolve_densities",
            "pruning_callbacks", "strip", "quantize_aware", "strip_quantization",
            "BestWeights", "transfer_weights", "kept_count", "zero_masks", "apply_zero_masks"]
 
@@ -63,31 +66,102 @@ def hard_threshold(kernel: np.ndarray, density: float) -> np.ndarray:
     return np.where(mask.reshape(k.shape), k, 0).astype(k.dtype)
 
 
-def prune_layers(model: "keras.Model", densities: Mapping[str, float]) -> "keras.Model":
-    """A new model where each layer named in ``densities`` (density < 1) is wrapped for pruning
-    at that constant density; all layers are fresh clones holding the same weights. ``model`` is
-    not modified."""
-    unknown = set(densities) - {l.name for l in model.layers}
-    if unknown:
-        raise ValueError(f"prune_layers: no layer named {', '.join(sorted(unknown))} in {model.name}")
+def resolve_densities(densities: float | Mapping[str, float] | None = None,
+                      target_sparsity: float | Mapping[str, float] | None = None,
+                      names: list[str] | None = None) -> dict[str, float]:
+    """Per layer name, the density (fraction kept) from either ``densities`` or tfmot's
+    ``target_sparsity`` (fraction zeroed, ``1 - density``); a single number applies to every
+    layer in ``names``. Giving both raises ``ValueError`` (they are inverses: one would be
+    mistaken for the other).
+
+    >>> resolve_densities(target_sparsity=0.75, names=["fc"])
+    {'fc': 0.25}
+    >>> resolve_densities(densities={"fc": 0.25})
+    {'fc': 0.25}
+    """
+    if densities is not None and target_sparsity is not None:
+        raise ValueError("give densities= (fraction of weights kept) or target_sparsity= "
+                         "(tfmot's fraction set to zero), not both")
+    given, flip = (densities, False) if target_sparsity is None else (target_sparsity, True)
+    if given is None:
+        return {}
+    if isinstance(given, Mapping):
+        values = {str(k): float(v) for k, v in given.items()}
+    else:
+        values = {n: float(given) for n in (names or [])}
+    what = "target_sparsity" if flip else "densities"
+    out = {}
+    for name, v in values.items():
+        d = 1.0 - v if flip else v
+        if not (0.0 < d <= 1.0):
+            raise ValueError(f"{what}[{name!r}] = {v}: a density must be in (0, 1] "
+                             f"(a sparsity in [0, 1))")
+        out[name] = d
+    return out
+
+
+class DensitySchedule(tfmot.sparsity.keras.PruningSchedule):
+    """A tfmot pruning schedule whose density lives in a ``tf.Variable``: pruning at every step
+    (the hard threshold) at a density the :class:`SparseComp` callback changes between epochs
+    without retracing the training function. Create it inside ``strategy.scope()`` under a
+    distribution strategy (:func:`prepare` does, when called there)."""
+
+    def __init__(self, density: float = 1.0):
+        self.value = float(density)     # exact (the variable is float32)
+        self.density = tf.Variable(self.value, trainable=False, dtype=tf.float32,
+                                   name="freeml_density",
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+    def set(self, density: float) -> None:
+        """The density from the next training step on."""
+        self.value = float(density)
+        self.density.assign(self.value)
+
+    def __call__(self, step):
+        return tf.math.greater_equal(step, 0), 1.0 - tf.identity(self.density)
+
+    def get_config(self) -> dict:
+        return {"class_name": "DensitySchedule", "config": {"density": self.value}}
+
+
+def wrap(model: "keras.Model", densities: Mapping[str, float], layers: list[str]) -> "keras.Model":
+    """A new model with each of ``layers`` (prunable) wrapped in tfmot's ``PruneLowMagnitude``
+    with a :class:`DensitySchedule` at its density in ``densities``, else at its kernel's
+    present fraction of non-zeros; all layers are fresh clones holding the same weights."""
+    layers = set(layers)
 
     def clone(layer):
         new = layer.__class__.from_config(layer.get_config())
-        d = densities.get(layer.name, 1.0)
-        if d < 1.0:
-            if type(layer).__name__ not in PRUNABLE_TYPES:
-                raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be pruned")
-            schedule = tfmot.sparsity.keras.ConstantSparsity(1.0 - float(d), begin_step=0,
-                                                             frequency=1)
-            return tfmot.sparsity.keras.prune_low_magnitude(new, pruning_schedule=schedule)
-        return new
+        if layer.name not in layers:
+            return new
+        if type(layer).__name__ not in PRUNABLE_TYPES:
+            raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) cannot be pruned")
+        d = densities.get(layer.name)
+        if d is None:
+            d = kernel_density(layer) if layer.get_weights() else 1.0
+        return PruneLowMagnitude(new, pruning_schedule=DensitySchedule(d))
 
-    pruned = keras.models.clone_model(model, clone_function=clone)
+    wrapped = keras.models.clone_model(model, clone_function=clone)
+    inner = {getattr(l, "layer", l).name: getattr(l, "layer", l) for l in wrapped.layers}
     for layer in model.layers:
-        target = _find(pruned, layer.name)
-        inner = target.layer if isinstance(target, PruneLowMagnitude) else target
-        inner.set_weights(layer.get_weights())
-    return pruned
+        if layer.weights:
+            inner[layer.name].set_weights(layer.get_weights())
+    return wrapped
+
+
+def prune_layers(model: "keras.Model", densities: Mapping[str, float] | None = None, *,
+                 target_sparsity: Mapping[str, float] | None = None) -> "keras.Model":
+    """A new model where each layer given a density < 1 (``densities``, the fraction kept, or
+    tfmot's ``target_sparsity``, the fraction zeroed; not both) is wrapped for pruning at that
+    constant density (:func:`wrap`); all layers are fresh clones holding the same weights.
+    ``model`` is not modified. (:func:`freeml_keras.compression.callback.prepare` wraps every
+    prunable layer, for the SparseComp callback.)"""
+    wanted = resolve_densities(densities, target_sparsity)
+    unknown = set(wanted) - {l.name for l in model.layers}
+    if unknown:
+        raise ValueError(f"prune_layers: no layer named {', '.join(sorted(unknown))} in {model.name}")
+    wanted = {k: v for k, v in wanted.items() if v < 1.0}
+    return wrap(model, wanted, sorted(wanted))
 
 
 def _find(model: "keras.Model", name: str):

@@ -39,6 +39,11 @@ Resume: ``state.json`` and the current model (``step-N.keras``) are written afte
 ``compress(..., out_dir=d, resume=True)`` continues from them and, since every step's
 fine-tuning is seeded with ``seed + step``, ends where an uninterrupted run ends.
 
+Every fine-tune is a ``fit`` of a :func:`~freeml_keras.compression.callback.prepare`-d copy
+with the :class:`~freeml_keras.compression.callback.SparseComp` callback (the one users put in
+their own ``fit``): a density step of phase 3 is that callback's step (threshold, best epoch,
+paired fragile test, undo), the other fine-tunes hold the densities.
+
 This module is the loop and the public API. The phases' steps are in ``ram``, ``separation``,
 ``sparsify``, ``recover`` and ``qat``; fine-tuning, distillation and the fragile test in
 ``training``; the saved state in ``state``; the report

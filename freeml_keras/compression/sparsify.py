@@ -28,7 +28,8 @@ from freeml_keras import memory
 from freeml_keras.compression import factorize, pruning
 from freeml_keras.compression.job import Job, Step, Unreachable, channels, sizes, weighted_rows
 from freeml_keras.compression.state import JobState
-from freeml_keras.compression.training import clone, evaluate, fine_tune, is_fragile
+from freeml_keras.compression.callback import DensityPlan, density_plan
+from freeml_keras.compression.training import clone, evaluate, fine_tune, is_fragile, sparsity_step
 from freeml_keras.keras import keras
 
 __all__ = ["sparsify_step", "check_floor", "floor_bytes", "steppable", "allocate"]
@@ -41,6 +42,7 @@ class _Plan(NamedTuple):
     model: "keras.Model"                # the model to fine-tune
     density: float | None               # the layer's new density (sparsify)
     gain: int                           # stored bytes saved before fine-tuning
+    step: DensityPlan | None = None     # the density step (sparsify)
 
 
 def steppable(job: Job, model: "keras.Model") -> list[tuple[memory.LayerFootprint, bool, bool]]:
@@ -104,22 +106,9 @@ def _plans(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_spars
     layer = model.get_layer(row.name)
     sparse = None
     if can_sparsify:
-        k = layer.get_weights()[0]
-        density = np.count_nonzero(k) / k.size
-        trial = clone(model)
-        w = trial.get_layer(row.name).get_weights()
-        d = density
-        for _ in range(o.max_density_jumps):
-            d *= o.density_step
-            if d < o.min_density:
-                break
-            w2 = list(w)
-            w2[0] = pruning.hard_threshold(w[0], d)
-            trial.get_layer(row.name).set_weights(w2)
-            gain = wb - sizes(trial)[0]
-            if gain > 0:
-                sparse = _Plan("sparsify", row, f"density {density:.3f} -> {d:.3f}", model, d, gain)
-                break
+        dp = density_plan(model, row.name, wb, o.density_step, o.min_density, o.max_density_jumps)
+        if dp is not None:
+            sparse = _Plan("sparsify", row, dp.change, model, dp.density, dp.gain, dp)
     narrow = None
     if can_narrow:
         ch = channels(layer)
@@ -308,9 +297,12 @@ def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         return Step(record=rec, model=tuned, started=t0)
     previous = dict(state.densities)
     if plan.kind == "sparsify":
+        # the step is the SparseComp callback's, in a fit of fine_tune_epochs
+        tuned, ev, is_frag = sparsity_step(job, state, plan.model, plan.step)
         state.densities[plan.row.name] = float(plan.density)
-    tuned, ev = fine_tune(job, state, plan.model)
-    is_frag = is_fragile(job, state, ev)
+    else:
+        tuned, ev = fine_tune(job, state, plan.model)
+        is_frag = is_fragile(job, state, ev)
     rec = {"phase": "sparsify", "kind": plan.kind, "layer": plan.row.name, "change": plan.change,
            "val_accuracy": ev.accuracy, "val_loss": ev.loss, "bytes_before": wb,
            "fragile": bool(is_frag), "by_size_alone": False}

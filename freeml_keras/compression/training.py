@@ -2,14 +2,17 @@
 densities (the best epoch by validation loss is kept), distillation from the pre-trained model,
 evaluation, and the fragile test.
 
-The pieces work per epoch on a plain ``model.fit`` (a loss, callbacks, a pure test on
-predictions), so that they can also run inside a user's own training loop:
+Every fit here is a ``fit`` of a :func:`~freeml_keras.compression.callback.prepare`-d copy with
+the :class:`~freeml_keras.compression.callback.SparseComp` callback (:func:`fine_tune` holds
+the densities, :func:`sparsity_step` lets the callback take one density step and judge it). The
+other pieces work on a plain ``model.fit`` (a loss, a pure test on predictions):
 
 - :func:`distillation_loss` / :func:`pack_targets`: the targets carry the label, a flag and the
   pre-trained model's probabilities; flagged rows (training) get ``(1 - a) CE + a T^2 KL``,
   unflagged rows (validation) plain cross-entropy, so the validation loss early stopping watches
   is the task's loss.
-- :func:`evaluate`: validation loss, accuracy and which examples are right.
+- :func:`evaluate`: validation loss, accuracy and which examples are right (from
+  :mod:`~freeml_keras.compression.evaluation`, with the fragile test, re-exported here).
 - :func:`significant_drop`: a drop of validation accuracy against the reference model counts
   only when it exceeds the allowed drop with the given confidence (paired on the same examples).
 """
@@ -17,63 +20,23 @@ predictions), so that they can also run inside a user's own training loop:
 from __future__ import annotations
 
 import contextlib
-import math
-from statistics import NormalDist
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from freeml_keras.compression import factorize, pruning
-from freeml_keras.compression.job import Job, Split
+from freeml_keras.compression.evaluation import (Evaluation, _log_probs, clone, evaluate,
+                                                 evaluate_outputs, fragile_against, loss_for,
+                                                 outputs_probs, significant_drop)
+from freeml_keras.compression.job import Job
 from freeml_keras.compression.state import JobState
 from freeml_keras.keras import keras, tf
 
-__all__ = ["clone", "loss_for", "evaluate", "scope", "fine_tune", "Evaluation", "outputs_probs",
-           "pack_targets", "distillation_loss", "significant_drop", "teacher_probs", "is_fragile"]
+if TYPE_CHECKING:
+    from freeml_keras.compression.callback import DensityPlan
 
-
-def clone(model: "keras.Model") -> "keras.Model":
-    """A functional copy of ``model`` with the same weights."""
-    m = factorize.functional(model)
-    new = keras.models.clone_model(m)
-    new.set_weights(m.get_weights())
-    return new
-
-
-def outputs_probs(model: "keras.Model") -> bool:
-    """Whether ``model`` ends with a softmax (probabilities) rather than logits."""
-    last = model.layers[-1]
-    return type(last).__name__ == "Softmax" or last.get_config().get("activation") == "softmax"
-
-
-def loss_for(model: "keras.Model") -> "keras.losses.Loss":
-    """Sparse categorical cross-entropy, on logits unless the model ends with a softmax."""
-    return keras.losses.SparseCategoricalCrossentropy(from_logits=not outputs_probs(model))
-
-
-class Evaluation(NamedTuple):
-    """Validation loss, accuracy, and per example whether the prediction is right."""
-    loss: float
-    accuracy: float
-    correct: np.ndarray
-
-
-def _log_probs(out: np.ndarray, probs: bool) -> np.ndarray:
-    if probs:
-        return np.log(np.clip(out, 1e-7, 1.0))
-    z = out - out.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-
-
-def evaluate(model: "keras.Model", val: Split) -> Evaluation:
-    """Validation loss (cross-entropy), accuracy and per-example correctness of ``model``
-    (compiles it, for the callers that evaluate it afterwards)."""
-    model.compile(loss=loss_for(model), metrics=["accuracy"])
-    out = np.asarray(model.predict(val[0], batch_size=512, verbose=0), np.float64)
-    y = np.asarray(val[1]).astype(np.int64).reshape(-1)
-    logp = _log_probs(out, outputs_probs(model))
-    correct = np.argmax(out, axis=-1) == y
-    return Evaluation(float(-np.mean(logp[np.arange(len(y)), y])), float(np.mean(correct)), correct)
+__all__ = ["clone", "loss_for", "evaluate", "evaluate_outputs", "scope", "fine_tune",
+           "sparsity_step", "Evaluation", "outputs_probs", "pack_targets", "distillation_loss",
+           "significant_drop", "fragile_against", "teacher_probs", "is_fragile"]
 
 
 def teacher_probs(model: "keras.Model", x: np.ndarray) -> np.ndarray:
@@ -116,36 +79,12 @@ def distillation_loss(from_logits: bool, alpha: float, temperature: float):
     return loss
 
 
-def significant_drop(reference: np.ndarray, candidate: np.ndarray, allowed: float,
-                     confidence: float) -> bool:
-    """Whether the candidate's validation accuracy lies more than ``allowed`` below the
-    reference's with one-sided ``confidence``, on the same examples (``reference`` and
-    ``candidate``: per example, right or not).
-
-    The paired difference of the two accuracies has standard error
-    ``sqrt(b + c - (b - c)^2 / n) / n`` (b: examples only the reference gets right, c: only the
-    candidate); the drop counts when ``drop - z * se > allowed``. ``confidence <= 0.5`` is the
-    plain comparison ``drop > allowed``."""
-    ref = np.asarray(reference, bool)
-    cand = np.asarray(candidate, bool)
-    n = len(ref)
-    b = int(np.sum(ref & ~cand))
-    c = int(np.sum(~ref & cand))
-    drop = (b - c) / n
-    z = NormalDist().inv_cdf(confidence) if confidence > 0.5 else 0.0
-    se = math.sqrt(max(0.0, b + c - (b - c) ** 2 / n)) / n
-    return drop - z * se > allowed + 1e-12
-
-
 def is_fragile(job: Job, state: JobState, ev: Evaluation) -> bool:
-    """Whether a step whose model scored ``ev`` lost too much against the run's reference:
-    :func:`significant_drop` by ``fragile_drop`` at ``fragile_confidence`` (a plain comparison
-    with the reference accuracy when its per-example results are not known)."""
+    """Whether a step whose model scored ``ev`` lost too much against the run's reference
+    (:func:`fragile_against` with ``fragile_drop`` and ``fragile_confidence``)."""
     o = job.options
-    ref = state.reference_results()
-    if ref is None or len(ref) != len(ev.correct):
-        return ev.accuracy < state.reference_accuracy - o.fragile_drop
-    return significant_drop(ref, ev.correct, o.fragile_drop, o.fragile_confidence)
+    return fragile_against(state.reference_results(), state.reference_accuracy, ev,
+                           o.fragile_drop, o.fragile_confidence)
 
 
 def scope(strategy):
@@ -158,23 +97,72 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
               seed_offset: int = 0, learning_rate: float | None = None,
               plateau: bool = False) -> tuple["keras.Model", Evaluation]:
     """Fine-tunes a copy of ``model`` (``fine_tune_epochs`` unless ``epochs`` is given; early
-    stopping after ``patience`` epochs without a lower validation loss; on
-    ``examples`` of a fixed random subset of the training data if given), seeded with the step's seed, with the hard
-    threshold at the state's densities (of the layers ``model`` has) and distillation from the
-    pre-trained model (``distill``), at ``learning_rate`` (the option's unless given; with
-    ``plateau`` halved after two epochs without a lower validation loss); returns the plain model (best epoch by validation loss,
-    each kernel at exactly its density) and its evaluation."""
+    stopping after ``patience`` epochs without a lower validation loss; on ``examples`` of a
+    fixed random subset of the training data if given), seeded with the step's seed, with the
+    hard threshold at the state's densities (of the layers ``model`` has) and distillation from
+    the pre-trained model (``distill``), at ``learning_rate`` (the option's unless given; with
+    ``plateau`` halved after two epochs without a lower validation loss); returns the plain
+    model (best epoch by validation loss, each kernel at exactly its density) and its
+    evaluation.
+
+    The training is the callback path's: the copy is
+    :func:`~freeml_keras.compression.callback.prepare`-d at the state's densities and fitted
+    with the :class:`~freeml_keras.compression.callback.SparseComp` callback holding them."""
+    plain, _ = _fit(job, state, model, epochs=epochs, patience=patience, examples=examples,
+                    seed_offset=seed_offset, learning_rate=learning_rate, plateau=plateau)
+    return plain, evaluate(plain, job.val)
+
+
+def sparsity_step(job: Job, state: JobState, model: "keras.Model",
+                  plan: "DensityPlan") -> tuple["keras.Model | None", Evaluation, bool]:
+    """One SparseComp density step (``plan``, chosen by the sparsity phase) on a copy of
+    ``model``, taken by the :class:`~freeml_keras.compression.callback.SparseComp` callback in
+    a ``fit`` of ``fine_tune_epochs`` epochs: trained under the hard threshold, best epoch by
+    validation loss, judged with the paired fragile test. Returns the stepped plain model (None
+    when the step was fragile and undone), the stepped model's evaluation, and whether it was
+    fragile."""
+    epochs = job.options.fine_tune_epochs
+    if epochs <= 0:
+        trial = _fit(job, state, model, epochs=0, extra={plan.layer: plan.density})[0]
+        ev = evaluate(trial, job.val)
+        frag = is_fragile(job, state, ev)
+        return (None if frag else trial), ev, frag
+    plain, cb = _fit(job, state, model, step=plan)
+    rec = cb.steps[-1]
+    if rec["fragile"]:
+        return None, Evaluation(rec["val_loss"], rec["val_accuracy"], cb.step_correct), True
+    return plain, evaluate(plain, job.val), False
+
+
+def _fit(job: Job, state: JobState, model: "keras.Model", *, epochs: int | None = None,
+         patience: int | None = None, examples: int | None = None, seed_offset: int = 0,
+         learning_rate: float | None = None, plateau: bool = False,
+         step: "DensityPlan | None" = None, extra: dict | None = None):
+    """The fit behind :func:`fine_tune` and :func:`sparsity_step`: the plain model and the
+    callback."""
+    from freeml_keras.compression.callback import SparseComp, prepare, strip_plain
     o = job.options
-    densities = {k: v for k, v in state.densities.items()
-                 if v < 1.0 and k in {l.name for l in model.layers}}
+    names = {l.name for l in model.layers}
+    densities = {k: v for k, v in {**state.densities, **(extra or {})}.items()
+                 if v < 1.0 and k in names}
+    if step is not None:
+        densities.pop(step.layer, None)
     epochs = o.fine_tune_epochs if epochs is None else epochs
     keras.utils.set_random_seed(state.step_seed(o.seed) + seed_offset)
     with scope(o.strategy):
-        work = pruning.prune_layers(model, densities) if densities else clone(model)
+        # only the layers at a density < 1 and the step's are wrapped
+        work = prepare(model, densities=densities,
+                       layers=sorted(set(densities) | ({step.layer} if step else set())))
         loss = distillation_loss(not outputs_probs(model), o.distill if job.teacher is not None
                                  else 0.0, o.temperature)
         lr = o.learning_rate if learning_rate is None else learning_rate
         work.compile(optimizer=keras.optimizers.Adam(lr), loss=loss)
+    cb = SparseComp(job.budget, job.val, epochs_per_step=max(1, epochs),
+                    fragile_drop=o.fragile_drop, fragile_confidence=o.fragile_confidence,
+                    reference=state.reference_results(),
+                    reference_accuracy=state.reference_accuracy,
+                    max_steps=0 if step is None else 1,
+                    choose=None if step is None else (lambda plain, _cb: step), verbose=0)
     if epochs > 0:
         x, y = job.train
         teacher = job.teacher
@@ -183,8 +171,7 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
             x, y = x[pick], y[pick]
             teacher = None if teacher is None else teacher[pick]
         classes = int(model.outputs[0].shape[-1])
-        best = pruning.BestWeights("val_loss")
-        cbs = pruning.pruning_callbacks() + [best]
+        cbs = [cb]
         if patience is not None:
             cbs.append(keras.callbacks.EarlyStopping("val_loss", patience=patience))
         if plateau:
@@ -193,10 +180,4 @@ def fine_tune(job: Job, state: JobState, model: "keras.Model", *, epochs: int | 
         work.fit(x, pack_targets(y, teacher, classes),
                  validation_data=(job.val[0], pack_targets(job.val[1], None, classes)),
                  epochs=epochs, batch_size=o.batch_size, shuffle=True, verbose=0, callbacks=cbs)
-    plain = pruning.transfer_weights(work, keras.models.clone_model(model))
-    for name, d in densities.items():
-        layer = plain.get_layer(name)
-        w = layer.get_weights()
-        w[0] = pruning.hard_threshold(w[0], d)
-        layer.set_weights(w)
-    return plain, evaluate(plain, job.val)
+    return strip_plain(work), cb

@@ -26,7 +26,8 @@ from freeml_keras.exits import training as tr
 from freeml_keras.exits.incremental import incremental_logits
 from freeml_keras.exits.layers import ExitMask, ExitScale
 
-__all__ = ["ExitModel", "attach_global_exit", "train_global_exit", "METHODS"]
+__all__ = ["ExitModel", "attach_global_exit", "train_global_exit", "training_model",
+           "GlobalExitValidation", "METHODS"]
 
 FORMAT_VERSION = 1
 METHODS = ("random", "balanced", "stagewise")
@@ -117,6 +118,11 @@ class ExitModel(pts.PooledPredictions):
             self._keras_model = keras.Model(self.backbone.inputs, outs + [self.backbone.outputs[-1]],
                                             name=f"{self.backbone.name}_gnet")
         return self._keras_model
+
+    def training_model(self, method: str = "random", **kwargs) -> "keras.Model":
+        """The head on the frozen backbone as a ``keras.Model`` for your own ``fit``:
+        :func:`training_model` (its example shows the fit)."""
+        return training_model(self, method, **kwargs)
 
     # -- inference -----------------------------------------------------------------------------
     def exit_logits_from_pooled(self, pooled: Sequence[np.ndarray]) -> np.ndarray:
@@ -233,6 +239,139 @@ def _fold(dense: "keras.layers.Dense", scale: ExitScale | None, dims: list[int])
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
+def _trainable_head(pooled: list, num_classes: int, method: str, weights: Sequence[float],
+                    dropout: float, scale: bool, seed: int) -> list:
+    """The head being trained, on the pooled vectors ``pooled`` (Keras tensors, one per exit
+    point): [per-feature scale] -> exit mask -> concatenate -> dropout -> Dense ``exit_head``.
+    "random": one output, an exit sampled per example (``weights`` as probabilities);
+    "balanced": one output per exit. The layers are named ``exit_scale`` and ``exit_head``
+    (what :class:`GlobalExitValidation` reads)."""
+    K = len(pooled)
+    x = ExitScale(name="exit_scale")(pooled) if scale else list(pooled)
+    drop = keras.layers.Dropout(dropout, seed=seed, name="exit_dropout")
+    dense = keras.layers.Dense(num_classes, name="exit_head")
+    concat = (lambda t: t[0]) if K == 1 else keras.layers.Concatenate(name="exit_concat")
+    if method == "random":
+        p = [w / sum(weights) for w in weights]
+        return [dense(drop(concat(ExitMask(K, probabilities=p, seed=seed, name="exit_mask")(x))))]
+    if method == "balanced":
+        return [keras.layers.Activation("linear", name=f"exit_{k}")(
+                    dense(drop(concat(ExitMask(K, k, name=f"exit_mask_{k}")(x)))))
+                for k in range(K)]
+    raise ValueError(f"a head trained in one fit is 'random' or 'balanced', not {method!r}")
+
+
+def training_model(exit_model: ExitModel, method: str = "random", *, scale: bool = True,
+                   exit_weights: Sequence[float] | None = None, seed: int = 0) -> "keras.Model":
+    """A ``keras.Model`` that trains ``exit_model``'s shared head in your own ``fit``: backbone
+    input -> the frozen backbone (inference mode, not trainable) -> pooling at every exit point
+    -> the head (``method`` "random": the published gNet, an exit sampled per example, one
+    output; "balanced": one output per exit, give the labels once per output). Compile it with
+    :func:`~freeml_keras.exits.training.exit_loss` and fit it with a
+    :class:`GlobalExitValidation` callback, which scores every exit after each epoch, keeps the
+    best head by ``val_exit_loss`` and writes it into ``exit_model`` (scales folded in).
+
+    >>> from freeml_keras import datasets
+    >>> from freeml_keras.keras import keras
+    >>> from freeml_keras.exits import attach_global_exit, exit_loss
+    >>> (x, y), (xv, yv), _ = datasets.load("digits")
+    >>> keras.utils.set_random_seed(0)
+    >>> inp = keras.Input((8, 8, 1))
+    >>> h = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inp)
+    >>> out = keras.layers.Dense(10, activation="softmax", name="out")(keras.layers.Flatten()(h))
+    >>> backbone = keras.Model(inp, out)
+    >>> backbone.compile("adam", "sparse_categorical_crossentropy")
+    >>> _ = backbone.fit(x, y, epochs=3, verbose=0)
+    >>> em = attach_global_exit(backbone, ["conv"], pooled_size=2)
+    >>> tm = training_model(em)                          # the head on the frozen backbone
+    >>> tm.compile(keras.optimizers.Adam(1e-2), loss=exit_loss())
+    >>> val = GlobalExitValidation(em, (xv, yv), verbose=0)
+    >>> _ = tm.fit(x, y, epochs=5, batch_size=64, verbose=0, callbacks=[val])
+    >>> em.info["val_exit_accuracy"][0] > 0.5               # em holds the best head
+    True
+    """
+    if method not in ("random", "balanced"):
+        raise ValueError(f"training_model: method 'random' or 'balanced', not {method!r} "
+                         "(stagewise is a sequence of fits: train_global_exit)")
+    weights = _exit_weights(exit_weights, exit_model.num_exits)
+    backbone = keras.models.clone_model(exit_model.backbone)   # the user's model stays as it is
+    backbone.set_weights(exit_model.backbone.get_weights())
+    frozen = keras.Model(backbone.inputs, [backbone.get_layer(n).output
+                                           for n in exit_model.exit_points],
+                         name=f"{backbone.name}_frozen")
+    frozen.trainable = False
+    inputs = [keras.Input(tuple(t.shape[1:]), name=f"in_{i}") for i, t in enumerate(backbone.inputs)]
+    feats = frozen(inputs if len(inputs) > 1 else inputs[0], training=False)
+    feats = feats if isinstance(feats, (list, tuple)) else [feats]
+    pooled = [pts.apply_pooling(s, f, HEAD_PREFIX) for s, f in zip(exit_model.pooling, feats)]
+    outs = _trainable_head(pooled, exit_model.num_classes, method, weights, exit_model.dropout,
+                           scale, seed)
+    return keras.Model(inputs, outs, name=f"{backbone.name}_gnet_training")
+
+
+class GlobalExitValidation(tr.ExitValidation):
+    """:class:`~freeml_keras.exits.training.ExitValidation` for a head being fitted (a
+    :func:`training_model`, or any model with the ``exit_head`` Dense and optional
+    ``exit_scale`` of :func:`training_model`): after each epoch the head's weights (scales
+    folded in) score every exit on ``validation_data`` (``val_exit_loss``,
+    ``val_exit_acc_<k>`` in the logs); the best epoch by ``val_exit_loss`` is written into
+    ``exit_model`` (and back into the fitted head at the end), with ``info["trained"]`` and
+    ``info["val_exit_accuracy"]``. ``pooled``: the validation set's pooled features, when known
+    (else computed once from ``validation_data``). See :func:`training_model` for an example."""
+
+    def __init__(self, exit_model: ExitModel, validation_data: tuple, *,
+                 exit_weights: Sequence[float] | None = None, verbose: int = 1,
+                 pooled: Sequence[np.ndarray] | None = None):
+        super().__init__(self._logits, validation_data[1],
+                         _exit_weights(exit_weights, exit_model.num_exits), verbose)
+        self.exit_model = exit_model
+        self.x_val = validation_data[0]
+        self.pooled = pooled
+        self.best = np.inf
+        self.best_head = None
+        self.best_weights = None
+
+    def _layers(self):
+        dense = self.model.get_layer("exit_head")
+        try:
+            scaler = self.model.get_layer("exit_scale")
+        except ValueError:
+            scaler = None
+        return dense, scaler
+
+    def _logits(self) -> np.ndarray:
+        kernel, bias = _fold(*self._layers(), self.exit_model.pooled_dims)
+        self._current = (kernel, bias)
+        cuts = np.cumsum([0] + self.exit_model.pooled_dims)
+        parts = [kernel[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+        return np.stack([incremental_logits((parts, bias), self.pooled, k)
+                         for k in range(self.exit_model.num_exits)])
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self.pooled is None:
+            self.pooled = self.exit_model.pooled_features(self.x_val)
+        self.best, self.best_head, self.best_weights = np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        super().on_epoch_end(epoch, logs)
+        if logs["val_exit_loss"] < self.best:
+            self.best = logs["val_exit_loss"]
+            self.best_head = self._current
+            self.best_weights = [l.get_weights() for l in self._layers() if l is not None]
+            self.best_accuracy = [logs[f"val_exit_acc_{k}"] for k in range(self.exit_model.num_exits)]
+
+    def on_train_end(self, logs=None):
+        if self.best_head is None:
+            return
+        for layer, w in zip([l for l in self._layers() if l is not None], self.best_weights):
+            layer.set_weights(w)
+        self.exit_model.set_head_weights(*self.best_head)
+        self.exit_model.info = {**self.exit_model.info, "trained": True,
+                                "val_exit_accuracy": list(self.best_accuracy)}
+
+
 def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.ndarray],
                       val_data: tuple[np.ndarray, np.ndarray], *, method: str = "stagewise",
                       distill: float = 0.0, temperature: float = 2.0, scale: bool = True,
@@ -295,33 +434,19 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
         history = _train_stagewise(exit_model, ptr, targets, pva, yva, tva, loss, scale, epochs,
                                    batch_size, learning_rate, patience, seed, verbose, distill)
     else:
+        # the same head and validation callback as a user's fit of training_model, on the
+        # pooled features (the backbone is frozen: computed once)
         inputs = [keras.Input((d,), name=f"pooled_{i}") for i, d in enumerate(dims)]
-        x = inputs
-        scaler = ExitScale(name="exit_scale") if scale else None
-        if scaler is not None:
-            x = scaler(x)
-        drop = keras.layers.Dropout(exit_model.dropout, seed=seed, name="exit_dropout")
-        dense = keras.layers.Dense(C, name="exit_head")
-        concat = (lambda t: t[0]) if K == 1 else keras.layers.Concatenate(name="exit_concat")
-        if method == "random":
-            p = [w / sum(weights) for w in weights]
-            outs = [dense(drop(concat(ExitMask(K, probabilities=p, seed=seed, name="exit_mask")(x))))]
-            ys, lw = targets, None
-        else:
-            outs = [dense(drop(concat(ExitMask(K, k, name=f"exit_mask_{k}")(x)))) for k in range(K)]
-            ys, lw = [targets] * K, weights
+        outs = _trainable_head(inputs, C, method, weights, exit_model.dropout, scale, seed)
+        ys, lw = (targets, None) if method == "random" else ([targets] * K, weights)
         model = keras.Model(inputs, outs)
         model.compile(keras.optimizers.Adam(learning_rate), loss=loss, loss_weights=lw)
-
-        def val_logits():
-            kernel, bias = _fold(dense, scaler, dims)
-            cuts = np.cumsum([0] + dims)
-            return np.stack([incremental_logits(([kernel[a:b] for a, b in zip(cuts[:-1], cuts[1:])], bias),
-                                                pva, k) for k in range(K)])
-        cb = tr.ExitValidation(val_logits, yva, weights, verbose)
+        cb = GlobalExitValidation(exit_model, (None, yva), exit_weights=weights,
+                                  verbose=verbose, pooled=pva)
         history = tr.fit(model, ptr, ys, epochs=epochs, batch_size=batch_size, patience=patience,
                          callbacks=[cb], monitor="val_exit_loss")
-        exit_model.set_head_weights(*_fold(dense, scaler, dims))
+        exit_model.set_head_weights(*_fold(model.get_layer("exit_head"),
+                                           model.get_layer("exit_scale") if scale else None, dims))
     exit_model.info = {**({"pooling": exit_model.info["pooling"]} if "pooling" in exit_model.info
                           else {}),
                        "trained": True, "method": method, "distill": distill,

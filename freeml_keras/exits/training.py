@@ -41,11 +41,32 @@ def pack_targets(y: np.ndarray, teacher: np.ndarray | None, num_classes: int) ->
 
 def exit_loss(distill: float = 0.0, temperature: float = 2.0) -> Callable:
     """Loss on logits: (1 - distill) * cross-entropy with the labels
-    + distill * T^2 * KL(backbone output at temperature T || exit at temperature T)."""
+    + distill * T^2 * KL(backbone output at temperature T || exit at temperature T).
+
+    The targets are plain labels (``(n,)`` or ``(n, 1)``, without distillation) or
+    :func:`pack_targets` of the labels and the backbone's probabilities. The
+    ``model.fit(..., callbacks=[GlobalExitValidation(...)])`` example is
+    :func:`freeml_keras.exits.global_exit.training_model`'s.
+
+    >>> from freeml_keras.keras import keras
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> m.compile("adam", loss=exit_loss())
+    >>> round(float(exit_loss()(np.array([1.0]), np.array([[0.0, 0.0]], "float32"))[0]), 4)
+    0.6931
+    """
     if not 0.0 <= distill <= 1.0:
         raise ValueError(f"distill must be in [0, 1], got {distill}")
 
     def loss(packed, logits):
+        packed = tf.convert_to_tensor(packed)
+        if packed.shape.rank == 1:
+            packed = packed[:, None]
+        if packed.shape[-1] == 1:           # plain labels
+            if distill:
+                raise ValueError("exit_loss(distill > 0) needs pack_targets(labels, backbone "
+                                 "probabilities) as the targets, not plain labels")
+            return tf.keras.losses.sparse_categorical_crossentropy(
+                tf.cast(packed[:, 0], tf.int32), logits, from_logits=True)
         y = tf.cast(packed[:, 0], tf.int32)
         ce = tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         if distill == 0.0:
@@ -67,9 +88,12 @@ class ExitValidation(keras.callbacks.Callback):
                  weights: Sequence[float] | None = None, verbose: int = 1):
         super().__init__()
         self.exit_logits = exit_logits
-        self.y = np.asarray(y)
+        self.y = np.asarray(y).reshape(-1)
         self.weights = weights
         self.verbose = verbose
+        self.t0 = time.time()
+
+    def on_train_begin(self, logs=None):
         self.t0 = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
