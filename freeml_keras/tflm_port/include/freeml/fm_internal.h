@@ -177,8 +177,15 @@ typedef struct {
     int32_t in_h, in_w, out_h, out_w, channels;
 } fm_pool_params;
 
+/* SOFTMAX: exp of each possible input difference k = max - x (0 .. 255), tabulated at prepare
+ * (kernels/softmax.c): exp_hi / exp_lo the Q0.31 exp's two halves for k < n_exp; small[k] for
+ * k < n_small the rest of its Q12.19 term (rounded exp / 2^12 - 16 * exp_hi for k < n_exp, the
+ * whole term after). Differences from n_small on add nothing and give -128. */
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
+    const uint16_t *exp_hi, *exp_lo;
+    const uint8_t *small;
+    int16_t n_exp, n_small;
 } fm_softmax_params;
 
 typedef struct {
@@ -405,6 +412,12 @@ fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const 
 void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
+
+/* Lengths of SOFTMAX's exp table (kernels/softmax.c) from the bits of beta and of the input
+ * scale: n_exp entries of 4 bytes and n_small of 1 (n_exp <= n_small <= 256); bounds on the
+ * differences k with exp(-k * beta * scale) * 2^31 >= 255.5 * 2^12 and >= 2^11, so that the
+ * state block's size is known before anything is prepared (prepare.c). */
+void fm_softmax_table_len(uint32_t beta_bits, uint32_t scale_bits, int16_t *n_exp, int16_t *n_small);
 
 /* n rounded up to a multiple of 4 (state allocations). */
 #define FM_ALIGN4(n) (((uint32_t)(n) + 3u) & ~3u)

@@ -1,7 +1,29 @@
-/* SOFTMAX, int8 in and out (output scale 1/256, zero point -128), with TFLite's fixed-point
- * exp (Q5.26 input differences) and reciprocal, so the result matches bit for bit. */
+/* SOFTMAX, int8 in and out (output scale 1/256, zero point -128), bit for bit TFLite Micro's
+ * reference: fixed-point exp of the Q5.26 input differences, Q12.19 sum, reciprocal, rounding.
+ *
+ * The exp term depends only on the int8 difference k = max - x (0 .. 255), so prepare tabulates
+ * it once (state, sealed with the prepared model); eval does per class a lookup, a sum and the
+ * final scaling. Table (fm_softmax_params): exp_hi / exp_lo, the Q0.31 exp's 16-bit halves, for
+ * k < n_exp (the terms above 255 in Q12.19); small[k] for k < n_small: the Q12.19 term minus
+ * 16 * exp_hi (0 .. 16) for k < n_exp, the whole term (<= 255) after. Differences from n_small
+ * on (below diff_min, or an exp under 2^11) add nothing and give -128, as the formula does.
+ * Bytes: 4 n_exp + n_small, about 4 * 7.65 / (beta * scale) + 13.95 / (beta * scale) (the
+ * compressed cnn_s, 0.106: 421 B; at most 1,280).
+ *
+ * The final scaling round(round(recip * e / 2^31) / 2^s) - 128 is floor((recip e + 2^30 +
+ * 2^(30+s)) / 2^(31+s)) - 128 (the two roundings of positive values nest). It is estimated from
+ * one 16 x 16 product, A * exp_hi with A = recip >> (s - 8) (s in 23 .. 31: A < 2^16), whose
+ * error is below 3 * 2^15 in units of 2^-23 of the result; when the estimate's 23-bit fraction
+ * is that close to the next integer (about 1.6% of classes) the exact 32 x 32 path decides. */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
+
+static int32_t exp_of_diff(const fm_softmax_params *p, int32_t k)
+{
+    /* the difference -k rescaled to Q5.26, then exp in Q0.31 */
+    const int32_t scaled = fm_srdhm((int32_t)((uint32_t)(-k) << p->input_left_shift), p->input_multiplier);
+    return fm_exp_on_negative_values_q5(scaled);
+}
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
@@ -46,13 +68,46 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (p->depth > 4096) return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX over more than 4096 classes", opi, -1, p->depth);
     p->rows = fm_elements(in) / p->depth;
     op->units = (uint32_t)p->rows;
-    op->scratch_bytes = 4u * (uint32_t)p->depth;       /* exp of each class, for both passes */
+    {
+        /* the table, as long as the state block's sizing made it (fm_softmax_table_len) */
+        const int32_t kmax = p->diff_min < -255 ? 255 : -p->diff_min;
+        int16_t n_exp, n_small;
+        int32_t k;
+        uint16_t *hi;
+        uint8_t *sm;
+        fm_fb fb;
+        fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
+        fm_softmax_table_len(fb_u32(&fb, op->opts, 0, 0), fm_f32_bits(in->scale), &n_exp, &n_small);
+        if (fb.err) return fm_fail(it, FM_ERR_FORMAT, "bad SOFTMAX options", opi, -1, 0);
+        hi = (uint16_t *)fm_state_alloc(it, 4u * (uint32_t)n_exp + (uint32_t)n_small);
+        if (!hi) return FM_ERR_MEMORY;
+        sm = (uint8_t *)(hi + 2 * n_exp);
+        for (k = 0; k < n_small; k++) {
+            /* a difference below diff_min adds nothing and gives -128: an exp of 0 does that */
+            const int32_t e = k <= kmax ? exp_of_diff(p, k) : 0, term = fm_rdbpot(e, 12);   /* Q12.19 */
+            if (k < n_exp) {
+                hi[k] = (uint16_t)((uint32_t)e >> 16);
+                hi[n_exp + k] = (uint16_t)e;
+                sm[k] = (uint8_t)(term - ((int32_t)hi[k] << 4));
+            } else {
+                if (term > 255) return fm_fail(it, FM_ERR_UNSUPPORTED, "SOFTMAX exp table bound", opi, -1, k);
+                sm[k] = (uint8_t)term;
+            }
+        }
+        p->exp_hi = hi;
+        p->exp_lo = hi + n_exp;
+        p->small = sm;
+        p->n_exp = n_exp;
+        p->n_small = n_small;
+    }
     return FM_OK;
 }
 
-static int32_t scaled_diff(const fm_softmax_params *p, int32_t diff)
+/* round(round(recip * e / 2^31) / 2^exponent) - 128, at most 127: the reference's last step. */
+static int8_t scaled_exp(int32_t recip, int32_t e, int32_t exponent)
 {
-    return fm_srdhm((int32_t)((uint32_t)diff << p->input_left_shift), p->input_multiplier);
+    const int32_t v = fm_rdbpot(fm_srdhm(recip, e), exponent) - 128;
+    return (int8_t)(v > 127 ? 127 : v);
 }
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
@@ -60,31 +115,48 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const fm_softmax_params *p = &op->p.softmax;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
-    int32_t *e = (int32_t *)(void *)(it->arena + op->scratch_off);
-    const int32_t depth = p->depth;
+    const uint16_t *hi = p->exp_hi, *lo = p->exp_lo;
+    const uint8_t *sm = p->small;
+    const uint16_t n_exp = (uint16_t)p->n_exp, n_small = (uint16_t)p->n_small;
+    const fm_count depth = (fm_count)p->depth;
     uint32_t u;
     for (u = begin; u < end; u++) {
-        const int8_t *x = in + (int32_t)u * depth;
-        int8_t *o = out + (int32_t)u * depth;
-        int32_t c, mx = -128, sum = 0, headroom, exponent, recip;
-        for (c = 0; c < depth; c++) if (x[c] > mx) mx = x[c];
-        /* exp(d) of each class once (Q0.31); 0 below diff_min, where the class adds nothing and
-         * its output is -128, as the exact formula gives for a zero exp too */
+        const int8_t *x = in + (int32_t)u * p->depth;
+        int8_t *o = out + (int32_t)u * p->depth;
+        uint32_t big = 0, small = 0;
+        int32_t sum, headroom, exponent, recip;
+        uint16_t a;
+        uint8_t mx = 0, fast;
+        int8_t m = -128;
+        fm_count c;
+        for (c = 0; c < depth; c++) if (x[c] > m) m = x[c];
+        mx = (uint8_t)m;
         for (c = 0; c < depth; c++) {
-            const int32_t d = (int32_t)x[c] - mx;
-            e[c] = d >= p->diff_min ? fm_exp_on_negative_values_q5(scaled_diff(p, d)) : 0;
-            sum += fm_rdbpot(e[c], 12);                                  /* Q12.19 */
+            const uint16_t k = (uint8_t)(mx - (uint8_t)x[c]);          /* max - x, 0 .. 255 */
+            if (k < n_small) {
+                small += sm[k];
+                if (k < n_exp) big += hi[k];
+            }
         }
+        sum = (int32_t)((big << 4) + small);                             /* Q12.19 */
         headroom = fm_clz32((uint32_t)sum);
         recip = fm_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - 0x80000000u));
         exponent = 12 - headroom + 31 - 8;
+        fast = (uint8_t)(exponent <= 31);              /* more than ~512 classes: exact path only */
+        a = (uint16_t)((uint32_t)recip >> (exponent - 8));
         for (c = 0; c < depth; c++) {
-            int32_t v = -128;
-            if (e[c]) {
-                v = fm_rdbpot(fm_srdhm(recip, e[c]), exponent) - 128;
-                if (v > 127) v = 127;
+            const uint16_t k = (uint8_t)(mx - (uint8_t)x[c]);
+            int8_t v = -128;
+            if (k < n_exp) {
+                const uint16_t y = (uint16_t)(fm_umul16_hi(a, hi[k]) + 0x40u);  /* estimate, 2^-23 units */
+                if (fast && y >= 0x8000u)
+                    v = 127;
+                else if (fast && (y & 0x7Fu) < 0x7Eu)
+                    v = (int8_t)(uint8_t)(((uint16_t)(y << 1) >> 8) ^ 0x80u);
+                else
+                    v = scaled_exp(recip, (int32_t)(((uint32_t)hi[k] << 16) | lo[k]), exponent);
             }
-            o[c] = (int8_t)v;
+            o[c] = v;
         }
     }
 }
