@@ -143,7 +143,9 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         recip = fm_one_over_one_plus_x((int32_t)(((uint32_t)sum << headroom) - 0x80000000u));
         exponent = 12 - headroom + 31 - 8;
         fast = (uint8_t)(exponent <= 31);              /* more than ~512 classes: exact path only */
-        a = (uint16_t)((uint32_t)recip >> (exponent - 8));
+        /* recip >> (exponent - 8), 15 .. 27 bits: a 16-bit shift after taking the high half */
+        a = exponent >= 24 ? (uint16_t)((uint16_t)((uint32_t)recip >> 16) >> (exponent - 24))
+                           : (uint16_t)((uint16_t)((uint32_t)recip >> 16) << 1 | (uint16_t)recip >> 15);
         for (c = 0; c < depth; c++) {
             const uint16_t k = (uint8_t)(mx - (uint8_t)x[c]);
             int8_t v = -128;
