@@ -89,6 +89,12 @@ static inline uint16_t fm_umul16_hi(uint16_t a, uint16_t b)
     *(volatile uint16_t *)(uintptr_t)(FM_MSP430_MPY_BASE + 0x8u) = b;     /* OP2 */
     return *(volatile uint16_t *)(uintptr_t)(FM_MSP430_MPY_BASE + 0xCu); /* RESHI */
 }
+/* SOFTMAX's per-class passes over a row in assembly (hwmult_asm.S; kernels/softmax.c has the
+ * C form of both and the table they read). */
+int8_t fm_softmax_sum_hwmult(const int8_t *x, uint16_t n, const void *p, uint32_t *sum);
+void fm_softmax_out_hwmult(const int8_t *x, int8_t *o, uint16_t n, const void *p, int32_t recip,
+                           uint16_t exponent, uint16_t a, int16_t max);
+#define FM_SOFTMAX_ASM 1
 #else
 static inline uint16_t fm_umul16_hi(uint16_t a, uint16_t b)
 {

@@ -15,6 +15,8 @@
  * one 16 x 16 product, A * exp_hi with A = recip >> (s - 8) (s in 23 .. 31: A < 2^16), whose
  * error is below 3 * 2^15 in units of 2^-23 of the result; when the estimate's 23-bit fraction
  * is that close to the next integer (about 1.6% of classes) the exact 32 x 32 path decides. */
+#include <stddef.h>
+
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
 
@@ -110,6 +112,42 @@ static int8_t scaled_exp(int32_t recip, int32_t e, int32_t exponent)
     return (int8_t)(v > 127 ? 127 : v);
 }
 
+#ifdef FM_SOFTMAX_ASM
+/* hwmult_asm.S reads these fields at fixed offsets */
+typedef char fm_softmax_layout[(offsetof(fm_softmax_params, exp_hi) == 20 && offsetof(fm_softmax_params, small) == 24
+                                && offsetof(fm_softmax_params, n_exp) == 26
+                                && offsetof(fm_softmax_params, n_small) == 28) ? 1 : -1];
+
+static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
+{
+    const fm_softmax_params *p = &op->p.softmax;
+    const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
+    int8_t *out = (int8_t *)fm_data(it, op->out);
+    uint32_t u;
+    for (u = begin; u < end; u++) {
+        const int8_t *x = in + (int32_t)u * p->depth;
+        int8_t *o = out + (int32_t)u * p->depth;
+        uint32_t sum;
+        const int8_t mx = fm_softmax_sum_hwmult(x, (uint16_t)p->depth, p, &sum);
+        const int16_t headroom = (int16_t)fm_clz32(sum);
+        const int32_t recip = fm_one_over_one_plus_x((int32_t)((sum << headroom) - 0x80000000u));
+        const int16_t exponent = (int16_t)(12 - headroom + 31 - 8);
+        fm_count c;
+        if (exponent <= 31) {
+            const uint16_t a = exponent >= 24 ? (uint16_t)((uint16_t)((uint32_t)recip >> 16) >> (exponent - 24))
+                                              : (uint16_t)((uint16_t)((uint32_t)recip >> 16) << 1 | (uint16_t)recip >> 15);
+            fm_softmax_out_hwmult(x, o, (uint16_t)p->depth, p, recip, (uint16_t)exponent, a, mx);
+        } else {
+            for (c = 0; c < (fm_count)p->depth; c++) {       /* more than ~512 classes */
+                const uint16_t k = (uint8_t)((uint8_t)mx - (uint8_t)x[c]);
+                o[c] = k < (uint16_t)p->n_exp
+                           ? scaled_exp(recip, (int32_t)(((uint32_t)p->exp_hi[k] << 16) | p->exp_lo[k]), exponent)
+                           : (int8_t)-128;
+            }
+        }
+    }
+}
+#else
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
     const fm_softmax_params *p = &op->p.softmax;
@@ -162,5 +200,6 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
         }
     }
 }
+#endif
 
 const fm_kernel fm_kernel_softmax = {FM_OP_SOFTMAX, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};

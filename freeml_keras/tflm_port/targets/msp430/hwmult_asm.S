@@ -269,4 +269,172 @@ fm_rq_round:
     ret
     .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the whole requantization section (code bytes)
 
+; SOFTMAX's per-class passes over one row (kernels/softmax.c has the C definitions and the table).
+; fm_softmax_params on the MSP430: exp_hi at 20, small at 24, n_exp at 26, n_small at 28 (checked
+; in softmax.c). A difference k = max - x (0 .. 255) is formed in one register as
+; (~x + max + 1) & 0xFF.
+;
+; int8_t fm_softmax_sum_hwmult(const int8_t *x, uint16_t n, const fm_softmax_params *p, uint32_t *sum)
+;   x in R12, n (>= 1) in R13, p in R14, sum in R15: returns the row's max; *sum = 16 * (sum of
+;   exp_hi[k], k < n_exp) + (sum of small[k], k < n_small), the Q12.19 sum of the exp terms.
+    .section .text.fm_softmax_hwmult,"ax",@progbits
+    .global fm_softmax_sum_hwmult
+    .type   fm_softmax_sum_hwmult, @function
+fm_softmax_sum_hwmult:
+    push.w  r15                         ; sum
+    push.w  r4
+    push.w  r5
+    push.w  r6
+    push.w  r7
+    push.w  r8
+    push.w  r9
+    push.w  r10
+    mov.w   r12, r11                    ; the max
+    mov.w   r13, r10
+    mov.w   #-128, r9
+1:  mov.b   @r11+, r8
+    sxt     r8
+    cmp.w   r8, r9                      ; r9 < r8: new max
+    jge     2f
+    mov.w   r8, r9
+2:  dec.w   r10
+    jnz     1b
+    push.w  r9                          ; the max, returned
+    mov.b   r9, r7
+    inc.w   r7                          ; max + 1 (its low byte is what counts)
+    mov.w   20(r14), r4                 ; exp_hi
+    mov.w   26(r14), r6                 ; n_exp
+    mov.w   28(r14), r5                 ; n_small
+    mov.w   24(r14), r14                ; small
+    clr.w   r10                         ; sum of exp_hi: r11:r10
+    clr.w   r11
+    clr.w   r15                         ; sum of small: r15 (a carry adds 2^16 / 16 to r11:r10)
+3:  mov.b   @r12+, r8
+    inv.b   r8
+    add.b   r7, r8                      ; k
+    cmp.w   r5, r8
+    jhs     5f                          ; k >= n_small: nothing
+    mov.w   r14, r9
+    add.w   r8, r9
+    mov.b   @r9, r9
+    add.w   r9, r15
+    jnc     4f
+    add.w   #0x1000, r10
+    adc.w   r11
+4:  cmp.w   r6, r8
+    jhs     5f                          ; k >= n_exp: no exp_hi
+    rla.w   r8
+    add.w   r4, r8
+    add.w   @r8, r10
+    adc.w   r11
+5:  dec.w   r13
+    jnz     3b
+    rla.w   r10                         ; 16 * r11:r10 + r15
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    add.w   r15, r10
+    adc.w   r11
+    mov.w   r10, r14
+    mov.w   r11, r13
+    pop.w   r12                         ; the max
+    pop.w   r10
+    pop.w   r9
+    pop.w   r8
+    pop.w   r7
+    pop.w   r6
+    pop.w   r5
+    pop.w   r4
+    pop.w   r15
+    mov.w   r14, 0(r15)
+    mov.w   r13, 2(r15)
+    ret
+    .size   fm_softmax_sum_hwmult, .-fm_softmax_sum_hwmult
+
+; void fm_softmax_out_hwmult(const int8_t *x, int8_t *o, uint16_t n, const fm_softmax_params *p,
+;                            int32_t recip, uint16_t exponent, uint16_t a, int16_t max)
+;   x in R12, o in R13, n (>= 1) in R14, p in R15; recip, exponent (23 .. 31), a = recip >>
+;   (exponent - 8) and the row's max on the stack. Per class: -128 for k >= n_exp; else the
+;   estimate y = RESHI(a * exp_hi[k]) + 0x40 (units of 2^-7 of the result): 127 if y >= 2^15,
+;   y >> 7 - 128 unless y's low 7 bits are 0x7E or 0x7F, where fm_srdhm / fm_rdbpot decide.
+    .global fm_softmax_out_hwmult
+    .type   fm_softmax_out_hwmult, @function
+fm_softmax_out_hwmult:
+    push.w  r4
+    push.w  r5
+    push.w  r6
+    push.w  r7
+    push.w  r8
+    push.w  r9
+    push.w  r10
+    ; the arguments on the stack now start at 16(r1): recip 16/18, exponent 20, a 22, max 24
+    mov.w   r12, r4                     ; x
+    mov.w   r13, r5                     ; o
+    mov.w   r14, r6                     ; n
+    mov.w   20(r15), r7                 ; exp_hi
+    mov.w   26(r15), r8                 ; n_exp
+    mov.b   24(r1), r9
+    inc.w   r9                          ; max + 1
+    mov.w   22(r1), r10                 ; a
+    mov.w   r10, &MPY                   ; operand 1 for the whole row (unsigned)
+1:  mov.b   @r4+, r12
+    inv.b   r12
+    add.b   r9, r12                     ; k
+    cmp.w   r8, r12
+    jhs     6f
+    rla.w   r12
+    add.w   r7, r12                     ; &exp_hi[k]
+    mov.w   @r12, &OP2
+    mov.w   &RESHI, r13
+    add.w   #0x40, r13
+    jn      7f                          ; >= 2^15: 256 or more, 127
+    rla.w   r13
+    cmp.b   #0xFC, r13                  ; low 7 bits of y 0x7E, 0x7F: too close to call
+    jhs     8f
+    swpb    r13
+    xor.b   #0x80, r13                  ; y >> 7 - 128
+    mov.b   r13, 0(r5)
+2:  inc.w   r5
+    dec.w   r6
+    jnz     1b
+    pop.w   r10
+    pop.w   r9
+    pop.w   r8
+    pop.w   r7
+    pop.w   r6
+    pop.w   r5
+    pop.w   r4
+    ret
+6:  mov.b   #0x80, 0(r5)                ; -128
+    jmp     2b
+7:  mov.b   #0x7F, 0(r5)                ; 127
+    jmp     2b
+8:  mov.w   r8, r14                     ; exact: e = exp_hi[k] << 16 | exp_lo[k]
+    rla.w   r14
+    add.w   r12, r14
+    mov.w   @r14, r14                   ; exp_lo[k] (exp_lo = exp_hi + n_exp)
+    mov.w   @r12, r15
+    mov.w   16(r1), r12                 ; recip
+    mov.w   18(r1), r13
+    call    #fm_srdhm
+    mov.w   20(r1), r14                 ; exponent
+    clr.w   r15
+    call    #fm_rdbpot                  ; 0 .. 256
+    tst.w   r13
+    jnz     9f
+    cmp.w   #256, r12
+    jhs     9f
+    xor.b   #0x80, r12
+    mov.b   r12, 0(r5)
+    mov.w   r10, &MPY                   ; operand 1 again
+    jmp     2b
+9:  mov.b   #0x7F, 0(r5)
+    mov.w   r10, &MPY
+    jmp     2b
+    .size   fm_softmax_out_hwmult, .-fm_softmax_out_hwmult
+
 #endif
