@@ -558,3 +558,32 @@ def test_fast_kernel_paths_equal_host_and_tflm(target, variant, fast_path_models
         assert r.output == want and r.output_invoke == want
         assert host.invoke(x[i:i + 1])[0].ravel().tolist() == want
         assert len(set(want)) > 1                                  # not a saturated output
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_softmax_table_equals_tflm(target, tmp_path):
+    """SOFTMAX from its prepared exp table (on the MSP430: the assembly passes, the 16x16
+    estimate of the final scaling and its exact fallback) gives TFLite Micro's int8 outputs bit
+    for bit: a table cut at 256 differences (small beta * scale), the usual one, and one cut by
+    diff_min (large); 64 rows of 10 classes and 6 of 40, flat and one-hot rows among them."""
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import with_prepared
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import run_tflm
+
+    rng = np.random.default_rng(15)
+    for scale, beta, rows, depth in ((0.03, 1.0, 64, 10), (0.1061, 1.0, 6, 40), (2.5, 1.0, 64, 10)):
+        opts = ts.schema.SoftmaxOptionsT()
+        opts.beta = beta
+        b = with_prepared(ts.op_model("SOFTMAX", [ts.tensor_spec([rows, depth], scale=scale, zp=3)],
+                                      [ts.tensor_spec([rows, depth], scale=1 / 256, zp=-128)], opts))
+        x = rng.integers(-128, 128, (rows, depth)).astype(np.int8)
+        x[1::4] //= 8                                           # narrow rows: many large outputs
+        x[0] = 7                                                # flat
+        x[2] = -128
+        x[2, 3] = 127                                           # one-hot
+        want = run_tflm(b, [x[None]])[0].ravel().tolist()
+        assert Interpreter(b).invoke(x)[0].ravel().tolist() == want
+        r = T.run_model(target, b, x, tmp_path / f"{scale}")
+        assert r.output == want and r.output_invoke == want
+        assert len(set(want)) > 5
