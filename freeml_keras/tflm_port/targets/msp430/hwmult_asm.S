@@ -111,9 +111,109 @@ fm_rq_shift:
 ;   clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max); acc in R12:R13, q in R14,
 ;   shift in R15, mult on the stack. min and max are int8 values: the sum is saturated to 16 bits
 ;   first, then compared in 16 bits.
+; Right shifts of 1 .. 15 (multipliers below 1/2: every convolution's and fully connected
+;   layer's) take a path of their own with no calls: the products and nudge as in fm_rq_core, the
+;   rounding shift by a byte and bits, then sign, offset and clamp in 16 bits (a magnitude of 2^14
+;   or more is saturated whatever the offset). The other shifts go through fm_rq_shift.
     .global fm_requant_s8
 fm_requant_s8:
-    push.w  r14                         ; q
+    cmp.w   #-15, r15
+    jl      20f                         ; shift < -15: general
+    tst.w   r15
+    jge     20f                         ; shift >= 0: general
+    push.w  r10
+    push.w  r9
+    push.w  r8
+    mov.w   r14, r8                     ; q
+    mov.w   r15, r11
+    inv.w   r11                         ; r - 1 = -shift - 1, 0 .. 14
+    mov.w   8(r1), r14                  ; mult in r15:r14
+    mov.w   10(r1), r15
+    clr.w   r10                         ; r10 = 1 if acc < 0 (mult >= 0)
+    tst.w   r13
+    jge     1f
+    inv.w   r12                         ; |acc|
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+    inc.w   r10
+1:  mov.w   r12, &MPY                   ; al * bl
+    mov.w   r14, &OP2
+    mov.w   &RESLO, r9                  ; word 0
+    mov.w   &RESHI, r12                 ; word 1, so far
+    mov.w   r15, &OP2                   ; al * bh
+    tst.w   r13
+    jnz     2f
+    add.w   &RESLO, r12                 ; |acc| < 2^16: no ah products
+    mov.w   &RESHI, r14
+    adc.w   r14                         ; word 2; word 3 = r13 = 0
+    jmp     3f
+2:  mov.w   r13, &MAC
+    mov.w   r14, &OP2                   ; + ah * bl
+    add.w   &RESLO, r12
+    mov.w   &RESHI, r14
+    adc.w   r14
+    mov.w   r13, &MPY                   ; ah * bh
+    mov.w   r15, &OP2
+    add.w   &RESLO, r14
+    mov.w   &RESHI, r13
+    adc.w   r13
+3:  tst.w   r10                         ; nudge 2^30, or 2^30 - 1 for a negative product
+    jz      4f
+    cmp.w   #1, r9
+    addc.w  #0x3FFF, r12
+    jmp     5f
+4:  add.w   #0x4000, r12
+5:  adc.w   r14
+    adc.w   r13
+    rla.w   r12                         ; q = bits 31..62 in r13:r14
+    rlc.w   r14
+    rlc.w   r13
+    cmp.w   #8, r11                     ; q >> (r - 1) ...
+    jlo     6f
+    swpb    r14
+    swpb    r13
+    mov.b   r14, r14
+    mov.w   r13, r9
+    and.w   #0xFF00, r9
+    bis.w   r9, r14
+    mov.b   r13, r13
+    sub.w   #8, r11
+6:  tst.w   r11
+    jz      8f
+7:  clrc
+    rrc.w   r13
+    rrc.w   r14
+    dec.w   r11
+    jnz     7b
+8:  tst.w   r13
+    jnz     12f                         ; >= 2^16 before the last halving: saturated
+    add.w   #1, r14                     ; ... + 1, >> 1: the magnitude (carry into bit 15)
+    rrc.w   r14
+    cmp.w   #0x4000, r14
+    jhs     12f
+    tst.w   r10
+    jz      9f
+    inv.w   r14                         ; negative
+    inc.w   r14
+9:  add.w   0(r8), r14                  ; + off (int8 zero point: low word)
+    cmp.w   4(r8), r14
+    jl      11f                         ; v < min
+    cmp.w   r14, 8(r8)
+    jge     10f                         ; v <= max
+    mov.w   8(r8), r14
+10: mov.w   r14, r12
+    pop.w   r8
+    pop.w   r9
+    pop.w   r10
+    ret
+11: mov.w   4(r8), r14
+    jmp     10b
+12: mov.w   8(r8), r14                  ; saturated: max, or min when negative
+    tst.w   r10
+    jz      10b
+    jmp     11b
+20: push.w  r14                         ; q
     mov.w   r15, r11
     mov.w   4(r1), r14                  ; mult
     mov.w   6(r1), r15
