@@ -107,6 +107,8 @@ fm_rq_shift:
     jnz     2b
     jmp     fm_rq_core
 
+; (its own section: builds that only prepare use fm_srdhm / fm_rdbpot, not this)
+    .section .text.fm_requant_s8,"ax",@progbits
 ; int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult):
 ;   clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max); acc in R12:R13, q in R14,
 ;   shift in R15, mult on the stack. min and max are int8 values: the sum is saturated to 16 bits
@@ -241,6 +243,9 @@ fm_requant_s8:
 5:  mov.w   4(r14), r12
 7:  ret
 
+    .size   fm_requant_s8, .-fm_requant_s8
+
+    .section .text.fm_requant,"ax",@progbits
 ; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
     .global fm_srdhm
 fm_srdhm:
@@ -367,7 +372,7 @@ fm_rq_round:
 10: pop.w   r9
     pop.w   r10
     ret
-    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the whole requantization section (code bytes)
+    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the requantization section but fm_requant_s8 (code bytes)
 
 ; SOFTMAX's per-class passes over one row (kernels/softmax.c has the C definitions and the table).
 ; fm_softmax_params on the MSP430: exp_hi at 20, small at 24, n_exp at 26, n_small at 28 (checked
