@@ -205,7 +205,9 @@ def _expected_count(m, sg, op) -> int:
         return 2 + 2 * shape[3 if name == "DEPTHWISE_CONV_2D" else 0]
     if name == "QUANTIZE":
         return 2 if sg.tensors[int(op.inputs[0])].type == ts.TensorType.INT8 else 0
-    return {"AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "ADD": 8, "SOFTMAX": 3, "MEAN": 2}.get(name, 0)
+    if name == "SOFTMAX":              # 4 words, then the exp table (4 bytes per n_exp, 1 per n_small)
+        return 4  # + the table's words, checked by the caller from its lengths
+    return {"AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "ADD": 8, "MEAN": 2}.get(name, 0)
 
 
 def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models):
@@ -222,7 +224,8 @@ def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models
             for op, words in zip(sg.operators, p.subgraphs[si]):
                 name = ts.op_name(m, op.opcodeIndex)
                 kinds.add(name)
-                assert len(words) == _expected_count(m, sg, op), (key, name)
+                table = (4 * (words[3] & 0xFFFF) + (words[3] >> 16) + 3) // 4 if name == "SOFTMAX" else 0
+                assert len(words) == _expected_count(m, sg, op) + table, (key, name)
                 if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                             "AVERAGE_POOL_2D", "ADD"):
                     assert -128 <= words[0] <= words[1] <= 127
@@ -231,6 +234,8 @@ def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models
                                for q, s in zip(words[2::2], words[3::2]))
                 if name == "SOFTMAX":
                     assert 2**30 <= words[0] < 2**31 and 0 <= words[1] <= 31 and words[2] < 0
+                    n_exp, n_small = words[3] & 0xFFFF, words[3] >> 16
+                    assert 1 <= n_exp <= n_small <= 256          # the largest class's exp is there
         assert has_current_prepared(b)
         assert ensure_prepared(b).data == b
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D",
@@ -555,6 +560,8 @@ def _compare_with_c(c_dump, b: bytes) -> str:
         for k, (w, (code, cw)) in enumerate(zip(ops, c[si])):
             if code == 40:                      # MEAN: the runtime keeps the count-adjusted pair
                 w, cw = list(_mean_adjust(w[0], w[1], cw[2])), cw[:2]
+            if code == 25:                      # SOFTMAX: the exp table is checked by the runtime
+                w = w[:3]                       # itself when it reads it (a model with the entry)
             assert w == cw, (si, k, code, w[:6], cw[:6])
     return "same"
 

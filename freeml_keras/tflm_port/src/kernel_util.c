@@ -342,31 +342,3 @@ void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t
         }
     }
 }
-
-/* 1 + the count of k >= 0 with k * beta * scale <= xn / 2^8, at most 256, from the floats' bits:
- * each mantissa cut to its top 8 bits (the product only gets smaller, the count larger); counted
- * by additions (no division or 32-bit multiply helpers). */
-static int16_t softmax_len(uint32_t b, uint32_t s, uint16_t xn)
-{
-    const int16_t eb = (int16_t)((b >> 23) & 0xFFu), es = (int16_t)((s >> 23) & 0xFFu);
-    const int16_t t = (int16_t)(260 - eb - es);
-    uint16_t p, k;
-    uint32_t lim, acc = 0;
-    if (((b | s) >> 31) || eb == 0xFF || es == 0xFF || !(b << 1) || !(s << 1))
-        return 0;                              /* negative, infinite, NaN or zero: prepare refuses */
-    if (eb == 0 || es == 0 || t >= 16) return 256;      /* tiny */
-    if (t < -12) return 2;                               /* only k = 0 */
-    /* beta * scale >= p * 2^(eb + es - 268), p = the two 8-bit mantissa tops' product */
-    p = (uint16_t)((uint16_t)(((b >> 16) & 0x7Fu) | 0x80u) * (uint16_t)(((s >> 16) & 0x7Fu) | 0x80u));
-    lim = t >= 0 ? (uint32_t)xn << t : (uint32_t)(xn >> -t);
-    for (k = 0; k < 255u && acc <= lim; k++) acc += p;
-    return (int16_t)(k + 1u);
-}
-
-void fm_softmax_table_len(uint32_t beta_bits, uint32_t scale_bits, int16_t *n_exp, int16_t *n_small)
-{
-    /* exp(-7.65) * 2^31 < 255.5 * 2^12 - margin; exp(-13.95) * 2^31 < 2^11 - margin (the
-     * margins, 2.3% and 9%, far above the fixed-point exp's error of a few units) */
-    *n_exp = softmax_len(beta_bits, scale_bits, 1959u);      /* 7.65 * 2^8 */
-    *n_small = softmax_len(beta_bits, scale_bits, 3572u);    /* 13.95 * 2^8 */
-}

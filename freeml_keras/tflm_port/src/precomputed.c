@@ -90,6 +90,24 @@ int32_t fm_pre_value(fm_interp *it, int32_t computed)
     return v;
 }
 
+const uint8_t *fm_pre_words(fm_interp *it, uint32_t n)
+{
+    const uint8_t *w;
+    if (it->pre_err || !it->pre_blob) return NULL;
+    if (n > it->pre_n - it->pre_i) {
+        it->pre_err = PRE_COUNT;
+        return NULL;
+    }
+    w = it->pre_words + 4u * it->pre_i;
+    it->pre_i += n;
+    return w;
+}
+
+void fm_pre_differs(fm_interp *it)
+{
+    if (!it->pre_err) it->pre_err = PRE_DIFFER;
+}
+
 fm_status fm_pre_end(fm_interp *it, uint16_t opi)
 {
     if (it->pre_err == PRE_NONE && it->pre_blob && it->pre_i != it->pre_n) it->pre_err = PRE_COUNT;

@@ -271,18 +271,6 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 {
     uint32_t n, v, tt, sv, ns, dim;
     int32_t f;
-    if (code == FM_OP_SOFTMAX) {              /* the exp table: beta and the input scale */
-        int16_t n_exp, n_small;
-        v = fb_vector(fb, opt, OP_INPUTS, 4, &n);
-        if (fb->err || n < 1) return 0;
-        f = fb_vec_i32(fb, v, 0);
-        if (f < 0 || (uint32_t)f >= num_tensors) return 0;
-        tt = fb_table(fb, fb_vec_table(fb, tensors, (uint32_t)f), T_QUANT);
-        sv = tt ? fb_vector(fb, tt, Q_SCALE, 4, &ns) : 0;
-        if (fb->err || !sv || ns < 1) return 0;
-        fm_softmax_table_len(fb_u32(fb, fb_table(fb, opt, OP_OPTIONS), 0, 0), fm_ld_u32(fb->buf + sv), &n_exp, &n_small);
-        return FM_ALIGN4(4u * (uint32_t)n_exp + (uint32_t)n_small);
-    }
     if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED)
         return 0;
     v = fb_vector(fb, opt, OP_INPUTS, 4, &n);

@@ -177,10 +177,12 @@ typedef struct {
     int32_t in_h, in_w, out_h, out_w, channels;
 } fm_pool_params;
 
-/* SOFTMAX: exp of each possible input difference k = max - x (0 .. 255), tabulated at prepare
- * (kernels/softmax.c): exp_hi / exp_lo the Q0.31 exp's two halves for k < n_exp; small[k] for
- * k < n_small the rest of its Q12.19 term (rounded exp / 2^12 - 16 * exp_hi for k < n_exp, the
- * whole term after). Differences from n_small on add nothing and give -128. */
+/* SOFTMAX: exp of each possible input difference k = max - x (0 .. 255), tabulated by the
+ * converter in the freeml_prepare words and read in place (kernels/softmax.c): exp_hi / exp_lo
+ * the Q0.31 exp's two halves for k < n_exp; small[k] for k < n_small the rest of its Q12.19 term
+ * (rounded exp / 2^12 - 16 * exp_hi for k < n_exp, the whole term after). Differences from
+ * n_small on add nothing and give -128. n_exp -1: no table (a model without freeml_prepare on a
+ * build that computes its parameters: each class's exp computed in eval). */
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
     const uint16_t *exp_hi, *exp_lo;
@@ -352,7 +354,8 @@ fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
  *   order it would compute them (fm_pre_value): CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED:
  *   act_min, act_max, then multiplier and shift per output channel; pooling: act_min,
  *   act_max; ADD: act_min, act_max and three (multiplier, shift) pairs; SOFTMAX: multiplier,
- *   left shift, diff_min; MEAN and int8 QUANTIZE: multiplier, shift. */
+ *   left shift, diff_min, n_exp | n_small << 16, the exp table (kernels/softmax.c); MEAN and int8
+ *   QUANTIZE: multiplier, shift. */
 /* Find the entry for `subgraph` (it->pre_blob NULL when the model has none); FM_ERR_FORMAT when
  * it is there but malformed or made for another graph. */
 fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops);
@@ -360,6 +363,11 @@ fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops);
  * none differed (with FM_PREPARE_FLOAT) from what the prepare computed. */
 void fm_pre_begin(fm_interp *it, uint16_t opi);
 fm_status fm_pre_end(fm_interp *it, uint16_t opi);
+/* The next n words of the operator being prepared, in place (4-byte aligned in the model), NULL
+ * when the model has no entry or fewer words are left (then fm_pre_end fails). */
+const uint8_t *fm_pre_words(fm_interp *it, uint32_t n);
+/* Record that a precomputed value differs from the one prepare computed (fm_pre_end fails). */
+void fm_pre_differs(fm_interp *it);
 /* The next precomputed value of the operator being prepared; `computed` is what the float
  * prepare computed (ignored with FM_PREPARE_FLOAT 0). Errors are sticky until fm_pre_end. */
 int32_t fm_pre_value(fm_interp *it, int32_t computed);
@@ -412,12 +420,6 @@ fm_status fm_const_i32(fm_interp *it, uint16_t opi, int16_t t, int32_t n, const 
 void fm_copy_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
 /* Make tensor `out` share the memory of tensor `in` (RESHAPE-like ops). */
 void fm_alias(fm_interp *it, int16_t out, int16_t in);
-
-/* Lengths of SOFTMAX's exp table (kernels/softmax.c) from the bits of beta and of the input
- * scale: n_exp entries of 4 bytes and n_small of 1 (n_exp <= n_small <= 256); bounds on the
- * differences k with exp(-k * beta * scale) * 2^31 >= 255.5 * 2^12 and >= 2^11, so that the
- * state block's size is known before anything is prepared (prepare.c). */
-void fm_softmax_table_len(uint32_t beta_bits, uint32_t scale_bits, int16_t *n_exp, int16_t *n_small);
 
 /* n rounded up to a multiple of 4 (state allocations). */
 #define FM_ALIGN4(n) (((uint32_t)(n) + 3u) & ~3u)
