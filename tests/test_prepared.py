@@ -20,7 +20,7 @@ from freeml_keras import costs, zoo
 from freeml_keras.conversion.converter import convert, extract_subgraph, strip_names
 from freeml_keras.format import tflite as ts
 from freeml_keras.format.metadata import read_metadata, replace_metadata
-from freeml_keras.format.prepared import (PREPARED_NAME, PrepareError, activation_range,
+from freeml_keras.format.prepared import (PREPARED_NAME, PREPARED_VERSION, PrepareError, activation_range,
                                           ensure_prepared, has_current_prepared, model_id,
                                           operator_words, prepared_blob, quantize_multiplier,
                                           read_prepared, round_f, with_prepared)
@@ -214,7 +214,7 @@ def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models
     kinds = set()
     for key, b in models.items():
         p = read_prepared(b)
-        assert p is not None and p.version == 1, key
+        assert p is not None and p.version == PREPARED_VERSION, key
         assert p.model_id == model_id(b) != 0
         m = ts.read_model(b)
         assert sorted(p.subgraphs) == list(range(len(m.subgraphs)))
@@ -252,7 +252,7 @@ def test_blob_layout_offsets_and_alignment(models):
         assert blob[8:12] == model_id(b).to_bytes(4, "little")
         assert blob[:8] + bytes(4) + blob[12:] == prepared_blob(b)
         magic, version, n_sg, mid, reserved = struct.unpack_from("<4sHHII", blob, 0)
-        assert (magic, version, reserved, mid) == (b"FMLP", 1, 0, model_id(b))
+        assert (magic, version, reserved, mid) == (b"FMLP", PREPARED_VERSION, 0, model_id(b))
         m = ts.read_model(b)
         assert n_sg == len(m.subgraphs)
         words_seen = []
@@ -385,7 +385,7 @@ def test_inspect_shows_the_entry_and_its_model_id(models, tmp_path, capsys):
     path.write_bytes(b)
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"model id 0x{model_id(b):08x} (matches the bytes)" in out and "freeml_prepare v1" in out
+    assert f"model id 0x{model_id(b):08x} (matches the bytes)" in out and f"freeml_prepare v{PREPARED_VERSION}" in out
     assert main(["inspect", str(path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)["prepared"]
     assert d["present"] and d["id_matches"] and d["words_match"] and d["model_id"] == model_id(b)

@@ -15,7 +15,7 @@ Blob (all little-endian):
 offset  type   field
 ======  =====  ==============================================================================
 0       4 B    magic ``FMLP``
-4       u16    version (1)
+4       u16    version (2; 1 had no SOFTMAX exp table, and the runtime ignores it)
 6       u16    S: number of subgraph records
 8       u32    model id: FNV-1a 32-bit of the whole flatbuffer file with these 4 bytes zero
 12      u32    0 (reserved)
@@ -71,7 +71,7 @@ __all__ = ["PREPARED_NAME", "PREPARED_VERSION", "PrepareError", "PreparedParams"
            "exp_on_negative_values_q5", "softmax_table"]
 
 PREPARED_NAME = ts.PREPARED_NAME
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2
 MAGIC = ts.PREPARED_MAGIC
 _HEADER = struct.Struct("<4sHHII")
 _SG = struct.Struct("<HHI")

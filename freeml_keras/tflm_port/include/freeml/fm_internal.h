@@ -347,7 +347,7 @@ fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
 /* ---- precomputed requantization parameters (precomputed.c) --------------------------------
  *
  * Metadata entry "freeml_prepare" (freeml_keras/format/prepared.py writes it), little-endian:
- *   0  "FMLP"   4  u16 version 1   6  u16 S subgraph records   8  u32 model id (FNV-1a of the
+ *   0  "FMLP"   4  u16 version 2   6  u16 S subgraph records   8  u32 model id (FNV-1a of the
  *   file with these 4 bytes 0)   12  u32 0;  16: S records (u16 subgraph, u16 operators N,
  *   u32 offset of its operator table); operator table: N records (u32 offset of the
  *   operator's int32 words, u32 number of words). A kernel's prepare takes its words in the
