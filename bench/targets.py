@@ -201,20 +201,16 @@ def requant_costs(work: Path, targets: Sequence[str] = T.TARGETS) -> list[dict]:
 def softmax_costs(work: Path, targets: Sequence[str] = T.TARGETS) -> list[dict]:
     """SOFTMAX alone (one row of 10 and of 100 classes, input scale 0.1, beta 1): its cost per
     class (the difference over the 90 more classes) and its fixed cost (10 classes less 10 of
-    those), outputs checked against TFLite Micro; and the bytes of its exp table (state)."""
+    those), outputs checked against TFLite Micro; and the bytes of its exp table (in the
+    model's freeml_prepare words)."""
     from freeml_keras.format import tflite as ts
-    from freeml_keras.format.prepared import with_prepared
-    from freeml_keras.runtime import Interpreter
+    from freeml_keras.format.prepared import operator_words, with_prepared
     from freeml_keras.runtime.reference import run_tflm
 
-    from freeml_keras.targets.image import struct_sizes
-
     rng = np.random.default_rng(25)
-    h = struct_sizes("host")
-    records = (2 * h["tensor"] + 3) // 4 * 4 + (h["op"] + 3) // 4 * 4     # the state block less the table
     rows = []
     for target in targets:
-        cost, state = {}, {}
+        cost, table = {}, {}
         for depth in (10, 100):
             opts = ts.schema.SoftmaxOptionsT()
             opts.beta = 1.0
@@ -226,11 +222,12 @@ def softmax_costs(work: Path, targets: Sequence[str] = T.TARGETS) -> list[dict]:
             if r.output != want:
                 raise SystemExit(f"{target}: SOFTMAX of {depth} classes differs from TFLite Micro")
             cost[depth] = r.ops[0][3]
-            state[depth] = Interpreter(b).state_bytes
+            lengths = operator_words(b)[0][0][3]
+            table[depth] = 4 * (lengths & 0xFFFF) + (lengths >> 16)
         per_class = (cost[100] - cost[10]) / 90
         rows.append({"target": target, "unit": "cycles" if target == "msp430" else "instructions",
                      "classes_10": cost[10], "classes_100": cost[100], "per_class": per_class,
-                     "fixed": cost[10] - 10 * per_class, "table_bytes_scale_0.1": state[10] - records})
+                     "fixed": cost[10] - 10 * per_class, "table_bytes_scale_0.1": table[10]})
         print(f"  {target:10s} SOFTMAX: {per_class:.1f} per class + {rows[-1]['fixed']:.0f} fixed "
               f"(10 classes: {cost[10]})", flush=True)
     return rows
@@ -363,6 +360,7 @@ def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
 def model_costs(work: Path, quick: bool, demo_model: Path | None,
                 targets: Sequence[str] = T.TARGETS) -> tuple[list[dict], dict]:
     from freeml_keras import memory
+    from freeml_keras.format.prepared import ensure_prepared
     from freeml_keras.runtime import Interpreter
 
     rows, tables = [], {}
@@ -389,7 +387,7 @@ def model_costs(work: Path, quick: bool, demo_model: Path | None,
                     "sparse_macs": layers[i].sparse_macs if i in layers else 0,
                     "output_bytes": out_bytes[i]} for i, c, u, cost in r.ops]
             tables.setdefault(target, {})[name] = {"unit": r.run.unit, "ops": ops}
-            rows.append({"target": target, "model": name, "model_bytes": len(b), "unit": r.run.unit,
+            rows.append({"target": target, "model": name, "model_bytes": len(ensure_prepared(b).data), "unit": r.run.unit,
                          "per_inference": r.invoke_cost, "op_by_op_total": sum(o[r.run.unit] for o in ops),
                          "init": r.init_cost, "ops": ops, "size": r.size, "state_bytes": r.state_used,
                          "arena_bytes": r.arena_bytes, "output_equals_host": True})
@@ -736,6 +734,7 @@ def msp430_only(args) -> int:
                      "per_executed_mac_before": b.get("per_executed_mac"), "per_executed_mac_after": r["per_executed_mac"],
                      "init_before": b.get("init"), "init_after": r["init"],
                      "text_before": b["size"]["text"], "text_after": r["size"]["text"],
+                     "model_bytes_before": b.get("model_bytes"), "model_bytes_after": r["model_bytes"],
                      "state_before": b.get("state_bytes"), "state_after": r["state_bytes"],
                      "ops": [{"index": o["index"], "op": o["op"], "before": bo["cycles"], "after": o["cycles"]}
                              for o, bo in zip(r["ops"], b["ops"])]})

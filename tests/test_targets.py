@@ -587,3 +587,32 @@ def test_softmax_table_equals_tflm(target, tmp_path):
         r = T.run_model(target, b, x, tmp_path / f"{scale}")
         assert r.output == want and r.output_invoke == want
         assert len(set(want)) > 5
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_requant_s8_equals_tflite_arithmetic(target, tmp_path):
+    """fm_requant_s8 as each target builds it (on the MSP430: the assembly path for right shifts
+    of 1 .. 15 and the general one) gives TFLite's MultiplyByQuantizedMultiplier + offset + clamp
+    on accumulators of every size, both signs, the extremes and shifts from -17 to 0."""
+    from freeml_keras.exits.incremental import multiply_by_quantized_multiplier
+
+    rng = np.random.default_rng(16)
+    n = 120                                            # the emulator's 256 marks: 2 per case
+    acc = [int(v) >> int(s) for v, s in zip(rng.integers(-2**31, 2**31, n), rng.integers(0, 31, n))]
+    acc[:10] = [0, 1, -1, 2**31 - 1, -2**31, 65535, -65536, 2**16, -(2**20), 1 << 24]
+    shift = [int(v) for v in rng.integers(-17, 1, n)]
+    shift[:4] = [-1, -15, -16, 0]
+    mult = [int(v) for v in rng.integers(2**30, 2**31, n)]
+    mult[:3] = [2**31 - 1, 2**30, 0]
+    want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, s)[0] - 5, -128, 127))
+            for a, m, s in zip(acc, mult, shift)]
+    (tmp_path / "requant_cases.h").write_text(
+        "#include <stdint.h>\n" f"#define RQ_NUM_CASES {n}\n" + T.c_array("rq_acc", "int32_t", acc)
+        + T.c_array("rq_mult", "int32_t", mult) + T.c_array("rq_shift", "int16_t", shift))
+    elf = T.build(target, "requant_bench", [PROGRAMS / "requant_bench.c", T.RUNTIME_DIR / "src" / "math.c"],
+                  tmp_path, include_dirs=[tmp_path, T.RUNTIME_DIR / "include"],
+                  defines=T.TARGET_DEFINES[target], opt=T.TARGET_OPT[target])
+    r = T.run(target, elf)
+    got = {int(row[0]): int(row[1]) for row in r.lines("rq")}
+    assert [got.get(i) for i in range(n)] == want
+    assert len(set(want)) > 20
