@@ -387,7 +387,8 @@ def model_costs(work: Path, quick: bool, demo_model: Path | None,
                     "sparse_macs": layers[i].sparse_macs if i in layers else 0,
                     "output_bytes": out_bytes[i]} for i, c, u, cost in r.ops]
             tables.setdefault(target, {})[name] = {"unit": r.run.unit, "ops": ops}
-            rows.append({"target": target, "model": name, "model_bytes": len(ensure_prepared(b).data), "unit": r.run.unit,
+            rows.append({"target": target, "model": name, "model_bytes": len(ensure_prepared(b).data),
+                         "unit": r.run.unit,
                          "per_inference": r.invoke_cost, "op_by_op_total": sum(o[r.run.unit] for o in ops),
                          "init": r.init_cost, "ops": ops, "size": r.size, "state_bytes": r.state_used,
                          "arena_bytes": r.arena_bytes, "output_equals_host": True})
@@ -731,7 +732,8 @@ def msp430_only(args) -> int:
             continue
         b = before[r["model"]]
         side.append({"model": r["model"], "before": b["per_inference"], "after": r["per_inference"],
-                     "per_executed_mac_before": b.get("per_executed_mac"), "per_executed_mac_after": r["per_executed_mac"],
+                     "per_executed_mac_before": b.get("per_executed_mac"),
+                     "per_executed_mac_after": r["per_executed_mac"],
                      "init_before": b.get("init"), "init_after": r["init"],
                      "text_before": b["size"]["text"], "text_after": r["size"]["text"],
                      "model_bytes_before": b.get("model_bytes"), "model_bytes_after": r["model_bytes"],
