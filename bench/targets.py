@@ -150,17 +150,18 @@ def kernel_code_bytes(work: Path, model_rows: list[dict]) -> dict:
         out["cortex_m4"][name] = max(out["cortex_m4"].get(name, 0), int(text))
     for elf in sorted(work.glob("msp430_*/model_run.elf")):
         sizes = symbol_sizes("msp430", elf)
-        for sym in ("fm_dot_s8_rows_hwmult", "fm_mul_by_qm", "fm_dot_s8_hwmult"):
+        for sym in ("fm_dot_s8_rows_hwmult", "fm_mul_by_qm", "fm_requant_s8", "fm_dot_s8_hwmult",
+                    "fm_softmax_sum_hwmult", "fm_softmax_out_hwmult"):
             if sym in sizes:
                 out["msp430"][sym] = sizes[sym]
     out["msp430"]["image_text_by_model"] = {r["model"]: r["size"]["text"] for r in model_rows
                                             if r["target"] == "msp430" and "size" in r}
-    out["msp430"]["note"] = ("fm_mul_by_qm: the whole requantization section of hwmult_asm.S (fm_requant_s8, "
-                             "fm_mul_by_qm, fm_srdhm, fm_rdbpot)")
+    out["msp430"]["note"] = ("fm_mul_by_qm: hwmult_asm.S's section of fm_mul_by_qm, fm_srdhm and fm_rdbpot; "
+                             "fm_requant_s8 in its own section")
     return out
 
 
-def requant_costs(work: Path) -> list[dict]:
+def requant_costs(work: Path, targets: Sequence[str] = T.TARGETS) -> list[dict]:
     """Cost of one requantized int8 output value (fm_requant_s8) per target, on accumulators of
     the sizes convolutions produce and the shifts of their multipliers; checked against the
     Python definition of TFLite's arithmetic."""
@@ -172,7 +173,7 @@ def requant_costs(work: Path) -> list[dict]:
     want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, sh)[0] - 5, -128, 127))
             for a, m, sh in zip(acc, mult, shift)]
     rows = []
-    for target in T.TARGETS:
+    for target in targets:
         d = work / "requant" / target
         d.mkdir(parents=True, exist_ok=True)
         (d / "requant_cases.h").write_text("#include <stdint.h>\n" f"#define RQ_NUM_CASES {len(acc)}\n"
@@ -194,6 +195,41 @@ def requant_costs(work: Path) -> list[dict]:
                      "includes": "the call and the two markers' own few instructions"})
         print(f"  {target:10s} fm_requant_s8: mean {rows[-1]['per_output_typical_mean']:.0f}, "
               f"max {rows[-1]['per_output_all_max']} {r.unit} per output value", flush=True)
+    return rows
+
+
+def softmax_costs(work: Path, targets: Sequence[str] = T.TARGETS) -> list[dict]:
+    """SOFTMAX alone (one row of 10 and of 100 classes, input scale 0.1, beta 1): its cost per
+    class (the difference over the 90 more classes) and its fixed cost (10 classes less 10 of
+    those), outputs checked against TFLite Micro; and the bytes of its exp table (in the
+    model's freeml_prepare words)."""
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import operator_words, with_prepared
+    from freeml_keras.runtime.reference import run_tflm
+
+    rng = np.random.default_rng(25)
+    rows = []
+    for target in targets:
+        cost, table = {}, {}
+        for depth in (10, 100):
+            opts = ts.schema.SoftmaxOptionsT()
+            opts.beta = 1.0
+            b = with_prepared(ts.op_model("SOFTMAX", [ts.tensor_spec([1, depth], scale=0.1, zp=0)],
+                                          [ts.tensor_spec([1, depth], scale=1 / 256, zp=-128)], opts))
+            x = rng.integers(-128, 128, (1, depth)).astype(np.int8)
+            want = run_tflm(b, [x[None]])[0].ravel().tolist()
+            r = T.run_model(target, b, x, work / "softmax" / f"{target}_{depth}")
+            if r.output != want:
+                raise SystemExit(f"{target}: SOFTMAX of {depth} classes differs from TFLite Micro")
+            cost[depth] = r.ops[0][3]
+            lengths = operator_words(b)[0][0][3]
+            table[depth] = 4 * (lengths & 0xFFFF) + (lengths >> 16)
+        per_class = (cost[100] - cost[10]) / 90
+        rows.append({"target": target, "unit": "cycles" if target == "msp430" else "instructions",
+                     "classes_10": cost[10], "classes_100": cost[100], "per_class": per_class,
+                     "fixed": cost[10] - 10 * per_class, "table_bytes_scale_0.1": table[10]})
+        print(f"  {target:10s} SOFTMAX: {per_class:.1f} per class + {rows[-1]['fixed']:.0f} fixed "
+              f"(10 classes: {cost[10]})", flush=True)
     return rows
 
 
@@ -321,14 +357,16 @@ def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
     return out
 
 
-def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[dict], dict]:
+def model_costs(work: Path, quick: bool, demo_model: Path | None,
+                targets: Sequence[str] = T.TARGETS) -> tuple[list[dict], dict]:
     from freeml_keras import memory
+    from freeml_keras.format.prepared import ensure_prepared
     from freeml_keras.runtime import Interpreter
 
     rows, tables = [], {}
     for name, (b, x) in models(quick, demo_model).items():
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
-        for target in T.TARGETS:
+        for target in targets:
             try:
                 r = T.run_model(target, b, x[0], work / f"{target}_{name}")
             except T.TargetRunError as e:
@@ -349,7 +387,8 @@ def model_costs(work: Path, quick: bool, demo_model: Path | None) -> tuple[list[
                     "sparse_macs": layers[i].sparse_macs if i in layers else 0,
                     "output_bytes": out_bytes[i]} for i, c, u, cost in r.ops]
             tables.setdefault(target, {})[name] = {"unit": r.run.unit, "ops": ops}
-            rows.append({"target": target, "model": name, "model_bytes": len(b), "unit": r.run.unit,
+            rows.append({"target": target, "model": name, "model_bytes": len(ensure_prepared(b).data),
+                         "unit": r.run.unit,
                          "per_inference": r.invoke_cost, "op_by_op_total": sum(o[r.run.unit] for o in ops),
                          "init": r.init_cost, "ops": ops, "size": r.size, "state_bytes": r.state_used,
                          "arena_bytes": r.arena_bytes, "output_equals_host": True})
@@ -568,11 +607,16 @@ def main() -> int:
     ap.add_argument("--power-only", action="store_true",
                     help="only the power-on section: bench/results/restart.json (and, with --update-tables, "
                          "only the shipped tables' restart section)")
+    ap.add_argument("--msp430", action="store_true",
+                    help="only the MSP430's requantization, SOFTMAX and models, into bench/results/targets_msp430.json "
+                         "with bench/results/targets.json's MSP430 figures as 'before'")
     args = ap.parse_args()
     for target in T.TARGETS:
         T.check_tools(target)
     if args.power_only:
         return power_only(args)
+    if args.msp430:
+        return msp430_only(args)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="freeml-targets-") as tmp:
         work = Path(tmp)
@@ -580,6 +624,8 @@ def main() -> int:
         kernels = kernel_speed(work)
         print("requantization (one output value):", flush=True)
         requant = requant_costs(work)
+        print("SOFTMAX (exp table):", flush=True)
+        softmax = softmax_costs(work)
         print("models:", flush=True)
         model_rows, tables = model_costs(work, args.quick, args.demo_model)
         kernel_code = kernel_code_bytes(work, model_rows)
@@ -599,12 +645,12 @@ def main() -> int:
                      "msp430": "mspdebug 0.22 sim: MCLK cycles (MSP430 timings, no FRAM wait states)"},
         "targets_met": {"m4_instructions_per_mac<=3": best["cortex_m4"] <= 3.0,
                         "msp430_cycles_per_mac<=30": best["msp430"] <= 30.0},
-        "best_per_mac": best, "kernels": kernels, "requant": requant, "models": model_rows,
+        "best_per_mac": best, "kernels": kernels, "requant": requant, "softmax": softmax, "models": model_rows,
         "before": {"source": str(BASELINE.relative_to(RESULTS.parents[1])), "models": before_figures()},
         "kernel_code_bytes": kernel_code, "layers": layers, "cost_tables": tables,
         "checkpointing": ckpt_rows, "restart": restart_rows,
     }
-    result["targets_met"].update(issue15_targets(requant, model_rows, layers))
+    result["targets_met"].update(issue15_targets(requant, model_rows, layers, softmax))
     ok = [r for r in restart_rows if "warm_restart" in r]
     result["targets_met"].update({
         "msp430_warm_restart<=2000_cycles": all(r["warm_restart"] <= 2000 for r in ok if r["target"] == "msp430"),
@@ -624,7 +670,8 @@ def main() -> int:
     return 0
 
 
-def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[dict]) -> dict:
+def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[dict],
+                    softmax: Sequence[dict] = ()) -> dict:
     """Issue 15's targets: met or not, with the measured figure."""
     rq = {r["target"]: r for r in requant}
     ok = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
@@ -638,6 +685,10 @@ def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[di
         if key[0] == "msp430" and sm:
             classes = sm[0]["output_bytes"]
             out[f"msp430_softmax<=20_per_class+2000 ({key[1]})"] = sm[0]["cycles"] <= 20 * classes + 2000
+    for r in softmax:
+        if r["target"] == "msp430":
+            out["msp430_softmax<=20_cycles_per_class"] = r["per_class"] <= 20
+            out["msp430_softmax_fixed<2000_cycles"] = r["fixed"] < 2000
     d = ok.get(("cortex_m4", "cnn_s_demo"))
     if d:
         out["m4_demo<=4_instructions_per_executed_mac"] = d["per_executed_mac"] <= 4
@@ -658,6 +709,52 @@ def _restart_section(rows: list[dict]) -> dict:
                                              "models": {}})
         t["models"][r["model"]] = {"warm_restart": r["warm_restart"], "cold_init": r["cold_init"]}
     return restart
+
+
+def msp430_only(args) -> int:
+    """The MSP430's requantization, SOFTMAX and models alone, next to the MSP430 figures of the
+    last full run (bench/results/targets.json): bench/results/targets_msp430.json."""
+    t0 = time.time()
+    previous = json.loads((RESULTS / "targets.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="freeml-msp430-") as tmp:
+        work = Path(tmp)
+        print("requantization (one output value):", flush=True)
+        requant = requant_costs(work, ("msp430",))
+        print("SOFTMAX (exp table):", flush=True)
+        softmax = softmax_costs(work, ("msp430",))
+        print("models:", flush=True)
+        model_rows, _ = model_costs(work, args.quick, args.demo_model, ("msp430",))
+        code = kernel_code_bytes(work, model_rows)["msp430"]
+    before = {r["model"]: r for r in previous["models"] if r["target"] == "msp430" and "error" not in r}
+    side = []
+    for r in model_rows:
+        if "error" in r or r["model"] not in before:
+            continue
+        b = before[r["model"]]
+        side.append({"model": r["model"], "before": b["per_inference"], "after": r["per_inference"],
+                     "per_executed_mac_before": b.get("per_executed_mac"),
+                     "per_executed_mac_after": r["per_executed_mac"],
+                     "init_before": b.get("init"), "init_after": r["init"],
+                     "text_before": b["size"]["text"], "text_after": r["size"]["text"],
+                     "model_bytes_before": b.get("model_bytes"), "model_bytes_after": r["model_bytes"],
+                     "state_before": b.get("state_bytes"), "state_after": r["state_bytes"],
+                     "ops": [{"index": o["index"], "op": o["op"], "before": bo["cycles"], "after": o["cycles"]}
+                             for o, bo in zip(r["ops"], b["ops"])]})
+    result = {"benchmark": "targets --msp430", "quick": args.quick, "host": platform.platform(),
+              "command": "bench/targets.py --msp430" + (" --quick" if args.quick else ""),
+              "before_source": "bench/results/targets.json (the last full run)",
+              "wall_s": time.time() - t0, "unit": "cycles (mspdebug 0.22 sim)",
+              "targets_met": issue15_targets(requant, model_rows, [], softmax),
+              "requant_before": [r for r in previous["requant"] if r["target"] == "msp430"],
+              "requant": requant, "softmax": softmax, "models": model_rows, "before_after": side,
+              "kernel_code_bytes": code}
+    out = RESULTS / "targets_msp430.json"
+    out.write_text(json.dumps(result, indent=1))
+    for s in side:
+        print(f"  {s['model']:16s} {s['before']:9d} -> {s['after']:9d} cycles; "
+              + ", ".join(f"{o['op']} {o['before']} -> {o['after']}" for o in s["ops"]))
+    print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
+    return 0
 
 
 def power_only(args) -> int:

@@ -20,7 +20,7 @@ from freeml_keras import costs, zoo
 from freeml_keras.conversion.converter import convert, extract_subgraph, strip_names
 from freeml_keras.format import tflite as ts
 from freeml_keras.format.metadata import read_metadata, replace_metadata
-from freeml_keras.format.prepared import (PREPARED_NAME, PrepareError, activation_range,
+from freeml_keras.format.prepared import (PREPARED_NAME, PREPARED_VERSION, PrepareError, activation_range,
                                           ensure_prepared, has_current_prepared, model_id,
                                           operator_words, prepared_blob, quantize_multiplier,
                                           read_prepared, round_f, with_prepared)
@@ -205,14 +205,16 @@ def _expected_count(m, sg, op) -> int:
         return 2 + 2 * shape[3 if name == "DEPTHWISE_CONV_2D" else 0]
     if name == "QUANTIZE":
         return 2 if sg.tensors[int(op.inputs[0])].type == ts.TensorType.INT8 else 0
-    return {"AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "ADD": 8, "SOFTMAX": 3, "MEAN": 2}.get(name, 0)
+    if name == "SOFTMAX":              # 4 words, then the exp table (4 bytes per n_exp, 1 per n_small)
+        return 4  # + the table's words, checked by the caller from its lengths
+    return {"AVERAGE_POOL_2D": 2, "MAX_POOL_2D": 2, "ADD": 8, "MEAN": 2}.get(name, 0)
 
 
 def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models):
     kinds = set()
     for key, b in models.items():
         p = read_prepared(b)
-        assert p is not None and p.version == 1, key
+        assert p is not None and p.version == PREPARED_VERSION, key
         assert p.model_id == model_id(b) != 0
         m = ts.read_model(b)
         assert sorted(p.subgraphs) == list(range(len(m.subgraphs)))
@@ -222,7 +224,8 @@ def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models
             for op, words in zip(sg.operators, p.subgraphs[si]):
                 name = ts.op_name(m, op.opcodeIndex)
                 kinds.add(name)
-                assert len(words) == _expected_count(m, sg, op), (key, name)
+                table = (4 * (words[3] & 0xFFFF) + (words[3] >> 16) + 3) // 4 if name == "SOFTMAX" else 0
+                assert len(words) == _expected_count(m, sg, op) + table, (key, name)
                 if name in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D",
                             "AVERAGE_POOL_2D", "ADD"):
                     assert -128 <= words[0] <= words[1] <= 127
@@ -231,6 +234,8 @@ def test_converted_models_carry_the_entry_with_the_words_of_each_operator(models
                                for q, s in zip(words[2::2], words[3::2]))
                 if name == "SOFTMAX":
                     assert 2**30 <= words[0] < 2**31 and 0 <= words[1] <= 31 and words[2] < 0
+                    n_exp, n_small = words[3] & 0xFFFF, words[3] >> 16
+                    assert 1 <= n_exp <= n_small <= 256          # the largest class's exp is there
         assert has_current_prepared(b)
         assert ensure_prepared(b).data == b
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MAX_POOL_2D", "AVERAGE_POOL_2D",
@@ -247,7 +252,7 @@ def test_blob_layout_offsets_and_alignment(models):
         assert blob[8:12] == model_id(b).to_bytes(4, "little")
         assert blob[:8] + bytes(4) + blob[12:] == prepared_blob(b)
         magic, version, n_sg, mid, reserved = struct.unpack_from("<4sHHII", blob, 0)
-        assert (magic, version, reserved, mid) == (b"FMLP", 1, 0, model_id(b))
+        assert (magic, version, reserved, mid) == (b"FMLP", PREPARED_VERSION, 0, model_id(b))
         m = ts.read_model(b)
         assert n_sg == len(m.subgraphs)
         words_seen = []
@@ -380,7 +385,7 @@ def test_inspect_shows_the_entry_and_its_model_id(models, tmp_path, capsys):
     path.write_bytes(b)
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert f"model id 0x{model_id(b):08x} (matches the bytes)" in out and "freeml_prepare v1" in out
+    assert f"model id 0x{model_id(b):08x} (matches the bytes)" in out and f"freeml_prepare v{PREPARED_VERSION}" in out
     assert main(["inspect", str(path), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)["prepared"]
     assert d["present"] and d["id_matches"] and d["words_match"] and d["model_id"] == model_id(b)
@@ -555,6 +560,8 @@ def _compare_with_c(c_dump, b: bytes) -> str:
         for k, (w, (code, cw)) in enumerate(zip(ops, c[si])):
             if code == 40:                      # MEAN: the runtime keeps the count-adjusted pair
                 w, cw = list(_mean_adjust(w[0], w[1], cw[2])), cw[:2]
+            if code == 25:                      # SOFTMAX: the exp table is checked by the runtime
+                w = w[:3]                       # itself when it reads it (a model with the entry)
             assert w == cw, (si, k, code, w[:6], cw[:6])
     return "same"
 

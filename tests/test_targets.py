@@ -573,3 +573,61 @@ def test_fast_kernel_paths_equal_host_and_tflm(target, variant, fast_path_models
         assert r.output == want and r.output_invoke == want
         assert host.invoke(x[i:i + 1])[0].ravel().tolist() == want
         assert len(set(want)) > 1                                  # not a saturated output
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_softmax_table_equals_tflm(target, tmp_path):
+    """SOFTMAX from its prepared exp table (on the MSP430: the assembly passes, the 16x16
+    estimate of the final scaling and its exact fallback) gives TFLite Micro's int8 outputs bit
+    for bit: a table cut at 256 differences (small beta * scale), the usual one, and one cut by
+    diff_min (large); 64 rows of 10 classes and 6 of 40, flat and one-hot rows among them."""
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import with_prepared
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import run_tflm
+
+    rng = np.random.default_rng(15)
+    for scale, beta, rows, depth in ((0.03, 1.0, 64, 10), (0.1061, 1.0, 6, 40), (2.5, 1.0, 64, 10)):
+        opts = ts.schema.SoftmaxOptionsT()
+        opts.beta = beta
+        b = with_prepared(ts.op_model("SOFTMAX", [ts.tensor_spec([rows, depth], scale=scale, zp=3)],
+                                      [ts.tensor_spec([rows, depth], scale=1 / 256, zp=-128)], opts))
+        x = rng.integers(-128, 128, (rows, depth)).astype(np.int8)
+        x[1::4] //= 8                                           # narrow rows: many large outputs
+        x[0] = 7                                                # flat
+        x[2] = -128
+        x[2, 3] = 127                                           # one-hot
+        want = run_tflm(b, [x[None]])[0].ravel().tolist()
+        assert Interpreter(b).invoke(x)[0].ravel().tolist() == want
+        r = T.run_model(target, b, x, tmp_path / f"{scale}")
+        assert r.output == want and r.output_invoke == want
+        assert len(set(want)) > 5
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_requant_s8_equals_tflite_arithmetic(target, tmp_path):
+    """fm_requant_s8 as each target builds it (on the MSP430: the assembly path for right shifts
+    of 1 .. 15 and the general one) gives TFLite's MultiplyByQuantizedMultiplier + offset + clamp
+    on accumulators of every size, both signs, the extremes and shifts from -17 to 0."""
+    from freeml_keras.exits.incremental import multiply_by_quantized_multiplier
+
+    rng = np.random.default_rng(16)
+    n = 120                                            # the emulator's 256 marks: 2 per case
+    acc = [int(v) >> int(s) for v, s in zip(rng.integers(-2**31, 2**31, n), rng.integers(0, 31, n))]
+    acc[:10] = [0, 1, -1, 2**31 - 1, -2**31, 65535, -65536, 2**16, -(2**20), 1 << 24]
+    shift = [int(v) for v in rng.integers(-17, 1, n)]
+    shift[:4] = [-1, -15, -16, 0]
+    mult = [int(v) for v in rng.integers(2**30, 2**31, n)]
+    mult[:3] = [2**31 - 1, 2**30, 0]
+    want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, s)[0] - 5, -128, 127))
+            for a, m, s in zip(acc, mult, shift)]
+    (tmp_path / "requant_cases.h").write_text(
+        "#include <stdint.h>\n" f"#define RQ_NUM_CASES {n}\n" + T.c_array("rq_acc", "int32_t", acc)
+        + T.c_array("rq_mult", "int32_t", mult) + T.c_array("rq_shift", "int16_t", shift))
+    elf = T.build(target, "requant_bench", [PROGRAMS / "requant_bench.c", T.RUNTIME_DIR / "src" / "math.c"],
+                  tmp_path, include_dirs=[tmp_path, T.RUNTIME_DIR / "include"],
+                  defines=T.TARGET_DEFINES[target], opt=T.TARGET_OPT[target])
+    r = T.run(target, elf)
+    got = {int(row[0]): int(row[1]) for row in r.lines("rq")}
+    assert [got.get(i) for i in range(n)] == want
+    assert len(set(want)) > 20

@@ -15,7 +15,7 @@ Blob (all little-endian):
 offset  type   field
 ======  =====  ==============================================================================
 0       4 B    magic ``FMLP``
-4       u16    version (1)
+4       u16    version (2; 1 had no SOFTMAX exp table, and the runtime ignores it)
 6       u16    S: number of subgraph records
 8       u32    model id: FNV-1a 32-bit of the whole flatbuffer file with these 4 bytes zero
 12      u32    0 (reserved)
@@ -35,7 +35,9 @@ Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = output
   multiplier, out shift (SUB's in float arithmetic, as TFLite Micro computes them);
 - MUL: act_min, act_max, multiplier, shift;
 - LOGISTIC: input multiplier, input left shift, input range radius;
-- SOFTMAX: input multiplier, input left shift, diff_min;
+- SOFTMAX: input multiplier, input left shift, diff_min, n_exp | n_small << 16, then the exp
+  table of :func:`softmax_table` (n_exp u16, n_exp u16, n_small u8, zero-padded to whole words;
+  the device reads it in place);
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
 - QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
 - every other operator: none.
@@ -65,10 +67,11 @@ from freeml_keras.format.model import ModelLike, TFLiteModel, as_model
 
 __all__ = ["PREPARED_NAME", "PREPARED_VERSION", "PrepareError", "PreparedParams", "prepared_blob",
            "with_prepared", "read_prepared", "model_id", "has_current_prepared", "ensure_prepared",
-           "operator_words", "quantize_multiplier", "round_f", "activation_range"]
+           "operator_words", "quantize_multiplier", "round_f", "activation_range",
+           "exp_on_negative_values_q5", "softmax_table"]
 
 PREPARED_NAME = ts.PREPARED_NAME
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2
 MAGIC = ts.PREPARED_MAGIC
 _HEADER = struct.Struct("<4sHHII")
 _SG = struct.Struct("<HHI")
@@ -353,6 +356,83 @@ def _logistic_words(op: _Op) -> list[int]:
     return [q, shift, radius]
 
 
+# ---- SOFTMAX's exp table: gemmlowp's fixed-point exp as tflm_port/src/math.c computes it ----
+
+def _wrap32(v: int) -> int:
+    return (v + 2**31) % 2**32 - 2**31
+
+
+def _srdhm(a: int, b: int) -> int:
+    """``fm_srdhm``: round(a * b / 2^31), TFLite's nudge, truncated toward zero."""
+    if a == b == INT32_MIN:
+        return INT32_MAX
+    ab = a * b
+    v = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
+    q = abs(v) >> 31
+    return q if v >= 0 else -q
+
+
+def _rdbpot(x: int, e: int) -> int:
+    """``fm_rdbpot``: x / 2^e rounded half away from zero."""
+    mask = (1 << e) - 1
+    return (x >> e) + (1 if (x & mask) > (mask >> 1) + (1 if x < 0 else 0) else 0)
+
+
+def _sat_shift_left(x: int, e: int) -> int:
+    t = (1 << (31 - e)) - 1
+    return INT32_MAX if x > t else INT32_MIN if x < -t else _wrap32(x << e)
+
+
+_EXP_MULTS = (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)
+
+
+def exp_on_negative_values_q5(a: int) -> int:
+    """``fm_exp_on_negative_values_q5``: exp(a) for a <= 0 in Q5.26, in Q0.31.
+
+    >>> exp_on_negative_values_q5(0), exp_on_negative_values_q5(-(1 << 26))  # exp(-1) * 2^31
+    (2147483647, 790015308)
+    """
+    mod = (a & ((1 << 24) - 1)) - (1 << 24)
+    x = _sat_shift_left(mod, 5) + (1 << 28)
+    x2 = _srdhm(x, x)
+    x3 = _srdhm(x2, x)
+    x4 = _srdhm(x2, x2)
+    poly = _rdbpot(_wrap32(_srdhm(_wrap32(_rdbpot(x4, 2) + x3), 715827883) + x2), 1)
+    result = _wrap32(1895147668 + _srdhm(1895147668, _wrap32(x + poly)))
+    rem = mod - a
+    for k, m in enumerate(_EXP_MULTS):
+        if rem & (1 << (24 + k)):
+            result = _srdhm(result, m)
+    return INT32_MAX if a == 0 else result
+
+
+def softmax_table(mult: int, left_shift: int, diff_min: int) -> tuple[int, int, bytes]:
+    """SOFTMAX's exp table (``kernels/softmax.c``): (n_exp, n_small, bytes) for the int8
+    differences k = max - x from 0 up to -diff_min (and 255): the Q0.31 exp's high and low 16-bit
+    halves for the n_exp differences whose Q12.19 term exceeds 255, then n_small bytes: that term
+    less 16 * the high half (0 .. 16) for k < n_exp, the term itself after. It ends at the last
+    non-zero term; the scan stops at the first exp under 2^10 (the exact exp falls by more per
+    step there than the fixed-point one is off by).
+
+    >>> n_exp, n_small, table = softmax_table(1717986918, 23, -248)  # beta * scale = 0.1
+    >>> n_exp, n_small, len(table)
+    (77, 139, 447)
+    """
+    terms, exps = [], []
+    for k in range(min(255, -diff_min) + 1):
+        e = exp_on_negative_values_q5(_srdhm(_wrap32((-k) << left_shift), mult))
+        if e < 1024:
+            break
+        exps.append(e)
+        terms.append(_rdbpot(e, 12))
+    n_small = max((k + 1 for k, t in enumerate(terms) if t > 0), default=0)
+    n_exp = max((k + 1 for k, t in enumerate(terms) if t > 255), default=0)
+    hi = [e >> 16 for e in exps[:n_exp]]
+    lo = [e & 0xFFFF for e in exps[:n_exp]]
+    small = [terms[k] - 16 * hi[k] if k < n_exp else terms[k] for k in range(n_small)]
+    return n_exp, n_small, struct.pack(f"<{n_exp}H{n_exp}H{n_small}B", *hi, *lo, *small)
+
+
 def _softmax_words(op: _Op) -> list[int]:
     o = op.options()
     beta = np.float32(getattr(o, "beta", 0.0) if o is not None else 0.0)
@@ -367,7 +447,10 @@ def _softmax_words(op: _Op) -> list[int]:
     radius = 31.0 * float(1 << 26)
     for _ in range(shift):
         radius *= 0.5
-    return [q, shift, -int(radius)]
+    n_exp, n_small, table = softmax_table(q, shift, -int(radius))
+    table += bytes(-len(table) % 4)
+    return [q, shift, -int(radius), n_exp | n_small << 16] + [
+        int(v) for v in np.frombuffer(table, "<i4")]
 
 
 def _requant_words(op: _Op, max_shift: int | None) -> list[int]:

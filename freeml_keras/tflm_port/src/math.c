@@ -63,12 +63,19 @@ int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
 }
 #endif
 
-int32_t fm_sat_shift_left(int32_t x, int32_t exponent)
+/* (inline: with a constant exponent the threshold and shift are constants, not the 16-bit
+ * CPU's variable 32-bit shift loops) */
+static inline int32_t sat_shift_left(int32_t x, int32_t exponent)
 {
     const int32_t threshold = (int32_t)(((int32_t)1 << (31 - exponent)) - 1);
     if (x > threshold) return INT32_MAX;
     if (x < -threshold) return INT32_MIN;
     return (int32_t)((uint32_t)x << exponent);
+}
+
+int32_t fm_sat_shift_left(int32_t x, int32_t exponent)
+{
+    return sat_shift_left(x, exponent);
 }
 
 int32_t fm_round_d(double v)
@@ -113,9 +120,13 @@ int fm_quantize_multiplier(double m, int32_t *q, int32_t *shift)
 
 int32_t fm_clz32(uint32_t x)
 {
-    int32_t n = 0;
+    /* by 16-bit halves and bytes: word and byte moves, not 32-bit shift loops, on 16-bit CPUs */
+    uint16_t h = (uint16_t)(x >> 16);
+    int16_t n = 0;
     if (x == 0) return 32;
-    while (!(x & 0x80000000u)) { x <<= 1; n++; }
+    if (h == 0) { h = (uint16_t)x; n = 16; }
+    if (!(h & 0xFF00u)) { h = (uint16_t)(h << 8); n += 8; }
+    while (!(h & 0x8000u)) { h = (uint16_t)(h << 1); n++; }
     return n;
 }
 
@@ -155,17 +166,18 @@ int32_t fm_exp_on_negative_values_q5(int32_t a)
 int32_t fm_one_over_one_plus_x(int32_t a)
 {
     /* Newton-Raphson division, Q2.29 iterate, constants 48/17 and -32/17. */
-    const int64_t sum = (int64_t)a + INT32_MAX;
-    const int32_t half_den = (int32_t)((sum + (sum >= 0 ? 1 : -1)) / 2);
+    /* gemmlowp's RoundingHalfSum(a, 1): (a + INT32_MAX + 1) / 2 in 64 bits, truncated; the sum
+     * is negative only for INT32_MIN. 32-bit arithmetic (no 64-bit helper calls on 16-bit CPUs). */
+    const int32_t half_den = a == INT32_MIN ? -1 : (int32_t)(((uint32_t)a + 0x80000000u) >> 1);
     const int32_t one_q2 = (int32_t)1 << 29;
     int32_t x = 1515870810 + fm_srdhm(half_den, -1010580540);
     int i;
     for (i = 0; i < 3; i++) {
         const int32_t hdx = fm_srdhm(half_den, x);
         const int32_t one_minus = one_q2 - hdx;
-        x = x + fm_sat_shift_left(fm_srdhm(x, one_minus), 2);
+        x = x + sat_shift_left(fm_srdhm(x, one_minus), 2);
     }
-    return fm_sat_shift_left(x, 1);
+    return sat_shift_left(x, 1);
 }
 
 void fm_mean_multiplier(int32_t *mult, int32_t *shift, int32_t count)

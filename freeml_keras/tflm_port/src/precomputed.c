@@ -23,7 +23,8 @@ fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops)
     b = it->model + at;
     if (n < PRE_HEADER || memcmp(b, "FMLP", 4) != 0)
         return fm_fail(it, FM_ERR_FORMAT, "freeml_prepare metadata: bad header", -1, -1, (int32_t)n);
-    if (fm_ld_u16(b + 4) != 1u) return FM_OK;            /* a later version: not ours to read */
+    if (fm_ld_u16(b + 4) != 2u) return FM_OK;            /* another version: not ours to read (1: no
+                                                          * SOFTMAX table; computed or refused) */
     it->model_id = fm_ld_u32(b + 8);
     it->model_id_pos = at + 8u;
     s = fm_ld_u16(b + 6);
@@ -88,6 +89,24 @@ int32_t fm_pre_value(fm_interp *it, int32_t computed)
     if (v != computed) it->pre_err = PRE_DIFFER;
 #endif
     return v;
+}
+
+const uint8_t *fm_pre_words(fm_interp *it, uint32_t n)
+{
+    const uint8_t *w;
+    if (it->pre_err || !it->pre_blob) return NULL;
+    if (n > it->pre_n - it->pre_i) {
+        it->pre_err = PRE_COUNT;
+        return NULL;
+    }
+    w = it->pre_words + 4u * it->pre_i;
+    it->pre_i += n;
+    return w;
+}
+
+void fm_pre_differs(fm_interp *it)
+{
+    if (!it->pre_err) it->pre_err = PRE_DIFFER;
 }
 
 fm_status fm_pre_end(fm_interp *it, uint16_t opi)

@@ -202,9 +202,18 @@ typedef struct {
     int32_t in_h, in_w, out_h, out_w, channels;
 } fm_pool_params;
 
+/* SOFTMAX: exp of each possible input difference k = max - x (0 .. 255), tabulated by the
+ * converter in the freeml_prepare words and read in place (kernels/softmax.c): exp_hi / exp_lo
+ * the Q0.31 exp's two halves for k < n_exp; small[k] for k < n_small the rest of its Q12.19 term
+ * (rounded exp / 2^12 - 16 * exp_hi for k < n_exp, the whole term after). Differences from
+ * n_small on add nothing and give -128. n_exp -1: no table (a model without freeml_prepare on a
+ * build that computes its parameters: each class's exp computed in eval). */
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
     uint8_t out16;              /* int16 output (scale 1/65536, zero point -32768) */
+    const uint16_t *exp_hi, *exp_lo;
+    const uint8_t *small;
+    int16_t n_exp, n_small;
 } fm_softmax_params;
 
 typedef struct {
@@ -386,14 +395,15 @@ fm_status fm_conv_multipliers(fm_interp *it, uint16_t opi, const fm_tensor *in,
 /* ---- precomputed requantization parameters (precomputed.c) --------------------------------
  *
  * Metadata entry "freeml_prepare" (freeml_keras/format/prepared.py writes it), little-endian:
- *   0  "FMLP"   4  u16 version 1   6  u16 S subgraph records   8  u32 model id (FNV-1a of the
+ *   0  "FMLP"   4  u16 version 2   6  u16 S subgraph records   8  u32 model id (FNV-1a of the
  *   file with these 4 bytes 0)   12  u32 0;  16: S records (u16 subgraph, u16 operators N,
  *   u32 offset of its operator table); operator table: N records (u32 offset of the
  *   operator's int32 words, u32 number of words). A kernel's prepare takes its words in the
  *   order it would compute them (fm_pre_value): CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED:
  *   act_min, act_max, then multiplier and shift per output channel; pooling: act_min,
  *   act_max; ADD: act_min, act_max and three (multiplier, shift) pairs; SOFTMAX: multiplier,
- *   left shift, diff_min; MEAN and int8 QUANTIZE: multiplier, shift. */
+ *   left shift, diff_min, n_exp | n_small << 16, the exp table (kernels/softmax.c); MEAN and int8
+ *   QUANTIZE: multiplier, shift. */
 /* Find the entry for `subgraph` (it->pre_blob NULL when the model has none); FM_ERR_FORMAT when
  * it is there but malformed or made for another graph. */
 fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops);
@@ -401,6 +411,11 @@ fm_status fm_pre_find(fm_interp *it, uint16_t subgraph, uint32_t num_ops);
  * none differed (with FM_PREPARE_FLOAT) from what the prepare computed. */
 void fm_pre_begin(fm_interp *it, uint16_t opi);
 fm_status fm_pre_end(fm_interp *it, uint16_t opi);
+/* The next n words of the operator being prepared, in place (4-byte aligned in the model), NULL
+ * when the model has no entry or fewer words are left (then fm_pre_end fails). */
+const uint8_t *fm_pre_words(fm_interp *it, uint32_t n);
+/* Record that a precomputed value differs from the one prepare computed (fm_pre_end fails). */
+void fm_pre_differs(fm_interp *it);
 /* The next precomputed value of the operator being prepared; `computed` is what the float
  * prepare computed (ignored with FM_PREPARE_FLOAT 0). Errors are sticky until fm_pre_end. */
 int32_t fm_pre_value(fm_interp *it, int32_t computed);

@@ -76,6 +76,20 @@ static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t s
 }
 #endif
 
+#if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+/* SOFTMAX's per-class passes over a row in assembly on the hardware multiplier (hwmult_asm.S;
+ * kernels/softmax.c has the C form of both and the table they read). */
+int8_t fm_softmax_sum_hwmult(const int8_t *x, uint16_t n, const void *p, uint32_t *sum);
+void fm_softmax_out_hwmult(const int8_t *x, int8_t *o, uint16_t n, const void *p, int32_t recip,
+                           uint16_t exponent, uint16_t a, int16_t max);
+#define FM_SOFTMAX_ASM 1
+#endif
+/* The high 16 bits of the unsigned 16 x 16 product a * b. */
+static inline uint16_t fm_umul16_hi(uint16_t a, uint16_t b)
+{
+    return (uint16_t)(((uint32_t)a * (uint32_t)b) >> 16);
+}
+
 /* 32-bit product of two int32 values known to fit (helper for 16-bit int targets). */
 #define FM_MUL32(a, b) ((int32_t)(a) * (int32_t)(b))
 

@@ -107,13 +107,115 @@ fm_rq_shift:
     jnz     2b
     jmp     fm_rq_core
 
+; (its own section: builds that only prepare use fm_srdhm / fm_rdbpot, not this)
+    .section .text.fm_requant_s8,"ax",@progbits
 ; int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult):
 ;   clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max); acc in R12:R13, q in R14,
 ;   shift in R15, mult on the stack. min and max are int8 values: the sum is saturated to 16 bits
 ;   first, then compared in 16 bits.
+; Right shifts of 1 .. 15 (multipliers below 1/2: every convolution's and fully connected
+;   layer's) take a path of their own with no calls: the products and nudge as in fm_rq_core, the
+;   rounding shift by a byte and bits, then sign, offset and clamp in 16 bits (a magnitude of 2^14
+;   or more is saturated whatever the offset). The other shifts go through fm_rq_shift.
     .global fm_requant_s8
 fm_requant_s8:
-    push.w  r14                         ; q
+    cmp.w   #-15, r15
+    jl      20f                         ; shift < -15: general
+    tst.w   r15
+    jge     20f                         ; shift >= 0: general
+    push.w  r10
+    push.w  r9
+    push.w  r8
+    mov.w   r14, r8                     ; q
+    mov.w   r15, r11
+    inv.w   r11                         ; r - 1 = -shift - 1, 0 .. 14
+    mov.w   8(r1), r14                  ; mult in r15:r14
+    mov.w   10(r1), r15
+    clr.w   r10                         ; r10 = 1 if acc < 0 (mult >= 0)
+    tst.w   r13
+    jge     1f
+    inv.w   r12                         ; |acc|
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+    inc.w   r10
+1:  mov.w   r12, &MPY                   ; al * bl
+    mov.w   r14, &OP2
+    mov.w   &RESLO, r9                  ; word 0
+    mov.w   &RESHI, r12                 ; word 1, so far
+    mov.w   r15, &OP2                   ; al * bh
+    tst.w   r13
+    jnz     2f
+    add.w   &RESLO, r12                 ; |acc| < 2^16: no ah products
+    mov.w   &RESHI, r14
+    adc.w   r14                         ; word 2; word 3 = r13 = 0
+    jmp     3f
+2:  mov.w   r13, &MAC
+    mov.w   r14, &OP2                   ; + ah * bl
+    add.w   &RESLO, r12
+    mov.w   &RESHI, r14
+    adc.w   r14
+    mov.w   r13, &MPY                   ; ah * bh
+    mov.w   r15, &OP2
+    add.w   &RESLO, r14
+    mov.w   &RESHI, r13
+    adc.w   r13
+3:  tst.w   r10                         ; nudge 2^30, or 2^30 - 1 for a negative product
+    jz      4f
+    cmp.w   #1, r9
+    addc.w  #0x3FFF, r12
+    jmp     5f
+4:  add.w   #0x4000, r12
+5:  adc.w   r14
+    adc.w   r13
+    rla.w   r12                         ; q = bits 31..62 in r13:r14
+    rlc.w   r14
+    rlc.w   r13
+    cmp.w   #8, r11                     ; q >> (r - 1) ...
+    jlo     6f
+    swpb    r14
+    swpb    r13
+    mov.b   r14, r14
+    mov.w   r13, r9
+    and.w   #0xFF00, r9
+    bis.w   r9, r14
+    mov.b   r13, r13
+    sub.w   #8, r11
+6:  tst.w   r11
+    jz      8f
+7:  clrc
+    rrc.w   r13
+    rrc.w   r14
+    dec.w   r11
+    jnz     7b
+8:  tst.w   r13
+    jnz     12f                         ; >= 2^16 before the last halving: saturated
+    add.w   #1, r14                     ; ... + 1, >> 1: the magnitude (carry into bit 15)
+    rrc.w   r14
+    cmp.w   #0x4000, r14
+    jhs     12f
+    tst.w   r10
+    jz      9f
+    inv.w   r14                         ; negative
+    inc.w   r14
+9:  add.w   0(r8), r14                  ; + off (int8 zero point: low word)
+    cmp.w   4(r8), r14
+    jl      11f                         ; v < min
+    cmp.w   r14, 8(r8)
+    jge     10f                         ; v <= max
+    mov.w   8(r8), r14
+10: mov.w   r14, r12
+    pop.w   r8
+    pop.w   r9
+    pop.w   r10
+    ret
+11: mov.w   4(r8), r14
+    jmp     10b
+12: mov.w   8(r8), r14                  ; saturated: max, or min when negative
+    tst.w   r10
+    jz      10b
+    jmp     11b
+20: push.w  r14                         ; q
     mov.w   r15, r11
     mov.w   4(r1), r14                  ; mult
     mov.w   6(r1), r15
@@ -141,6 +243,9 @@ fm_requant_s8:
 5:  mov.w   4(r14), r12
 7:  ret
 
+    .size   fm_requant_s8, .-fm_requant_s8
+
+    .section .text.fm_requant,"ax",@progbits
 ; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
     .global fm_srdhm
 fm_srdhm:
@@ -267,6 +372,174 @@ fm_rq_round:
 10: pop.w   r9
     pop.w   r10
     ret
-    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the whole requantization section (code bytes)
+    .size   fm_mul_by_qm, .-fm_mul_by_qm        ; the requantization section but fm_requant_s8 (code bytes)
+
+; SOFTMAX's per-class passes over one row (kernels/softmax.c has the C definitions and the table).
+; fm_softmax_params on the MSP430: exp_hi at 20, small at 24, n_exp at 26, n_small at 28 (checked
+; in softmax.c). A difference k = max - x (0 .. 255) is formed in one register as
+; (~x + max + 1) & 0xFF.
+;
+; int8_t fm_softmax_sum_hwmult(const int8_t *x, uint16_t n, const fm_softmax_params *p, uint32_t *sum)
+;   x in R12, n (>= 1) in R13, p in R14, sum in R15: returns the row's max; *sum = 16 * (sum of
+;   exp_hi[k], k < n_exp) + (sum of small[k], k < n_small), the Q12.19 sum of the exp terms.
+    .section .text.fm_softmax_hwmult,"ax",@progbits
+    .global fm_softmax_sum_hwmult
+    .type   fm_softmax_sum_hwmult, @function
+fm_softmax_sum_hwmult:
+    push.w  r15                         ; sum
+    push.w  r4
+    push.w  r5
+    push.w  r6
+    push.w  r7
+    push.w  r8
+    push.w  r9
+    push.w  r10
+    mov.w   r12, r11                    ; the max
+    mov.w   r13, r10
+    mov.w   #-128, r9
+1:  mov.b   @r11+, r8
+    sxt     r8
+    cmp.w   r8, r9                      ; r9 < r8: new max
+    jge     2f
+    mov.w   r8, r9
+2:  dec.w   r10
+    jnz     1b
+    push.w  r9                          ; the max, returned
+    mov.b   r9, r7
+    inc.w   r7                          ; max + 1 (its low byte is what counts)
+    mov.w   20(r14), r4                 ; exp_hi
+    mov.w   26(r14), r6                 ; n_exp
+    mov.w   28(r14), r5                 ; n_small
+    mov.w   24(r14), r14                ; small
+    clr.w   r10                         ; sum of exp_hi: r11:r10
+    clr.w   r11
+    clr.w   r15                         ; sum of small: r15 (a carry adds 2^16 / 16 to r11:r10)
+3:  mov.b   @r12+, r8
+    inv.b   r8
+    add.b   r7, r8                      ; k
+    cmp.w   r5, r8
+    jhs     5f                          ; k >= n_small: nothing
+    mov.w   r14, r9
+    add.w   r8, r9
+    mov.b   @r9, r9
+    add.w   r9, r15
+    jnc     4f
+    add.w   #0x1000, r10
+    adc.w   r11
+4:  cmp.w   r6, r8
+    jhs     5f                          ; k >= n_exp: no exp_hi
+    rla.w   r8
+    add.w   r4, r8
+    add.w   @r8, r10
+    adc.w   r11
+5:  dec.w   r13
+    jnz     3b
+    rla.w   r10                         ; 16 * r11:r10 + r15
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    rla.w   r10
+    rlc.w   r11
+    add.w   r15, r10
+    adc.w   r11
+    mov.w   r10, r14
+    mov.w   r11, r13
+    pop.w   r12                         ; the max
+    pop.w   r10
+    pop.w   r9
+    pop.w   r8
+    pop.w   r7
+    pop.w   r6
+    pop.w   r5
+    pop.w   r4
+    pop.w   r15
+    mov.w   r14, 0(r15)
+    mov.w   r13, 2(r15)
+    ret
+    .size   fm_softmax_sum_hwmult, .-fm_softmax_sum_hwmult
+
+; void fm_softmax_out_hwmult(const int8_t *x, int8_t *o, uint16_t n, const fm_softmax_params *p,
+;                            int32_t recip, uint16_t exponent, uint16_t a, int16_t max)
+;   x in R12, o in R13, n (>= 1) in R14, p in R15; recip, exponent (23 .. 31), a = recip >>
+;   (exponent - 8) and the row's max on the stack. Per class: -128 for k >= n_exp; else the
+;   estimate y = RESHI(a * exp_hi[k]) + 0x40 (units of 2^-7 of the result): 127 if y >= 2^15,
+;   y >> 7 - 128 unless y's low 7 bits are 0x7E or 0x7F, where fm_srdhm / fm_rdbpot decide.
+    .global fm_softmax_out_hwmult
+    .type   fm_softmax_out_hwmult, @function
+fm_softmax_out_hwmult:
+    push.w  r4
+    push.w  r5
+    push.w  r6
+    push.w  r7
+    push.w  r8
+    push.w  r9
+    push.w  r10
+    ; the arguments on the stack now start at 16(r1): recip 16/18, exponent 20, a 22, max 24
+    mov.w   r12, r4                     ; x
+    mov.w   r13, r5                     ; o
+    mov.w   r14, r6                     ; n
+    mov.w   20(r15), r7                 ; exp_hi
+    mov.w   26(r15), r8                 ; n_exp
+    mov.b   24(r1), r9
+    inc.w   r9                          ; max + 1
+    mov.w   22(r1), r10                 ; a
+    mov.w   r10, &MPY                   ; operand 1 for the whole row (unsigned)
+1:  mov.b   @r4+, r12
+    inv.b   r12
+    add.b   r9, r12                     ; k
+    cmp.w   r8, r12
+    jhs     6f
+    rla.w   r12
+    add.w   r7, r12                     ; &exp_hi[k]
+    mov.w   @r12, &OP2
+    mov.w   &RESHI, r13
+    add.w   #0x40, r13
+    jn      7f                          ; >= 2^15: 256 or more, 127
+    rla.w   r13
+    cmp.b   #0xFC, r13                  ; low 7 bits of y 0x7E, 0x7F: too close to call
+    jhs     8f
+    swpb    r13
+    xor.b   #0x80, r13                  ; y >> 7 - 128
+    mov.b   r13, 0(r5)
+2:  inc.w   r5
+    dec.w   r6
+    jnz     1b
+    pop.w   r10
+    pop.w   r9
+    pop.w   r8
+    pop.w   r7
+    pop.w   r6
+    pop.w   r5
+    pop.w   r4
+    ret
+6:  mov.b   #0x80, 0(r5)                ; -128
+    jmp     2b
+7:  mov.b   #0x7F, 0(r5)                ; 127
+    jmp     2b
+8:  mov.w   r8, r14                     ; exact: e = exp_hi[k] << 16 | exp_lo[k]
+    rla.w   r14
+    add.w   r12, r14
+    mov.w   @r14, r14                   ; exp_lo[k] (exp_lo = exp_hi + n_exp)
+    mov.w   @r12, r15
+    mov.w   16(r1), r12                 ; recip
+    mov.w   18(r1), r13
+    call    #fm_srdhm
+    mov.w   20(r1), r14                 ; exponent
+    clr.w   r15
+    call    #fm_rdbpot                  ; 0 .. 256
+    tst.w   r13
+    jnz     9f
+    cmp.w   #256, r12
+    jhs     9f
+    xor.b   #0x80, r12
+    mov.b   r12, 0(r5)
+    mov.w   r10, &MPY                   ; operand 1 again
+    jmp     2b
+9:  mov.b   #0x7F, 0(r5)
+    mov.w   r10, &MPY
+    jmp     2b
+    .size   fm_softmax_out_hwmult, .-fm_softmax_out_hwmult
 
 #endif
