@@ -210,10 +210,10 @@ typedef struct {
  * build that computes its parameters: each class's exp computed in eval). */
 typedef struct {
     int32_t input_multiplier, input_left_shift, diff_min, rows, depth;
-    uint8_t out16;              /* int16 output (scale 1/65536, zero point -32768) */
-    const uint16_t *exp_hi, *exp_lo;
+    const uint16_t *exp_hi, *exp_lo;    /* (offsets fixed: hwmult_asm.S reads them) */
     const uint8_t *small;
     int16_t n_exp, n_small;
+    uint8_t out16;              /* int16 output (scale 1/65536, zero point -32768) */
 } fm_softmax_params;
 
 typedef struct {
