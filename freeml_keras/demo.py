@@ -659,8 +659,11 @@ def _device_lines(s: dict) -> list[str]:
                   + "(" + ", ".join(f"{k} {v}" for k, v in m["power_failures_by_phase"].items() if v) + "), "
                   f"{m['answers_after_failures']} answers, all bit-exact with the host: "
                   f"{m['power_failures_bit_exact'] and m['bit_exact']}."]
+    elif img and img.get("overflow"):
+        lines += ["", "Not run on the emulator: the linked image is over the memory map by "
+                  + ", ".join(f"{v:,} B of {k}" for k, v in img["overflow"].items()) + "."]
     elif img:
-        lines += ["", "Not run on the emulator: " + "; ".join(d.get("log", [])[-1:])]
+        lines += ["", "Not run on the emulator: " + "; ".join(l for l in d.get("log", []) if "emulator" in l)]
     ff = d.get("full_fram")
     if ff:
         lines += ["", f"Accuracy: pre-trained {p['test_accuracy']:.4f}; at this budget {c['test_accuracy']:.4f} "
