@@ -1,6 +1,6 @@
 """The libFuzzer target (``tflm_port/fuzz/fuzz_model.c``: any byte string as a model is refused
 or runs to its end) built with clang's libFuzzer, AddressSanitizer and UBSan, run for a bounded
-time from the corpus kept in ``tests/data/fuzz_corpus`` (one small model of each operator kind,
+number of inputs (fixed seed) from the corpus kept in ``tests/data/fuzz_corpus`` (one small model of each operator kind,
 the streaming model with resource variables, dense and CSR convolutions). ``make fuzz`` runs it
 longer."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from freeml_keras.runtime.build import make_host
 
 CORPUS = Path(__file__).resolve().parent / "data" / "fuzz_corpus"
-SECONDS = 12
+RUNS = 400_000            # about 4 s here
 
 
 def test_corpus_models_are_accepted():
@@ -30,11 +30,14 @@ def test_libfuzzer_bounded_run(tmp_path):
     fuzz = make_host("fuzz", "fm_fuzz")
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS, corpus)             # libFuzzer adds what it finds: not to the repository
-    r = subprocess.run([str(fuzz), f"-max_total_time={SECONDS}", "-timeout=10", "-rss_limit_mb=2048",
+    # a fixed seed and number of runs: the same inputs on every machine, so that CI does not
+    # find today what it missed yesterday by chance (`make fuzz` explores with fresh seeds; what
+    # it finds goes into the corpus as a regression input, like regression-activation-bound-overflow)
+    r = subprocess.run([str(fuzz), f"-runs={RUNS}", "-seed=1", "-timeout=10", "-rss_limit_mb=2048",
                         "-print_final_stats=1", str(corpus)], capture_output=True, text=True,
-                       timeout=SECONDS + 240)
+                       timeout=600)
     seed = re.search(r"Seed: (\d+)", r.stderr)
     print(f"libFuzzer seed {seed.group(1) if seed else '?'} (-seed=N repeats it)")
     assert r.returncode == 0, r.stderr[-4000:]
     runs = re.search(r"Done (\d+) runs", r.stderr)
-    assert runs and int(runs.group(1)) > 10_000, r.stderr[-2000:]
+    assert runs and int(runs.group(1)) >= RUNS, r.stderr[-2000:]

@@ -134,10 +134,13 @@ void fm_alias(fm_interp *it, int16_t out, int16_t in)
 }
 
 #if FM_PREPARE_FLOAT
-/* zero_point + round(real / scale) of an int8 output: a fused activation's bound. */
+/* zero_point + round(real / scale) of an int8 output: a fused activation's bound. Added in 64
+ * bits and saturated: a hostile scale rounds to an int32 limit and the zero point must not
+ * overflow it (libFuzzer found 7 + 2147483647); the bound is outside int8 either way. */
 static FM_NOINLINE int32_t quantized_bound(const fm_tensor *out, float real)
 {
-    return out->zero_point + fm_round_f(real / out->scale);
+    const int64_t v = (int64_t)out->zero_point + (int64_t)fm_round_f(real / out->scale);
+    return v > (int64_t)INT32_MAX ? INT32_MAX : v < (int64_t)INT32_MIN ? INT32_MIN : (int32_t)v;
 }
 #endif
 
