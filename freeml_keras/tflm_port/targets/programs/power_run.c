@@ -138,6 +138,17 @@ static void put_field(int32_t v)
     fm_target_put_i32(v);
 }
 
+/* "@sizes <state used> <arena needed> <head state used> <head arena needed>": what the blocks
+ * must hold on this target */
+static void put_sizes(void)
+{
+    fm_target_puts("@sizes");
+    put_field((int32_t)nvm_mem.image.main.state_used);
+    put_field((int32_t)nvm_mem.image.main.arena_needed);
+    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
+    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.arena_needed : 0u));
+}
+
 /* What power-on prepares, and how inference is cut into steps: constants in the image (filling
  * them at every power-on would cost the restart a few hundred MSP430 cycles). */
 static const fm_blocks blocks = {
@@ -188,11 +199,7 @@ static int power_on_and_run(void)
     }
 #ifdef FM_PREPARE_ONLY
     /* the provisioning build (freeml_keras.targets.power.provision): prepare and seal, no inference */
-    fm_target_puts("@sizes");
-    put_field((int32_t)nvm_mem.image.main.state_used);
-    put_field((int32_t)nvm_mem.image.main.arena_needed);
-    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
-    put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.arena_needed : 0u));
+    put_sizes();
     fm_target_putc('\n');
     (void)done;
     (void)answer;
@@ -224,11 +231,8 @@ static int power_on_and_run(void)
         fm_target_puts("@boots");
         put_field(power_ons);
         put_field(warm_ons);
-        fm_target_puts("\n@sizes");
-        put_field((int32_t)nvm_mem.image.main.state_used);
-        put_field((int32_t)nvm_mem.image.main.arena_needed);
-        put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.state_used : 0u));
-        put_field((int32_t)(nvm_mem.image.has_exits ? nvm_mem.image.head.arena_needed : 0u));
+        fm_target_putc('\n');
+        put_sizes();
         fm_target_puts("\n@done");
         put_field(answer);
         {
