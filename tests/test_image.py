@@ -76,9 +76,10 @@ def test_predicted_image_equals_the_linkers(reference_models, name, build, tmp_p
 
 
 def test_files_are_written_data_first_and_a_device_keeps_that_prefix(digit_models):
-    """write_model puts the operators' and dense tensors' tables at the end of the file, after
-    the buffers and the CSR index arrays: the prefix a provisioned device stores is smaller than
-    the file, and holds every byte of weights and indices."""
+    """write_model puts the operators' and dense tensors' tables and the freeml metadata (read
+    only to prepare) at the end of the file, after the tensors' buffers, the CSR index arrays and
+    the resident part of freeml_prepare: the prefix a provisioned device stores is smaller than
+    the file, and holds every byte of weights and indices and the model id."""
     from freeml_keras.targets.codegen import model_array_bytes
     for b in (digit_models["cnn"][0], digit_models["mlp"][0]):
         m = ts.read_model(b)
@@ -86,10 +87,16 @@ def test_files_are_written_data_first_and_a_device_keeps_that_prefix(digit_model
         n = ts.data_prefix(again)
         assert n < len(again) and model_array_bytes(again, data_only=True) == n
         assert model_array_bytes(again) == len(again)
-        for buf in m.buffers:            # each buffer's bytes lie inside the prefix
-            if buf.data is not None and len(buf.data):
+        held = {int(t.buffer) for sg in m.subgraphs for t in sg.tensors}
+        for i, buf in enumerate(m.buffers):     # each tensor buffer's bytes lie inside the prefix
+            if i in held and buf.data is not None and len(buf.data):
                 at = again.find(bytes(bytearray(buf.data)))
                 assert 0 <= at and at + len(buf.data) <= n
+        at, _ = ts.prepared_data_span(again)
+        assert at + 12 <= n                         # the model id is kept
+        md = {ts.name_str(e.name): e.buffer for e in m.metadata}
+        if "freeml" in md:                          # read only to prepare: after the prefix
+            assert again.find(bytes(bytearray(m.buffers[md["freeml"]].data))) >= n
 
 
 def test_spill_plan_packs_the_largest_functions_first_fit():

@@ -251,10 +251,16 @@ def test_blob_layout_offsets_and_alignment(models):
         blob = b[at:at + n]
         assert blob[8:12] == model_id(b).to_bytes(4, "little")
         assert blob[:8] + bytes(4) + blob[12:] == prepared_blob(b)
-        magic, version, n_sg, mid, reserved = struct.unpack_from("<4sHHII", blob, 0)
-        assert (magic, version, reserved, mid) == (b"FMLP", PREPARED_VERSION, 0, model_id(b))
+        magic, version, n_sg, mid, resident = struct.unpack_from("<4sHHII", blob, 0)
+        assert (magic, version, mid) == (b"FMLP", PREPARED_VERSION, model_id(b))
         m = ts.read_model(b)
         assert n_sg == len(m.subgraphs)
+        # what a prepared device keeps: header, records and SOFTMAX's words (its table, read in
+        # place), which come right after the records; the prefix of the file ends there
+        softmax = [(i, k) for i, sg in enumerate(m.subgraphs) for k, op in enumerate(sg.operators)
+                   if ts.op_name(m, op.opcodeIndex) == "SOFTMAX"]
+        assert resident == 16 + 8 * n_sg + 4 * sum(len(read_prepared(b).words(i, k)) for i, k in softmax)
+        assert ts.data_prefix(b) >= at + resident
         words_seen = []
         for i in range(n_sg):
             sgi, n_ops, table = struct.unpack_from("<HHI", blob, 16 + 8 * i)
@@ -266,6 +272,7 @@ def test_blob_layout_offsets_and_alignment(models):
                     assert off == 0
                     continue
                 assert off % 4 == 0 and off + 4 * cnt <= n
+                assert (off + 4 * cnt <= resident) == ((i, k) in softmax)
                 words_seen.append((off, cnt))
                 assert list(struct.unpack_from(f"<{cnt}i", blob, off)) == read_prepared(b).words(i, k)
         # words do not overlap and fill the blob's tail exactly

@@ -18,7 +18,9 @@ offset  type   field
 4       u16    version (2; 1 had no SOFTMAX exp table, and the runtime ignores it)
 6       u16    S: number of subgraph records
 8       u32    model id: FNV-1a 32-bit of the whole flatbuffer file with these 4 bytes zero
-12      u32    0 (reserved)
+12      u32    R: bytes of the entry that a prepared device keeps (read after preparation):
+               the header, the subgraph records and the words read in place, which come
+               right after the records (0 in older files: all of it)
 16      8 B    S subgraph records: u16 subgraph index, u16 N operators, u32 offset of its
                operator table
 ======  =====  ==============================================================================
@@ -523,31 +525,46 @@ def operator_words(model: ModelLike) -> list[list[list[int]]]:
 
 # ---- the blob -------------------------------------------------------------------------------
 
-def _encode(per_sg: list[list[list[int]]], mid: int = 0) -> bytes:
+def _encode(per_sg: list[list[list[int]]], mid: int = 0, in_place: set[tuple[int, int]] = frozenset()) -> bytes:
+    """The entry's bytes: header, subgraph records, the words of the operators in ``in_place``
+    ((subgraph, operator): read by the device after preparation), then the operator tables and
+    the other words. Bytes 12..16 of the header give the length of that first part: what a
+    prepared device keeps of the entry (:func:`freeml_keras.format.tflite.data_prefix`)."""
     if len(per_sg) > 0xFFFF:
         raise PrepareError(f"{len(per_sg)} subgraphs: the entry holds at most 65535")
-    tables_at = _HEADER.size + _SG.size * len(per_sg)
-    words_at = tables_at + sum(_OP.size * len(ops) for ops in per_sg)
-    head = [_HEADER.pack(MAGIC, PREPARED_VERSION, len(per_sg), mid, 0)]
-    sg_recs, tables, words = [], [], []
-    at_table, at_words = tables_at, words_at
+    order = sorted(((si, k) for si, ops in enumerate(per_sg) for k in range(len(ops))),
+                   key=lambda sk: sk not in in_place)        # stable: the in-place words first
+    where, at = {}, _HEADER.size + _SG.size * len(per_sg)
+    for si, k in order:
+        if (si, k) not in in_place and "tables" not in where:
+            where["tables"] = at
+            at += sum(_OP.size * len(ops) for ops in per_sg)
+        where[(si, k)] = at if per_sg[si][k] else 0
+        at += 4 * len(per_sg[si][k])
+    tables_at = where.get("tables", at)
+    resident = tables_at
+    sg_recs, tables, words, at_table = [], [], [], tables_at
     for si, ops in enumerate(per_sg):
         if len(ops) > 0xFFFF:
             raise PrepareError(f"subgraph {si} has {len(ops)} operators: the entry holds at most 65535")
         sg_recs.append(_SG.pack(si, len(ops), at_table))
         at_table += _OP.size * len(ops)
-        for w in ops:
-            tables.append(_OP.pack(at_words if w else 0, len(w)))
-            if w:
-                words.append(struct.pack(f"<{len(w)}i", *w))
-                at_words += 4 * len(w)
-    return b"".join(head + sg_recs + tables + words)
+        tables += [_OP.pack(where[(si, k)], len(w)) for k, w in enumerate(ops)]
+    words = [struct.pack(f"<{len(per_sg[si][k])}i", *per_sg[si][k]) for si, k in order]
+    head = _HEADER.pack(MAGIC, PREPARED_VERSION, len(per_sg), mid, resident)
+    inplace = b"".join(w for (si, k), w in zip(order, words) if (si, k) in in_place)
+    rest = b"".join(w for (si, k), w in zip(order, words) if (si, k) not in in_place)
+    return head + b"".join(sg_recs) + inplace + b"".join(tables) + rest
 
 
 def prepared_blob(model: ModelLike) -> bytes:
     """The ``freeml_prepare`` entry's data for ``model`` (its model id field 0: the id belongs
-    to the file the entry ends up in; :func:`with_prepared` writes it)."""
-    return _encode(operator_words(model))
+    to the file the entry ends up in; :func:`with_prepared` writes it). SOFTMAX's words (its
+    exp table, read in place) come first."""
+    m = as_model(model)
+    in_place = {(si, k) for si, sg in enumerate(m.parsed.subgraphs)
+                for k, o in enumerate(sg.operators or []) if ts.op_name(m.parsed, o.opcodeIndex) == "SOFTMAX"}
+    return _encode(operator_words(m), in_place=in_place)
 
 
 def _decode(data: bytes) -> PreparedParams:

@@ -141,25 +141,47 @@ def write_model(model: "schema.ModelT") -> bytes:
     model has a ``freeml_prepare`` metadata entry, its model id is set for these very bytes
     (:func:`stamp_model_id`), so that every writer of the package keeps it right.
 
-    Layout (a flatbuffer is built from its end): the operators and the dense tensors' tables are
-    written first, so that they end the file, then the sparse tensors' tables with their CSR
-    index arrays, the rest of the graph, the buffers, the root: everything the runtime reads
-    once the model is prepared (buffers, CSR indices, the metadata entries) comes before the
-    tables it reads only to prepare (:func:`data_prefix`), and a provisioned device stores only
-    that prefix."""
+    Layout (a flatbuffer is built from its end), from the end of the file: the buffers that only
+    metadata entries other than ``freeml_prepare`` hold (the ``freeml`` entry: read to prepare
+    and by people), the operators' and the dense tensors' tables, the ``freeml_prepare`` entry
+    (the part a prepared device reads in place first: :mod:`freeml_keras.format.prepared`), the
+    sparse tensors' tables with their CSR index arrays, the rest of the graph, the tensors'
+    buffers, the root. So everything the runtime reads once the model is prepared (weights,
+    biases, CSR indices, the model id, SOFTMAX's table) comes before what it reads only to
+    prepare (:func:`data_prefix`), and a provisioned device stores only that prefix."""
     b = flatbuffers.Builder(1024)
     m = copy.copy(model)
     m.subgraphs = [copy.copy(sg) for sg in model.subgraphs or []] if model.subgraphs is not None else None
+    m.buffers = list(model.buffers) if model.buffers is not None else None
+    prepared, meta_only = _metadata_buffers(model)
+    for i in sorted(meta_only - {prepared}):
+        m.buffers[i] = _Packed(m.buffers[i].Pack(b))
     for sg in m.subgraphs or []:
         if sg.operators is not None:
             sg.operators = [_Packed(op.Pack(b)) for op in sg.operators]
     for sparse in (False, True):
+        if sparse and prepared is not None:
+            m.buffers[prepared] = _Packed(m.buffers[prepared].Pack(b))
         for sg in m.subgraphs or []:
             if sg.tensors is not None:
                 sg.tensors = [_Packed(t.Pack(b)) if not isinstance(t, _Packed) and (t.sparsity is not None) == sparse
                               else t for t in sg.tensors]
     b.Finish(m.Pack(b), file_identifier=FILE_IDENTIFIER)
     return stamp_model_id(bytes(b.Output()))
+
+
+def _metadata_buffers(model: "schema.ModelT") -> tuple[int | None, set[int]]:
+    """(the buffer of the ``freeml_prepare`` entry or None, the buffers that metadata entries
+    and no tensor hold): the buffers :func:`write_model` places apart from the weights."""
+    held = {int(t.buffer) for sg in model.subgraphs or [] for t in sg.tensors or []}
+    n = len(model.buffers or [])
+    prepared, meta_only = None, set()
+    for md in model.metadata or []:
+        if 0 < md.buffer < n and md.buffer not in held:
+            meta_only.add(int(md.buffer))
+            if name_str(md.name) == PREPARED_NAME and prepared is None:
+                prepared = int(md.buffer)
+    return prepared, meta_only
 
 
 def fnv1a32(data: bytes, h: int = _FNV_OFFSET) -> int:
@@ -201,12 +223,14 @@ def prepared_data_span(data: bytes) -> tuple[int, int] | None:
 
 
 def data_prefix(data: bytes) -> int:
-    """Bytes from the start of the flatbuffer ``data`` to the end of the last of its buffers'
-    data and CSR index arrays (rounded up to 4): all that a build which does not parse the model
-    reads of it (the weights, biases, CSR indices and metadata entries, ``freeml_prepare`` with
-    the model id among them). The other tables come after it in files written by
-    :func:`write_model`; in other layouts the prefix may be the whole file. Read with the
-    flatbuffers reader."""
+    """Bytes from the start of the flatbuffer ``data`` to the end of the last thing that a build
+    which does not parse the model reads of it (rounded up to 4): the tensors' buffers (weights,
+    biases), the CSR index arrays and the resident part of the ``freeml_prepare`` entry (its
+    header with the model id, its subgraph records, the words read in place: u32 at byte 12 of
+    the entry, 0 in older files, which then count whole). Buffers that only other metadata
+    entries hold (the ``freeml`` entry) are not read once prepared. In files written by
+    :func:`write_model` those and the graph's tables come after the prefix; in other layouts
+    the prefix may be the whole file. Read with the flatbuffers reader."""
     def vector_end(tab, slot: int, width: int) -> int:
         o = tab.Offset(slot)
         return tab.Vector(o) + width * tab.VectorLen(o) if o and tab.VectorLen(o) else 0
@@ -215,9 +239,23 @@ def data_prefix(data: bytes) -> int:
               schema.SparseIndexVector.Uint8Vector: 1}
     try:
         m = schema.Model.GetRootAsModel(data, 0)
+        held = {m.Subgraphs(g).Tensors(t).Buffer() for g in range(m.SubgraphsLength())
+                for t in range(m.Subgraphs(g).TensorsLength())}
+        entries = {m.Metadata(i).Buffer(): m.Metadata(i).Name() for i in range(m.MetadataLength())}
         end = 0
         for i in range(m.BuffersLength()):
-            end = max(end, vector_end(m.Buffers(i)._tab, 4, 1))     # Buffer.data
+            tab = m.Buffers(i)._tab
+            if i in entries and i not in held:
+                if entries[i] != PREPARED_NAME.encode():
+                    continue                            # read only to prepare
+                o = tab.Offset(4)
+                if o and tab.VectorLen(o) >= 16:
+                    at = tab.Vector(o)
+                    resident = int.from_bytes(data[at + 12:at + 16], "little")
+                    if 0 < resident <= tab.VectorLen(o):
+                        end = max(end, at + resident)
+                        continue
+            end = max(end, vector_end(tab, 4, 1))      # Buffer.data
         for g in range(m.SubgraphsLength()):        # CSR index arrays, read in place by the kernels
             sg = m.Subgraphs(g)
             for t in range(sg.TensorsLength()):

@@ -182,7 +182,8 @@ def write_model_build_files(model_bytes: ModelLike, out: Path, subgraphs: Iterab
     the model."""
     model_bytes = ensure_prepared(model_bytes)
     export_c(model_bytes, out / "model_data.h", symbol="fm_model", section=".fram",
-             stored=model_array_bytes(model_bytes, data_only) if data_only else None)
+             stored=model_array_bytes(model_bytes, data_only) if data_only else None,
+             data_bytes=model_array_bytes(model_bytes, data_only=True))
     (out / "registry_model.c").write_text(kernel_registry_source(model_op_names(model_bytes, subgraphs)))
     (out / "fm_kernel_config.h").write_text(kernel_config_source(model_bytes, exits=exits))
     return model_bytes

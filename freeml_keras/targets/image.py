@@ -143,7 +143,8 @@ def _interp_blocks(data: bytes, target: str) -> tuple[int, int]:
 # The targets' linker scripts: the sections in each region, in address order (.data is loaded
 # from the non-volatile region and copied to RAM, so it takes room in both), and the linker
 # script's names of the device's regions.
-_SECTIONS = {"msp430": {"FRAM": (".persistent", ".fram", ".text", ".rodata"), "SRAM": (".noinit", ".data", ".bss")}}
+_SECTIONS = {"msp430": {"FRAM": (".persistent", ".fram", ".fram_arena", ".text", ".rodata"),
+                        "SRAM": (".noinit", ".data", ".bss")}}
 _LOADED_DATA = {"msp430": ("FRAM", ".data")}
 _LINKER_REGION = {"msp430": {"FRAM": "FRAM", "RAM": "SRAM"}}
 
@@ -244,7 +245,7 @@ def code_image(target: str, model: ModelLike, work_dir: str | Path | None = None
     write_model_build_files(m, out, exits=exits)
     if kernel_config is not None:
         (out / "fm_kernel_config.h").write_text(kernel_config)
-    export_c(bytes(_STUB_MODEL), out / "model_data.h", symbol="fm_model", section=".fram")
+    export_c(bytes(_STUB_MODEL), out / "model_data.h", symbol="fm_model", section=".fram", data_bytes=_STUB_MODEL)
     sources = _write_power_sources(m, out, (_STUB_BLOCK,) * 4 if exits else (_STUB_BLOCK, _STUB_BLOCK, 0, 0),
                                    classes if exits else 0, exits, variant)
     elf, over = _build_or_overflow(target, sources, out, measure=True, variant=variant)
@@ -296,10 +297,13 @@ def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str
     if exits:
         head_state, head_arena = _interp_blocks(extract_subgraph(m.data, m.metadata.head_subgraph), target)
     stub = _a16(_STUB_BLOCK)
-    n_blocks = 3 if exits else 2                      # NVM blocks: state, arena (+ head state)
-    nv_blocks = _a16(state) + _a16(arena) + (_a16(head_state) if exits else 0)
+    n_persistent = 2 if exits else 1                  # blocks in .persistent: state (+ head state)
+    persistent = _a16(state) + (_a16(head_state) if exits else 0)
     v_blocks = _a16(head_arena) if exits else 0        # the exit head's scratch arena: volatile
-    delta = {"nv": nv_blocks - stub * n_blocks, "v": v_blocks - (stub if exits else 0)}
+    # the arena follows the model's data (.fram_arena); the preparing build has none of its own
+    # (the model file's tail lies at its addresses: programs/power_run.c)
+    delta = {"nv": persistent - stub * n_persistent, "arena": _a16(arena) - stub,
+             "v": v_blocks - (stub if exits else 0)}
     # the build without preparation keeps the file's data only (codegen.model_array_bytes)
     model_by = {v: _a16(model_array_bytes(m, data_only=v == "device")) for v in VARIANTS[build]}
     mm = dev.memory
@@ -311,13 +315,14 @@ def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str
         moved = _spilled(sections, delta["v"])
         sec[".text"] = sec.get(".text", 0) - moved
         u[mm.region("code").name] -= moved
-        for part, d in (("model", model_by[variant] - _STUB_MODEL), ("arena", delta["nv"])):
+        arena_d = delta["arena"] if variant != "preparing" else 0
+        for part, d in (("model", model_by[variant] - _STUB_MODEL), ("arena", delta["nv"] + arena_d)):
             r = mm.region(part).name
             u[r] = u.get(r, 0) + d
         u[mm.region("stack").name] = u.get(mm.region("stack").name, 0) + delta["v"] + mm.stack_bytes
         by_build[variant] = {"code": sec.get(".text", 0) + sec.get(".rodata", 0) + sec.get(".data", 0),
                              "model": model_by[variant],
-                             "fixed_nv": sec.get(".persistent", 0) - stub * n_blocks,    # slots, image, counters
+                             "fixed_nv": sec.get(".persistent", 0) - stub * n_persistent,    # slots, image, counters
                              "volatile": sec.get(".noinit", 0) + sec.get(".bss", 0), "regions": u}
         for r, n in u.items():
             used[r] = max(used.get(r, 0), n)
@@ -429,7 +434,7 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
     dense_config = config
     for op, bits in _csr_widths(flat):   # CSR kernels the dense model does not use yet
         config = config.replace(f"#define FM_{op}_SPARSE_{bits} 0", f"#define FM_{op}_SPARSE_{bits} 1")
-    stub = _a16(_STUB_BLOCK) * (3 if exits else 2)
+    stub = _a16(_STUB_BLOCK) * (2 if exits else 1)       # stand-in blocks in .persistent
     code, csr_code, fixed_nv = {}, {}, 0
     for variant in VARIANTS[build]:       # every build must fit: the larger code counts
         base = code_image(target, flat, work_dir, kernel_config=dense_config, exits=exits, variant=variant)

@@ -268,10 +268,16 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
     mark = symbol_address("msp430", prep.elf, "fm_target_mark")
     address, size = _symbol(prep.elf, "nvm_mem")
     # marks: main's entry, after fm_power_on
-    text = _mspdebug(prep.elf, [f"setbreak {mark:#x}"] + ["run", "simio info tr"] * 2 + [f"md {address:#x} {size}"])
+    halt = symbol_address("msp430", prep.elf, "fm_target_halt")
+    # then on to its end: it checks that preparation left the arena's addresses (the file's tail) alone
+    text = _mspdebug(prep.elf, [f"setbreak {mark:#x}"] + ["run", "simio info tr"] * 2 + [f"md {address:#x} {size}"]
+                     + [f"setbreak {halt:#x}", "run"])
     st = mspdebug_stops(text)
     if len(st) < 2 or any(s_.pc != mark for s_ in st[:2]):
         raise TargetRunError(f"the preparing build stopped at {st[:2]}, not at its two marks")
+    errors = [line.strip() for line in text.splitlines() if line.startswith("@error")]
+    if errors:
+        raise TargetRunError(f"the preparing build failed: {errors[0]}")
     image = bytearray()
     for line in text.splitlines():
         m = re.match(r"\s*([0-9a-fA-F]+):\s+((?:[0-9a-fA-F]{2}\s)+)", line)
@@ -286,8 +292,8 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
         f = prep.elf.parent / name
         f.write_text(f.read_text().replace(line, ""))
     # the device never parses the model: its build keeps the file's data, not its tables
-    export_c(m.data, prep.elf.parent / "model_data.h", symbol="fm_model", section=".fram",
-             stored=model_array_bytes(m, data_only=True))
+    stored = model_array_bytes(m, data_only=True)
+    export_c(m.data, prep.elf.parent / "model_data.h", symbol="fm_model", section=".fram", stored=stored)
     sources = model_sources(exits) + [prep.elf.parent / "registry_model.c", prep.elf.parent / "model_data.c",
                                       TARGETS_DIR / "programs" / "power_run.c"]
     elf = build("msp430", "power_run_noprep", sources, prep.elf.parent, include_dirs=[RUNTIME_DIR / "include",
@@ -296,6 +302,10 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
     for name in ("nvm_mem", "fm_model"):      # (the model array is shorter in the build without preparation)
         if _symbol(elf, name)[0] != _symbol(prep.elf, name)[0] or (name == "nvm_mem" and _symbol(elf, name) != _symbol(prep.elf, name)):
             raise TargetRunError(f"{name} moved between the preparing build and the one without preparation")
+    # the arena follows the model's data, where the preparing build had the rest of the file
+    if _symbol(elf, "pw_arena")[0] != _symbol(prep.elf, "fm_model")[0] + (stored + 15) // 16 * 16:
+        raise TargetRunError("the arena of the build without preparation is not where the preparing build "
+                             "left it (right after the model's data)")
     return Provisioned(elf, address, bytes(image[:size]), prep, code_size("msp430", elf), int(inferences),
                        st[1].cycles - st[0].cycles)
 

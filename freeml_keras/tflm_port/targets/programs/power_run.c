@@ -53,10 +53,9 @@
 
 enum { PH_RESTART = 1, PH_WORK = 2, PH_COMMIT = 3, PH_DONE = 4, PH_INPUT = 5 };
 
-/* Everything that survives a power failure. */
+/* Everything that survives a power failure, but the arena (below). */
 typedef struct {
     uint8_t slots[PW_SLOTS];
-    uint8_t arena[PW_ALIGN16(FM_ARENA_BYTES)];
     uint8_t state[PW_ALIGN16(FM_STATE_BYTES)];
 #if FM_HEAD_STATE_BYTES
     uint8_t head_state[PW_ALIGN16(FM_HEAD_STATE_BYTES)];
@@ -65,6 +64,24 @@ typedef struct {
 } power_nvm;
 
 static power_nvm nvm_mem __attribute__((section(".persistent"), aligned(16)));
+/* The arena, in NVM too. On the MSP430 it lies right after the model's data (section
+ * .fram_arena, which the linker script places after .fram): the preparing build
+ * (FM_PREPARE_ONLY) never touches the arena, so at those addresses it holds the rest of the
+ * model file, the tables it parses, and the device's map need not hold both. That build checks
+ * that its preparation left those bytes as they were (arena_sum). model_data.h's
+ * FM_MODEL_DATA_BYTES: the bytes of the file a build without preparation keeps. */
+#define PW_ARENA_BYTES PW_ALIGN16(FM_ARENA_BYTES)
+#ifdef FM_PREPARE_ONLY
+#define PW_ARENA ((uint8_t *)fm_model + PW_ALIGN16(FM_MODEL_DATA_BYTES))
+#else
+#ifdef __MSP430__
+#define PW_ARENA_SECTION ".fram_arena"
+#else
+#define PW_ARENA_SECTION ".persistent"
+#endif
+static uint8_t pw_arena[PW_ARENA_BYTES] __attribute__((section(PW_ARENA_SECTION), aligned(16)));
+#define PW_ARENA pw_arena
+#endif
 volatile uint16_t power_phase __attribute__((section(".persistent")));
 volatile uint16_t power_ons __attribute__((section(".persistent")));
 volatile uint16_t warm_ons __attribute__((section(".persistent")));
@@ -112,7 +129,9 @@ __attribute__((noinline)) void power_answered(void)
     __asm__ volatile("" ::: "memory");
 }
 
-static void nvm_write(fm_nvm *n, uint32_t offset, const uint8_t *src, uint32_t len)
+/* Store len bytes at dst in NVM, as a power failure may cut it (the checkpoints' writes and the
+ * input's). */
+static void nvm_store(uint8_t *dst, const uint8_t *src, uint32_t len)
 {
     const uint16_t was = power_phase;
     if (was == PH_WORK) power_phase = PH_COMMIT;
@@ -123,13 +142,28 @@ static void nvm_write(fm_nvm *n, uint32_t offset, const uint8_t *src, uint32_t l
             longjmp(power_lost, 1);
         }
         if (bytes_left > 1u) bytes_left--;
-        n->mem[offset++] = *src++;
+        *dst++ = *src++;
         len--;
     }
 #else
-    memcpy(n->mem + offset, src, len);      /* forward copy: writes land in address order */
+    memcpy(dst, src, len);                  /* forward copy: writes land in address order */
 #endif
     power_phase = was;
+}
+
+#ifdef FM_PREPARE_ONLY
+/* FNV-1a of the arena's bytes (in the preparing build: the model file's tail and what follows) */
+static uint32_t arena_sum(void)
+{
+    uint32_t h = 2166136261u, i;
+    for (i = 0; i < PW_ARENA_BYTES; i++) h = (h ^ PW_ARENA[i]) * 16777619u;
+    return h;
+}
+#endif
+
+static void nvm_write(fm_nvm *n, uint32_t offset, const uint8_t *src, uint32_t len)
+{
+    nvm_store(n->mem + offset, src, len);
 }
 
 static void put_field(int32_t v)
@@ -154,7 +188,7 @@ static void put_sizes(void)
 static const fm_blocks blocks = {
     fm_model, (uint32_t)FM_MODEL_BYTES,     /* the whole file's length (a provisioned device stores its data only) */
     nvm_mem.state, (uint32_t)sizeof nvm_mem.state,
-    nvm_mem.arena, (uint32_t)sizeof nvm_mem.arena,
+    PW_ARENA, (uint32_t)PW_ARENA_BYTES,
 #if FM_HEAD_STATE_BYTES
     nvm_mem.head_state, (uint32_t)sizeof nvm_mem.head_state,
     head_arena, (uint32_t)sizeof head_arena,
@@ -178,6 +212,9 @@ static int power_on_and_run(void)
     nvm.write = nvm_write;
     nvm.ctx = NULL;
     nvm.in_order = 1;
+#ifdef FM_PREPARE_ONLY
+    const uint32_t arena_was = arena_sum();
+#endif
     s = fm_power_on(&nvm_mem.image, &nvm, &blocks, &steps, 0u, 0u, &r, &warm);
     fm_target_mark();
     power_ons = (uint16_t)(power_ons + 1u);
@@ -199,6 +236,10 @@ static int power_on_and_run(void)
     }
 #ifdef FM_PREPARE_ONLY
     /* the provisioning build (freeml_keras.targets.power.provision): prepare and seal, no inference */
+    if (arena_sum() != arena_was) {         /* preparation wrote the arena: the model's tail is gone */
+        fm_target_puts("@error arena_written\n");
+        return 8;
+    }
     put_sizes();
     fm_target_putc('\n');
     (void)done;
@@ -212,8 +253,7 @@ static int power_on_and_run(void)
             const int16_t t = fm_input(r.it, 0);
             power_phase = PH_INPUT;
             if (fm_tensor_bytes(r.it, t) != (uint32_t)sizeof model_input || fm_prepare_input(&r) != FM_OK) return 3;
-            nvm_write(&nvm, (uint32_t)(fm_tensor_data(r.it, t) - nvm.mem), (const uint8_t *)model_input,
-                      (uint32_t)sizeof model_input);
+            nvm_store(fm_tensor_data(r.it, t), (const uint8_t *)model_input, (uint32_t)sizeof model_input);
             if (fm_start(&r) != FM_OK) return 4;
             power_phase = PH_RESTART;
             s = fm_resume(&r, 0u, &done);
