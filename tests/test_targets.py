@@ -631,3 +631,14 @@ def test_requant_s8_equals_tflite_arithmetic(target, tmp_path):
     got = {int(row[0]): int(row[1]) for row in r.lines("rq")}
     assert [got.get(i) for i in range(n)] == want
     assert len(set(want)) > 20
+
+
+def test_quantize_from_float_is_built_only_for_models_that_have_it(digit_models):
+    """QUANTIZE from float32 needs software floating point on the MSP430 (about 4 KB of code):
+    a build for a model without such a QUANTIZE leaves it out (FM_QUANTIZE_FLOAT 0, and prepare
+    refuses one); a model with a float input gets it."""
+    from test_runtime_ops import float_io
+    b = digit_models["mlp"][0]
+    assert "#define FM_QUANTIZE_FLOAT 0" in T.kernel_config_source(b)
+    assert "#define FM_QUANTIZE_FLOAT 1" in T.kernel_config_source(float_io(b))
+    assert "#define FM_QUANTIZE_FLOAT 1" in T.kernel_config_source(None)

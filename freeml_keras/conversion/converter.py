@@ -339,9 +339,11 @@ def compact(model_bytes: bytes) -> bytes:
     """The same model in fewer bytes, as a device holds it: a per-channel tensor whose zero
     points are all 0 keeps one (TFLite Micro reads a single zero point as every channel's,
     a space saving it documents for weights; the TensorFlow Lite interpreter refuses it), no
-    shape signatures (the runtimes take static shapes), and one empty buffer that every tensor
-    without data points at (the converter gives each activation a buffer of its own). Names
-    are not touched (:func:`strip_names`). On the demo's model this is a quarter of the file.
+    shape signatures (the runtimes take static shapes), one empty buffer that every tensor
+    without data points at (the converter gives each activation a buffer of its own), and in the
+    ``freeml`` metadata the exit policy without its ``meta`` (the calibration's cost segments
+    and validation figures, for people: the policy file keeps them). Names are not touched
+    (:func:`strip_names`). On the demo's model this is a quarter of the file.
 
     Example::
 
@@ -357,6 +359,13 @@ def compact(model_bytes: bytes) -> bytes:
                     and not np.any(np.asarray(q.zeroPoint))):
                 q.zeroPoint = np.zeros(1, dtype=np.int64)
     buffers = list(model.buffers or [])
+    for entry in model.metadata or []:
+        if ts.name_str(entry.name) == METADATA_NAME and 0 <= entry.buffer < len(buffers):
+            md = FreemlMetadata.decode(bytes(buffers[entry.buffer].data))
+            if isinstance(md.info.get("policy"), dict) and "meta" in md.info["policy"]:
+                md.info["policy"] = {k: v for k, v in md.info["policy"].items() if k != "meta"}
+                buffers[entry.buffer] = ts.schema.BufferT()
+                buffers[entry.buffer].data = np.frombuffer(md.encode(), dtype=np.uint8)
     has_data = [b.data is not None and len(b.data) > 0 for b in buffers]
     # the schema's buffer 0 is the empty buffer; keep it and every buffer with data
     keep = [0] + [i for i in range(1, len(buffers)) if has_data[i]]

@@ -97,11 +97,12 @@ def _weight_layouts(model_bytes: ModelLike, op: str) -> set[tuple[int, int] | No
     return layouts
 
 
-def _softmax_int16(model_bytes: ModelLike) -> bool:
-    """Whether a SOFTMAX of the model (any subgraph) has an int16 output."""
+def _has_op_with(model_bytes: ModelLike, op: str, side: str, tensor_type: int) -> bool:
+    """Whether an operator ``op`` of the model (any subgraph) has its first ``side`` tensor
+    (``"inputs"`` or ``"outputs"``) of ``tensor_type``."""
     m = as_model(model_bytes).parsed
-    return any(ts.op_name(m, o.opcodeIndex) == "SOFTMAX" and o.outputs is not None and len(o.outputs)
-               and sg.tensors[int(o.outputs[0])].type == ts.TensorType.INT16
+    return any(ts.op_name(m, o.opcodeIndex) == op and getattr(o, side) is not None and len(getattr(o, side))
+               and int(getattr(o, side)[0]) >= 0 and sg.tensors[int(getattr(o, side)[0])].type == tensor_type
                for sg in m.subgraphs for o in sg.operators or [])
 
 
@@ -120,7 +121,8 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     drops kernels the registry does not name). ``FM_EXITS`` (anytime exit in the intermittent
     runtime) is ``exits`` when given, else 1 when the model's metadata has exit points (and for
     ``None``), 0 when it has none: such a build leaves out the exit head's code.
-    ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``)."""
+    ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``);
+    ``FM_QUANTIZE_FLOAT``: 1 when a QUANTIZE has a float32 input (and for ``None``)."""
     model_bytes = None if model_bytes is None else as_model(model_bytes)
     if exits is None:
         exits = model_bytes is None or model_has_exits(model_bytes)
@@ -137,7 +139,11 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     for ib in _CSR_WIDTHS:
         lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
     lines.append(f"#define FM_EXITS {int(bool(exits))}")
-    lines.append(f"#define FM_SOFTMAX_INT16 {int(model_bytes is None or _softmax_int16(model_bytes))}")
+    lines.append(f"#define FM_SOFTMAX_INT16 "
+                 f"{int(model_bytes is None or _has_op_with(model_bytes, 'SOFTMAX', 'outputs', ts.TensorType.INT16))}")
+    # QUANTIZE from float32 divides in software floating point (about 4 KB on the MSP430)
+    lines.append(f"#define FM_QUANTIZE_FLOAT "
+                 f"{int(model_bytes is None or _has_op_with(model_bytes, 'QUANTIZE', 'inputs', ts.TensorType.FLOAT32))}")
     # the targets prepare without floating point: requantization parameters come precomputed
     # in the model's freeml_prepare metadata (write_model_build_files adds it when missing)
     lines.append("#define FM_PREPARE_FLOAT 0")

@@ -312,14 +312,16 @@ def predict(model: ModelLike, device: str | devices.DeviceProfile, work_dir: str
         sections = code_image(target, m, work_dir, variant=variant)
         sec = {k: v[0] for k, v in sections.items() if k.startswith(".")}
         u = dict(sections["regions_used"])
-        moved = _spilled(sections, delta["v"])
+        # the preparing build has no head arena of its own (only the device's address), as no arena
+        v_extra = delta["v"] if variant != "preparing" else 0
+        moved = _spilled(sections, v_extra)
         sec[".text"] = sec.get(".text", 0) - moved
         u[mm.region("code").name] -= moved
         arena_d = delta["arena"] if variant != "preparing" else 0
         for part, d in (("model", model_by[variant] - _STUB_MODEL), ("arena", delta["nv"] + arena_d)):
             r = mm.region(part).name
             u[r] = u.get(r, 0) + d
-        u[mm.region("stack").name] = u.get(mm.region("stack").name, 0) + delta["v"] + mm.stack_bytes
+        u[mm.region("stack").name] = u.get(mm.region("stack").name, 0) + v_extra + mm.stack_bytes
         by_build[variant] = {"code": sec.get(".text", 0) + sec.get(".rodata", 0) + sec.get(".data", 0),
                              "model": model_by[variant],
                              "fixed_nv": sec.get(".persistent", 0) - stub * n_persistent,    # slots, image, counters
@@ -404,13 +406,16 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
     with the parameters: the runtime's code for its kernels (a code-only link; CSR kernels of
     both index widths are counted, since compression will make sparse layers), the checkpoint
     slots and prepared image, the interpreter state on the target, and the flatbuffer's bytes
-    beyond the stored parameters (``build``: the builds that must fit, see :func:`predict`;
-    for a provisioned device the larger of the preparing and the running build's code); with ``exits`` the code of the exit head and its accumulator
-    are counted too (it is attached after compression). ``reserve_bytes`` is kept free for what comes later (an
-    exit head: its parameters, state and arena). Where activations and parameters share a
-    region (the MSP430's FRAM), ``ram_share`` of what is left goes to activations and the
-    rest to parameters; the split is in the returned details. Raises ``ValueError`` when the
-    fixed costs alone leave nothing.
+    beyond the stored parameters (``build``: the builds that must fit, see :func:`predict`: for
+    a provisioned device the preparing build, with its code and the whole file but no arena, and
+    the running one, with its code, the file's data and the arena); with ``exits`` the code of
+    the exit head and its accumulator are counted too (it is attached after compression).
+    ``reserve_bytes`` is kept free for what comes later (an exit head: its parameters and
+    state). Where activations and parameters share a region (the MSP430's FRAM), ``ram_share``
+    of what the running build leaves goes to activations and the rest to parameters, as far as
+    every build has room for them (what a build without an arena cannot hold goes to the
+    activations); the split and each build's room are in the returned details. Raises
+    ``ValueError`` when the fixed costs alone leave nothing.
 
     Example::
 
@@ -436,38 +441,45 @@ def device_budget(model, device: str | devices.DeviceProfile, representative: np
         config = config.replace(f"#define FM_{op}_SPARSE_{bits} 0", f"#define FM_{op}_SPARSE_{bits} 1")
     stub = _a16(_STUB_BLOCK) * (2 if exits else 1)       # stand-in blocks in .persistent
     code, csr_code, fixed_nv = {}, {}, 0
-    for variant in VARIANTS[build]:       # every build must fit: the larger code counts
+    for variant in VARIANTS[build]:       # every build must fit
         base = code_image(target, flat, work_dir, kernel_config=dense_config, exits=exits, variant=variant)
         full = code_image(target, flat, work_dir, kernel_config=config, exits=exits, variant=variant)
         code[variant], csr_code[variant] = code_of(full), code_of(full) - code_of(base)
         fixed_nv = max(fixed_nv, full[".persistent"][0] - stub)
-    free = {r.name: r.length for r in mm.regions}
-    # the build that leaves the least: code and the model's file (the build without preparation
-    # holds the file's data only, the preparing build all of it)
-    binding = max(code, key=lambda v: code[v] + est.by_build[v]["model"])
-    overhead = max(0, est.by_build[binding]["model"] - fp.weight_bytes)
-    fixed = {"code": code[binding], "checkpoint": fixed_nv, "state": est.parts["state"],
-             "model_overhead": overhead, "reserve": reserve_bytes}
-    place = {"code": "code", "checkpoint": "checkpoint", "state": "state", "model_overhead": "model",
-             "reserve": "model"}
-    for what, n in fixed.items():
-        free[mm.region(place[what]).name] -= n
-    free[mm.region("stack").name] -= mm.stack_bytes
+    # Each build's own room: code, the part of the model file it holds beyond the parameters (the
+    # build without preparation its data, the preparing build all of it), and, in the builds that
+    # run, the arena. The parameters must fit every build; the activations the running one.
+    overhead = {v: max(0, est.by_build[v]["model"] - fp.weight_bytes) for v in code}
     model_region, arena_region = mm.region("model").name, mm.region("arena").name
-    if model_region == arena_region:
+    room = {}
+    for v in code:
+        free = {r.name: r.length for r in mm.regions}
+        for part, n in (("code", code[v]), ("model", overhead[v]), ("checkpoint", fixed_nv),
+                        ("state", est.parts["state"]), ("model", reserve_bytes)):
+            free[mm.region(part).name] -= n
+        free[mm.region("stack").name] -= mm.stack_bytes
+        room[v] = free
+    run = min((v for v in code if v != "preparing"), key=lambda v: room[v][model_region])
+    free = room[run]
+    params_room = min(room[v][model_region] for v in code)
+    if model_region == arena_region:        # parameters and activations share the running build's room
         left = free[model_region]
-        ram = int(left * ram_share)
-        flash = left - ram
+        flash = min(left - int(left * ram_share), params_room)
+        ram = left - flash
     else:
-        flash, ram = free[model_region], free[arena_region]
+        flash, ram = params_room, free[arena_region]
+    binding = min(code, key=lambda v: room[v][model_region]) if flash == params_room else run
+    fixed = {"code": code[binding], "checkpoint": fixed_nv, "state": est.parts["state"],
+             "model_overhead": overhead[binding], "reserve": reserve_bytes}
     how = {"device": dev.name, "fixed": fixed, "free_after_fixed": free, "ram_share": ram_share,
            "code_by_build": code, "csr_code": csr_code, "build": build, "binding_build": binding, "exits": exits,
+           "model_overhead_by_build": overhead, "params_room_by_build": {v: room[v][model_region] for v in code},
            "flash_bytes": flash, "ram_bytes": ram, "converted_bytes": len(flat),
            "weight_bytes": fp.weight_bytes}
     if flash <= 0 or ram <= 0:
         raise ValueError(f"{dev.name}: the fixed costs leave no room for the model "
                          f"(code {fixed['code']:,} B, checkpoint {fixed['checkpoint']:,} B, state "
-                         f"{fixed['state']:,} B, flatbuffer overhead {overhead:,} B, reserve {reserve_bytes:,} B; "
-                         f"{free[model_region]:,} B left in {model_region})")
+                         f"{fixed['state']:,} B, flatbuffer overhead {fixed['model_overhead']:,} B, reserve "
+                         f"{reserve_bytes:,} B; {free[model_region]:,} B left in {model_region})")
     return Budget(flash, ram, dev.name), how
 

@@ -302,6 +302,9 @@ def provision(model: ModelLike, x: np.ndarray, out_dir: str | Path,
     for name in ("nvm_mem", "fm_model"):      # (the model array is shorter in the build without preparation)
         if _symbol(elf, name)[0] != _symbol(prep.elf, name)[0] or (name == "nvm_mem" and _symbol(elf, name) != _symbol(prep.elf, name)):
             raise TargetRunError(f"{name} moved between the preparing build and the one without preparation")
+    if exits and _symbol(elf, "head_arena")[0] != symbol_address("msp430", prep.elf, "__noinit_start"):
+        raise TargetRunError("the exit head's arena of the build without preparation is not at the start of "
+                             ".noinit, the address the preparing build sealed")
     # the arena follows the model's data, where the preparing build had the rest of the file
     if _symbol(elf, "pw_arena")[0] != _symbol(prep.elf, "fm_model")[0] + (stored + 15) // 16 * 16:
         raise TargetRunError("the arena of the build without preparation is not where the preparing build "

@@ -44,6 +44,12 @@
 #ifndef FM_SOFTMAX_INT16
 #define FM_SOFTMAX_INT16 1
 #endif
+/* FM_QUANTIZE_FLOAT: QUANTIZE from float32 (1 when the file does not set it); 0 leaves that path
+ * out, with the software floating point it needs on the MSP430 (about 4 KB of code), and refuses
+ * such a QUANTIZE in prepare. */
+#ifndef FM_QUANTIZE_FLOAT
+#define FM_QUANTIZE_FLOAT 1
+#endif
 /* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
  * the targets define it as a mark); nothing by default. */
 #ifndef FM_TRACE_FIRST_UNIT

@@ -26,6 +26,11 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
         if (p->mult < 0 || p->shift > 30 || p->shift < -31)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "QUANTIZE scales out of range", opi, -1, 0);
     } else {
+#if !FM_QUANTIZE_FLOAT
+        if (in->type == FM_FLOAT32)
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "QUANTIZE from float32: left out of this build", opi, op->in[0],
+                           in->type);
+#endif
         if ((s = fm_expect(it, opi, op->in[0], FM_FLOAT32, &in)) != FM_OK) return s;
         if ((s = fm_expect(it, opi, op->out, FM_INT8, &out)) != FM_OK) return s;
     }
@@ -50,11 +55,14 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     uint32_t u;
     for (u = begin; u < end; u++) {
         int32_t v;
+#if FM_QUANTIZE_FLOAT
         if (in_type == FM_FLOAT32) {
             v = fm_round_f(((const float *)(const void *)x)[u] / p->scale);
             v = v > 1000 ? 1000 : v < -1000 ? -1000 : v;
             v += p->out_zp;
-        } else {
+        } else
+#endif
+        {
             const int32_t q = in_type == FM_INT8 ? (int32_t)((const int8_t *)x)[u]
                               : in_type == FM_UINT8 ? (int32_t)x[u]
                               : (int32_t)((const int16_t *)(const void *)x)[u];

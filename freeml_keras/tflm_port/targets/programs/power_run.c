@@ -91,8 +91,18 @@ volatile uint16_t inferences __attribute__((section(".persistent")));
 #define FM_INFERENCES 1u
 #endif
 #if FM_HEAD_STATE_BYTES
-/* the exit head's arena: volatile memory (used only inside one step), not cleared at start-up */
-static uint8_t head_arena[PW_ALIGN16(FM_HEAD_ARENA_BYTES)] __attribute__((section(".noinit"), aligned(16)));
+/* the exit head's arena: volatile memory (used only inside one step), not cleared at start-up;
+ * first in SRAM (section .noinit.head, which the MSP430 linker script puts at the start of
+ * .noinit). The preparing build never uses it: there it is only that address, and the SRAM it
+ * would take holds part of that build's code (freeml_keras.targets.spill). */
+#define PW_HEAD_ARENA_BYTES PW_ALIGN16(FM_HEAD_ARENA_BYTES)
+#ifdef FM_PREPARE_ONLY
+extern uint8_t __noinit_start[];
+#define PW_HEAD_ARENA __noinit_start
+#else
+static uint8_t head_arena[PW_HEAD_ARENA_BYTES] __attribute__((section(".noinit.head"), aligned(16)));
+#define PW_HEAD_ARENA head_arena
+#endif
 #endif
 /* Set up at every power-on (fm_power_on fills r): volatile, and not cleared by the start-up code,
  * which would cost the restart about 1,000 MSP430 cycles for nothing. */
@@ -191,7 +201,7 @@ static const fm_blocks blocks = {
     PW_ARENA, (uint32_t)PW_ARENA_BYTES,
 #if FM_HEAD_STATE_BYTES
     nvm_mem.head_state, (uint32_t)sizeof nvm_mem.head_state,
-    head_arena, (uint32_t)sizeof head_arena,
+    PW_HEAD_ARENA, (uint32_t)PW_HEAD_ARENA_BYTES,
 #else
     NULL, 0u, NULL, 0u,
 #endif
