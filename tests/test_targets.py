@@ -484,6 +484,9 @@ def test_model_compressed_to_the_memory_map_fits_and_runs_on_the_msp430(device_c
     how = meta["budget"]
     assert T.model_has_exits(b) == meta["key"]["exit_head"]
     assert meta["weight_bytes"] <= how["flash_bytes"] + how["fixed"]["model_overhead"] + 512
+    # both builds of a provisioned device hold the parameters: the budget is within each one's room
+    assert set(how["params_room_by_build"]) == {"preparing", "device"}
+    assert how["flash_bytes"] <= min(how["params_room_by_build"].values())
     assert memory.tflite_footprint(b).arena_bytes <= how["ram_bytes"]
     linked = image.link(b, "msp430fr5994", tmp_path / "image")
     assert linked["linked"], f"the model compressed to the memory map's budget does not link: {linked.get('overflow')}"
