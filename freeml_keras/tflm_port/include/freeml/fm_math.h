@@ -4,6 +4,9 @@
 #define FREEML_FM_MATH_H
 
 #include <stdint.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>   /* __qadd */
+#endif
 
 /* A function the compiler must not inline: for helpers called from many places, where copies
  * cost more code than the call (the MSP430's 48 KB of FRAM hold code and model together). */
@@ -64,10 +67,17 @@ static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t s
     const int64_t ab = (int64_t)(int32_t)((uint32_t)acc << left) * mult;
     /* fm_srdhm: for every sign, round(ab / 2^31) with TFLite's nudge is floor((ab + 2^30) / 2^31) */
     int32_t v = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
-    if (right > 0) {                               /* fm_rdbpot */
-        const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
-        const int32_t rem = v & mask, threshold = (mask >> 1) + (v < 0 ? 1 : 0);
-        v = (v >> right) + (rem > threshold ? 1 : 0);
+    if (right > 0) {
+        /* fm_rdbpot, ties away from zero: floor((v + 2^(right-1) - (v < 0)) / 2^right). The sum
+         * is taken saturated: it can only exceed INT32_MAX for v within 2^(right-1) of it, where
+         * the saturated quotient (>= 2^30 - 1) clamps below to the same int8 as the exact one. */
+        const int32_t half = (int32_t)((uint32_t)1 << (right - 1)), neg = v < 0 ? -1 : 0;
+#if defined(__ARM_FEATURE_DSP)
+        v = __qadd(v, half);
+#else
+        v = v > INT32_MAX - half ? INT32_MAX : v + half;
+#endif
+        v = (v + neg) >> right;
     }
     v += q->off;
     if (v < q->min) v = q->min;
