@@ -1,4 +1,5 @@
-/* The Cortex-M4's (DSP extension) fast paths of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED:
+/* The Cortex-M4's (DSP extension) fast paths of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and
+ * MAX_POOL_2D:
  * several accumulators per loaded and unpacked word (SXTB16 + SMLAD / SMLABB), the
  * requantization inline. kernels/mac_dsp.c; the kernels call these when FM_MAC_DSP is 1 and
  * keep their portable loops for everything else (borders, dilation, sparse weights). */
@@ -30,6 +31,11 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
                      int32_t c4, int8_t *o);
+/* MAX_POOL_2D, one output pixel, channels [0, c4) four at a time (SSUB8 + SEL): the window's
+ * rows x cols values from corner, rows row_step and columns ch bytes apart, clamped to the
+ * activation range; outputs at o. */
+void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
+                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o);
 #endif
 
 #endif

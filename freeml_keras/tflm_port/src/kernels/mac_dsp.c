@@ -137,7 +137,7 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
     for (oc = 0; oc < out_c; oc += 2, k += 2 * window) {
         /* filters oc and oc + 1 (oc again, results dropped, for an odd last channel) */
         const ptrdiff_t w_next = oc + 1 < out_c ? window : 0;
-        int32_t acc[4] = {0, 0, 0, 0}, a00, a01, a10, a11;
+        int32_t acc[4] = {0, 0, 0, 0};
         const int8_t *xr = x, *w = k;
         uint16_t r, i;
         for (r = rows; r > 0; r--, xr += row_step) {
@@ -153,19 +153,18 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
                 acc[3] += (int32_t)pb * fb;
             }
         }
-        a00 = acc[0]; a01 = acc[1]; a10 = acc[2]; a11 = acc[3];
-        /* o_next 0: the same pixel twice, the same value written twice. The parameters are
-         * read into locals first: the int8 stores could alias them, forcing reloads. */
         {
+            /* o_next 0: the same pixel twice, the same value written twice. The parameters are
+             * read into locals first: the int8 stores could alias them, forcing reloads. */
             const int32_t o1 = oc + (w_next != 0), b0 = p->acc0[oc], b1 = p->acc0[o1];
             chq c0, c1;
             chq_of(&c0, p->mult, p->shift, oc);
             chq_of(&c1, p->mult, p->shift, o1);
-            o[oc] = rq(FM_WRAP_ADD(a00, b0), &c0, &q, full);
-            o[o_next + oc] = rq(FM_WRAP_ADD(a10, b0), &c0, &q, full);
+            o[oc] = rq(FM_WRAP_ADD(acc[0], b0), &c0, &q, full);
+            o[o_next + oc] = rq(FM_WRAP_ADD(acc[2], b0), &c0, &q, full);
             if (w_next) {
-                o[oc + 1] = rq(FM_WRAP_ADD(a01, b1), &c1, &q, full);
-                o[o_next + oc + 1] = rq(FM_WRAP_ADD(a11, b1), &c1, &q, full);
+                o[oc + 1] = rq(FM_WRAP_ADD(acc[1], b1), &c1, &q, full);
+                o[o_next + oc + 1] = rq(FM_WRAP_ADD(acc[3], b1), &c1, &q, full);
             }
         }
     }
@@ -293,6 +292,39 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
                 o[c + j] = rq(a[j], &cq, &q, full);
             }
         }
+    }
+}
+
+/* Byte-wise signed maximum / minimum of four int8 lanes: SSUB8 sets a GE flag per byte where
+ * a >= b, SEL picks a's byte there and b's elsewhere. */
+static inline uint32_t max4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %0, %2, %3\n\tsel %1, %2, %3" : "=&r"(t), "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline uint32_t min4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %0, %2, %3\n\tsel %1, %3, %2" : "=&r"(t), "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
+                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o)
+{
+    const uint32_t lo = (uint32_t)(uint8_t)act_min * 0x01010101u, hi = (uint32_t)(uint8_t)act_max * 0x01010101u;
+    int32_t c;
+    for (c = 0; c < c4; c += 4) {
+        const int8_t *row = corner + c;
+        uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
+        for (y = rows; y > 0; y--, row += row_step) {
+            const int8_t *px = row;
+            for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+        }
+        m = min4(m, hi);
+        memcpy(o + c, &m, 4);
     }
 }
 #endif
