@@ -640,7 +640,8 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
     3x3 windows of 45 bytes in 15-byte rows (gathered into one run) and of 81 bytes in 27-byte
     rows (rows of whole words plus 3-byte tails), with 'same' borders (the portable loop) and
     stride 2; DEPTHWISE_CONV_2D 3x3 'same' on 9 channels (blocks of 4, one left over; 3-wide
-    inside rows, 2-wide at the borders); FULLY_CONNECTED of depth 6 into 13 channels (groups of
+    inside rows, 2-wide at the borders); MAX_POOL_2D on 9 channels (SSUB8 + SEL on 8, one left
+    over); FULLY_CONNECTED of depth 6 into 13 channels (groups of
     4 and one of 1, 2-byte tails); and the same inference cut into steps of one unit, where
     FULLY_CONNECTED starts and stops inside a row of output channels."""
     from freeml_keras.conversion import converter
@@ -654,6 +655,7 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
                           keras.layers.Conv2D(5, 1, bias_initializer="glorot_uniform"),
                           keras.layers.Conv2D(9, 3, padding="same", activation="relu"),
                           keras.layers.DepthwiseConv2D(3, padding="same", bias_initializer="glorot_uniform"),
+                          keras.layers.MaxPooling2D(2, strides=1),
                           keras.layers.Conv2D(6, 3),
                           keras.layers.Conv2D(3, 2, strides=2, activation="relu"),
                           keras.layers.Flatten(),
@@ -668,6 +670,6 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
         r = T.run_model("cortex_m4", b, xq[i], tmp_path / "run")
         assert r.output == want and r.output_invoke == want and len(set(want)) > 1
         assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
-        assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp"} <= set(r.run.symbols)
+        assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp", "fm_max_pool_pixel_dsp"} <= set(r.run.symbols)
     c = T.run_checkpointed("cortex_m4", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
     assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
