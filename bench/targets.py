@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -441,10 +442,18 @@ def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes
     out["cnn_s_compressed"] = (b, x[:1])
     if demo_model is not None and demo_model.exists():
         b = demo_model.read_bytes()
-        (scale, zp), = io_quantization(b)[0]
-        _, _, (xf, _) = datasets.load("fashion_mnist")
-        out["cnn_s_demo"] = (b, quantize(xf[:1], scale, zp))
+        out["cnn_s_demo"] = demo_input(b)
     return out
+
+
+def demo_input(b: bytes) -> tuple[bytes, np.ndarray]:
+    """The demo's model with its first Fashion-MNIST test image, quantized."""
+    from freeml_keras import datasets
+    from freeml_keras.runtime.reference import io_quantization, quantize
+
+    (scale, zp), = io_quantization(b)[0]
+    _, _, (xf, _) = datasets.load("fashion_mnist")
+    return b, quantize(xf[:1], scale, zp)
 
 
 def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
@@ -460,13 +469,15 @@ def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
 
 
 def model_costs(work: Path, quick: bool, demo_model: Path | None,
-                targets: Sequence[str] = T.TARGETS) -> tuple[list[dict], dict]:
+                targets: Sequence[str] = T.TARGETS,
+                only: dict[str, tuple[bytes, np.ndarray]] | None = None) -> tuple[list[dict], dict]:
+    """Each model (``only``: these instead of ``models``) on the targets, per operator."""
     from freeml_keras import memory
     from freeml_keras.format.prepared import ensure_prepared
     from freeml_keras.runtime import Interpreter
 
     rows, tables = [], {}
-    for name, (b, x) in models(quick, demo_model).items():
+    for name, (b, x) in (only if only is not None else models(quick, demo_model)).items():
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
         for target in targets:
             try:
@@ -712,9 +723,17 @@ def main() -> int:
     ap.add_argument("--msp430", action="store_true",
                     help="only the MSP430's requantization, SOFTMAX and models, into bench/results/targets_msp430.json "
                          "with bench/results/targets.json's MSP430 figures as 'before'")
+    ap.add_argument("--layers", action="store_true",
+                    help="only the six layer shapes of issue 15 on the Cortex-M4 and the demo model there, into "
+                         "bench/results/targets_layers.json")
+    ap.add_argument("--cmsis-nn", type=Path, default=Path(os.environ[CMSIS_ENV]) if os.environ.get(CMSIS_ENV) else None,
+                    help=f"a checkout of Arm's CMSIS-NN (Include/, Source/; default ${CMSIS_ENV}): also measure its "
+                         "kernels on the six layer shapes (not fetched here: CI has no network)")
     args = ap.parse_args()
     for target in T.TARGETS:
         T.check_tools(target)
+    if args.layers:
+        return layers_only(args)
     if args.power_only:
         return power_only(args)
     if args.msp430:
@@ -732,7 +751,7 @@ def main() -> int:
         model_rows, tables = model_costs(work, args.quick, args.demo_model)
         kernel_code = kernel_code_bytes(work, model_rows)
         print("layer shapes of issue 15:", flush=True)
-        layers = layer_costs(work)
+        layers = layer_costs(work, args.cmsis_nn)
         print("checkpointing:", flush=True)
         ckpt_rows = checkpoint_costs(work, args.quick, args.demo_model)
         print("power-on (restart, cold preparation, failures):", flush=True)
@@ -750,6 +769,7 @@ def main() -> int:
         "best_per_mac": best, "kernels": kernels, "requant": requant, "softmax": softmax, "models": model_rows,
         "before": {"source": str(BASELINE.relative_to(RESULTS.parents[1])), "models": before_figures()},
         "kernel_code_bytes": kernel_code, "layers": layers, "cost_tables": tables,
+        "cmsis_nn": cmsis_note(args.cmsis_nn),
         "checkpointing": ckpt_rows, "restart": restart_rows,
     }
     result["targets_met"].update(issue15_targets(requant, model_rows, layers, softmax))
@@ -778,7 +798,8 @@ def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[di
     rq = {r["target"]: r for r in requant}
     ok = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
     out: dict = {}
-    out["msp430_requant<=150_cycles_per_output"] = rq["msp430"]["per_output_typical_mean"] <= 150
+    if "msp430" in rq:
+        out["msp430_requant<=150_cycles_per_output"] = rq["msp430"]["per_output_typical_mean"] <= 150
     m = ok.get(("msp430", "cnn_s_compressed"))
     if m:
         out["msp430_cnn_s_compressed<=60_cycles_per_executed_mac"] = m["per_executed_mac"] <= 60
@@ -855,6 +876,60 @@ def msp430_only(args) -> int:
     for s in side:
         print(f"  {s['model']:16s} {s['before']:9d} -> {s['after']:9d} cycles; "
               + ", ".join(f"{o['op']} {o['before']} -> {o['after']}" for o in s["ops"]))
+    print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
+    return 0
+
+
+def cmsis_note(src: Path | None) -> dict:
+    """Where the CMSIS-NN figures of a run come from."""
+    if src is None:
+        return {"measured": False, "figures": "issue 15's (measured once with CMSIS-NN built from its public sources; "
+                f"give --cmsis-nn PATH or ${CMSIS_ENV} to measure them: CI has no network to fetch it)"}
+    import subprocess
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"measured": True, "source": str(src), "commit": head or None,
+            "build": "its int8 sources, arm-none-eabi-gcc 12 -O2 -mcpu=cortex-m4 -mfloat-abi=hard; "
+                     "programs/cmsis_nn_layer.c calls the wrapper (conv, depthwise) or FULLY_CONNECTED function; "
+                     "the FULLY_CONNECTED kernel sums computed before the measured region, as TFLite Micro's Prepare"}
+
+
+def layer_code_bytes(rows: list[dict], work: Path) -> None:
+    """Code bytes of our kernel per layer row (Cortex-M4): the kernel's object text plus the
+    kernels/mac_dsp.c functions it calls (symbol sizes in the image)."""
+    import subprocess
+    obj_of = {"conv": "conv_2d", "dw": "depthwise_conv_2d", "fc": "fully_connected"}
+    dsp_of = {"conv": ("fm_conv_pair_dsp",), "dw": ("fm_dw_pixel_dsp",), "fc": ("fm_fc_row_dsp",)}
+    for d in sorted((work / "layers").glob("cortex_m4_*")):
+        kind, i = d.name.split("_")[2], int(d.name.split("_")[3])
+        obj = next((d / "model_run.obj").glob(f"*kernels_{obj_of[kind]}_c.o"))
+        text = int(subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
+                                  check=True).stdout.splitlines()[1].split()[0])
+        sizes = symbol_sizes("cortex_m4", d / "model_run.elf")
+        rows[i]["code_bytes"] = text + sum(sizes.get(s, 0) for s in dsp_of[kind])
+
+
+def layers_only(args) -> int:
+    """The six layer shapes on the Cortex-M4 (with CMSIS-NN when given) and the demo model's
+    whole inference there: bench/results/targets_layers.json."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="freeml-layers-") as tmp:
+        work = Path(tmp)
+        print("layer shapes of issue 15 (Cortex-M4):", flush=True)
+        layers = layer_costs(work, args.cmsis_nn, ("cortex_m4",))
+        layer_code_bytes(layers, work)
+        demo = []
+        if args.demo_model.exists():
+            print("the demo's model:", flush=True)
+            b = args.demo_model.read_bytes()
+            demo, _ = model_costs(work, True, None, ("cortex_m4",), only={"cnn_s_demo": demo_input(b)})
+    result = {"benchmark": "targets --layers", "host": platform.platform(),
+              "command": "bench/targets.py --layers" + (" --cmsis-nn PATH" if args.cmsis_nn else ""),
+              "wall_s": time.time() - t0, "unit": "instructions (qemu-system-arm 7.2 mps2-an386, TCG plugin)",
+              "cmsis_nn": cmsis_note(args.cmsis_nn), "layers": layers,
+              "demo_model": str(args.demo_model) if demo else None, "models": demo,
+              "targets_met": issue15_targets([], demo, layers)}
+    out = RESULTS / "targets_layers.json"
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
     return 0
 
