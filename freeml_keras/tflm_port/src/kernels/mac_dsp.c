@@ -140,7 +140,10 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
         int32_t acc[4] = {0, 0, 0, 0};
         const int8_t *xr = x, *w = k;
         uint16_t r, i;
-        for (r = rows; r > 0; r--, xr += row_step) {
+        if (rows == 1 && !tail) {          /* one run of whole words (1x1, gathered windows) */
+            const int8_t *xa = xr;
+            quads_2x2(&xa, &w, x_next, w_next, quads, acc);
+        } else for (r = rows; r > 0; r--, xr += row_step) {
             const int8_t *xa = xr;
             if (quads) {
                 quads_2x2(&xa, &w, x_next, w_next, quads, acc);
@@ -177,7 +180,7 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
     const int32_t depth = p->depth;
     const fm_out_range q = p->out;     /* locals: the int8 stores could alias p's fields */
     const int full = q.min == -128 && q.max == 127;
-    const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
+    const uint32_t off2 = (uint32_t)(uint16_t)p->in_off * 0x00010001u;
     const uint16_t quads = (uint16_t)(depth >> 2), tail = (uint16_t)(depth & 3);
     for (; oc < oc_end; oc += 4, o += 4) {
         /* four filters at once; the last group's missing ones repeat its first (dropped) */
@@ -185,20 +188,43 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
         const int8_t *w0 = filt + oc * depth;
         const int8_t *w1 = m > 1 ? w0 + depth : w0, *w2 = m > 2 ? w1 + depth : w0, *w3 = m > 3 ? w2 + depth : w0;
         const int8_t *xa = x;
-        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, j;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         uint16_t i;
-        for (i = quads; i > 0; i--, xa += 4, w0 += 4, w1 += 4, w2 += 4, w3 += 4) {
-            /* 16 MACs: 5 loads, 10 unpacks, 8 SMLAD */
-            const uint32_t v = ld4(xa);
-            const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = odd_add(off2, v);
-            uint32_t kv = ld4(w0);
-            a0 = __smlad(xo, odd(kv), __smlad(xe, EVEN(kv), a0));
-            kv = ld4(w1);
-            a1 = __smlad(xo, odd(kv), __smlad(xe, EVEN(kv), a1));
-            kv = ld4(w2);
-            a2 = __smlad(xo, odd(kv), __smlad(xe, EVEN(kv), a2));
-            kv = ld4(w3);
-            a3 = __smlad(xo, odd(kv), __smlad(xe, EVEN(kv), a3));
+        if (quads) {
+            /* 16 MACs: 5 loads, 10 unpacks, 8 SMLAD, the offset pair from the stack and the
+             * loop's 2 (in assembly: gcc 12 spills three operands in this loop); a last group
+             * of one or two channels takes the two-channel loop */
+            uint32_t n = quads, v, xe, kv, ke;
+#define FM_FC_HEAD                                                                          \
+                "1:\n\t"                                                                   \
+                "ldr %[ke], %[o2]\n\t"                                                    \
+                "ldr %[v], [%[x]], #4\n\t"                                                \
+                "sxtab16 %[xe], %[ke], %[v]\n\t"                                          \
+                "sxtab16 %[v], %[ke], %[v], ror #8\n\t"
+#define FM_FC_CH(W, A)                                                                      \
+                "ldr %[kv], [%[" W "]], #4\n\t"                                          \
+                "sxtb16 %[ke], %[kv]\n\t"                                                 \
+                "sxtb16 %[kv], %[kv], ror #8\n\t"                                         \
+                "smlad %[" A "], %[xe], %[ke], %[" A "]\n\t"                              \
+                "smlad %[" A "], %[v], %[kv], %[" A "]\n\t"
+#define FM_FC_TAIL "subs %[n], %[n], #1\n\t" "bne 1b\n\t"
+            if (m > 2)
+                __asm__ volatile(FM_FC_HEAD FM_FC_CH("w0", "a0") FM_FC_CH("w1", "a1") FM_FC_CH("w2", "a2")
+                                 FM_FC_CH("w3", "a3") FM_FC_TAIL
+                                 : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(xa),
+                                   [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [n] "+r"(n),
+                                   [v] "=&r"(v), [xe] "=&r"(xe), [kv] "=&r"(kv), [ke] "=&r"(ke)
+                                 : [o2] "m"(off2)
+                                 : "cc", "memory");
+            else
+                __asm__ volatile(FM_FC_HEAD FM_FC_CH("w0", "a0") FM_FC_CH("w1", "a1") FM_FC_TAIL
+                                 : [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(xa), [w0] "+r"(w0), [w1] "+r"(w1),
+                                   [n] "+r"(n), [v] "=&r"(v), [xe] "=&r"(xe), [kv] "=&r"(kv), [ke] "=&r"(ke)
+                                 : [o2] "m"(off2)
+                                 : "cc", "memory");
+#undef FM_FC_HEAD
+#undef FM_FC_CH
+#undef FM_FC_TAIL
         }
         for (i = tail; i > 0; i--) {
             const int16_t v = (int16_t)(*xa++ + p->in_off);
@@ -209,6 +235,7 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
         }
         {
             const int32_t a[4] = {a0, a1, a2, a3};
+            int32_t j;
             for (j = 0; j < m; j++) {
                 chq c;
                 chq_of(&c, p->mult, p->shift, oc + j);
