@@ -140,10 +140,7 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
         int32_t acc[4] = {0, 0, 0, 0};
         const int8_t *xr = x, *w = k;
         uint16_t r, i;
-        if (rows == 1 && !tail) {          /* one run of whole words (1x1, gathered windows) */
-            const int8_t *xa = xr;
-            quads_2x2(&xa, &w, x_next, w_next, quads, acc);
-        } else for (r = rows; r > 0; r--, xr += row_step) {
+        for (r = rows; r > 0; r--, xr += row_step) {
             const int8_t *xa = xr;
             if (quads) {
                 quads_2x2(&xa, &w, x_next, w_next, quads, acc);
