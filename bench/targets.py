@@ -21,9 +21,11 @@
    ``kernel_code``: bytes of each kernel's code (Cortex-M4 objects; the MSP430 build links with
    LTO, so there its assembly helpers and the whole image).
    ``layers``: the six layer shapes of issue 15 (random int8 weights, one layer per model) on
-   both targets, instructions / cycles per MAC and per output value, next to the issue's figures
-   for Arm's CMSIS-NN and for these kernels before (CMSIS-NN itself is not built here: it is not
-   on PyPI or Debian).
+   both targets, instructions / cycles per MAC and per output value, next to Arm's CMSIS-NN on
+   the Cortex-M4: measured when a checkout of it is given (``--cmsis-nn PATH`` or
+   ``$FREEML_CMSIS_NN``: its int8 sources built with arm-none-eabi-gcc -O2, called by
+   ``programs/cmsis_nn_layer.c``, outputs compared), else the issue's figures (it is not on PyPI
+   or Debian, and CI has no network); and the figures of these kernels before.
 3. Checkpointing on the targets (arena and checkpoint records in FRAM / the retained region):
    cost per inference at several granularities against the continuous run (overhead %), in
    units per step and in the runtime's default work mode (MAC-equivalents per step), commits
@@ -33,6 +35,9 @@ Counts: QEMU mps2-an386 + the project's TCG plugin (exact instruction counts; QE
 model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM wait states).
 
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
+        [--cmsis-nn PATH]
+    .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
+    # model on the Cortex-M4 only: bench/results/targets_layers.json
     # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
     # package ships (freeml_keras/data/cost_tables.json), never as a side effect of a plain run
 """
