@@ -21,9 +21,11 @@
    ``kernel_code``: bytes of each kernel's code (Cortex-M4 objects; the MSP430 build links with
    LTO, so there its assembly helpers and the whole image).
    ``layers``: the six layer shapes of issue 15 (random int8 weights, one layer per model) on
-   both targets, instructions / cycles per MAC and per output value, next to the issue's figures
-   for Arm's CMSIS-NN and for these kernels before (CMSIS-NN itself is not built here: it is not
-   on PyPI or Debian).
+   both targets, instructions / cycles per MAC and per output value, next to Arm's CMSIS-NN on
+   the Cortex-M4: measured when a checkout of it is given (``--cmsis-nn PATH`` or
+   ``$FREEML_CMSIS_NN``: its int8 sources built with arm-none-eabi-gcc -O2, called by
+   ``programs/cmsis_nn_layer.c``, outputs compared), else the issue's figures (it is not on PyPI
+   or Debian, and CI has no network); and the figures of these kernels before.
 3. Checkpointing on the targets (arena and checkpoint records in FRAM / the retained region):
    cost per inference at several granularities against the continuous run (overhead %), in
    units per step and in the runtime's default work mode (MAC-equivalents per step), commits
@@ -33,6 +35,9 @@ Counts: QEMU mps2-an386 + the project's TCG plugin (exact instruction counts; QE
 model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM wait states).
 
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
+        [--cmsis-nn PATH]
+    .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
+    # model on the Cortex-M4 only: bench/results/targets_layers.json
     # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
     # package ships (freeml_keras/data/cost_tables.json), never as a side effect of a plain run
 """
@@ -42,6 +47,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -97,21 +103,119 @@ def layer_model(kind: str, shape: tuple, kwargs: dict, seed: int = 0) -> tuple[b
     return b, quantize(x[:1], scale, zp)
 
 
-def layer_costs(work: Path) -> list[dict]:
-    """The six layer shapes of issue 15 on both targets (the MSP430 where they fit)."""
+CMSIS_ENV = "FREEML_CMSIS_NN"
+CMSIS_PROGRAM = T.TARGETS_DIR / "programs" / "cmsis_nn_layer.c"
+
+
+def cmsis_nn_library(src: Path, work: Path) -> Path:
+    """CMSIS-NN's integer sources (``src``: a checkout with Include/ and Source/; the float ones
+    left out) compiled as TFLite Micro builds them for a Cortex-M4F: arm-none-eabi-gcc -O2, into
+    one static library."""
+    import subprocess
+    out = work / "cmsis_nn"
+    out.mkdir(parents=True, exist_ok=True)
+    objs = []
+    for c in sorted((src / "Source").glob("*/*.c")):
+        if c.stem.endswith(("_f16", "_f32", "_flt")):
+            continue
+        o = out / f"{c.stem}.o"
+        subprocess.run(["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16",
+                        "-O2", "-std=c11", "-ffunction-sections", "-fdata-sections", f"-I{src / 'Include'}",
+                        "-c", str(c), "-o", str(o)], check=True, capture_output=True)
+        objs.append(str(o))
+    lib = out / "libcmsisnn.a"
+    lib.unlink(missing_ok=True)
+    subprocess.run(["arm-none-eabi-ar", "rcs", str(lib), *objs], check=True)
+    return lib
+
+
+def cmsis_nn_case(model_bytes: bytes, x: np.ndarray) -> str:
+    """The header of programs/cmsis_nn_layer.c for the model's one weighted operator: shapes,
+    offsets, activation range, and per output channel the multiplier and shift TFLite Micro
+    computes (double(input scale) * double(filter scale) / double(output scale))."""
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import quantize_multiplier
+
+    m = ts.read_model(model_bytes)
+    sg = m.subgraphs[0]
+    op = [o for o in sg.operators if ts.op_name(m, o.opcodeIndex) in MAC_OPS][0]
+    kind = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 3}[ts.op_name(m, op.opcodeIndex)]
+    t_in, t_w, t_b = (sg.tensors[int(i)] for i in op.inputs[:3])
+    t_out = sg.tensors[int(op.outputs[0])]
+
+    def data(t, dtype):
+        return np.frombuffer(bytes(m.buffers[t.buffer].data), dtype=dtype)
+
+    s_in, s_out = float(np.float32(t_in.quantization.scale[0])), float(np.float32(t_out.quantization.scale[0]))
+    zp_in, zp_out = int(t_in.quantization.zeroPoint[0]), int(t_out.quantization.zeroPoint[0])
+    w_scales = [float(np.float32(v)) for v in t_w.quantization.scale]
+    mults, shifts = zip(*[quantize_multiplier(s_in * w / s_out)[1:] for w in w_scales])
+    opts = op.builtinOptions
+    act = {0: (-128, 127), 1: (max(-128, zp_out), 127)}[int(opts.fusedActivationFunction)]
+    d = {"CN_KIND": kind, "CN_IN_OFF": -zp_in, "CN_OUT_OFF": zp_out, "CN_ACT_MIN": act[0], "CN_ACT_MAX": act[1],
+         "CN_PER_CHANNEL": int(len(w_scales) > 1), "CN_BUF_WORDS": 16384}
+    if kind == 3:
+        out_c, depth = (int(v) for v in t_w.shape)
+        d.update({"CN_IN_N": int(np.prod(t_in.shape)) // depth, "CN_IN_H": 1, "CN_IN_W": 1, "CN_IN_C": depth,
+                  "CN_F_N": depth, "CN_F_H": 1, "CN_F_W": 1, "CN_F_C": out_c,
+                  "CN_OUT_H": 1, "CN_OUT_W": 1, "CN_OUT_C": out_c})
+    else:
+        n, ih, iw, ic = (int(v) for v in t_in.shape)
+        fn, fh, fw, fc = (int(v) for v in t_w.shape)
+        _, oh, ow, oc = (int(v) for v in t_out.shape)
+        sh, sw = int(opts.strideH), int(opts.strideW)
+        pad = [max(0, ((o - 1) * st + k - i) // 2) if int(opts.padding) == 0 else 0
+               for o, st, k, i in ((oh, sh, fh, ih), (ow, sw, fw, iw))]
+        d.update({"CN_IN_N": n, "CN_IN_H": ih, "CN_IN_W": iw, "CN_IN_C": ic, "CN_F_N": fn, "CN_F_H": fh,
+                  "CN_F_W": fw, "CN_F_C": fc, "CN_OUT_H": oh, "CN_OUT_W": ow, "CN_OUT_C": oc,
+                  "CN_STRIDE_H": sh, "CN_STRIDE_W": sw, "CN_PAD_H": pad[0], "CN_PAD_W": pad[1]})
+    d["CN_OUT_SIZE"] = d["CN_IN_N"] * d["CN_OUT_H"] * d["CN_OUT_W"] * d["CN_OUT_C"]
+    return ("/* Generated by bench/targets.py (cmsis_nn_case). */\n#include <stdint.h>\n"
+            + "".join(f"#define {k} ({v})\n" for k, v in d.items())
+            + T.c_array("cn_input", "int8_t", np.asarray(x, dtype=np.int8).ravel().tolist())
+            + T.c_array("cn_filter", "int8_t", data(t_w, np.int8).tolist())
+            + T.c_array("cn_bias", "int32_t", data(t_b, np.int32).tolist())
+            + T.c_array("cn_mult", "int32_t", list(mults)) + T.c_array("cn_shift", "int32_t", list(shifts)))
+
+
+def cmsis_nn_layer(src: Path, lib: Path, model_bytes: bytes, x: np.ndarray, out: Path) -> tuple[int, list[int], int]:
+    """CMSIS-NN's instructions for the layer of ``model_bytes`` (between the marks), its
+    outputs and its linked code bytes (text of the CMSIS-NN functions in the image)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cmsis_nn_case.h").write_text(cmsis_nn_case(model_bytes, x))
+    elf = T.build("cortex_m4", "cmsis_nn_layer", [CMSIS_PROGRAM], out, include_dirs=[out, src / "Include"],
+                  options={"LDFLAGS": str(lib)})
+    r = T.run("cortex_m4", elf)
+    status = r.lines("status")
+    if r.exit_code != 0 or not status or status[0][0] != "0":
+        raise SystemExit(f"CMSIS-NN layer run failed ({out}): {r.output[-500:]}")
+    sizes = symbol_sizes("cortex_m4", elf)
+    code = sum(v for k, v in sizes.items() if k.startswith("arm_"))
+    return r.regions()[0], [int(v) for v in r.lines("output")[0]], code
+
+
+def layer_costs(work: Path, cmsis_src: Path | None = None, targets: Sequence[str] = T.TARGETS) -> list[dict]:
+    """The six layer shapes of issue 15 on both targets (the MSP430 where they fit); with
+    ``cmsis_src`` (a CMSIS-NN checkout) also CMSIS-NN's instructions on the Cortex-M4 for the same
+    layer, its outputs compared with the host runtime's."""
     from freeml_keras import memory
     from freeml_keras.runtime import Interpreter
 
+    lib = cmsis_nn_library(cmsis_src, work) if cmsis_src else None
     rows = []
     for name, kind, shape, kwargs, cmsis, before in LAYER_SHAPES:
         b, x = layer_model(kind, shape, kwargs)
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
         layer = [l for l in memory.tflite_footprint(b).layers if l.subgraph == 0 and l.macs][0]
         outputs = op_output_bytes(b)[layer.op_index]
-        for target in T.TARGETS:
+        for target in targets:
             row = {"layer": name, "target": target, "macs": int(layer.macs), "outputs": outputs}
             if target == "cortex_m4":
                 row.update({"cmsis_nn_per_mac_issue15": cmsis, "before_per_mac_issue15": before})
+                if lib is not None:
+                    cost, got, code = cmsis_nn_layer(cmsis_src, lib, b, x, work / "layers" / f"cmsis_{len(rows)}")
+                    row.update({"cmsis_nn_measured": cost, "cmsis_nn_per_mac": cost / layer.macs,
+                                "cmsis_nn_output_equals_host": got == want, "cmsis_nn_code_bytes": code})
             try:
                 r = T.run_model(target, b, x[0], work / "layers" / f"{target}_{kind}_{len(rows)}")
             except T.TargetRunError as e:
@@ -129,10 +233,14 @@ def layer_costs(work: Path) -> list[dict]:
             row.update({"unit": r.run.unit, "cost": cost, "per_mac": cost / layer.macs,
                         "per_output": cost / outputs, "text_bytes": r.size["text"]})
             if target == "cortex_m4":
-                row["at_most_cmsis_nn"] = row["per_mac"] <= cmsis
+                ref = row.get("cmsis_nn_per_mac", cmsis)
+                row["cmsis_nn_figure_used"] = "measured here" if "cmsis_nn_per_mac" in row else "issue 15"
+                row["at_most_cmsis_nn"] = row["per_mac"] <= ref
             rows.append(row)
             print(f"  {target:10s} {name:38s} {row['per_mac']:7.2f} {r.run.unit}/MAC"
-                  + (f" (CMSIS-NN {cmsis}, before {before})" if target == "cortex_m4" else ""), flush=True)
+                  + (f" (CMSIS-NN {row.get('cmsis_nn_per_mac', cmsis):.2f} "
+                     f"{'measured' if 'cmsis_nn_per_mac' in row else 'issue 15'}, before {before})"
+                     if target == "cortex_m4" else ""), flush=True)
     return rows
 
 
@@ -339,10 +447,18 @@ def models(quick: bool, demo_model: Path | None = None) -> dict[str, tuple[bytes
     out["cnn_s_compressed"] = (b, x[:1])
     if demo_model is not None and demo_model.exists():
         b = demo_model.read_bytes()
-        (scale, zp), = io_quantization(b)[0]
-        _, _, (xf, _) = datasets.load("fashion_mnist")
-        out["cnn_s_demo"] = (b, quantize(xf[:1], scale, zp))
+        out["cnn_s_demo"] = demo_input(b)
     return out
+
+
+def demo_input(b: bytes) -> tuple[bytes, np.ndarray]:
+    """The demo's model with its first Fashion-MNIST test image, quantized."""
+    from freeml_keras import datasets
+    from freeml_keras.runtime.reference import io_quantization, quantize
+
+    (scale, zp), = io_quantization(b)[0]
+    _, _, (xf, _) = datasets.load("fashion_mnist")
+    return b, quantize(xf[:1], scale, zp)
 
 
 def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
@@ -358,13 +474,15 @@ def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
 
 
 def model_costs(work: Path, quick: bool, demo_model: Path | None,
-                targets: Sequence[str] = T.TARGETS) -> tuple[list[dict], dict]:
+                targets: Sequence[str] = T.TARGETS,
+                only: dict[str, tuple[bytes, np.ndarray]] | None = None) -> tuple[list[dict], dict]:
+    """Each model (``only``: these instead of ``models``) on the targets, per operator."""
     from freeml_keras import memory
     from freeml_keras.format.prepared import ensure_prepared
     from freeml_keras.runtime import Interpreter
 
     rows, tables = [], {}
-    for name, (b, x) in models(quick, demo_model).items():
+    for name, (b, x) in (only if only is not None else models(quick, demo_model)).items():
         want = Interpreter(b).invoke(x)[0].ravel().tolist()
         for target in targets:
             try:
@@ -610,9 +728,17 @@ def main() -> int:
     ap.add_argument("--msp430", action="store_true",
                     help="only the MSP430's requantization, SOFTMAX and models, into bench/results/targets_msp430.json "
                          "with bench/results/targets.json's MSP430 figures as 'before'")
+    ap.add_argument("--layers", action="store_true",
+                    help="only the six layer shapes of issue 15 on the Cortex-M4 and the demo model there, into "
+                         "bench/results/targets_layers.json")
+    ap.add_argument("--cmsis-nn", type=Path, default=Path(os.environ[CMSIS_ENV]) if os.environ.get(CMSIS_ENV) else None,
+                    help=f"a checkout of Arm's CMSIS-NN (Include/, Source/; default ${CMSIS_ENV}): also measure its "
+                         "kernels on the six layer shapes (not fetched here: CI has no network)")
     args = ap.parse_args()
     for target in T.TARGETS:
         T.check_tools(target)
+    if args.layers:
+        return layers_only(args)
     if args.power_only:
         return power_only(args)
     if args.msp430:
@@ -630,7 +756,7 @@ def main() -> int:
         model_rows, tables = model_costs(work, args.quick, args.demo_model)
         kernel_code = kernel_code_bytes(work, model_rows)
         print("layer shapes of issue 15:", flush=True)
-        layers = layer_costs(work)
+        layers = layer_costs(work, args.cmsis_nn)
         print("checkpointing:", flush=True)
         ckpt_rows = checkpoint_costs(work, args.quick, args.demo_model)
         print("power-on (restart, cold preparation, failures):", flush=True)
@@ -648,6 +774,7 @@ def main() -> int:
         "best_per_mac": best, "kernels": kernels, "requant": requant, "softmax": softmax, "models": model_rows,
         "before": {"source": str(BASELINE.relative_to(RESULTS.parents[1])), "models": before_figures()},
         "kernel_code_bytes": kernel_code, "layers": layers, "cost_tables": tables,
+        "cmsis_nn": cmsis_note(args.cmsis_nn),
         "checkpointing": ckpt_rows, "restart": restart_rows,
     }
     result["targets_met"].update(issue15_targets(requant, model_rows, layers, softmax))
@@ -676,7 +803,8 @@ def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[di
     rq = {r["target"]: r for r in requant}
     ok = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
     out: dict = {}
-    out["msp430_requant<=150_cycles_per_output"] = rq["msp430"]["per_output_typical_mean"] <= 150
+    if "msp430" in rq:
+        out["msp430_requant<=150_cycles_per_output"] = rq["msp430"]["per_output_typical_mean"] <= 150
     m = ok.get(("msp430", "cnn_s_compressed"))
     if m:
         out["msp430_cnn_s_compressed<=60_cycles_per_executed_mac"] = m["per_executed_mac"] <= 60
@@ -753,6 +881,60 @@ def msp430_only(args) -> int:
     for s in side:
         print(f"  {s['model']:16s} {s['before']:9d} -> {s['after']:9d} cycles; "
               + ", ".join(f"{o['op']} {o['before']} -> {o['after']}" for o in s["ops"]))
+    print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
+    return 0
+
+
+def cmsis_note(src: Path | None) -> dict:
+    """Where the CMSIS-NN figures of a run come from."""
+    if src is None:
+        return {"measured": False, "figures": "issue 15's (measured once with CMSIS-NN built from its public sources; "
+                f"give --cmsis-nn PATH or ${CMSIS_ENV} to measure them: CI has no network to fetch it)"}
+    import subprocess
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"measured": True, "source": str(src), "commit": head or None,
+            "build": "its int8 sources, arm-none-eabi-gcc 12 -O2 -mcpu=cortex-m4 -mfloat-abi=hard; "
+                     "programs/cmsis_nn_layer.c calls the wrapper (conv, depthwise) or FULLY_CONNECTED function; "
+                     "the FULLY_CONNECTED kernel sums computed before the measured region, as TFLite Micro's Prepare"}
+
+
+def layer_code_bytes(rows: list[dict], work: Path) -> None:
+    """Code bytes of our kernel per layer row (Cortex-M4): the kernel's object text plus the
+    kernels/mac_dsp.c functions it calls (symbol sizes in the image)."""
+    import subprocess
+    obj_of = {"conv": "conv_2d", "dw": "depthwise_conv_2d", "fc": "fully_connected"}
+    dsp_of = {"conv": ("fm_conv_pair_dsp",), "dw": ("fm_dw_pixel_dsp",), "fc": ("fm_fc_row_dsp",)}
+    for d in sorted((work / "layers").glob("cortex_m4_*")):
+        kind, i = d.name.split("_")[2], int(d.name.split("_")[3])
+        obj = next((d / "model_run.obj").glob(f"*kernels_{obj_of[kind]}_c.o"))
+        text = int(subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
+                                  check=True).stdout.splitlines()[1].split()[0])
+        sizes = symbol_sizes("cortex_m4", d / "model_run.elf")
+        rows[i]["code_bytes"] = text + sum(sizes.get(s, 0) for s in dsp_of[kind])
+
+
+def layers_only(args) -> int:
+    """The six layer shapes on the Cortex-M4 (with CMSIS-NN when given) and the demo model's
+    whole inference there: bench/results/targets_layers.json."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="freeml-layers-") as tmp:
+        work = Path(tmp)
+        print("layer shapes of issue 15 (Cortex-M4):", flush=True)
+        layers = layer_costs(work, args.cmsis_nn, ("cortex_m4",))
+        layer_code_bytes(layers, work)
+        demo = []
+        if args.demo_model.exists():
+            print("the demo's model:", flush=True)
+            b = args.demo_model.read_bytes()
+            demo, _ = model_costs(work, True, None, ("cortex_m4",), only={"cnn_s_demo": demo_input(b)})
+    result = {"benchmark": "targets --layers", "host": platform.platform(),
+              "command": "bench/targets.py --layers" + (" --cmsis-nn PATH" if args.cmsis_nn else ""),
+              "wall_s": time.time() - t0, "unit": "instructions (qemu-system-arm 7.2 mps2-an386, TCG plugin)",
+              "cmsis_nn": cmsis_note(args.cmsis_nn), "layers": layers,
+              "demo_model": str(args.demo_model) if demo else None, "models": demo,
+              "targets_met": issue15_targets([], demo, layers)}
+    out = RESULTS / "targets_layers.json"
+    out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
     return 0
 

@@ -645,3 +645,45 @@ def test_quantize_from_float_is_built_only_for_models_that_have_it(digit_models)
     assert "#define FM_QUANTIZE_FLOAT 0" in T.kernel_config_source(b)
     assert "#define FM_QUANTIZE_FLOAT 1" in T.kernel_config_source(float_io(b))
     assert "#define FM_QUANTIZE_FLOAT 1" in T.kernel_config_source(None)
+
+
+def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
+    """The Cortex-M4 paths of kernels/mac_dsp.c against TFLite Micro, bit for bit, in one model
+    whose shapes reach each branch: CONV_2D 1x1 over an odd number of pixels into an odd number
+    of channels (the flat run's last pixel and last filter repeated, their results dropped);
+    3x3 windows of 45 bytes in 15-byte rows (gathered into one run) and of 81 bytes in 27-byte
+    rows (rows of whole words plus 3-byte tails), with 'same' borders (the portable loop) and
+    stride 2; DEPTHWISE_CONV_2D 3x3 'same' on 9 channels (blocks of 4, one left over; 3-wide
+    inside rows, 2-wide at the borders); MAX_POOL_2D on 9 channels (SSUB8 + SEL on 8, one left
+    over); FULLY_CONNECTED of depth 6 into 13 channels (groups of
+    4 and one of 1, 2-byte tails); and the same inference cut into steps of one unit, where
+    FULLY_CONNECTED starts and stops inside a row of output channels."""
+    from freeml_keras.conversion import converter
+    from freeml_keras.keras import keras
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+
+    keras.utils.set_random_seed(7)
+    x = np.random.default_rng(7).normal(size=(40, 7, 5, 3)).astype(np.float32)
+    m = keras.Sequential([keras.layers.Input((7, 5, 3)),
+                          keras.layers.Conv2D(5, 1, bias_initializer="glorot_uniform"),
+                          keras.layers.Conv2D(9, 3, padding="same", activation="relu"),
+                          keras.layers.DepthwiseConv2D(3, padding="same", bias_initializer="glorot_uniform"),
+                          keras.layers.MaxPooling2D(2, strides=1),
+                          keras.layers.Conv2D(6, 3),
+                          keras.layers.Conv2D(3, 2, strides=2, activation="relu"),
+                          keras.layers.Flatten(),
+                          keras.layers.Dense(13, activation="relu", bias_initializer="glorot_uniform"),
+                          keras.layers.Dense(10, activation="softmax")])
+    b = converter.convert(m, x, sparse=False)
+    (scale, zp), = io_quantization(b)[0]
+    xq = quantize(x[:2], scale, zp)
+    host = Interpreter(b)
+    for i in range(len(xq)):
+        want = run_tflm(b, [xq[i:i + 1]])[0].ravel().tolist()
+        r = T.run_model("cortex_m4", b, xq[i], tmp_path / "run")
+        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
+        assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
+        assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp", "fm_max_pool_pixel_dsp"} <= set(r.run.symbols)
+    c = T.run_checkpointed("cortex_m4", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
+    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want

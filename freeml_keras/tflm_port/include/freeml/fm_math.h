@@ -58,21 +58,54 @@ typedef struct {
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
 int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult);
 #else
-static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
+/* fm_mul_by_qm for 0 <= mult < 2^31 in parts a kernel can compute once per channel: x already
+ * shifted left by max(shift, 0), right = max(-shift, 0) and round = 2^(right-2) for right >= 2. */
+static inline int32_t fm_mul_by_qm_r(int32_t x, int32_t mult, int32_t right, int32_t round)
 {
-    const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    const int64_t ab = (int64_t)(int32_t)((uint32_t)acc << left) * mult;
-    /* fm_srdhm: for every sign, round(ab / 2^31) with TFLite's nudge is floor((ab + 2^30) / 2^31) */
-    int32_t v = (int32_t)((ab + ((int64_t)1 << 30)) >> 31);
-    if (right > 0) {                               /* fm_rdbpot */
-        const int32_t mask = (int32_t)(((uint32_t)1 << right) - 1u);
-        const int32_t rem = v & mask, threshold = (mask >> 1) + (v < 0 ? 1 : 0);
-        v = (v >> right) + (rem > threshold ? 1 : 0);
+    int32_t v;
+#if defined(__ARM_FEATURE_DSP)
+    {   /* (x * mult + 2^30) >> 31 with one SMLAL (gcc 12 sometimes builds it from UMULL + MLAs) */
+        uint32_t lo = (uint32_t)1 << 30;
+        int32_t hi = 0;
+        __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(x), "r"(mult));
+        v = (int32_t)((lo >> 31) | ((uint32_t)hi << 1));
     }
+#else
+    /* fm_srdhm: for every sign, round(ab / 2^31) with TFLite's nudge is floor((ab + 2^30) / 2^31) */
+    v = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+#endif
+    /* fm_rdbpot, ties away from zero: floor((w + 2^(right-1)) / 2^right) with w = v - (v < 0)
+     * (no overflow: v > INT32_MIN), taken as floor((floor(w / 2) + 2^(right-2)) / 2^(right-1))
+     * so that no sum can overflow; for right = 1 that is floor(w / 2) + (w & 1). */
+    if (right > 1) {
+        const int32_t w = v + (v < 0 ? -1 : 0);
+        v = ((w >> 1) + round) >> (right - 1);
+    } else if (right == 1) {
+        const int32_t w = v + (v < 0 ? -1 : 0);
+        v = (w >> 1) + (w & 1);
+    }
+    return v;
+}
+
+/* The same with the shift split into left = max(shift, 0) and right = max(-shift, 0). */
+static inline int32_t fm_mul_by_qm_lr(int32_t acc, int32_t mult, int32_t left, int32_t right)
+{
+    return fm_mul_by_qm_r((int32_t)((uint32_t)acc << left), mult, right,
+                          right > 1 ? (int32_t)((uint32_t)1 << (right - 2)) : 0);
+}
+
+/* clamp(v + q->off, q->min, q->max) as int8. */
+static inline int8_t fm_out_s8(int32_t v, const fm_out_range *q)
+{
     v += q->off;
     if (v < q->min) v = q->min;
     if (v > q->max) v = q->max;
     return (int8_t)v;
+}
+
+static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
+{
+    return fm_out_s8(fm_mul_by_qm_lr(acc, mult, shift > 0 ? shift : 0, shift > 0 ? 0 : -shift), q);
 }
 #endif
 

@@ -1,6 +1,7 @@
 /* CONV_2D, int8 with per-channel quantization; dense weights or CSR weights read in place. */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
+#include "freeml/fm_mac_dsp.h"
 #ifdef FM_TARGET_DOT
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
@@ -235,6 +236,20 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const ptrdiff_t x_step = (ptrdiff_t)p->stride_w * kc;         /* input bytes between outputs */
     const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
+#if FM_MAC_DSP
+    if (kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
+        kc <= 0xFFFF) {
+        /* 1x1: the output pixels of rows [begin, end) are those of one flat run, two at a time */
+        const int32_t first = (int32_t)begin * p->out_w, last = (int32_t)end * p->out_w;
+        int32_t px;
+        for (px = first; px < last; px += 2) {
+            const int pair = px + 1 < last;
+            fm_conv_pair_dsp(p, filt, in + px * kc, pair ? kc : 0, 0, (uint16_t)kc, 1, out + px * (int32_t)out_c,
+                             pair ? (ptrdiff_t)out_c : 0);
+        }
+        return;
+    }
+#endif
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
         const int8_t *img = in + n * p->in_h * p->in_w * p->in_c;
@@ -251,6 +266,22 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
             const int8_t *k = filt;                            /* filter of channel oc */
             fm_count oc;
+#if FM_MAC_DSP
+            if (inside && p->dil_w == 1 && row_len <= 0xFFFF && kh <= 0xFFFF) {
+                /* two output columns per call (this one twice when the next is not inside) */
+                const int pair = ox + 1 < out_w && ix0 + p->stride_w + span_w < p->in_w;
+                fm_conv_pair_dsp(p, filt, img + win, pair ? x_step : 0, row_step, (uint16_t)row_len,
+                                 (uint16_t)kh, o, pair ? (ptrdiff_t)out_c : 0);
+                o += out_c;
+                if (pair) {     /* the next column is done too */
+                    o += out_c;
+                    ox++;
+                    ix0 += p->stride_w;
+                    win += x_step;
+                }
+                continue;
+            }
+#endif
             for (oc = 0; oc < out_c; oc++, k += window) {
                 int32_t acc = 0, ky, kx;
                 if (inside && p->dil_w == 1) {

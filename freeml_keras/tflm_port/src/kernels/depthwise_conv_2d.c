@@ -2,6 +2,7 @@
  * channels of each filter tap; accumulated in a per-op scratch row of int32). */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
+#include "freeml/fm_mac_dsp.h"
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
@@ -104,6 +105,13 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                 const ptrdiff_t w_skip = (ptrdiff_t)(kw - (x1 - x0)) * oc_n;   /* taps left out per row */
                 const int8_t *xw = img + ((iy0 + y0) * p->in_w + ix0 + x0) * p->in_c;
                 const int8_t *w0 = filt + ((ptrdiff_t)y0 * kw + x0) * oc_n;
+#if FM_MAC_DSP
+                if (oc_n >= 4 && y1 > y0 && x1 > x0) {
+                    oc = oc_n & ~(int32_t)3;
+                    fm_dw_pixel_dsp(p, xw, w0, bias, (uint16_t)(y1 - y0), (uint16_t)(x1 - x0), y_step, x_step,
+                                    (ptrdiff_t)kw * oc_n, oc, o + ox * oc_n);
+                }
+#endif
                 for (; oc + 4 <= oc_n; oc += 4) {
                     int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
                     const int8_t *wp = w0 + oc, *xr = xw + oc;

@@ -1,6 +1,7 @@
 /* FULLY_CONNECTED, int8, per-tensor or per-channel; dense weights or CSR weights in place. */
 #include "freeml/fm_internal.h"
 #include "freeml/fm_math.h"
+#include "freeml/fm_mac_dsp.h"
 #ifdef FM_TARGET_DOT
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
@@ -63,6 +64,21 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const int8_t *k = filt + oc * depth;              /* dense weights of channel oc */
 #endif
     uint32_t u;
+#if FM_MAC_DSP && FM_FC_DENSE
+    if (!sparse && depth >= 4 && depth <= 0xFFFF) {
+        /* one batch row at a time, four output channels at once */
+        for (u = begin; u < end;) {
+            const int32_t stop = (int32_t)((end - u) < (uint32_t)(p->out_c - oc) ? (int32_t)(end - u) + oc : p->out_c);
+            fm_fc_row_dsp(p, x, filt, bias, oc, stop, out + u);
+            u += (uint32_t)(stop - oc);
+            if (stop == p->out_c) {
+                oc = 0;
+                x += depth;
+            }
+        }
+        return;
+    }
+#endif
     for (u = begin; u < end; u++) {
         int32_t acc = 0;
         if (sparse) {

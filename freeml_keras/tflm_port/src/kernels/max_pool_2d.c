@@ -1,5 +1,6 @@
 /* MAX_POOL_2D, int8 (input and output share their quantization). */
 #include "freeml/fm_internal.h"
+#include "freeml/fm_mac_dsp.h"
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
@@ -27,7 +28,15 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             const int32_t x1 = p->in_w - ix0 < p->f_w ? p->in_w - ix0 : p->f_w;
             const int8_t *corner = img + (iy0 + y0) * row_step + (ix0 + x0) * ch;   /* window, channel 0 */
             int8_t *o = out + (((int32_t)u * p->out_w) + ox) * ch;
-            for (c = 0; c < (fm_count)ch; c++) {
+            c = 0;
+#if FM_MAC_DSP
+            if (ch >= 4 && y1 > y0 && x1 > x0) {     /* four channels per word */
+                c = (fm_count)(ch & ~(int32_t)3);
+                fm_max_pool_pixel_dsp(corner, (uint32_t)(y1 - y0), (uint32_t)(x1 - x0), row_step, ch, (int32_t)c,
+                                      act_min, act_max, o);
+            }
+#endif
+            for (; c < (fm_count)ch; c++) {
                 const int8_t *row = corner + c;
                 int m = -128;                   /* int8 values: 16-bit compares on 16-bit targets */
                 /* walk the window with pointer steps: no index products per element */

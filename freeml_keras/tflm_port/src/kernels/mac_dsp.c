@@ -1,0 +1,354 @@
+/* The Cortex-M4's fast paths of the int8 kernels (fm_mac_dsp.h): SXTB16 / SXTAB16 unpack four
+ * int8 values into two pairs of 16-bit halves, SMLAD multiplies and adds two pairs, SMLABB /
+ * SMLATT one; each unpacked word feeds two or four accumulators. Empty on other targets. */
+#include <string.h>
+
+#include "freeml/fm_mac_dsp.h"
+#include "freeml/fm_math.h"
+
+#if FM_MAC_DSP
+#include <arm_acle.h>
+
+/* Odd bytes (ROR #8 folded into the instruction: gcc 12 does not fold a separate rotation). */
+static inline int16x2_t odd(uint32_t v)
+{
+    int16x2_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline int16x2_t odd_add(int16x2_t a, uint32_t v)
+{
+    int16x2_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
+
+#define EVEN(v) __sxtb16((int8x4_t)(v))
+
+/* 4 bytes at q as one word (an unaligned LDR, which the M4 allows). */
+static inline uint32_t ld4(const int8_t *q)
+{
+    uint32_t v;
+    memcpy(&v, q, 4);
+    return v;
+}
+
+/* One output channel's requantization, computed once for all its output values. */
+typedef struct {
+    int32_t mult, left, right, round;
+} chq;
+
+static inline void chq_of(chq *c, const int32_t *mult, const int8_t *shift, int32_t oc)
+{
+    const int32_t sh = shift[oc];
+    c->mult = mult[oc];
+    c->left = sh > 0 ? sh : 0;
+    c->right = sh > 0 ? 0 : -sh;
+    c->round = c->right > 1 ? (int32_t)((uint32_t)1 << (c->right - 2)) : 0;
+}
+
+/* fm_requant_s8 with the channel's parts precomputed; `full`: the range is all of int8 (no
+ * activation, or one the zero point already gives), one SSAT. */
+static inline int8_t rq(int32_t acc, const chq *c, const fm_out_range *q, int full)
+{
+    int32_t v = fm_mul_by_qm_r((int32_t)((uint32_t)acc << c->left), c->mult, c->right, c->round) + q->off;
+    if (full) return (int8_t)__ssat(v, 8);
+    if (v < q->min) v = q->min;
+    if (v > q->max) v = q->max;
+    return (int8_t)v;
+}
+
+/* Windows of at most this many bytes in rows shorter than 4 bytes are copied to one run. */
+#define FM_GATHER 64
+
+/* `quads` steps of 4 bytes: acc[2 * p + f] += window p (*xa, *xa + xn) . filter f (*w, *w + wn),
+ * 16 MACs in 4 loads, 8 unpacks (SXTB16), 8 SMLAD and the loop's 2 (wn read from the stack: one
+ * register short). Advances *xa and *w. In assembly: gcc 12 spills two operands in this loop. */
+static inline void quads_2x2(const int8_t **xa, const int8_t **w, ptrdiff_t xn, ptrdiff_t wn, uint32_t quads,
+                             int32_t acc[4])
+{
+    int32_t a00 = acc[0], a01 = acc[1], a10 = acc[2], a11 = acc[3];
+    const int8_t *x = *xa, *k = *w;
+    uint32_t t0, t1, t2, t3, t4, t5;
+    __asm__ volatile(
+        "1:\n\t"
+        "ldr %[t0], %[wn]\n\t"
+        "ldr %[t0], [%[k], %[t0]]\n\t"      /* filter b */
+        "ldr %[t1], [%[k]], #4\n\t"         /* filter a */
+        "sxtb16 %[t2], %[t1]\n\t"
+        "sxtb16 %[t1], %[t1], ror #8\n\t"
+        "sxtb16 %[t3], %[t0]\n\t"
+        "sxtb16 %[t0], %[t0], ror #8\n\t"
+        "ldr %[t4], [%[x], %[xn]]\n\t"      /* window b */
+        "sxtb16 %[t5], %[t4]\n\t"
+        "smlad %[a10], %[t5], %[t2], %[a10]\n\t"
+        "smlad %[a11], %[t5], %[t3], %[a11]\n\t"
+        "sxtb16 %[t5], %[t4], ror #8\n\t"
+        "smlad %[a10], %[t5], %[t1], %[a10]\n\t"
+        "smlad %[a11], %[t5], %[t0], %[a11]\n\t"
+        "ldr %[t4], [%[x]], #4\n\t"         /* window a */
+        "sxtb16 %[t5], %[t4]\n\t"
+        "smlad %[a00], %[t5], %[t2], %[a00]\n\t"
+        "smlad %[a01], %[t5], %[t3], %[a01]\n\t"
+        "sxtb16 %[t5], %[t4], ror #8\n\t"
+        "smlad %[a00], %[t5], %[t1], %[a00]\n\t"
+        "smlad %[a01], %[t5], %[t0], %[a01]\n\t"
+        "subs %[n], %[n], #1\n\t"
+        "bne 1b\n\t"
+        : [a00] "+r"(a00), [a01] "+r"(a01), [a10] "+r"(a10), [a11] "+r"(a11), [x] "+r"(x), [k] "+r"(k),
+          [n] "+r"(quads), [t0] "=&r"(t0), [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3), [t4] "=&r"(t4),
+          [t5] "=&r"(t5)
+        : [xn] "r"(xn), [wn] "m"(wn)
+        : "cc");
+    acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11;
+    *xa = x;
+    *w = k;
+}
+
+void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t *x, ptrdiff_t x_next,
+                      ptrdiff_t row_step, uint16_t n, uint16_t rows, int8_t *o, ptrdiff_t o_next)
+{
+    const int32_t window = (int32_t)n * rows, out_c = p->out_c;
+    int8_t buf[2 * FM_GATHER];
+    if (rows > 1 && (n & 3u) && window <= FM_GATHER) {
+        /* short filter rows (a first convolution's 3 bytes): both windows copied into one run
+         * each, so that the products take whole words (2 x window bytes per pixel pair, against
+         * 2 x out_c x window MACs) */
+        int8_t *d = buf;
+        const int8_t *xr = x;
+        uint32_t r, i;
+        for (r = rows; r > 0; r--, xr += row_step)
+            for (i = 0; i < n; i++, d++) {
+                d[0] = xr[i];
+                d[FM_GATHER] = xr[x_next + i];
+            }
+        x = buf;
+        x_next = FM_GATHER;
+        n = (uint16_t)window;
+        rows = 1;
+    }
+    {
+    const uint16_t quads = (uint16_t)(n >> 2), tail = (uint16_t)(n & 3u);
+    const fm_out_range q = p->out;
+    const int full = q.min == -128 && q.max == 127;
+    const int8_t *k = filt;
+    int32_t oc;
+    for (oc = 0; oc < out_c; oc += 2, k += 2 * window) {
+        /* filters oc and oc + 1 (oc again, results dropped, for an odd last channel) */
+        const ptrdiff_t w_next = oc + 1 < out_c ? window : 0;
+        int32_t acc[4] = {0, 0, 0, 0};
+        const int8_t *xr = x, *w = k;
+        uint16_t r, i;
+        for (r = rows; r > 0; r--, xr += row_step) {
+            const int8_t *xa = xr;
+            if (quads) {
+                quads_2x2(&xa, &w, x_next, w_next, quads, acc);
+            }
+            for (i = tail; i > 0; i--, xa++, w++) {       /* 16x16 products: SMLABB */
+                const int16_t pa = xa[0], pb = xa[x_next], fa = w[0], fb = w[w_next];
+                acc[0] += (int32_t)pa * fa;
+                acc[1] += (int32_t)pa * fb;
+                acc[2] += (int32_t)pb * fa;
+                acc[3] += (int32_t)pb * fb;
+            }
+        }
+        {
+            /* o_next 0: the same pixel twice, the same value written twice. The parameters are
+             * read into locals first: the int8 stores could alias them, forcing reloads. */
+            const int32_t o1 = oc + (w_next != 0), b0 = p->acc0[oc], b1 = p->acc0[o1];
+            chq c0, c1;
+            chq_of(&c0, p->mult, p->shift, oc);
+            chq_of(&c1, p->mult, p->shift, o1);
+            o[oc] = rq(FM_WRAP_ADD(acc[0], b0), &c0, &q, full);
+            o[o_next + oc] = rq(FM_WRAP_ADD(acc[2], b0), &c0, &q, full);
+            if (w_next) {
+                o[oc + 1] = rq(FM_WRAP_ADD(acc[1], b1), &c1, &q, full);
+                o[o_next + oc + 1] = rq(FM_WRAP_ADD(acc[3], b1), &c1, &q, full);
+            }
+        }
+    }
+    }
+}
+
+void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, const int32_t *bias,
+                   int32_t oc, int32_t oc_end, int8_t *o)
+{
+    const int32_t depth = p->depth;
+    const fm_out_range q = p->out;     /* locals: the int8 stores could alias p's fields */
+    const int full = q.min == -128 && q.max == 127;
+    const uint32_t off2 = (uint32_t)(uint16_t)p->in_off * 0x00010001u;
+    const uint16_t quads = (uint16_t)(depth >> 2), tail = (uint16_t)(depth & 3);
+    for (; oc < oc_end; oc += 4, o += 4) {
+        /* four filters at once; the last group's missing ones repeat its first (dropped) */
+        const int32_t m = oc_end - oc < 4 ? oc_end - oc : 4;
+        const int8_t *w0 = filt + oc * depth;
+        const int8_t *w1 = m > 1 ? w0 + depth : w0, *w2 = m > 2 ? w1 + depth : w0, *w3 = m > 3 ? w2 + depth : w0;
+        const int8_t *xa = x;
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        uint16_t i;
+        if (quads) {
+            /* 16 MACs: 5 loads, 10 unpacks, 8 SMLAD, the offset pair from the stack and the
+             * loop's 2 (in assembly: gcc 12 spills three operands in this loop); a last group
+             * of one or two channels takes the two-channel loop */
+            uint32_t n = quads, v, xe, kv, ke;
+#define FM_FC_HEAD                                                                          \
+                "1:\n\t"                                                                   \
+                "ldr %[ke], %[o2]\n\t"                                                    \
+                "ldr %[v], [%[x]], #4\n\t"                                                \
+                "sxtab16 %[xe], %[ke], %[v]\n\t"                                          \
+                "sxtab16 %[v], %[ke], %[v], ror #8\n\t"
+#define FM_FC_CH(W, A)                                                                      \
+                "ldr %[kv], [%[" W "]], #4\n\t"                                          \
+                "sxtb16 %[ke], %[kv]\n\t"                                                 \
+                "sxtb16 %[kv], %[kv], ror #8\n\t"                                         \
+                "smlad %[" A "], %[xe], %[ke], %[" A "]\n\t"                              \
+                "smlad %[" A "], %[v], %[kv], %[" A "]\n\t"
+#define FM_FC_TAIL "subs %[n], %[n], #1\n\t" "bne 1b\n\t"
+            if (m > 2)
+                __asm__ volatile(FM_FC_HEAD FM_FC_CH("w0", "a0") FM_FC_CH("w1", "a1") FM_FC_CH("w2", "a2")
+                                 FM_FC_CH("w3", "a3") FM_FC_TAIL
+                                 : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [x] "+r"(xa),
+                                   [w0] "+r"(w0), [w1] "+r"(w1), [w2] "+r"(w2), [w3] "+r"(w3), [n] "+r"(n),
+                                   [v] "=&r"(v), [xe] "=&r"(xe), [kv] "=&r"(kv), [ke] "=&r"(ke)
+                                 : [o2] "m"(off2)
+                                 : "cc", "memory");
+            else
+                __asm__ volatile(FM_FC_HEAD FM_FC_CH("w0", "a0") FM_FC_CH("w1", "a1") FM_FC_TAIL
+                                 : [a0] "+r"(a0), [a1] "+r"(a1), [x] "+r"(xa), [w0] "+r"(w0), [w1] "+r"(w1),
+                                   [n] "+r"(n), [v] "=&r"(v), [xe] "=&r"(xe), [kv] "=&r"(kv), [ke] "=&r"(ke)
+                                 : [o2] "m"(off2)
+                                 : "cc", "memory");
+#undef FM_FC_HEAD
+#undef FM_FC_CH
+#undef FM_FC_TAIL
+        }
+        for (i = tail; i > 0; i--) {
+            const int16_t v = (int16_t)(*xa++ + p->in_off);
+            a0 += (int32_t)v * *w0++;
+            a1 += (int32_t)v * *w1++;
+            a2 += (int32_t)v * *w2++;
+            a3 += (int32_t)v * *w3++;
+        }
+        {
+            const int32_t a[4] = {a0, a1, a2, a3};
+            int32_t j;
+            for (j = 0; j < m; j++) {
+                chq c;
+                chq_of(&c, p->mult, p->shift, oc + j);
+                o[j] = rq(FM_WRAP_ADD(a[j], bias ? bias[oc + j] : 0), &c, &q, full);
+            }
+        }
+    }
+}
+
+void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
+                     uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
+                     int32_t c4, int8_t *o)
+{
+    const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
+    const ptrdiff_t w_col = p->out_c;
+    const fm_out_range q = p->out;
+    const int full = q.min == -128 && q.max == 127;
+    int32_t c;
+    for (c = 0; c < c4; c += 4) {
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+        const int8_t *xr = xw + c, *wr = w0 + c;
+        uint32_t y, t;
+/* 4 MACs (channels c .. c + 3) of the tap at xp, wp: 2 loads, 4 unpacks, 4 16x16 MACs */
+#define FM_DW_TAP(xp, wp)                                                                  \
+    do {                                                                                   \
+        const uint32_t v = ld4(xp), kv = ld4(wp);                                           \
+        const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = odd_add(off2, v);           \
+        const int16x2_t ke = EVEN(kv), ko = odd(kv);                                        \
+        a0 = __smlabb(xe, ke, a0);                                                          \
+        a2 = __smlatt(xe, ke, a2);                                                          \
+        a1 = __smlabb(xo, ko, a1);                                                          \
+        a3 = __smlatt(xo, ko, a3);                                                          \
+    } while (0)
+        if (cols == 3 && x_step == w_col) {
+            /* a 3-wide filter's inside rows (input columns and filter taps the same distance
+             * apart: one register), in assembly: 30 instructions per 12 MACs (gcc 12 spills
+             * the tap offsets in this loop) */
+            const ptrdiff_t s2 = 2 * x_step;
+            for (y = rows; y > 0; y--, xr += y_step, wr += w_row) {
+                uint32_t t0, t1, t2, t3;
+                __asm__(
+#define FM_DW_TAP_ASM(OFF)                                                                  \
+                    "ldr %[t0], [%[x]" OFF "]\n\t"                                          \
+                    "ldr %[t1], [%[w]" OFF "]\n\t"                                          \
+                    "sxtab16 %[t2], %[o2], %[t0]\n\t"                                      \
+                    "sxtab16 %[t0], %[o2], %[t0], ror #8\n\t"                              \
+                    "sxtb16 %[t3], %[t1]\n\t"                                              \
+                    "sxtb16 %[t1], %[t1], ror #8\n\t"                                      \
+                    "smlabb %[a0], %[t2], %[t3], %[a0]\n\t"                                \
+                    "smlatt %[a2], %[t2], %[t3], %[a2]\n\t"                                \
+                    "smlabb %[a1], %[t0], %[t1], %[a1]\n\t"                                \
+                    "smlatt %[a3], %[t0], %[t1], %[a3]\n\t"
+                    FM_DW_TAP_ASM("")
+                    FM_DW_TAP_ASM(", %[s]")
+                    FM_DW_TAP_ASM(", %[s2]")
+#undef FM_DW_TAP_ASM
+                    : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [t0] "=&r"(t0),
+                      [t1] "=&r"(t1), [t2] "=&r"(t2), [t3] "=&r"(t3)
+                    : [x] "r"(xr), [w] "r"(wr), [s] "r"(x_step), [s2] "r"(s2), [o2] "r"(off2)
+                    : "memory");
+            }
+        } else {
+            for (y = rows; y > 0; y--, xr += y_step, wr += w_row) {
+                const int8_t *xp = xr, *wp = wr;
+                for (t = cols; t > 0; t--, xp += x_step, wp += w_col) FM_DW_TAP(xp, wp);
+            }
+        }
+#undef FM_DW_TAP
+        if (bias) {
+            a0 = FM_WRAP_ADD(a0, bias[c]);
+            a1 = FM_WRAP_ADD(a1, bias[c + 1]);
+            a2 = FM_WRAP_ADD(a2, bias[c + 2]);
+            a3 = FM_WRAP_ADD(a3, bias[c + 3]);
+        }
+        {
+            const int32_t a[4] = {a0, a1, a2, a3};
+            int32_t j;
+            for (j = 0; j < 4; j++) {
+                chq cq;
+                chq_of(&cq, p->mult, p->shift, c + j);
+                o[c + j] = rq(a[j], &cq, &q, full);
+            }
+        }
+    }
+}
+
+/* Byte-wise signed maximum / minimum of four int8 lanes: SSUB8 sets a GE flag per byte where
+ * a >= b, SEL picks a's byte there and b's elsewhere. */
+static inline uint32_t max4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %0, %2, %3\n\tsel %1, %2, %3" : "=&r"(t), "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+static inline uint32_t min4(uint32_t a, uint32_t b)
+{
+    uint32_t r, t;
+    __asm__("ssub8 %0, %2, %3\n\tsel %1, %3, %2" : "=&r"(t), "=r"(r) : "r"(a), "r"(b));
+    return r;
+}
+
+void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
+                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o)
+{
+    const uint32_t lo = (uint32_t)(uint8_t)act_min * 0x01010101u, hi = (uint32_t)(uint8_t)act_max * 0x01010101u;
+    int32_t c;
+    for (c = 0; c < c4; c += 4) {
+        const int8_t *row = corner + c;
+        uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
+        for (y = rows; y > 0; y--, row += row_step) {
+            const int8_t *px = row;
+            for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+        }
+        m = min4(m, hi);
+        memcpy(o + c, &m, 4);
+    }
+}
+#endif
