@@ -113,7 +113,8 @@ def main() -> int:
         print(f"{r['model']:<28} {r['build']:<11} code {r['code_bytes']:>6,} B  FRAM predicted {r['fram_predicted']:>7,} linked "
               f"{r['fram_linked']:>7,} ({r['prediction_error']:+d} B)  {'fits' if r['fits'] else 'OVER'}  "
               f"flatbuffer overhead {100 * r['flatbuffer']['overhead_fraction']:.0f}% -> "
-              f"{100 * f['overhead_fraction']:.0f}% device form")
+              f"{100 * f['overhead_fraction']:.0f}% device form, {100 * f['stored_overhead_fraction']:.0f}% of the "
+              f"{f['stored']:,} B a provisioned device keeps")
         if r.get("msp430"):
             m = r["msp430"]
             print(f"{'':<40} msp430 from its image: {m['inference']:,} cycles per inference "
@@ -122,9 +123,14 @@ def main() -> int:
                   f"{m['warm_restart']:,}; {m['power_failures']} power failures, bit-exact {m['bit_exact']}")
     result = {"benchmark": "image", "host": platform.platform(), "command": "bench/image.py",
               "device": DEVICE, "wall_s": round(time.time() - t0, 1), "models": rows,
-              "targets": {"code_bytes<=20KB": all(r.get("code_target_met", False) for r in rows if "error" not in r),
+              # the code a device runs: the provisioned build's (the on_device builds carry the
+              # preparation code too, and are reported beside)
+              "targets": {"code_bytes<=20KB": all(r.get("code_target_met", False) for r in rows
+                                                  if "error" not in r and r["build"] == "provisioned"),
                           "flatbuffer_overhead<=10%": all(r["flatbuffer_device_form"]["overhead_fraction"] <= OVERHEAD_TARGET
                                                           for r in rows if "error" not in r),
+                          "stored_overhead<=10%": all(r["flatbuffer_device_form"]["stored_overhead_fraction"] <= OVERHEAD_TARGET
+                                                      for r in rows if "error" not in r),
                           "prediction_within_2%_or_256B": all(abs(r["prediction_error"]) <= max(256, 0.02 * r["fram_linked"])
                                                               for r in rows if "error" not in r)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)

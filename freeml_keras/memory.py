@@ -538,7 +538,11 @@ def flatbuffer_breakdown(data: ModelLike) -> dict[str, int]:
     scales), ``zero_points``, ``metadata:<name>`` per metadata entry, ``names`` (tensor and
     subgraph names) and ``tables`` (the rest: the flatbuffer's tables, vectors, shapes,
     alignment). ``overhead`` is everything but weights, biases and scales, and
-    ``overhead_fraction`` its share of the file."""
+    ``overhead_fraction`` its share of the file. ``stored``: the bytes a provisioned device keeps
+    (:func:`freeml_keras.format.tflite.data_prefix`, the whole file for a model without its id
+    in ``freeml_prepare``), and ``stored_overhead_fraction`` the share of those that are not
+    weights, sparse indices or biases (the device keeps no scales: its prepared state has
+    the multipliers)."""
     m = as_model(data)
     parsed = m.parsed
     out = {"file": len(m), "weights": 0, "biases": 0, "scales": 0, "zero_points": 0, "names": 0}
@@ -562,4 +566,7 @@ def flatbuffer_breakdown(data: ModelLike) -> dict[str, int]:
     out["tables"] = out["file"] - counted
     out["overhead"] = out["file"] - out["weights"] - out["biases"] - out["scales"]
     out["overhead_fraction"] = out["overhead"] / out["file"] if out["file"] else 0.0
+    out["stored"] = ts.data_prefix(m.data) if ts.prepared_data_span(m.data) is not None else len(m)
+    out["stored_overhead_fraction"] = (max(0, out["stored"] - out["weights"] - out["biases"]) / out["stored"]
+                                       if out["stored"] else 0.0)
     return out
