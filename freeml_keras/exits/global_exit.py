@@ -401,7 +401,7 @@ def train_global_exit(exit_model: ExitModel, train_data: tuple[np.ndarray, np.nd
     several passes over the data make one Keras epoch of at least ``STEPS_PER_EPOCH`` steps,
     ``info["passes_per_epoch"]``). The head is
     small and linear: trained to convergence (4,000 steps, patience 8) without dropout (the
-    exit model's ``dropout``, 0 by default) it gained 4.7 and 3.6 points at the first and
+    exit model's ``dropout``, 0 by default) it gained 4.2 and 3.0 points at the first and
     second exits of the digits CNN and 2.6 and 1.1 points on cnn_s over 1,500 steps, patience 4
     and dropout 0.2 (``bench/exits.py --defaults-only``, docs/exits.md).
     ``features``: precomputed ``(train_pooled, train_teacher, val_pooled, val_teacher)``
