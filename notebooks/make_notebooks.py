@@ -55,13 +55,13 @@ SETTINGS = code('''
     if SMALL:
         DATASET, WIDTH, EPOCHS, TRAIN_LIMIT, TEST_LIMIT = "digits", 0.5, 40, None, None
         COMPRESS_OPTIONS = dict(factorize=False, fine_tune_epochs=2, qat_epochs=1, fragile_drop=0.02)
-        EXIT_POINTS, POOLED_SIZE = ["pool1", "conv2", "fc1"], [2, 1, None]
+        EXIT_POINTS, PUBLISHED_POOLING = ["pool1", "conv2", "fc1"], [1, 1, None]
     else:
         DATASET = "fashion_mnist" if datasets.available("fashion_mnist") else "mnist"
         WIDTH, EPOCHS = 1.0, None
         TRAIN_LIMIT, TEST_LIMIT = 10_000, 2_000    # examples for fine-tuning / for evaluation
         COMPRESS_OPTIONS = {}
-        EXIT_POINTS, POOLED_SIZE = "auto", 1     # after every pooling stage, pooled to 1x1
+        EXIT_POINTS, PUBLISHED_POOLING = "auto", 1   # after every pooling stage (any number)
     print(f"dataset {DATASET}, model cnn_s (width {WIDTH}), device {DEVICE}, output in {OUT}")
 ''')
 
@@ -309,27 +309,30 @@ NB02 = [
     md('''
         ## Attach the shared exit head (gNet)
 
-        `attach_global_exit(model, exit_points, pooled_size=...)` plans the pooling of each exit
-        point (layer names, or `"auto"`: after every pooling stage) and returns an untrained
-        `ExitModel`. `train_global_exit` trains the head on the frozen backbone's pooled
-        features. Two ways are shown: the published gNet (`method="random"`: each example
-        trained at a random exit) and the default `"stagewise"` (exit by exit, each exit point's
-        weights trained with the earlier ones fixed), which keeps early exits accurate.
+        `attach_global_exit(model, exit_points)` returns an untrained `ExitModel` (exit points:
+        layer names, or `"auto"`: after every pooling stage, however many there are). It chooses,
+        per exit point, the pooled map and channel cap that fit a head-memory budget: a quarter
+        of what per-exit branches would store, at most a quarter of the backbone's stored bytes
+        (`head_budget_bytes=` or `device=` set another). `train_global_exit` trains the head on
+        the frozen backbone's pooled features, by default stagewise (exit by exit, each exit
+        point's weights trained with the earlier ones fixed, which keeps early exits accurate)
+        with a learned per-exit feature scale. For comparison, the published gNet: every exit
+        point pooled to 1x1, each example trained at a random exit (`method="random"`).
     '''),
     code('''
         from freeml_keras import exits
-        from freeml_keras.exits.global_exit import extract
 
-        gnet = exits.attach_global_exit(backbone, EXIT_POINTS, pooled_size=POOLED_SIZE)
-        print(f"exit points {gnet.exit_points}, pooled dims {gnet.pooled_dims}, "
-              f"head parameters {gnet.kernel.size + gnet.bias.size:,}")
-        features = extract(gnet, train[0], val[0], verbose=0)   # the frozen backbone, run once
-        published = exits.attach_global_exit(backbone, EXIT_POINTS, pooled_size=POOLED_SIZE)
-        for head, method in ((published, "random"), (gnet, "stagewise")):
-            record = exits.train_global_exit(head, train, val, method=method, epochs=30,
-                                             learning_rate=1e-2, verbose=0, features=features)
-            print(f"{method:9s}: validation accuracy per exit "
-                  + " ".join(f"{a:.3f}" for a in record["val_exit_accuracy"]))
+        gnet = exits.attach_global_exit(backbone, EXIT_POINTS)     # pooling chosen for the budget
+        choice = gnet.info["pooling"]
+        print(f"exit points {gnet.exit_points}; head budget {choice['head_budget_bytes']:,} B "
+              f"({choice['rule']}); pooled dims {gnet.pooled_dims}")
+        record = exits.train_global_exit(gnet, train, val, verbose=0)     # stagewise, scaled
+        print(f"allocation {gnet.info['pooling']['allocation']}, head {gnet.info['pooling']['head_bytes']:,} B; "
+              "validation accuracy per exit " + " ".join(f"{a:.3f}" for a in record["val_exit_accuracy"]))
+        published = exits.attach_global_exit(backbone, EXIT_POINTS, pooled_size=PUBLISHED_POOLING)
+        record = exits.train_global_exit(published, train, val, method="random", scale=False, verbose=0)
+        print("published gNet: validation accuracy per exit "
+              + " ".join(f"{a:.3f}" for a in record["val_exit_accuracy"]))
     '''),
     md('''
         ## The baseline: per-exit branches
@@ -527,8 +530,8 @@ NB03 = [
             print("no exit model from notebook 2 in", OUT, "- making it now")
             result = sparsecomp.compress(model, DEVICE, train, val, out_dir=OUT / "compress", resume=True,
                                          **COMPRESS_OPTIONS)
-            em = exits.attach_global_exit(result.model, EXIT_POINTS, pooled_size=POOLED_SIZE)
-            exits.train_global_exit(em, train, val, epochs=30, learning_rate=1e-2, verbose=0)
+            em = exits.attach_global_exit(result.model, EXIT_POINTS)
+            exits.train_global_exit(em, train, val, verbose=0)
             em.save(OUT / "exit_model")
             policy = exits.calibrate_thresholds(em, val, target_cost=0.6, device=DEVICE)
             (OUT / "exit_policy.json").write_text(policy.to_json())

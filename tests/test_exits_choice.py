@@ -94,7 +94,10 @@ def test_defaults_choose_a_budget_four_times_below_branches_and_train_stagewise_
     acc_p = [float(np.mean(np.argmax(zk, -1) == te[1])) for zk in zp]
     # The first exit, starved at 1x1, gains most.
     assert acc[0] >= acc_p[0] + 0.1, (acc, acc_p)
-    assert acc[1] >= 0.85, acc
+    # Trained to convergence without dropout: 96.4% and 96.9% here (93.3% and 93.6% with the
+    # old dropout 0.2 and 1,500 steps); the digits branches get 98.9% and 99.2%.
+    assert min(acc) >= 0.95, acc
+    assert rec["dropout"] == 0.0 and rec["passes_per_epoch"] > 1
 
 
 def test_readme_tour_exit_lines_run_on_a_two_stage_model(cnn, digits):
@@ -109,3 +112,27 @@ def test_readme_tour_exit_lines_run_on_a_two_stage_model(cnn, digits):
         exec(line, scope)
     em = scope["em"]
     assert em.exit_points == ["p1", "p2"] and em.info["trained"]
+
+
+def test_cli_exits_chooses_the_pooling_for_a_head_budget(cnn, tmp_path, capsys):
+    from freeml_keras import cli
+    from freeml_keras.exits import ExitModel
+
+    path = tmp_path / "cnn.keras"
+    cnn.save(path)
+    args = ["exits", str(path), "--dataset", "digits", "--train-limit", "300", "--epochs", "3"]
+    assert cli.main(args + ["--out", str(tmp_path / "e"), "--head-budget-bytes", "700"]) == 0
+    out = capsys.readouterr().out
+    em = ExitModel.load(tmp_path / "e")
+    pc = em.info["pooling"]
+    assert pc["head_budget_bytes"] == 700 and pc["rule"] == "given" and pc["fits_budget"]
+    assert exit_footprint(em)["head_bytes"] <= 700
+    assert f"head {pc['head_bytes']:,} B of a 700 B budget (given)" in out
+    assert f"p1 {em.pooled_dims[0]} features" in out
+    # a hand-made pooling is the old behaviour; with a budget it is refused in one line
+    assert cli.main(args + ["--out", str(tmp_path / "f"), "--pooled-size", "1"]) == 0
+    assert ExitModel.load(tmp_path / "f").pooled_dims == [16, 32]
+    capsys.readouterr()
+    assert cli.main(args + ["--out", str(tmp_path / "g"), "--pooled-size", "1",
+                            "--head-budget-bytes", "700"]) == 2
+    assert "--pooled-size is a choice made by hand" in capsys.readouterr().err

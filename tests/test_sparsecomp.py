@@ -254,3 +254,46 @@ def test_best_weights_is_early_stopping_except_when_no_epoch_has_a_finite_loss()
     w_es, _, _ = fit(early_stopping(), overflow)
     assert not np.isfinite(losses).any()
     assert same(w_best, snaps[-1]) and same(w_es, snaps[0]) and not same(w_best, w_es)
+
+
+def test_cli_compress_options_reach_compress_and_resume(trained, tmp_path, capsys):
+    """The recovery options of compress() on the command line: they are in the saved state,
+    --stop-after leaves a state that --resume finishes, and a resume with other options is
+    refused in one line."""
+    from freeml_keras import cli
+
+    path = tmp_path / "tiny.keras"
+    trained.save(path)
+    out = tmp_path / "out"
+    common = ["compress", str(path), "--dataset", "digits", "--flash-kb", "5.5", "--out", str(out),
+              "--epochs", "1", "--no-factorize", "--train-limit", "600", "--no-distill",
+              "--recovery-epochs", "2", "--recovery-patience", "1", "--fragile-confidence", "0.8",
+              "--learning-rate", "1e-3", "--seed", "3"]
+    assert cli.main(common + ["--stop-after", "1"]) == 0
+    assert "add --resume to continue" in capsys.readouterr().out
+    opts = json.loads((out / "state.json").read_text())["options"]
+    assert (opts["distill"], opts["recovery_epochs"], opts["recovery_patience"]) == (0.0, 2, 1)
+    assert (opts["fragile_confidence"], opts["learning_rate"], opts["seed"]) == (0.8, 1e-3, 3)
+    assert not (out / "model.keras").exists()
+    assert cli.main(common + ["--resume"]) == 0
+    text = capsys.readouterr().out
+    assert "meets budget: True" in text and (out / "model.keras").exists()
+    steps = json.loads((out / "report.json").read_text())["steps"]
+    rec = [s for s in steps if s.get("kind") == "recovery_fine_tune"]
+    assert len(rec) == 1 and rec[0]["change"] == "up to 2 epochs"
+    other = [a if a != "0.8" else "0.95" for a in common]
+    assert cli.main(other + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other options" in err[0]
+    # --distill W; options not given are compress()'s defaults, which --help shows
+    from freeml_keras.compression.options import Options
+    p = cli.build_parser()
+    base = ["compress", "m", "--dataset", "digits", "--flash-kb", "1", "--out", "o"]
+    assert p.parse_args(base + ["--distill", "0.25"]).distill == 0.25
+    d = p.parse_args(base)
+    assert [str(d.distill), str(d.recovery_epochs), str(d.fragile_drop)] == [
+        f"{Options.distill:g}", str(Options.recovery_epochs), f"{Options.fragile_drop * 100:g}"]
+    with pytest.raises(SystemExit):
+        cli.main(["compress", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {Options.recovery_epochs}; 0: none)" in text and "--no-distill" in text

@@ -21,11 +21,22 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output directory for the exit model")
     p.add_argument("--exit-points", default="auto",
                    help="comma-separated layer names, input to output (default: after each pooling stage)")
-    p.add_argument("--pooled-size", type=int, default=1,
-                   help="max-pool each spatial side of an exit point's features to this (default 1)")
+    p.add_argument("--pooled-size", type=int, default=None,
+                   help="max-pool each spatial side of every exit point's features to this "
+                        "(default: chosen per exit point, with a channel cap, to fit the head "
+                        "budget)")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--head-budget-bytes", type=int, default=None, metavar="B",
+                   help="stored bytes of the exit head the chosen pooling fits (default: a "
+                        "quarter of per-exit branches' head, at most a quarter of the model's "
+                        "stored bytes)")
+    b.add_argument("--device", default=None,
+                   help="a device profile: the head gets what its model budget leaves after "
+                        "the model (e.g. msp430fr5994)")
     p.add_argument("--method", default="stagewise", choices=("stagewise", "random", "balanced"),
                    help="how the head is trained (default stagewise)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (early stopping)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs, early stopping (default: enough for 4,000 steps)")
     p.add_argument("--train-limit", type=int, default=None,
                    help="train on this many training examples (a fixed subset)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="A",
@@ -49,14 +60,28 @@ def run(args: argparse.Namespace) -> int:
     tr = datasets.subset(d.train, args.train_limit) if args.train_limit else d.train
     points = "auto" if args.exit_points == "auto" else [s.strip() for s in args.exit_points.split(",")]
     try:
-        em = attach_global_exit(model, points, pooled_size=args.pooled_size)
-    except (ExitPointError, KeyError) as e:
+        if args.pooled_size is None:
+            em = attach_global_exit(model, points, head_budget_bytes=args.head_budget_bytes,
+                                    device=args.device)
+        else:
+            if args.head_budget_bytes is not None or args.device is not None:
+                raise CommandError("--pooled-size is a choice made by hand; --head-budget-bytes "
+                                   "and --device are for the automatic choice")
+            em = attach_global_exit(model, points, pooled_size=args.pooled_size)
+    except (ExitPointError, KeyError, ValueError) as e:
         raise CommandError(f"{path}: {e}") from None
     rec = train_global_exit(em, tr, d.val, method=args.method, epochs=args.epochs, verbose=1)
     out = Path(args.out)
     em.save(out)
     print(f"exit points {', '.join(em.exit_points)}: validation accuracy "
           + " ".join(f"{a:.4f}" for a in rec["val_exit_accuracy"]))
+    pc = em.info.get("pooling")
+    if pc:
+        print(f"head {pc['head_bytes']:,} B of a {pc['head_budget_bytes']:,} B budget "
+              f"({pc['rule']}); pooling per exit point: " + ", ".join(
+                  f"{c['exit_point']} {c['pooled_dim']} features (pooled to "
+                  f"{c['pooled_size'] or 'no pooling'}, channels {c['max_width'] or 'all'})"
+                  for c in pc["choice"]))
     if args.target_accuracy is not None:
         policy = calibrate_thresholds(em, d.val, target_accuracy=args.target_accuracy)
         (out / "policy.json").write_text(policy.to_json())
