@@ -349,6 +349,14 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     sgs = fb_vector(&fb, root, MODEL_SUBGRAPHS, 4, &num_sgs);
     buffers = fb_vector(&fb, root, MODEL_BUFFERS, 4, &nbuf);
     if (fb.err) return format_error(it, &fb, "bad model table", -1, -1);
+    /* every buffer's data lies inside the file, also those no tensor reads (metadata entries, which
+     * freeml_keras.format.tflite.write_model puts at the end of the file): a truncated file is
+     * refused here rather than prepared from what is left */
+    for (i = 0; i < nbuf && !fb.err; i++) {
+        uint32_t n;
+        (void)fb_vector(&fb, fb_vec_table(&fb, buffers, i), BUF_DATA, 1, &n);
+    }
+    if (fb.err) return format_error(it, &fb, "buffer data out of bounds", -1, -1);
     if (num_sgs < 1) return fm_fail(it, FM_ERR_FORMAT, "model has no subgraphs", -1, -1, 0);
     if (subgraph >= num_sgs)
         return fm_fail(it, FM_ERR_ARG, "no such subgraph", -1, -1, (int32_t)subgraph);
