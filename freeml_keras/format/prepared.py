@@ -479,6 +479,35 @@ def _svdf_words(op: _Op) -> list[int]:
     return words
 
 
+def _lstm_words(op: _Op) -> list[int]:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM (kernels/lstm.c), in TFLite Micro's order: per gate (forget,
+    input, cell, output) the input and the recurrent product to Q3.12 (each scale product in
+    float32); forget x cell, input x cell gate and output x tanh(cell) (products and quotients
+    in double); the cell scale's rounded log2; the quantized cell clip (-1: none)."""
+    s_in = np.float32(_scale(op.tensor("in", 0)))
+    s_h, s_c = np.float32(_scale(op.tensor("in", 18))), np.float32(_scale(op.tensor("in", 19)))
+    q12, q15 = 1.0 / 4096.0, 1.0 / 32768.0
+    in_range = lambda m, shift: -31 <= shift <= 30  # noqa: E731
+    words = []
+    with np.errstate(all="ignore"):
+        for g in (1, 0, 2, 3):
+            for src, k in ((s_in, 1 + g), (s_h, 5 + g)):
+                w_i = op.tensor_index("in", k)
+                m = _ddiv(float(np.float32(src * np.float32(_scale(op.sg.tensors[w_i])))), q12)
+                words += _multiplier(op, m, "input scale * weights scale / 2^-12", w_i, in_range)
+        for a, b, c, what in ((q15, s_c, s_c, "2^-15 * cell / cell"), (q15, q15, s_c, "2^-30 / cell"),
+                              (q15, q15, s_h, "2^-30 / hidden state")):
+            words += _multiplier(op, _ddiv(_dmul(a, float(b)), float(c)), what, None, in_range)
+    c = float(s_c)
+    if not (0 < c < 1e30):
+        raise op.error(f"cell state scale {c!r} is not positive", op.tensor_index("in", 19))
+    frac, e = math.frexp(c)
+    words.append(e - 1 if frac * frac < 0.5 else e)
+    clip = float(np.float32(getattr(op.options(), "cellClip", 0.0) or 0.0))
+    words.append(int(max(-32768.0, min(32767.0, clip / c))) if clip > 0 else -1)
+    return words
+
+
 def _words(op: _Op) -> list[int]:
     if op.name in _CONV:
         return _conv_words(op)
@@ -498,6 +527,8 @@ def _words(op: _Op) -> list[int]:
         return _requant_words(op, None)
     if op.name == "SVDF":
         return _svdf_words(op)
+    if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        return _lstm_words(op)
     integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
     if op.name == "QUANTIZE" and op.tensor("in").type in integer and op.tensor("out").type in integer \
             and not op.tensor("in").type == op.tensor("out").type == ts.TensorType.UINT8:

@@ -255,6 +255,29 @@ typedef struct {
     uint8_t elem;
 } fm_svdf_params;
 
+/* UNIDIRECTIONAL_SEQUENCE_LSTM (kernels/lstm.c): the requantizations, kept in the state block
+ * (fm_lstm_params.q): per gate g (0 input, 1 forget, 2 cell, 3 output) the input product
+ * (fc[2g]) and the recurrent product (fc[2g + 1]) to Q3.12; the three element-wise products
+ * (forget x cell, input x cell gate, output x tanh(cell)). */
+typedef struct {
+    int32_t fc_mult[8], mul_mult[3];
+    int8_t fc_shift[8], mul_shift[3];
+} fm_lstm_q;
+
+/* The LSTM's 24 inputs (TFLite's order; -1 absent: op->in holds the first FM_MAX_OP_INPUTS),
+ * its shape as R rows of a sequential step (batch-major: one, time-major: the batch) times
+ * `steps` sequential steps, and the cell state's fixed-point parameters. */
+typedef struct {
+    int16_t t[24];
+    uint8_t count;                            /* inputs the operator has */
+    uint8_t time_major;
+    int8_t tanh_shift;                        /* tanh of the cell: 3 << shift, or 3 >> -shift */
+    int16_t clip;                             /* quantized cell clip, -1: none */
+    int32_t batch, time, input, state, rows, steps;
+    int32_t in_zp, h_zp;
+    fm_lstm_q *q;
+} fm_lstm_params;
+
 /* SPLIT and SPLIT_V: outputs (op->in[first] ..) cut from each of `outer` input rows. */
 typedef struct {
     int32_t outer, in_row;                    /* rows before the axis, input bytes per row */
@@ -298,6 +321,7 @@ struct fm_op {
         fm_call_once_params once;
         fm_split_params split;
         fm_svdf_params svdf;
+        fm_lstm_params lstm;
     } p;
 };
 
@@ -322,7 +346,7 @@ enum {
     FM_OP_LOGISTIC = 14, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
     FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
-    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
+    FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM = 44, FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
     FM_OP_CALL_ONCE = 129, FM_OP_VAR_HANDLE = 142, FM_OP_READ_VARIABLE = 143, FM_OP_ASSIGN_VARIABLE = 144
 };
 
