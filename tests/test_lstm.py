@@ -209,6 +209,22 @@ def test_lstm_operator_survives_power_failures_in_one_unit_steps(tmp_path):
         assert np.array_equal(rep.output, refs[k].ravel()), (k, rep.failures_by_phase)
 
 
+def test_lstm_survives_power_failures_on_the_msp430(tmp_path):
+    """The LSTM on the MSP430 emulator (16-bit int, parameters precomputed in the model, the
+    states in FRAM): four inferences of the same input cut by 12 seeded power failures give
+    TFLite Micro's four answers, in order."""
+    from freeml_keras.targets import power
+    from freeml_keras.targets.toolchain import check_tools
+    check_tools("msp430")
+    b = lstm_model(dict(CASE, batch=1, time=2, input=3, state=4))
+    x = _inputs(b, 1, 4)[0]
+    refs = [r.ravel().tolist() for r in _tflm_sequence(b, [x] * 4)]
+    assert len({tuple(r) for r in refs}) == 4
+    rep = power.run_power_failures("msp430", b, x, tmp_path, failures=12, seed=3, inferences=4)
+    assert [list(o) for _, o in rep.outputs[:4]] == refs
+    assert rep.failures_by_phase["work"] >= 6, rep.failures_by_phase
+
+
 def _edited(b: bytes, edit) -> bytes:
     m = ts.read_model(b)
     op = m.subgraphs[0].operators[0]
