@@ -4,7 +4,8 @@ quantization, cell clip) and a Keras LSTM converted here, each invoked several t
 sequence (the hidden and cell states are variable tensors carried from one invocation to the
 next), give TFLite Micro's outputs, whole, in resumable steps, with precomputed parameters and
 under power failures with the states in NVM; what the kernel does not run is refused by name;
-mutated copies never crash the runtime under AddressSanitizer + UBSan."""
+mutated copies never crash the runtime under AddressSanitizer + UBSan. A Keras GRU, unrolled (the
+only way it converts to int8), runs bit-exact."""
 
 from __future__ import annotations
 
@@ -277,3 +278,26 @@ def test_mutated_lstm_models_never_crash(keras_lstm, tmp_path):
     fields = r.stdout.split()
     print(r.stdout.strip())
     assert int(fields[3]) > 0 and int(fields[5]) > 0
+
+
+# ---- GRU -------------------------------------------------------------------------------------
+
+def test_keras_gru_unrolled_runs_bit_exact():
+    """A Keras GRU converts to int8 only unrolled (``unroll=True``; without it the TFLite
+    converter of TensorFlow 2.21 crashes on the WHILE loop it makes): UNPACK of the time steps,
+    then per step FULLY_CONNECTED, SPLIT / SPLIT_V, ADD, LOGISTIC, MUL, SUB and TANH, which the
+    runtime runs bit-exact with TFLite Micro."""
+    from freeml_keras.keras import keras
+    A = _architectures()
+    inp = keras.Input((6, 4), batch_size=1)
+    m = A.randomize(keras.Model(inp, keras.layers.Dense(3)(keras.layers.GRU(5, unroll=True)(inp))), seed=1)
+    b = A.convert_int8(m)
+    names = {r["name"] for r in operator_support(b)}
+    assert {"UNPACK", "TANH", "LOGISTIC", "SUB", "MUL"} <= names and "WHILE" not in names, names
+    assert all(r["supported"] for r in operator_support(b))
+    xs = _inputs(b, 4, 3)
+    refs = _tflm_sequence(b, xs)
+    for model in (b, with_prepared(b)):
+        it = Interpreter(model)
+        for k, x in enumerate(xs):
+            assert np.array_equal(it.invoke(x)[0].reshape(refs[k].shape), refs[k]), k

@@ -279,6 +279,47 @@ def test_logistic_every_input_value():
         assert np.array_equal(Interpreter(b).invoke(x)[0], run_tflm(b, [x[None]])[0][0])
 
 
+@fixed_and_fresh(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.floats(0.004, 0.3), zps,
+                 st.integers(0, 10_000), max_examples=10)
+def test_tanh(shape, scale, zp, seed):
+    b = op_model("TANH", [tensor(shape, scale=float(np.float32(scale)), zp=zp)], [tensor(shape, scale=1 / 128)])
+    assert_same_as_tflm(b, seed, n=6)
+
+
+def test_tanh_every_input_value():
+    """All 256 inputs at a few input scales, including ones whose radius cuts inside the range."""
+    for scale, zp in ((0.02, 0), (0.1, -20), (0.0625, 5), (0.3, 100), (0.007, -128)):
+        b = op_model("TANH", [tensor([256], scale=scale, zp=zp)], [tensor([256], scale=1 / 128)])
+        x = np.arange(-128, 128, dtype=np.int8)
+        assert np.array_equal(Interpreter(b).invoke(x)[0], run_tflm(b, [x[None]])[0][0])
+
+
+@st.composite
+def unpack_case(draw):
+    rank = draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 4)) for _ in range(rank)]
+    axis = draw(st.integers(0, rank - 1))
+    shape[axis] = draw(st.integers(1, 9))
+    return dict(shape=shape, axis=axis - rank if draw(st.booleans()) else axis,
+                type=draw(st.sampled_from([T.INT8, T.INT16, T.INT32])), seed=draw(st.integers(0, 10_000)))
+
+
+def unpack_model(c: dict) -> bytes:
+    axis = c["axis"] % len(c["shape"])
+    q = dict(scale=0.1, zp=3 if c["type"] == T.INT8 else 0)
+    out = [n for d, n in enumerate(c["shape"]) if d != axis] or [1]
+    o = S.UnpackOptionsT()
+    o.num, o.axis = c["shape"][axis], c["axis"]
+    return op_model("UNPACK", [tensor(c["shape"], c["type"], **q)], [tensor(out, c["type"], **q)] * o.num, o)
+
+
+@fixed_and_fresh(unpack_case(), max_examples=10)
+def test_unpack(c):
+    """UNPACK (a Keras RNN unrolled by the converter unpacks its time steps) into up to 9
+    outputs: the same bytes as TFLite Micro."""
+    assert_same_as_tflm(unpack_model(c), c["seed"])
+
+
 @fixed_and_fresh(st.sampled_from([(T.INT8, T.INT8), (T.INT8, T.UINT8), (T.INT16, T.INT8), (T.INT8, T.INT16),
                                   (T.UINT8, T.INT8)]),
                  st.lists(st.integers(1, 6), min_size=1, max_size=3), scales, scales, zps, zps,
@@ -317,8 +358,8 @@ def test_rescaling_and_normalization_input_layers(first):
 
 def test_unsupported_operator_and_type_are_named():
     """A refused operator is named by builtin name and index; a tensor by index, name and type."""
-    b = op_model("TANH", [tensor([4], scale=0.1)], [tensor([4], scale=1 / 128)])
-    with pytest.raises(RuntimeModelError, match=r"operator not supported \(operator 0 TANH\)"):
+    b = op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
+    with pytest.raises(RuntimeModelError, match=r"operator not supported \(operator 0 HARD_SWISH\)"):
         Interpreter(b)
     b = op_model("ADD", [tensor([4], T.BOOL), tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
     with pytest.raises(RuntimeModelError,
@@ -368,6 +409,8 @@ def layer_op_models() -> dict[str, bytes]:
         [tensor([3], T.INT32, data=np.array(v, np.int32)) for v in ([1, -1, 1], [3, 0, 2], [1, -2, 1])],
         [tensor(slice_shape([4, 5, 3], [1, -1, 1], [3, 0, 2], [1, -2, 1], 1, 0, 4), scale=0.1)], o)
     models["LOGISTIC"] = op_model("LOGISTIC", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 256, zp=-128)])
+    models["TANH"] = op_model("TANH", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 128)])
+    models["UNPACK"] = unpack_model(dict(shape=[3, 4, 2], axis=1, type=T.INT8, seed=0))
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,
@@ -411,15 +454,15 @@ def test_inspect_lists_every_operator_with_support(tmp_path, capsys):
     import json
 
     from freeml_keras.cli import main
-    cases = {"tanh": op_model("TANH", [tensor([4], scale=0.1)], [tensor([4], scale=1 / 128)]),
+    cases = {"hard_swish": op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)]),
              "bool": op_model("ADD", [tensor([4], T.BOOL), tensor([4], scale=0.1)], [tensor([4], scale=0.1)]),
              "mul": layer_op_models()["MUL"]}
     for name, b in cases.items():
         (tmp_path / f"{name}.tflite").write_bytes(b)
-    assert main(["inspect", str(tmp_path / "tanh.tflite")]) == 0
+    assert main(["inspect", str(tmp_path / "hard_swish.tflite")]) == 0
     out = capsys.readouterr().out
-    assert "1 NOT supported" in out and "TANH" in out and "no kernel in this runtime" in out
-    assert "operator not supported (operator 0 TANH)" in out
+    assert "1 NOT supported" in out and "HARD_SWISH" in out and "no kernel in this runtime" in out
+    assert "operator not supported (operator 0 HARD_SWISH)" in out
     assert main(["inspect", str(tmp_path / "bool.tflite"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["operators"] == [{"index": 0, "name": "ADD", "supported": False, "reason": "tensor 0 has type BOOL"}]

@@ -34,12 +34,15 @@ Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = output
 - ADD, SUB: act_min, act_max, in1 multiplier, in1 shift, in2 multiplier, in2 shift, out
   multiplier, out shift (SUB's in float arithmetic, as TFLite Micro computes them);
 - MUL: act_min, act_max, multiplier, shift;
-- LOGISTIC: input multiplier, input left shift, input range radius;
+- LOGISTIC, TANH: input multiplier, input left shift, input range radius;
 - SOFTMAX: input multiplier, input left shift, diff_min, n_exp | n_small << 16, then the exp
   table of :func:`softmax_table` (n_exp u16, n_exp u16, n_small u8, zero-padded to whole words;
   the device reads it in place);
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
 - QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
+- SVDF: the two (multiplier, shift) pairs of :func:`_svdf_words`;
+- UNIDIRECTIONAL_SEQUENCE_LSTM: the 11 (multiplier, shift) pairs, the cell scale's log2 and the
+  quantized cell clip of :func:`_lstm_words`;
 - every other operator: none.
 
 The model id is kept right by :func:`freeml_keras.format.tflite.write_model`, the one place that
@@ -343,7 +346,7 @@ def _mul_words(op: _Op) -> list[int]:
 
 
 def _logistic_words(op: _Op) -> list[int]:
-    """TFLite Micro's LOGISTIC: the input scale times 2^27 as multiplier and left shift (frexp),
+    """TFLite Micro's LOGISTIC and TANH: the input scale times 2^27 as multiplier and left shift (frexp),
     and the radius floor(15 * 2^27 / 2^shift) beyond which the output saturates."""
     in_i = op.tensor_index("in")
     s_in = _scale(op.sg.tensors[in_i])
@@ -519,7 +522,7 @@ def _words(op: _Op) -> list[int]:
         return _sub_words(op)
     if op.name == "MUL":
         return _mul_words(op)
-    if op.name == "LOGISTIC":
+    if op.name in ("LOGISTIC", "TANH"):
         return _logistic_words(op)
     if op.name == "SOFTMAX":
         return _softmax_words(op)

@@ -429,7 +429,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         fm_op *op = &it->ops[i];
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
         const fm_kernel *k;
-        uint8_t multi, lstm;
+        uint8_t multi, lstm, unpack;
         memset(op, 0, sizeof *op);
         op->scratch_off = -1;
         op->out = -1;
@@ -467,10 +467,13 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         v = fb_vector(&fb, ot, OP_OUTPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator outputs", (int32_t)i, -1);
         /* one output; none for ASSIGN_VARIABLE and CALL_ONCE; several for SPLIT and SPLIT_V,
-         * whose outputs follow their inputs in op->in (op->out is the first) */
+         * whose outputs follow their inputs in op->in (op->out is the first), and for UNPACK */
         multi = op->code == FM_OP_SPLIT || op->code == FM_OP_SPLIT_V;
+        unpack = op->code == FM_OP_UNPACK;       /* (its outputs in its parameters) */
         if (n == 0 && (op->code == FM_OP_ASSIGN_VARIABLE || op->code == FM_OP_CALL_ONCE)) {
             /* no output: op->out stays -1 */
+        } else if (unpack && n >= 1 && n <= FM_UNPACK_MAX) {
+            op->p.unpack.num = (uint8_t)n;
         } else if (n != 1 && !(n > 1 && multi)) {
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operators must have one output", (int32_t)i, -1, (int32_t)n);
         } else if (multi && op->num_in + n > FM_MAX_OP_INPUTS) {
@@ -485,6 +488,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             touch(&it->tensors[t], (int16_t)i);
             if (j == 0) op->out = (int16_t)t;
             if (multi) op->in[op->num_in + j] = (int16_t)t;
+            if (unpack) op->p.unpack.out[j] = (int16_t)t;
         }
         if (multi) op->num_in = (uint8_t)(op->num_in + n);
         fm_pre_begin(it, (uint16_t)i);

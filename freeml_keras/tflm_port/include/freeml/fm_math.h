@@ -40,6 +40,8 @@ int32_t fm_exp_on_negative_values_q5(int32_t a);
 int32_t fm_exp_on_negative_values(int32_t a, int32_t int_bits);
 /* 1 / (1 + exp(-a)) for a given with int_bits integer bits, result in Q0.31 (gemmlowp logistic). */
 int32_t fm_logistic_fixed(int32_t a, int32_t int_bits);
+/* tanh(a) for a given with int_bits integer bits (1 .. 4), result in Q0.31 (gemmlowp tanh). */
+int32_t fm_tanh_fixed(int32_t a, int32_t int_bits);
 /* 1 / (1 + x) for x in [0, 1) in Q0.31, result in Q0.31. */
 int32_t fm_one_over_one_plus_x(int32_t a);
 /* Leading zeros of a 32-bit value (32 for 0). */
