@@ -474,21 +474,32 @@ fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm
                        const fm_tensor *out, int32_t *out_dims, int32_t *str1, int32_t *str2);
 /* A walk over the output of a broadcasting operator: the output position as 4-D and the
  * operands' element indices (fm_broadcast's strides). fm_bcast_start places it at output element
- * u (divisions, once per call of eval); fm_bcast_next steps to the next element (additions). */
+ * u (divisions, once per call of eval); fm_bcast_run and fm_bcast_skip below step through it
+ * (additions). */
 typedef struct {
     int32_t c[4], ia, ib;
 } fm_bcast_pos;
 void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos);
-static inline void fm_bcast_next(const fm_add_params *p, fm_bcast_pos *pos)
+/* Elements from pos to the end of its innermost output row, at most `left`; then
+ * fm_bcast_skip moves pos past n <= that many (the element-wise kernels walk the output in such
+ * runs, the operands at constant strides inside one). */
+static inline uint32_t fm_bcast_run(const fm_add_params *p, const fm_bcast_pos *pos, uint32_t left)
+{
+    const uint32_t n = (uint32_t)(p->out_dims[3] - pos->c[3]);
+    return n < left ? n : left;
+}
+static inline void fm_bcast_skip(const fm_add_params *p, fm_bcast_pos *pos, uint32_t n)
 {
     int32_t d = 3;
-    pos->ia += p->str1[3];
-    pos->ib += p->str2[3];
-    while (++pos->c[d] == p->out_dims[d] && d > 0) {
+    pos->ia += p->str1[3] * (int32_t)n;
+    pos->ib += p->str2[3] * (int32_t)n;
+    pos->c[3] += (int32_t)n;
+    while (pos->c[d] == p->out_dims[d] && d > 0) {
         pos->ia -= p->str1[d] * p->out_dims[d];
         pos->ib -= p->str2[d] * p->out_dims[d];
         pos->c[d] = 0;
         d--;
+        pos->c[d]++;
         pos->ia += p->str1[d];
         pos->ib += p->str2[d];
     }

@@ -60,7 +60,9 @@ typedef struct {
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
 int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult);
 #else
-static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
+/* fm_mul_by_qm for multipliers 0 <= mult < 2^31 (TFLite's), inline, with one 32x32 -> 64-bit
+ * multiply. */
+static inline int32_t fm_mul_by_qm_inline(int32_t acc, int32_t mult, int32_t shift)
 {
     const int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
     const int64_t ab = (int64_t)(int32_t)((uint32_t)acc << left) * mult;
@@ -71,11 +73,25 @@ static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t s
         const int32_t rem = v & mask, threshold = (mask >> 1) + (v < 0 ? 1 : 0);
         v = (v >> right) + (rem > threshold ? 1 : 0);
     }
+    return v;
+}
+
+static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
+{
+    int32_t v = fm_mul_by_qm_inline(acc, mult, shift);
     v += q->off;
     if (v < q->min) v = q->min;
     if (v > q->max) v = q->max;
     return (int8_t)v;
 }
+#endif
+
+/* fm_mul_by_qm where it runs once per element (the element-wise kernels: a call each was half
+ * their time on x86): inline where 64-bit products are cheap, the call on 16-bit targets. */
+#if UINTPTR_MAX <= 0xFFFFu
+#define fm_mul_by_qm_fast(acc, mult, shift) fm_mul_by_qm((acc), (mult), (shift))
+#else
+#define fm_mul_by_qm_fast(acc, mult, shift) fm_mul_by_qm_inline((acc), (mult), (shift))
 #endif
 
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT

@@ -255,8 +255,8 @@ static int16_t gate(const fm_interp *it, const fm_lstm_params *p, int32_t g, con
     int32_t acc = ((const int32_t *)(const void *)fm_data(it, p->t[L_BIAS + g]))[j], acc2 = 0, k;
     for (k = 0; k < p->input; k++) acc = FM_WRAP_ADD(acc, FM_MAC16(w[k], (int32_t)x[k] - p->in_zp));
     for (k = 0; k < p->state; k++) acc2 = FM_WRAP_ADD(acc2, FM_MAC16(r[k], (int32_t)h[k] - p->h_zp));
-    return (int16_t)clamp16(clamp16(fm_mul_by_qm(acc, p->q->fc_mult[2 * g], p->q->fc_shift[2 * g])) +
-                            clamp16(fm_mul_by_qm(acc2, p->q->fc_mult[2 * g + 1], p->q->fc_shift[2 * g + 1])));
+    return (int16_t)clamp16(clamp16(fm_mul_by_qm_fast(acc, p->q->fc_mult[2 * g], p->q->fc_shift[2 * g])) +
+                            clamp16(fm_mul_by_qm_fast(acc2, p->q->fc_mult[2 * g + 1], p->q->fc_shift[2 * g + 1])));
 }
 
 static void init_state(const fm_interp *it, int16_t t, uint8_t fill)
@@ -296,12 +296,12 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             const int8_t *h = hs + b * p->state;
             const int16_t ig = sigmoid16(gate(it, p, 0, x, h, j)), fg = sigmoid16(gate(it, p, 1, x, h, j));
             const int16_t cg = tanh16(gate(it, p, 2, x, h, j), 0), og = sigmoid16(gate(it, p, 3, x, h, j));
-            int32_t cn = clamp16(fm_mul_by_qm(FM_MUL32(fg, cs[b * p->state + j]), q->mul_mult[0], q->mul_shift[0])) +
-                         clamp16(fm_mul_by_qm(FM_MUL32(ig, cg), q->mul_mult[1], q->mul_shift[1]));
+            int32_t cn = clamp16(fm_mul_by_qm_fast(FM_MUL32(fg, cs[b * p->state + j]), q->mul_mult[0], q->mul_shift[0])) +
+                         clamp16(fm_mul_by_qm_fast(FM_MUL32(ig, cg), q->mul_mult[1], q->mul_shift[1]));
             int32_t hn;
             cn = clamp16(cn);
             if (p->clip >= 0) cn = cn > p->clip ? p->clip : cn < -p->clip ? -p->clip : cn;
-            hn = fm_mul_by_qm(FM_MUL32(tanh16((int16_t)cn, p->tanh_shift), og), q->mul_mult[2], q->mul_shift[2]) + p->h_zp;
+            hn = fm_mul_by_qm_fast(FM_MUL32(tanh16((int16_t)cn, p->tanh_shift), og), q->mul_mult[2], q->mul_shift[2]) + p->h_zp;
             bank_c[bank + e] = (int16_t)cn;
             bank_h[bank + e] = (int8_t)(hn < -128 ? -128 : hn > 127 ? 127 : hn);
             e++;
