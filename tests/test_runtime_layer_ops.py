@@ -356,6 +356,66 @@ def test_rescaling_and_normalization_input_layers(first):
     assert_same_as_tflm(b, 0, n=4)
 
 
+@st.composite
+def transpose_conv_case(draw):
+    return dict(batch=draw(st.integers(1, 2)), h=draw(st.integers(1, 5)), w=draw(st.integers(1, 5)),
+                in_c=draw(st.integers(1, 4)), out_c=draw(st.integers(1, 4)), k_h=draw(st.integers(1, 4)),
+                k_w=draw(st.integers(1, 4)), s_h=draw(st.integers(1, 3)), s_w=draw(st.integers(1, 3)),
+                same=draw(st.booleans()), per_channel=draw(st.booleans()), bias=draw(st.booleans()),
+                act=draw(acts), s_in=draw(scales), s_out=draw(scales), z_in=draw(zps), z_out=draw(zps),
+                seed=draw(st.integers(0, 10_000)))
+
+
+def transpose_conv_model(c: dict) -> bytes:
+    """TRANSPOSE_CONV as the converter writes a Conv2DTranspose: output shape, int8 weights
+    [out_c, k_h, k_w, in_c] (per-channel or one scale), int8 input, optional int32 bias."""
+    rng = np.random.default_rng(c["seed"])
+    oh = c["h"] * c["s_h"] if c["same"] else (c["h"] - 1) * c["s_h"] + c["k_h"]
+    ow = c["w"] * c["s_w"] if c["same"] else (c["w"] - 1) * c["s_w"] + c["k_w"]
+    out_shape = [c["batch"], oh, ow, c["out_c"]]
+    w_scales = rng.uniform(0.002, 0.02, c["out_c"] if c["per_channel"] else 1).astype(np.float32)
+    w = tensor([c["out_c"], c["k_h"], c["k_w"], c["in_c"]], scale=float(w_scales[0]),
+               data=rng.integers(-127, 128, (c["out_c"], c["k_h"], c["k_w"], c["in_c"])))
+    ins = [tensor([4], T.INT32, data=np.array(out_shape, np.int32)), w,
+           tensor([c["batch"], c["h"], c["w"], c["in_c"]], scale=c["s_in"], zp=c["z_in"])]
+    if c["bias"]:
+        ins.append(tensor([c["out_c"]], T.INT32, scale=float(np.float32(c["s_in"]) * w_scales[0]),
+                          data=rng.integers(-3000, 3000, c["out_c"])))
+    o = S.TransposeConvOptionsT()
+    o.padding, o.strideH, o.strideW = 0 if c["same"] else 1, c["s_h"], c["s_w"]
+    o.fusedActivationFunction = c["act"]
+    b = op_model("TRANSPOSE_CONV", ins, [tensor(out_shape, scale=c["s_out"], zp=c["z_out"])], o)
+    if c["per_channel"]:
+        m = ts.read_model(b)
+        q = m.subgraphs[0].tensors[int(m.subgraphs[0].operators[0].inputs[1])].quantization
+        q.scale, q.zeroPoint, q.quantizedDimension = [float(v) for v in w_scales], [0] * c["out_c"], 0
+        b = ts.write_model(m)
+    return b
+
+
+@fixed_and_fresh(transpose_conv_case(), max_examples=12)
+def test_transpose_conv(c):
+    """TRANSPOSE_CONV over shapes, strides, SAME / VALID, per-channel or per-tensor weights, with
+    and without bias, fused activations: the same bytes as TFLite Micro."""
+    assert_same_as_tflm(transpose_conv_model(c), c["seed"])
+
+
+def test_keras_conv2d_transpose():
+    """A Keras Conv2DTranspose (stride 2, SAME) converts to TRANSPOSE_CONV: bit-exact. (With
+    the batch size left open the converter computes the output shape at run time with SHAPE,
+    STRIDED_SLICE and PACK, which the runtime refuses: the model's input has batch size 1.)"""
+    from freeml_keras.conversion.converter import convert
+    from freeml_keras.keras import keras
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((5, 5, 3), batch_size=1)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x)
+    m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 5, 5, 3)).astype(np.float32), sparse=False)
+    assert "TRANSPOSE_CONV" in Interpreter(b).op_codes
+    assert_same_as_tflm(b, 0, n=4)
+
+
 def test_unsupported_operator_and_type_are_named():
     """A refused operator is named by builtin name and index; a tensor by index, name and type."""
     b = op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
@@ -411,6 +471,9 @@ def layer_op_models() -> dict[str, bytes]:
     models["LOGISTIC"] = op_model("LOGISTIC", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 256, zp=-128)])
     models["TANH"] = op_model("TANH", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 128)])
     models["UNPACK"] = unpack_model(dict(shape=[3, 4, 2], axis=1, type=T.INT8, seed=0))
+    models["TRANSPOSE_CONV"] = transpose_conv_model(dict(batch=1, h=3, w=2, in_c=2, out_c=3, k_h=3, k_w=2, s_h=2,
+                                                         s_w=1, same=True, per_channel=True, bias=True, act=1,
+                                                         s_in=0.05, s_out=0.1, z_in=3, z_out=-5, seed=0))
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,

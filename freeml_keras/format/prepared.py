@@ -28,8 +28,8 @@ Operator table: N records of 8 B, u32 offset of the operator's words, u32 number
 
 Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = outputs[0]):
 
-- CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: act_min, act_max, then multiplier, shift of
-  each output channel;
+- CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: act_min, act_max, then
+  multiplier, shift of each output channel;
 - AVERAGE_POOL_2D, MAX_POOL_2D: act_min, act_max;
 - ADD, SUB: act_min, act_max, in1 multiplier, in1 shift, in2 multiplier, in2 shift, out
   multiplier, out shift (SUB's in float arithmetic, as TFLite Micro computes them);
@@ -199,7 +199,7 @@ def _wrap32(v: int) -> int:
 
 # ---- words per operator ---------------------------------------------------------------------
 
-_CONV = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_CONV = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 _POOL = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 # operators whose output the C runtime makes an alias of their input (fm_root follows them)
 _ALIAS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE", "DENSIFY")
@@ -277,7 +277,8 @@ def _multiplier(op: _Op, m: float, what: str, tensor: int | None, check) -> tupl
 
 def _conv_words(op: _Op) -> list[int]:
     words = op.act_range()
-    in_t, out_t = op.tensor("in"), op.tensor("out")
+    # (TRANSPOSE_CONV's inputs: output shape, weights, input, bias)
+    in_t, out_t = op.tensor("in", 2 if op.name == "TRANSPOSE_CONV" else 0), op.tensor("out")
     f_i = op.tensor_index("in", 1)
     f = op.sg.tensors[f_i]
     dims = list(f.shape) if f.shape is not None else []

@@ -273,6 +273,9 @@ static uint32_t op_work(const fm_interp *it, const fm_op *op)
     case FM_OP_AVERAGE_POOL_2D:
         inner = (uint32_t)op->p.pool.f_h * (uint32_t)op->p.pool.f_w;
         break;
+    case FM_OP_TRANSPOSE_CONV:                      /* (at most: strides skip taps) */
+        inner = (uint32_t)op->p.conv.k_h * (uint32_t)op->p.conv.k_w * (uint32_t)op->p.conv.k_c;
+        break;
     case FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM:        /* four gates of two products per element */
         inner = 4u * (uint32_t)(op->p.lstm.input + op->p.lstm.state);
         break;

@@ -276,7 +276,8 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
     uint32_t n, v, tt, sv, ns, dim;
     int32_t f;
     if (code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM) return FM_ALIGN4(sizeof(fm_lstm_q));
-    if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED)
+    if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED &&
+        code != FM_OP_TRANSPOSE_CONV)
         return 0;
     v = fb_vector(fb, opt, OP_INPUTS, 4, &n);
     if (fb->err || n < 2) return 0;
