@@ -401,7 +401,8 @@ def test_transpose_conv(c):
 
 
 def test_keras_conv2d_transpose():
-    """A Keras Conv2DTranspose (stride 2, SAME) converts to TRANSPOSE_CONV: bit-exact. (With
+    """A Keras Conv2DTranspose (stride 2, SAME, ReLU) converts to TRANSPOSE_CONV and a RELU the
+    converter leaves unfused: bit-exact. (With
     the batch size left open the converter computes the output shape at run time with SHAPE,
     STRIDED_SLICE and PACK, which the runtime refuses: the model's input has batch size 1.)"""
     from freeml_keras.conversion.converter import convert
@@ -409,11 +410,21 @@ def test_keras_conv2d_transpose():
     keras.utils.set_random_seed(4)
     inp = keras.Input((5, 5, 3), batch_size=1)
     x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same")(x)
+    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu")(x)
     m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 5, 5, 3)).astype(np.float32), sparse=False)
-    assert "TRANSPOSE_CONV" in Interpreter(b).op_codes
+    assert {"TRANSPOSE_CONV", "RELU"} <= set(Interpreter(b).op_codes)
     assert_same_as_tflm(b, 0, n=4)
+
+
+@fixed_and_fresh(st.lists(st.integers(1, 6), min_size=1, max_size=4), scales, scales, zps, zps,
+                 st.integers(0, 10_000), max_examples=10)
+def test_relu(shape, s_in, s_out, z_in, z_out, seed):
+    """RELU with the output's quantization other than the input's (a rescaling) or the same."""
+    b = op_model("RELU", [tensor(shape, scale=s_in, zp=z_in)], [tensor(shape, scale=s_out, zp=z_out)])
+    assert_same_as_tflm(b, seed, n=4)
+    same = op_model("RELU", [tensor(shape, scale=s_in, zp=z_in)], [tensor(shape, scale=s_in, zp=z_in)])
+    assert_same_as_tflm(same, seed, n=2)
 
 
 def test_unsupported_operator_and_type_are_named():
@@ -474,6 +485,7 @@ def layer_op_models() -> dict[str, bytes]:
     models["TRANSPOSE_CONV"] = transpose_conv_model(dict(batch=1, h=3, w=2, in_c=2, out_c=3, k_h=3, k_w=2, s_h=2,
                                                          s_w=1, same=True, per_channel=True, bias=True, act=1,
                                                          s_in=0.05, s_out=0.1, z_in=3, z_out=-5, seed=0))
+    models["RELU"] = op_model("RELU", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=0.03, zp=-100)])
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,

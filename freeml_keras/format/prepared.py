@@ -40,6 +40,7 @@ Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = output
   the device reads it in place);
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
 - QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
+- RELU: multiplier, shift (input scale / output scale);
 - SVDF: the two (multiplier, shift) pairs of :func:`_svdf_words`;
 - UNIDIRECTIONAL_SEQUENCE_LSTM: the 11 (multiplier, shift) pairs, the cell scale's log2 and the
   quantized cell clip of :func:`_lstm_words`;
@@ -469,6 +470,17 @@ def _requant_words(op: _Op, max_shift: int | None) -> list[int]:
     return list(_multiplier(op, m, "input scale / output scale", in_i, ok))
 
 
+def _relu_words(op: _Op) -> list[int]:
+    """RELU: input scale / output scale, divided in float32 as TFLite Micro does."""
+    in_i, out_i = op.tensor_index("in"), op.tensor_index("out")
+    s_out = np.float32(_scale(op.sg.tensors[out_i]))
+    if not s_out > 0:
+        raise op.error(f"output scale {float(s_out)!r} is not positive", out_i)
+    with np.errstate(all="ignore"):
+        m = float(np.float32(_scale(op.sg.tensors[in_i])) / s_out)
+    return list(_multiplier(op, m, "input scale / output scale", in_i, lambda m, shift: -31 <= shift <= 30))
+
+
 def _svdf_words(op: _Op) -> list[int]:
     """SVDF: the feature rescaling (input * feature weights / state) and the output rescaling
     (state * time weights / output), each a float32 product and quotient as TFLite Micro
@@ -531,6 +543,8 @@ def _words(op: _Op) -> list[int]:
         return _requant_words(op, None)
     if op.name == "SVDF":
         return _svdf_words(op)
+    if op.name == "RELU":
+        return _relu_words(op)
     if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
         return _lstm_words(op)
     integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
