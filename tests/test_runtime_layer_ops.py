@@ -427,6 +427,45 @@ def test_relu(shape, s_in, s_out, z_in, z_out, seed):
     assert_same_as_tflm(same, seed, n=2)
 
 
+@st.composite
+def resize_case(draw):
+    align = draw(st.booleans())
+    return dict(batch=draw(st.integers(1, 2)), in_h=draw(st.integers(1, 6)), in_w=draw(st.integers(1, 6)),
+                out_h=draw(st.integers(1, 13)), out_w=draw(st.integers(1, 13)), c=draw(st.integers(1, 3)),
+                align=align, half=not align and draw(st.booleans()),
+                type=draw(st.sampled_from([T.INT8, T.INT16])), seed=draw(st.integers(0, 10_000)))
+
+
+def resize_model(c: dict) -> bytes:
+    q = dict(scale=0.1, zp=-3 if c["type"] == T.INT8 else 0)
+    o = S.ResizeNearestNeighborOptionsT()
+    o.alignCorners, o.halfPixelCenters = c["align"], c["half"]
+    return op_model("RESIZE_NEAREST_NEIGHBOR",
+                    [tensor([c["batch"], c["in_h"], c["in_w"], c["c"]], c["type"], **q),
+                     tensor([2], T.INT32, data=np.array([c["out_h"], c["out_w"]], np.int32))],
+                    [tensor([c["batch"], c["out_h"], c["out_w"], c["c"]], c["type"], **q)], o)
+
+
+@fixed_and_fresh(resize_case(), max_examples=12)
+def test_resize_nearest_neighbor(c):
+    """RESIZE_NEAREST_NEIGHBOR up and down, aligned corners or half-pixel centers or neither:
+    the same bytes as TFLite Micro, with the source rows and columns computed and precomputed."""
+    assert_same_as_tflm(resize_model(c), c["seed"])
+
+
+def test_keras_upsampling2d():
+    """A Keras UpSampling2D (nearest) converts to RESIZE_NEAREST_NEIGHBOR: bit-exact."""
+    from freeml_keras.conversion.converter import convert
+    from freeml_keras.keras import keras
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((4, 3, 2), batch_size=1)
+    x = keras.layers.UpSampling2D((2, 3))(keras.layers.Conv2D(3, 2, padding="same")(inp))
+    m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 4, 3, 2)).astype(np.float32), sparse=False)
+    assert "RESIZE_NEAREST_NEIGHBOR" in Interpreter(b).op_codes
+    assert_same_as_tflm(b, 0, n=4)
+
+
 def test_unsupported_operator_and_type_are_named():
     """A refused operator is named by builtin name and index; a tensor by index, name and type."""
     b = op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
@@ -486,6 +525,8 @@ def layer_op_models() -> dict[str, bytes]:
                                                          s_w=1, same=True, per_channel=True, bias=True, act=1,
                                                          s_in=0.05, s_out=0.1, z_in=3, z_out=-5, seed=0))
     models["RELU"] = op_model("RELU", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=0.03, zp=-100)])
+    models["RESIZE_NEAREST_NEIGHBOR"] = resize_model(dict(batch=1, in_h=3, in_w=2, out_h=6, out_w=5, c=2, align=False,
+                                                          half=True, type=T.INT8, seed=0))
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,

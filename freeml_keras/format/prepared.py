@@ -41,6 +41,8 @@ Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = output
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
 - QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
 - RELU: multiplier, shift (input scale / output scale);
+- RESIZE_NEAREST_NEIGHBOR: the source row of each output row, then the source column of each
+  output column;
 - SVDF: the two (multiplier, shift) pairs of :func:`_svdf_words`;
 - UNIDIRECTIONAL_SEQUENCE_LSTM: the 11 (multiplier, shift) pairs, the cell scale's log2 and the
   quantized cell clip of :func:`_lstm_words`;
@@ -481,6 +483,29 @@ def _relu_words(op: _Op) -> list[int]:
     return list(_multiplier(op, m, "input scale / output scale", in_i, lambda m, shift: -31 <= shift <= 30))
 
 
+def _resize_words(op: _Op) -> list[int]:
+    """RESIZE_NEAREST_NEIGHBOR: the source row of each output row, then the source column of
+    each output column, as TFLite Micro's GetNearestNeighbor computes them in float32."""
+    o = op.options()
+    align = bool(getattr(o, "alignCorners", False)) if o is not None else False
+    half = bool(getattr(o, "halfPixelCenters", False)) if o is not None else False
+    src, out = op.tensor("in"), op.tensor("out")
+    if src.shape is None or out.shape is None or len(src.shape) != 4 or len(out.shape) != 4:
+        raise op.error("input and output must be 4-D")
+    words = []
+    with np.errstate(all="ignore"):
+        for d in (1, 2):
+            n_in, n_out = int(src.shape[d]), int(out.shape[d])
+            scale = (np.float32(n_in - 1) / np.float32(n_out - 1) if align and n_out > 1
+                     else np.float32(n_in) / np.float32(n_out))
+            for i in range(n_out):
+                v = (np.float32(i) + np.float32(0.5 if half else 0.0)) * scale
+                r = round_f(float(v)) if align else int(math.floor(float(v)))
+                r = min(r, n_in - 1)
+                words.append(max(r, 0) if half else r)
+    return words
+
+
 def _svdf_words(op: _Op) -> list[int]:
     """SVDF: the feature rescaling (input * feature weights / state) and the output rescaling
     (state * time weights / output), each a float32 product and quotient as TFLite Micro
@@ -545,6 +570,8 @@ def _words(op: _Op) -> list[int]:
         return _svdf_words(op)
     if op.name == "RELU":
         return _relu_words(op)
+    if op.name == "RESIZE_NEAREST_NEIGHBOR":
+        return _resize_words(op)
     if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
         return _lstm_words(op)
     integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
