@@ -453,16 +453,33 @@ def test_resize_nearest_neighbor(c):
     assert_same_as_tflm(resize_model(c), c["seed"])
 
 
+def resize_bilinear_model(c: dict) -> bytes:
+    o = S.ResizeBilinearOptionsT()
+    o.alignCorners, o.halfPixelCenters = c["align"], c["half"]
+    return op_model("RESIZE_BILINEAR",
+                    [tensor([c["batch"], c["in_h"], c["in_w"], c["c"]], scale=0.1, zp=-3),
+                     tensor([2], T.INT32, data=np.array([c["out_h"], c["out_w"]], np.int32))],
+                    [tensor([c["batch"], c["out_h"], c["out_w"], c["c"]], scale=0.1, zp=-3)], o)
+
+
+@fixed_and_fresh(resize_case(), max_examples=12)
+def test_resize_bilinear(c):
+    """RESIZE_BILINEAR (int8) up and down, aligned corners or half-pixel centers or neither."""
+    assert_same_as_tflm(resize_bilinear_model(c), c["seed"])
+
+
 def test_keras_upsampling2d():
-    """A Keras UpSampling2D (nearest) converts to RESIZE_NEAREST_NEIGHBOR: bit-exact."""
+    """A Keras UpSampling2D converts to RESIZE_NEAREST_NEIGHBOR (nearest) or RESIZE_BILINEAR
+    (bilinear): bit-exact."""
     from freeml_keras.conversion.converter import convert
     from freeml_keras.keras import keras
     keras.utils.set_random_seed(5)
     inp = keras.Input((4, 3, 2), batch_size=1)
-    x = keras.layers.UpSampling2D((2, 3))(keras.layers.Conv2D(3, 2, padding="same")(inp))
+    x = keras.layers.Conv2D(3, 2, padding="same")(inp)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear")(keras.layers.UpSampling2D((2, 3))(x))
     m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 4, 3, 2)).astype(np.float32), sparse=False)
-    assert "RESIZE_NEAREST_NEIGHBOR" in Interpreter(b).op_codes
+    assert {"RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"} <= set(Interpreter(b).op_codes)
     assert_same_as_tflm(b, 0, n=4)
 
 
@@ -527,6 +544,8 @@ def layer_op_models() -> dict[str, bytes]:
     models["RELU"] = op_model("RELU", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=0.03, zp=-100)])
     models["RESIZE_NEAREST_NEIGHBOR"] = resize_model(dict(batch=1, in_h=3, in_w=2, out_h=6, out_w=5, c=2, align=False,
                                                           half=True, type=T.INT8, seed=0))
+    models["RESIZE_BILINEAR"] = resize_bilinear_model(dict(batch=1, in_h=3, in_w=2, out_h=6, out_w=5, c=2, align=False,
+                                                           half=True))
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,

@@ -293,10 +293,12 @@ typedef struct {
 } fm_unpack_params;
 
 /* RESIZE_NEAREST_NEIGHBOR (kernels/resize_nearest_neighbor.c): the source row of each output
- * row and column of each output column (freeml_prepare words in the model, NULL: computed). */
+ * row and column of each output column (freeml_prepare words in the model, NULL: computed).
+ * RESIZE_BILINEAR (kernels/resize_bilinear.c): the 10-bit fixed-point scales. */
 typedef struct {
     const uint8_t *map;
     int32_t batch, in_h, in_w, out_h, out_w, pixel;   /* (pixel: bytes of one pixel's channels) */
+    int32_t scale_h, scale_w;
     uint8_t align, half;
 } fm_resize_params;
 
@@ -361,7 +363,7 @@ extern const uint16_t fm_num_kernels;
 enum {
     FM_OP_ADD = 0, FM_OP_AVERAGE_POOL_2D = 1, FM_OP_CONCATENATION = 2, FM_OP_CONV_2D = 3,
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
-    FM_OP_LOGISTIC = 14, FM_OP_RELU = 19, FM_OP_TANH = 28, FM_OP_TRANSPOSE_CONV = 67, FM_OP_RESIZE_NEAREST_NEIGHBOR = 97, FM_OP_UNPACK = 88, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
+    FM_OP_LOGISTIC = 14, FM_OP_RELU = 19, FM_OP_TANH = 28, FM_OP_TRANSPOSE_CONV = 67, FM_OP_RESIZE_NEAREST_NEIGHBOR = 97, FM_OP_RESIZE_BILINEAR = 23, FM_OP_UNPACK = 88, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
     FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
     FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM = 44, FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
