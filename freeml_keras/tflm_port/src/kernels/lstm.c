@@ -163,7 +163,8 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     p->state = h->dims[1];
     p->rows = p->time_major ? p->batch : 1;
     p->steps = p->time_major ? p->time : p->batch * p->time;
-    if (fm_elements(h) != p->batch * p->state || fm_elements(c) != p->batch * p->state ||
+    if ((uint32_t)fm_elements(h) != (uint32_t)p->batch * (uint32_t)p->state ||
+        (uint32_t)fm_elements(c) != (uint32_t)p->batch * (uint32_t)p->state ||
         out->dims[0] != in->dims[0] || out->dims[1] != in->dims[1] || out->dims[2] != p->state)
         return fm_fail(it, FM_ERR_FORMAT, "LSTM shapes do not match", opi, -1, 0);
     for (g = 0; g < 4; g++) {
@@ -239,6 +240,8 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     p->clip = (int16_t)qv[23];
     p->in_zp = in->zero_point;
     p->h_zp = h->zero_point;
+    if ((uint32_t)p->steps > 0x7FFFFFFFu / ((uint32_t)(p->rows * p->state) + 1u))
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "LSTM too large (units of work)", opi, -1, p->steps);
     /* scratch: two banks of the new cell (int16) and hidden (int8) values of one step */
     op->scratch_bytes = 2u * 3u * (uint32_t)(p->rows * p->state);
     op->units = (uint32_t)p->steps * ((uint32_t)(p->rows * p->state) + 1u);
