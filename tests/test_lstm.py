@@ -176,7 +176,7 @@ def test_keras_lstm_sequence_bit_exact(keras_lstm):
 def test_keras_lstm_survives_power_failures(keras_lstm, tmp_path):
     """The states in the harness's NVM, kept from one inference to the next; each inference is
     killed at seeded bytes of its commits (six times), resumed, and gives TFLite Micro's
-    output (four inferences); the first two again under AddressSanitizer + UBSan."""
+    output (four inferences); the first again under AddressSanitizer + UBSan."""
     b, xs, refs = keras_lstm
     by_phase = {"restart": 0, "work": 0, "commit": 0}
     for k, x in enumerate(xs[:4]):
@@ -190,7 +190,7 @@ def test_keras_lstm_survives_power_failures(keras_lstm, tmp_path):
     # the end of a short inference and end it early; the MSP430 test below kills inside kernels)
     assert by_phase["commit"] >= 12, by_phase
     asan = make_host("intermittent_asan", "fm_intermittent_asan")
-    for k, x in enumerate(xs[:2]):
+    for k, x in enumerate(xs[:1]):
         rep = run_with_power_failures(b, x, nvm=tmp_path / "nvm_asan", seed=k, max_failures=3, harness=asan,
                                       granularity=2)
         assert np.array_equal(rep.output, refs[k].ravel()), k
@@ -275,7 +275,7 @@ def test_mutated_lstm_models_never_crash(keras_lstm, tmp_path):
     driver = make_host("asan", "fm_driver_asan")
     path = tmp_path / "lstm.tflite"
     path.write_bytes(keras_lstm[0])
-    r = subprocess.run([str(driver), "mutate", str(path), "11", "600"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([str(driver), "mutate", str(path), "11", "300"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.stdout, r.stderr[-3000:])
     fields = r.stdout.split()
     print(r.stdout.strip())
