@@ -228,6 +228,16 @@ def test_lstm_survives_power_failures_on_the_msp430(tmp_path):
     assert rep.failures_by_phase["work"] >= 6, rep.failures_by_phase
 
 
+def test_target_builds_leave_the_lstm_support_out_unless_the_model_has_one():
+    """``FM_LSTM`` in a target's kernel configuration: 1 for a model with an LSTM, 0 otherwise
+    (prepare.c's and checkpoint.c's LSTM code left out of the MSP430's FRAM)."""
+    from freeml_keras.targets.codegen import kernel_config_source
+    assert "#define FM_LSTM 1" in kernel_config_source(lstm_model(CASE))
+    other = ts.op_model("TANH", [ts.tensor_spec([4], scale=0.1)], [ts.tensor_spec([4], scale=1 / 128)])
+    assert "#define FM_LSTM 0" in kernel_config_source(other)
+    assert "#define FM_LSTM 1" in kernel_config_source(None)
+
+
 def _edited(b: bytes, edit) -> bytes:
     m = ts.read_model(b)
     op = m.subgraphs[0].operators[0]

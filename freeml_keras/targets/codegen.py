@@ -105,6 +105,12 @@ def _softmax_int16(model_bytes: ModelLike) -> bool:
                for sg in m.subgraphs for o in sg.operators or [])
 
 
+def _has_op(model_bytes: ModelLike, name: str) -> bool:
+    """Whether an operator of the model (any subgraph) is ``name``."""
+    m = as_model(model_bytes).parsed
+    return any(ts.op_name(m, o.opcodeIndex) == name for sg in m.subgraphs for o in sg.operators or [])
+
+
 def model_has_exits(model_bytes: ModelLike) -> bool:
     """Whether the model's ``freeml`` metadata names at least one exit point (an exit head the
     intermittent runtime can accumulate)."""
@@ -120,7 +126,8 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     drops kernels the registry does not name). ``FM_EXITS`` (anytime exit in the intermittent
     runtime) is ``exits`` when given, else 1 when the model's metadata has exit points (and for
     ``None``), 0 when it has none: such a build leaves out the exit head's code.
-    ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``)."""
+    ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``); ``FM_LSTM``:
+    1 when the model has an UNIDIRECTIONAL_SEQUENCE_LSTM (and for ``None``)."""
     model_bytes = None if model_bytes is None else as_model(model_bytes)
     if exits is None:
         exits = model_bytes is None or model_has_exits(model_bytes)
@@ -138,6 +145,7 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
         lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
     lines.append(f"#define FM_EXITS {int(bool(exits))}")
     lines.append(f"#define FM_SOFTMAX_INT16 {int(model_bytes is None or _softmax_int16(model_bytes))}")
+    lines.append(f"#define FM_LSTM {int(model_bytes is None or _has_op(model_bytes, 'UNIDIRECTIONAL_SEQUENCE_LSTM'))}")
     # the targets prepare without floating point: requantization parameters come precomputed
     # in the model's freeml_prepare metadata (write_model_build_files adds it when missing)
     lines.append("#define FM_PREPARE_FLOAT 0")

@@ -276,9 +276,11 @@ static uint32_t op_work(const fm_interp *it, const fm_op *op)
     case FM_OP_TRANSPOSE_CONV:                      /* (at most: strides skip taps) */
         inner = (uint32_t)op->p.conv.k_h * (uint32_t)op->p.conv.k_w * (uint32_t)op->p.conv.k_c;
         break;
+#if FM_LSTM
     case FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM:        /* four gates of two products per element */
         inner = 4u * (uint32_t)(op->p.lstm.input + op->p.lstm.state);
         break;
+#endif
     default:
         break;
     }
@@ -378,12 +380,14 @@ static uint32_t plan_step(const fm_intermittent *r, fm_cursor start, uint32_t *w
     if (op == it->num_ops) return 0;
     n = o->units - unit;
     if (n > o->step_units) n = o->step_units;
+#if FM_LSTM
     if (o->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM) {
         /* a step ends before each copy unit (the last of every sequential step, kernels/lstm.c):
          * never with the element units that read the states the copy rewrites */
         const uint32_t per = (uint32_t)(o->p.lstm.rows * o->p.lstm.state) + 1u, e = unit % per;
         if (e + 1u < per && n > per - 1u - e) n = per - 1u - e;
     }
+#endif
     if (work) {
         const uint32_t w = op_work(it, o);
         *work = unit == 0u && n == o->units ? w : unit_work(w, o->units) * n;

@@ -165,7 +165,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
     bytes = 1;
     for (i = 0; i < n; i++) {
         int32_t d = fb_vec_i32(fb, v, i);
-        if (d == 0 && !fb->err) {   /* empty (an LSTM's unused intermediates): refused where used */
+        if (FM_LSTM && d == 0 && !fb->err) {   /* empty (an LSTM's unused intermediates): refused where used */
             t->type = (uint8_t)fb_u8(fb, tt, T_TYPE, 0);
             t->flags = FM_T_BADTYPE;
             return fb->err ? format_error(it, fb, "bad tensor", -1, ti) : FM_OK;
@@ -275,7 +275,9 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 {
     uint32_t n, v, tt, sv, ns, dim;
     int32_t f;
+#if FM_LSTM
     if (code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM) return FM_ALIGN4(sizeof(fm_lstm_q));
+#endif
     if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED &&
         code != FM_OP_TRANSPOSE_CONV)
         return 0;
@@ -309,10 +311,12 @@ static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
     return FM_OK;
 }
 #define USABLE(it, op, t) usable((it), (op), (t))
-#else
+#elif FM_LSTM
 /* (the only tensors parse_tensor leaves marked here are empty ones) */
 #define USABLE(it, op, t) \
     ((it)->tensors[t].flags & FM_T_BADTYPE ? fm_fail((it), FM_ERR_UNSUPPORTED, "", (op), (t), 0) : FM_OK)
+#else
+#define USABLE(it, op, t) ((void)(it), (void)(op), (void)(t), FM_OK)
 #endif
 
 static void touch(fm_tensor *t, int16_t op)
@@ -443,7 +447,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         v = fb_vector(&fb, ot, OP_INPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator inputs", (int32_t)i, -1);
         /* (an LSTM's 24 inputs are all in its parameters, the first FM_MAX_OP_INPUTS in op->in) */
-        lstm = op->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM;
+        lstm = FM_LSTM && op->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM;
         if (n > (lstm ? 24u : (uint32_t)FM_MAX_OP_INPUTS))
             return fm_fail(it, FM_ERR_UNSUPPORTED, "too many operator inputs", (int32_t)i, -1, (int32_t)n);
         op->num_in = (uint8_t)(n > FM_MAX_OP_INPUTS ? FM_MAX_OP_INPUTS : n);

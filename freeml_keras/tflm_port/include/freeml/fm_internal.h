@@ -44,6 +44,13 @@
 #ifndef FM_SOFTMAX_INT16
 #define FM_SOFTMAX_INT16 1
 #endif
+/* FM_LSTM: UNIDIRECTIONAL_SEQUENCE_LSTM's support outside its kernel (its 24 inputs and the
+ * converter's empty intermediate tensors in prepare.c, its step boundaries in checkpoint.c; 1
+ * when the file does not set it); 0 leaves that code out (a model without an LSTM: about
+ * 500 B less of the MSP430's FRAM) and refuses the operator's 24 inputs and empty tensors. */
+#ifndef FM_LSTM
+#define FM_LSTM 1
+#endif
 /* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
  * the targets define it as a mark); nothing by default. */
 #ifndef FM_TRACE_FIRST_UNIT
