@@ -69,6 +69,14 @@ def lstm_model(steps: int = 8, features: int = 6, units: int = 8, classes: int =
     return keras.Model(inp, L.Dense(classes)(x), name="lstm")
 
 
+def gru_model(steps: int = 8, features: int = 6, units: int = 8, classes: int = 4) -> "keras.Model":
+    """One GRU layer, unrolled (the only form the TFLite converter takes to int8: the WHILE loop
+    of a GRU that is not unrolled crashes it), then a classifier."""
+    inp = keras.Input((steps, features), batch_size=1)
+    x = L.GRU(units, unroll=True)(inp)
+    return keras.Model(inp, L.Dense(classes)(x), name="gru")
+
+
 def randomize(model: "keras.Model", seed: int = 0) -> "keras.Model":
     """Random weights (normal, 0.3) and BatchNormalization statistics from ``seed``: the
     architecture's arithmetic without training."""

@@ -4,7 +4,7 @@ A zoo built the way the tests build models (``bench/architectures.py``: random w
 seed, converted to full int8 by the stock TFLite converter with random calibration inputs):
 ResNet-8 on 32x32x3, the DS-CNN keyword spotter on 49x10 MFCCs, MobileNetV1 0.25 on 96x96x3,
 the FC autoencoder (640 inputs), a streaming convolution with a resource variable (ring
-buffer), and one LSTM layer. Per model: whether our runtime runs it (or the refusal, by name),
+buffer), one LSTM layer and one GRU layer (unrolled). Per model: whether our runtime runs it (or the refusal, by name),
 whether TFLite Micro runs it, whether every output of a sequence of invocations is identical to
 TFLite Micro's (in order: the stateful model carries its state), the speed ratio (CPU time per
 inference from Python, best of N timings of at least 20 ms each, TFLite Micro / ours) and the arenas (ours + our state block,
@@ -44,7 +44,7 @@ def zoo() -> list[tuple[str, callable]]:
     """(name, maker of the int8 flatbuffer) for each architecture."""
     keras_models = [("resnet8_32x32x3", A.resnet8), ("ds_cnn_49x10", A.ds_cnn),
                     ("mobilenet_v1_0.25_96x96x3", A.mobilenet_v1), ("fc_autoencoder_640", A.fc_autoencoder),
-                    ("lstm_8x6", A.lstm_model)]
+                    ("lstm_8x6", A.lstm_model), ("gru_8x6_unrolled", A.gru_model)]
     makers = [(n, (lambda f=f: A.convert_int8(A.randomize(f())))) for n, f in keras_models]
     return makers[:4] + [("streaming_conv_variable", A.streaming_conv)] + makers[4:]
 

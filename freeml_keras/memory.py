@@ -395,6 +395,9 @@ def keras_footprint(model, *, num_classes: int | None = None) -> Footprint:
 # TFLite flatbuffers
 
 _WEIGHTED_OPS = {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1}
+# other operators with constant weights: the inputs that hold them (TRANSPOSE_CONV: weights and
+# bias; the LSTM: four input and four recurrent matrices, four biases)
+_OTHER_WEIGHTED_OPS = {"TRANSPOSE_CONV": (1, 3), "UNIDIRECTIONAL_SEQUENCE_LSTM": tuple(range(1, 9)) + (12, 13, 14, 15)}
 _INDEX_VECTOR_BYTES = {1: 4, 2: 2, 3: 1}  # SparseIndexVector union: Int32, Uint16, Uint8
 _NUMPY_TYPES = {ts.TensorType.FLOAT32: np.float32, ts.TensorType.INT8: np.int8, ts.TensorType.UINT8: np.uint8,
                 ts.TensorType.INT16: np.int16, ts.TensorType.INT32: np.int32, ts.TensorType.FLOAT16: np.float16}
@@ -508,6 +511,25 @@ def tflite_footprint(data: ModelLike) -> Footprint:
                     out_ch = int(w.shape[0])
                     row.macs = positions * per_out * out_ch
                     row.sparse_macs = positions * nnz
+            elif name in _OTHER_WEIGHTED_OPS:
+                ws = [tensors[densify_src.get(ins[k], ins[k])] for k in _OTHER_WEIGHTED_OPS[name]
+                      if k < len(ins) and ins[k] >= 0]
+                ws = [w for w in ws if const_bytes(w)]
+                row.params = sum(int(np.prod(w.shape)) for w in ws)
+                row.nonzero = sum(int(np.count_nonzero(values(w))) for w in ws)
+                row.fp32_bytes = 4 * row.params
+                row.stored_format = "int8_csr" if any(w.sparsity is not None for w in ws) else "int8"
+                row.stored_bytes = sum(const_bytes(w) + sparse_index_bytes(w) + quantization_bytes(w) for w in ws)
+                row.int8_bytes = sum(int(np.prod(w.shape)) * ts.TENSOR_TYPE_BYTES.get(w.type, 1) +
+                                     quantization_bytes(w) for w in ws)
+                row.int8_csr_bytes = row.stored_bytes if row.stored_format == "int8_csr" else 0
+                if name == "TRANSPOSE_CONV" and ws and len(ins) > 2 and ins[2] >= 0:
+                    # every input value meets every tap of every output channel
+                    row.macs = row.sparse_macs = int(np.prod(tensors[ins[2]].shape)) * int(np.prod(ws[0].shape[:3]))
+                elif name == "UNIDIRECTIONAL_SEQUENCE_LSTM" and out_t is not None:
+                    # per sequential step and state element: four gates of input + state MACs
+                    row.macs = row.sparse_macs = sum(int(np.prod(w.shape)) for w in ws if len(w.shape) == 2) * \
+                        int(np.prod(out_t.shape[:-1]))
             rows.append(row)
         for ti in sg.outputs if sg.outputs is not None else []:
             activation(int(ti), len(sg.operators or []))

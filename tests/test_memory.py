@@ -228,3 +228,24 @@ def test_float_tflite_density_is_at_most_one():
     rows = [r for r in fp.layers if r.type == "FULLY_CONNECTED"]
     assert all(0 < r.density <= 1 for r in rows)
     assert rows[0].nonzero == 30 - 15 and rows[0].params == 30      # 3 of 6 input rows zero; no bias
+
+
+def test_tflite_footprint_counts_the_lstm_and_transpose_conv_weights():
+    """The LSTM's eight matrices and four biases, and TRANSPOSE_CONV's weights and bias, are
+    stored weights of theirs (values and quantization), not 0 bytes."""
+    from pathlib import Path
+
+    from freeml_keras.format import tflite as ts
+    corpus = Path(__file__).resolve().parent / "data" / "fuzz_corpus"
+    for name, op, inputs in (("lstm", "UNIDIRECTIONAL_SEQUENCE_LSTM", list(range(1, 9)) + [12, 13, 14, 15]),
+                             ("transpose_conv", "TRANSPOSE_CONV", [1, 3])):
+        b = (corpus / f"{name}.tflite").read_bytes()
+        m = ts.read_model(b)
+        sg = m.subgraphs[0]
+        o = sg.operators[0]
+        want = 0
+        for k in inputs:
+            t = sg.tensors[int(o.inputs[k])]
+            want += len(m.buffers[t.buffer].data) + memory.quantization_bytes(t)
+        row = memory.tflite_footprint(b).layers[0]
+        assert row.type == op and row.stored_bytes == want > 0 and row.macs > 0, (name, row)

@@ -279,6 +279,47 @@ def test_logistic_every_input_value():
         assert np.array_equal(Interpreter(b).invoke(x)[0], run_tflm(b, [x[None]])[0][0])
 
 
+@fixed_and_fresh(st.lists(st.integers(1, 6), min_size=1, max_size=4), st.floats(0.004, 0.3), zps,
+                 st.integers(0, 10_000), max_examples=10)
+def test_tanh(shape, scale, zp, seed):
+    b = op_model("TANH", [tensor(shape, scale=float(np.float32(scale)), zp=zp)], [tensor(shape, scale=1 / 128)])
+    assert_same_as_tflm(b, seed, n=6)
+
+
+def test_tanh_every_input_value():
+    """All 256 inputs at a few input scales, including ones whose radius cuts inside the range."""
+    for scale, zp in ((0.02, 0), (0.1, -20), (0.0625, 5), (0.3, 100), (0.007, -128)):
+        b = op_model("TANH", [tensor([256], scale=scale, zp=zp)], [tensor([256], scale=1 / 128)])
+        x = np.arange(-128, 128, dtype=np.int8)
+        assert np.array_equal(Interpreter(b).invoke(x)[0], run_tflm(b, [x[None]])[0][0])
+
+
+@st.composite
+def unpack_case(draw):
+    rank = draw(st.integers(1, 4))
+    shape = [draw(st.integers(1, 4)) for _ in range(rank)]
+    axis = draw(st.integers(0, rank - 1))
+    shape[axis] = draw(st.integers(1, 9))
+    return dict(shape=shape, axis=axis - rank if draw(st.booleans()) else axis,
+                type=draw(st.sampled_from([T.INT8, T.INT16, T.INT32])), seed=draw(st.integers(0, 10_000)))
+
+
+def unpack_model(c: dict) -> bytes:
+    axis = c["axis"] % len(c["shape"])
+    q = dict(scale=0.1, zp=3 if c["type"] == T.INT8 else 0)
+    out = [n for d, n in enumerate(c["shape"]) if d != axis] or [1]
+    o = S.UnpackOptionsT()
+    o.num, o.axis = c["shape"][axis], c["axis"]
+    return op_model("UNPACK", [tensor(c["shape"], c["type"], **q)], [tensor(out, c["type"], **q)] * o.num, o)
+
+
+@fixed_and_fresh(unpack_case(), max_examples=10)
+def test_unpack(c):
+    """UNPACK (a Keras RNN unrolled by the converter unpacks its time steps) into up to 9
+    outputs: the same bytes as TFLite Micro."""
+    assert_same_as_tflm(unpack_model(c), c["seed"])
+
+
 @fixed_and_fresh(st.sampled_from([(T.INT8, T.INT8), (T.INT8, T.UINT8), (T.INT16, T.INT8), (T.INT8, T.INT16),
                                   (T.UINT8, T.INT8)]),
                  st.lists(st.integers(1, 6), min_size=1, max_size=3), scales, scales, zps, zps,
@@ -315,10 +356,137 @@ def test_rescaling_and_normalization_input_layers(first):
     assert_same_as_tflm(b, 0, n=4)
 
 
+@st.composite
+def transpose_conv_case(draw):
+    return dict(batch=draw(st.integers(1, 2)), h=draw(st.integers(1, 5)), w=draw(st.integers(1, 5)),
+                in_c=draw(st.integers(1, 4)), out_c=draw(st.integers(1, 4)), k_h=draw(st.integers(1, 4)),
+                k_w=draw(st.integers(1, 4)), s_h=draw(st.integers(1, 3)), s_w=draw(st.integers(1, 3)),
+                same=draw(st.booleans()), per_channel=draw(st.booleans()), bias=draw(st.booleans()),
+                act=draw(acts), s_in=draw(scales), s_out=draw(scales), z_in=draw(zps), z_out=draw(zps),
+                seed=draw(st.integers(0, 10_000)))
+
+
+def transpose_conv_model(c: dict) -> bytes:
+    """TRANSPOSE_CONV as the converter writes a Conv2DTranspose: output shape, int8 weights
+    [out_c, k_h, k_w, in_c] (per-channel or one scale), int8 input, optional int32 bias."""
+    rng = np.random.default_rng(c["seed"])
+    oh = c["h"] * c["s_h"] if c["same"] else (c["h"] - 1) * c["s_h"] + c["k_h"]
+    ow = c["w"] * c["s_w"] if c["same"] else (c["w"] - 1) * c["s_w"] + c["k_w"]
+    out_shape = [c["batch"], oh, ow, c["out_c"]]
+    w_scales = rng.uniform(0.002, 0.02, c["out_c"] if c["per_channel"] else 1).astype(np.float32)
+    w = tensor([c["out_c"], c["k_h"], c["k_w"], c["in_c"]], scale=float(w_scales[0]),
+               data=rng.integers(-127, 128, (c["out_c"], c["k_h"], c["k_w"], c["in_c"])))
+    ins = [tensor([4], T.INT32, data=np.array(out_shape, np.int32)), w,
+           tensor([c["batch"], c["h"], c["w"], c["in_c"]], scale=c["s_in"], zp=c["z_in"])]
+    if c["bias"]:
+        ins.append(tensor([c["out_c"]], T.INT32, scale=float(np.float32(c["s_in"]) * w_scales[0]),
+                          data=rng.integers(-3000, 3000, c["out_c"])))
+    o = S.TransposeConvOptionsT()
+    o.padding, o.strideH, o.strideW = 0 if c["same"] else 1, c["s_h"], c["s_w"]
+    o.fusedActivationFunction = c["act"]
+    b = op_model("TRANSPOSE_CONV", ins, [tensor(out_shape, scale=c["s_out"], zp=c["z_out"])], o)
+    if c["per_channel"]:
+        m = ts.read_model(b)
+        q = m.subgraphs[0].tensors[int(m.subgraphs[0].operators[0].inputs[1])].quantization
+        q.scale, q.zeroPoint, q.quantizedDimension = [float(v) for v in w_scales], [0] * c["out_c"], 0
+        b = ts.write_model(m)
+    return b
+
+
+@fixed_and_fresh(transpose_conv_case(), max_examples=12)
+def test_transpose_conv(c):
+    """TRANSPOSE_CONV over shapes, strides, SAME / VALID, per-channel or per-tensor weights, with
+    and without bias, fused activations: the same bytes as TFLite Micro."""
+    assert_same_as_tflm(transpose_conv_model(c), c["seed"])
+
+
+def test_keras_conv2d_transpose():
+    """A Keras Conv2DTranspose (stride 2, SAME, ReLU) converts to TRANSPOSE_CONV and a RELU the
+    converter leaves unfused: bit-exact. (With
+    the batch size left open the converter computes the output shape at run time with SHAPE,
+    STRIDED_SLICE and PACK, which the runtime refuses: the model's input has batch size 1.)"""
+    from freeml_keras.conversion.converter import convert
+    from freeml_keras.keras import keras
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((5, 5, 3), batch_size=1)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="relu")(x)
+    m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 5, 5, 3)).astype(np.float32), sparse=False)
+    assert {"TRANSPOSE_CONV", "RELU"} <= set(Interpreter(b).op_codes)
+    assert_same_as_tflm(b, 0, n=4)
+
+
+@fixed_and_fresh(st.lists(st.integers(1, 6), min_size=1, max_size=4), scales, scales, zps, zps,
+                 st.integers(0, 10_000), max_examples=10)
+def test_relu(shape, s_in, s_out, z_in, z_out, seed):
+    """RELU with the output's quantization other than the input's (a rescaling) or the same."""
+    b = op_model("RELU", [tensor(shape, scale=s_in, zp=z_in)], [tensor(shape, scale=s_out, zp=z_out)])
+    assert_same_as_tflm(b, seed, n=4)
+    same = op_model("RELU", [tensor(shape, scale=s_in, zp=z_in)], [tensor(shape, scale=s_in, zp=z_in)])
+    assert_same_as_tflm(same, seed, n=2)
+
+
+@st.composite
+def resize_case(draw):
+    align = draw(st.booleans())
+    return dict(batch=draw(st.integers(1, 2)), in_h=draw(st.integers(1, 6)), in_w=draw(st.integers(1, 6)),
+                out_h=draw(st.integers(1, 13)), out_w=draw(st.integers(1, 13)), c=draw(st.integers(1, 3)),
+                align=align, half=not align and draw(st.booleans()),
+                type=draw(st.sampled_from([T.INT8, T.INT16])), seed=draw(st.integers(0, 10_000)))
+
+
+def resize_model(c: dict) -> bytes:
+    q = dict(scale=0.1, zp=-3 if c["type"] == T.INT8 else 0)
+    o = S.ResizeNearestNeighborOptionsT()
+    o.alignCorners, o.halfPixelCenters = c["align"], c["half"]
+    return op_model("RESIZE_NEAREST_NEIGHBOR",
+                    [tensor([c["batch"], c["in_h"], c["in_w"], c["c"]], c["type"], **q),
+                     tensor([2], T.INT32, data=np.array([c["out_h"], c["out_w"]], np.int32))],
+                    [tensor([c["batch"], c["out_h"], c["out_w"], c["c"]], c["type"], **q)], o)
+
+
+@fixed_and_fresh(resize_case(), max_examples=12)
+def test_resize_nearest_neighbor(c):
+    """RESIZE_NEAREST_NEIGHBOR up and down, aligned corners or half-pixel centers or neither:
+    the same bytes as TFLite Micro, with the source rows and columns computed and precomputed."""
+    assert_same_as_tflm(resize_model(c), c["seed"])
+
+
+def resize_bilinear_model(c: dict) -> bytes:
+    o = S.ResizeBilinearOptionsT()
+    o.alignCorners, o.halfPixelCenters = c["align"], c["half"]
+    return op_model("RESIZE_BILINEAR",
+                    [tensor([c["batch"], c["in_h"], c["in_w"], c["c"]], scale=0.1, zp=-3),
+                     tensor([2], T.INT32, data=np.array([c["out_h"], c["out_w"]], np.int32))],
+                    [tensor([c["batch"], c["out_h"], c["out_w"], c["c"]], scale=0.1, zp=-3)], o)
+
+
+@fixed_and_fresh(resize_case(), max_examples=12)
+def test_resize_bilinear(c):
+    """RESIZE_BILINEAR (int8) up and down, aligned corners or half-pixel centers or neither."""
+    assert_same_as_tflm(resize_bilinear_model(c), c["seed"])
+
+
+def test_keras_upsampling2d():
+    """A Keras UpSampling2D converts to RESIZE_NEAREST_NEIGHBOR (nearest) or RESIZE_BILINEAR
+    (bilinear): bit-exact."""
+    from freeml_keras.conversion.converter import convert
+    from freeml_keras.keras import keras
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((4, 3, 2), batch_size=1)
+    x = keras.layers.Conv2D(3, 2, padding="same")(inp)
+    x = keras.layers.UpSampling2D(2, interpolation="bilinear")(keras.layers.UpSampling2D((2, 3))(x))
+    m = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    b = convert(m, np.random.default_rng(0).normal(0, 1, (32, 4, 3, 2)).astype(np.float32), sparse=False)
+    assert {"RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"} <= set(Interpreter(b).op_codes)
+    assert_same_as_tflm(b, 0, n=4)
+
+
 def test_unsupported_operator_and_type_are_named():
     """A refused operator is named by builtin name and index; a tensor by index, name and type."""
-    b = op_model("TANH", [tensor([4], scale=0.1)], [tensor([4], scale=1 / 128)])
-    with pytest.raises(RuntimeModelError, match=r"operator not supported \(operator 0 TANH\)"):
+    b = op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
+    with pytest.raises(RuntimeModelError, match=r"operator not supported \(operator 0 HARD_SWISH\)"):
         Interpreter(b)
     b = op_model("ADD", [tensor([4], T.BOOL), tensor([4], scale=0.1)], [tensor([4], scale=0.1)])
     with pytest.raises(RuntimeModelError,
@@ -368,6 +536,16 @@ def layer_op_models() -> dict[str, bytes]:
         [tensor([3], T.INT32, data=np.array(v, np.int32)) for v in ([1, -1, 1], [3, 0, 2], [1, -2, 1])],
         [tensor(slice_shape([4, 5, 3], [1, -1, 1], [3, 0, 2], [1, -2, 1], 1, 0, 4), scale=0.1)], o)
     models["LOGISTIC"] = op_model("LOGISTIC", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 256, zp=-128)])
+    models["TANH"] = op_model("TANH", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=1 / 128)])
+    models["UNPACK"] = unpack_model(dict(shape=[3, 4, 2], axis=1, type=T.INT8, seed=0))
+    models["TRANSPOSE_CONV"] = transpose_conv_model(dict(batch=1, h=3, w=2, in_c=2, out_c=3, k_h=3, k_w=2, s_h=2,
+                                                         s_w=1, same=True, per_channel=True, bias=True, act=1,
+                                                         s_in=0.05, s_out=0.1, z_in=3, z_out=-5, seed=0))
+    models["RELU"] = op_model("RELU", [tensor([2, 7], scale=0.05, zp=4)], [tensor([2, 7], scale=0.03, zp=-100)])
+    models["RESIZE_NEAREST_NEIGHBOR"] = resize_model(dict(batch=1, in_h=3, in_w=2, out_h=6, out_w=5, c=2, align=False,
+                                                          half=True, type=T.INT8, seed=0))
+    models["RESIZE_BILINEAR"] = resize_bilinear_model(dict(batch=1, in_h=3, in_w=2, out_h=6, out_w=5, c=2, align=False,
+                                                           half=True))
     models["QUANTIZE_uint8"] = op_model("QUANTIZE", [tensor([9], scale=0.05, zp=4)], [tensor([9], T.UINT8, scale=0.04, zp=130)])
     models["QUANTIZE_int16"] = op_model("QUANTIZE", [tensor([9], T.INT16, scale=0.001)], [tensor([9], scale=0.04, zp=-3)])
     models["SPLIT"] = split_model(dict(shape=[2, 6, 3], axis=1, sizes=[2, 2, 2], given=[2, 2, 2], v=False,
@@ -411,15 +589,15 @@ def test_inspect_lists_every_operator_with_support(tmp_path, capsys):
     import json
 
     from freeml_keras.cli import main
-    cases = {"tanh": op_model("TANH", [tensor([4], scale=0.1)], [tensor([4], scale=1 / 128)]),
+    cases = {"hard_swish": op_model("HARD_SWISH", [tensor([4], scale=0.1)], [tensor([4], scale=0.1)]),
              "bool": op_model("ADD", [tensor([4], T.BOOL), tensor([4], scale=0.1)], [tensor([4], scale=0.1)]),
              "mul": layer_op_models()["MUL"]}
     for name, b in cases.items():
         (tmp_path / f"{name}.tflite").write_bytes(b)
-    assert main(["inspect", str(tmp_path / "tanh.tflite")]) == 0
+    assert main(["inspect", str(tmp_path / "hard_swish.tflite")]) == 0
     out = capsys.readouterr().out
-    assert "1 NOT supported" in out and "TANH" in out and "no kernel in this runtime" in out
-    assert "operator not supported (operator 0 TANH)" in out
+    assert "1 NOT supported" in out and "HARD_SWISH" in out and "no kernel in this runtime" in out
+    assert "operator not supported (operator 0 HARD_SWISH)" in out
     assert main(["inspect", str(tmp_path / "bool.tflite"), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["operators"] == [{"index": 0, "name": "ADD", "supported": False, "reason": "tensor 0 has type BOOL"}]

@@ -186,6 +186,30 @@ def test_stream_on_the_msp430_carries_its_state(stream, tmp_path):
     assert r.output == refs[0] and r.output_invoke == refs[1]
 
 
+def test_small_stream_survives_power_failures_on_the_msp430(tmp_path):
+    """A small streaming model (frames of 4, a window of 3, 4 filters) answering the same frame
+    four times on the MSP430 emulator, cut by 12 seeded power failures (the variable in FRAM with
+    the arena, SRAM clobbered at each): TFLite Micro's four answers, in order, which the state
+    makes differ."""
+    from tflite_micro import runtime
+
+    from freeml_keras.targets import power
+    from freeml_keras.targets.toolchain import check_tools
+    check_tools("msp430")
+    b = _architectures().streaming_conv(frame=4, window=3, filters=4, classes=3)
+    x = np.random.default_rng(3).integers(-128, 128, (1, 1, 4)).astype(np.int8)
+    tflm = runtime.Interpreter.from_bytes(b, arena_size=1 << 16)
+    refs = []
+    for _ in range(4):
+        tflm.set_input(x, 0)
+        tflm.invoke()
+        refs.append(tflm.get_output(0).ravel().tolist())
+    assert len({tuple(r) for r in refs}) >= 3
+    rep = power.run_power_failures("msp430", b, x, tmp_path, failures=12, seed=3, inferences=4)
+    assert [list(o) for _, o in rep.outputs[:4]] == refs
+    assert rep.failures_by_phase["work"] >= 4, rep.failures_by_phase
+
+
 # ---- SVDF: a variable tensor (is_variable) as the operator's state -------------------------------
 
 def svdf_model(c: dict) -> bytes:

@@ -146,11 +146,12 @@ def operators_of(path: Path) -> list[dict] | None:
 
 def operators_text(rows: list[dict]) -> str:
     bad = [r for r in rows if not r["supported"]]
+    w = max([24] + [len(r["name"]) for r in rows])       # (UNIDIRECTIONAL_SEQUENCE_LSTM: 28)
     lines = [f"operators: {len(rows)}, " + ("all supported by the C runtime" if not bad else
                                              f"{len(bad)} NOT supported by the C runtime"),
-             f"{'#':>4} {'operator':<24} {'supported':<9} why not"]
+             f"{'#':>4} {'operator':<{w}} {'supported':<9} why not"]
     for r in rows:
-        lines.append(f"{r['index']:>4} {r['name']:<24} {'yes' if r['supported'] else 'no':<9} {r['reason']}")
+        lines.append(f"{r['index']:>4} {r['name']:<{w}} {'yes' if r['supported'] else 'no':<9} {r['reason']}")
     return "\n".join(lines)
 
 

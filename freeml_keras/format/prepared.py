@@ -30,18 +30,24 @@ Operator table: N records of 8 B, u32 offset of the operator's words, u32 number
 
 Words per operator (``in`` = inputs[0], ``filter`` = inputs[1], ``out`` = outputs[0]):
 
-- CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: act_min, act_max, then multiplier, shift of
-  each output channel;
+- CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, TRANSPOSE_CONV: act_min, act_max, then
+  multiplier, shift of each output channel;
 - AVERAGE_POOL_2D, MAX_POOL_2D: act_min, act_max;
 - ADD, SUB: act_min, act_max, in1 multiplier, in1 shift, in2 multiplier, in2 shift, out
   multiplier, out shift (SUB's in float arithmetic, as TFLite Micro computes them);
 - MUL: act_min, act_max, multiplier, shift;
-- LOGISTIC: input multiplier, input left shift, input range radius;
+- LOGISTIC, TANH: input multiplier, input left shift, input range radius;
 - SOFTMAX: input multiplier, input left shift, diff_min, n_exp | n_small << 16, then the exp
   table of :func:`softmax_table` (n_exp u16, n_exp u16, n_small u8, zero-padded to whole words;
   the device reads it in place);
 - MEAN: multiplier, shift (before the runtime's adjustment for the element count);
 - QUANTIZE of an int8, uint8 or int16 input: multiplier, shift;
+- RELU: multiplier, shift (input scale / output scale);
+- RESIZE_NEAREST_NEIGHBOR: the source row of each output row, then the source column of each
+  output column;
+- SVDF: the two (multiplier, shift) pairs of :func:`_svdf_words`;
+- UNIDIRECTIONAL_SEQUENCE_LSTM: the 11 (multiplier, shift) pairs, the cell scale's log2 and the
+  quantized cell clip of :func:`_lstm_words`;
 - every other operator: none.
 
 The model id is kept right by :func:`freeml_keras.format.tflite.write_model`, the one place that
@@ -198,7 +204,7 @@ def _wrap32(v: int) -> int:
 
 # ---- words per operator ---------------------------------------------------------------------
 
-_CONV = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+_CONV = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")
 _POOL = ("AVERAGE_POOL_2D", "MAX_POOL_2D")
 # operators whose output the C runtime makes an alias of their input (fm_root follows them)
 _ALIAS = ("RESHAPE", "EXPAND_DIMS", "SQUEEZE", "DENSIFY")
@@ -276,7 +282,8 @@ def _multiplier(op: _Op, m: float, what: str, tensor: int | None, check) -> tupl
 
 def _conv_words(op: _Op) -> list[int]:
     words = op.act_range()
-    in_t, out_t = op.tensor("in"), op.tensor("out")
+    # (TRANSPOSE_CONV's inputs: output shape, weights, input, bias)
+    in_t, out_t = op.tensor("in", 2 if op.name == "TRANSPOSE_CONV" else 0), op.tensor("out")
     f_i = op.tensor_index("in", 1)
     f = op.sg.tensors[f_i]
     dims = list(f.shape) if f.shape is not None else []
@@ -345,7 +352,7 @@ def _mul_words(op: _Op) -> list[int]:
 
 
 def _logistic_words(op: _Op) -> list[int]:
-    """TFLite Micro's LOGISTIC: the input scale times 2^27 as multiplier and left shift (frexp),
+    """TFLite Micro's LOGISTIC and TANH: the input scale times 2^27 as multiplier and left shift (frexp),
     and the radius floor(15 * 2^27 / 2^shift) beyond which the output saturates."""
     in_i = op.tensor_index("in")
     s_in = _scale(op.sg.tensors[in_i])
@@ -467,6 +474,40 @@ def _requant_words(op: _Op, max_shift: int | None) -> list[int]:
     return list(_multiplier(op, m, "input scale / output scale", in_i, ok))
 
 
+def _relu_words(op: _Op) -> list[int]:
+    """RELU: input scale / output scale, divided in float32 as TFLite Micro does."""
+    in_i, out_i = op.tensor_index("in"), op.tensor_index("out")
+    s_out = np.float32(_scale(op.sg.tensors[out_i]))
+    if not s_out > 0:
+        raise op.error(f"output scale {float(s_out)!r} is not positive", out_i)
+    with np.errstate(all="ignore"):
+        m = float(np.float32(_scale(op.sg.tensors[in_i])) / s_out)
+    return list(_multiplier(op, m, "input scale / output scale", in_i, lambda m, shift: -31 <= shift <= 30))
+
+
+def _resize_words(op: _Op) -> list[int]:
+    """RESIZE_NEAREST_NEIGHBOR: the source row of each output row, then the source column of
+    each output column, as TFLite Micro's GetNearestNeighbor computes them in float32."""
+    o = op.options()
+    align = bool(getattr(o, "alignCorners", False)) if o is not None else False
+    half = bool(getattr(o, "halfPixelCenters", False)) if o is not None else False
+    src, out = op.tensor("in"), op.tensor("out")
+    if src.shape is None or out.shape is None or len(src.shape) != 4 or len(out.shape) != 4:
+        raise op.error("input and output must be 4-D")
+    words = []
+    with np.errstate(all="ignore"):
+        for d in (1, 2):
+            n_in, n_out = int(src.shape[d]), int(out.shape[d])
+            scale = (np.float32(n_in - 1) / np.float32(n_out - 1) if align and n_out > 1
+                     else np.float32(n_in) / np.float32(n_out))
+            for i in range(n_out):
+                v = (np.float32(i) + np.float32(0.5 if half else 0.0)) * scale
+                r = round_f(float(v)) if align else int(math.floor(float(v)))
+                r = min(r, n_in - 1)
+                words.append(max(r, 0) if half else r)
+    return words
+
+
 def _svdf_words(op: _Op) -> list[int]:
     """SVDF: the feature rescaling (input * feature weights / state) and the output rescaling
     (state * time weights / output), each a float32 product and quotient as TFLite Micro
@@ -481,6 +522,35 @@ def _svdf_words(op: _Op) -> list[int]:
     return words
 
 
+def _lstm_words(op: _Op) -> list[int]:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM (kernels/lstm.c), in TFLite Micro's order: per gate (forget,
+    input, cell, output) the input and the recurrent product to Q3.12 (each scale product in
+    float32); forget x cell, input x cell gate and output x tanh(cell) (products and quotients
+    in double); the cell scale's rounded log2; the quantized cell clip (-1: none)."""
+    s_in = np.float32(_scale(op.tensor("in", 0)))
+    s_h, s_c = np.float32(_scale(op.tensor("in", 18))), np.float32(_scale(op.tensor("in", 19)))
+    q12, q15 = 1.0 / 4096.0, 1.0 / 32768.0
+    in_range = lambda m, shift: -31 <= shift <= 30  # noqa: E731
+    words = []
+    with np.errstate(all="ignore"):
+        for g in (1, 0, 2, 3):
+            for src, k in ((s_in, 1 + g), (s_h, 5 + g)):
+                w_i = op.tensor_index("in", k)
+                m = _ddiv(float(np.float32(src * np.float32(_scale(op.sg.tensors[w_i])))), q12)
+                words += _multiplier(op, m, "input scale * weights scale / 2^-12", w_i, in_range)
+        for a, b, c, what in ((q15, s_c, s_c, "2^-15 * cell / cell"), (q15, q15, s_c, "2^-30 / cell"),
+                              (q15, q15, s_h, "2^-30 / hidden state")):
+            words += _multiplier(op, _ddiv(_dmul(a, float(b)), float(c)), what, None, in_range)
+    c = float(s_c)
+    if not (0 < c < 1e30):
+        raise op.error(f"cell state scale {c!r} is not positive", op.tensor_index("in", 19))
+    frac, e = math.frexp(c)
+    words.append(e - 1 if frac * frac < 0.5 else e)
+    clip = float(np.float32(getattr(op.options(), "cellClip", 0.0) or 0.0))
+    words.append(int(max(-32768.0, min(32767.0, clip / c))) if clip > 0 else -1)
+    return words
+
+
 def _words(op: _Op) -> list[int]:
     if op.name in _CONV:
         return _conv_words(op)
@@ -492,7 +562,7 @@ def _words(op: _Op) -> list[int]:
         return _sub_words(op)
     if op.name == "MUL":
         return _mul_words(op)
-    if op.name == "LOGISTIC":
+    if op.name in ("LOGISTIC", "TANH"):
         return _logistic_words(op)
     if op.name == "SOFTMAX":
         return _softmax_words(op)
@@ -500,6 +570,12 @@ def _words(op: _Op) -> list[int]:
         return _requant_words(op, None)
     if op.name == "SVDF":
         return _svdf_words(op)
+    if op.name == "RELU":
+        return _relu_words(op)
+    if op.name == "RESIZE_NEAREST_NEIGHBOR":
+        return _resize_words(op)
+    if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM":
+        return _lstm_words(op)
     integer = (ts.TensorType.INT8, ts.TensorType.UINT8, ts.TensorType.INT16)
     if op.name == "QUANTIZE" and op.tensor("in").type in integer and op.tensor("out").type in integer \
             and not op.tensor("in").type == op.tensor("out").type == ts.TensorType.UINT8:

@@ -21,6 +21,8 @@ _STATUS = {1: "bad argument", 2: "malformed model", 3: "unsupported model", 4: "
            5: "bad call order"}
 _TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 _lib = None
+# operators whose state is a variable tensor (is_variable): SVDF's, the LSTM's hidden and cell
+_STATEFUL_OPS = ("SVDF", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 # operators that take a RESOURCE tensor (a resource variable's handle)
 _RESOURCE_OPS = ("VAR_HANDLE", "READ_VARIABLE", "ASSIGN_VARIABLE")
 
@@ -125,7 +127,7 @@ def operator_support(model_bytes: bytes) -> list[dict]:
             resource = tt.type == ts.TensorType.RESOURCE and name in _RESOURCE_OPS
             if tt.type not in _TYPES and not resource:
                 reason = f"tensor {t} has type {ts.tensor_type_name(tt.type)}"
-            elif tt.isVariable:
+            elif tt.isVariable and name not in _STATEFUL_OPS:
                 reason = f"tensor {t} is a variable (operator state)"
         rows.append({"index": i, "name": name, "supported": not reason, "reason": reason})
     try:

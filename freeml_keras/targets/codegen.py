@@ -97,13 +97,16 @@ def _weight_layouts(model_bytes: ModelLike, op: str) -> set[tuple[int, int] | No
     return layouts
 
 
-def _has_op_with(model_bytes: ModelLike, op: str, side: str, tensor_type: int) -> bool:
-    """Whether an operator ``op`` of the model (any subgraph) has its first ``side`` tensor
-    (``"inputs"`` or ``"outputs"``) of ``tensor_type``."""
+def _has_op(model_bytes: ModelLike, op: str, side: str | None = None, tensor_type: int | None = None) -> bool:
+    """Whether an operator ``op`` is in the model (any subgraph); with ``side`` (``"inputs"`` or
+    ``"outputs"``), one whose first such tensor is of ``tensor_type``."""
     m = as_model(model_bytes).parsed
-    return any(ts.op_name(m, o.opcodeIndex) == op and getattr(o, side) is not None and len(getattr(o, side))
-               and int(getattr(o, side)[0]) >= 0 and sg.tensors[int(getattr(o, side)[0])].type == tensor_type
-               for sg in m.subgraphs for o in sg.operators or [])
+
+    def typed(sg, o) -> bool:
+        ts_ = getattr(o, side) if side else None
+        return side is None or (ts_ is not None and len(ts_) > 0 and int(ts_[0]) >= 0
+                                and sg.tensors[int(ts_[0])].type == tensor_type)
+    return any(ts.op_name(m, o.opcodeIndex) == op and typed(sg, o) for sg in m.subgraphs for o in sg.operators or [])
 
 
 def model_has_exits(model_bytes: ModelLike) -> bool:
@@ -122,7 +125,8 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
     runtime) is ``exits`` when given, else 1 when the model's metadata has exit points (and for
     ``None``), 0 when it has none: such a build leaves out the exit head's code.
     ``FM_SOFTMAX_INT16``: 1 when a SOFTMAX has an int16 output (and for ``None``);
-    ``FM_QUANTIZE_FLOAT``: 1 when a QUANTIZE has a float32 input (and for ``None``)."""
+    ``FM_QUANTIZE_FLOAT``: 1 when a QUANTIZE has a float32 input (and for ``None``); ``FM_LSTM``:
+    1 when the model has an UNIDIRECTIONAL_SEQUENCE_LSTM (and for ``None``)."""
     model_bytes = None if model_bytes is None else as_model(model_bytes)
     if exits is None:
         exits = model_bytes is None or model_has_exits(model_bytes)
@@ -140,10 +144,11 @@ def kernel_config_source(model_bytes: ModelLike | None = None, *, exits: bool | 
         lines.append(f"#define FM_FC_SPARSE_{ib} {int(not fc or ib in fc_index_bits)}")
     lines.append(f"#define FM_EXITS {int(bool(exits))}")
     lines.append(f"#define FM_SOFTMAX_INT16 "
-                 f"{int(model_bytes is None or _has_op_with(model_bytes, 'SOFTMAX', 'outputs', ts.TensorType.INT16))}")
+                 f"{int(model_bytes is None or _has_op(model_bytes, 'SOFTMAX', 'outputs', ts.TensorType.INT16))}")
     # QUANTIZE from float32 divides in software floating point (about 4 KB on the MSP430)
     lines.append(f"#define FM_QUANTIZE_FLOAT "
-                 f"{int(model_bytes is None or _has_op_with(model_bytes, 'QUANTIZE', 'inputs', ts.TensorType.FLOAT32))}")
+                 f"{int(model_bytes is None or _has_op(model_bytes, 'QUANTIZE', 'inputs', ts.TensorType.FLOAT32))}")
+    lines.append(f"#define FM_LSTM {int(model_bytes is None or _has_op(model_bytes, 'UNIDIRECTIONAL_SEQUENCE_LSTM'))}")
     # the targets prepare without floating point: requantization parameters come precomputed
     # in the model's freeml_prepare metadata (write_model_build_files adds it when missing)
     lines.append("#define FM_PREPARE_FLOAT 0")

@@ -252,8 +252,9 @@ fm_status fm_ckpt_commit(fm_nvm *nvm, uint32_t offset, fm_ckpt *st)
 
 /* ---- atomic steps ------------------------------------------------------------------------- */
 
-/* Work of a whole operator in MAC-equivalents: MACs for CONV_2D, DEPTHWISE_CONV_2D and
- * FULLY_CONNECTED, window reads for pooling, one per output byte for everything else. */
+/* Work of a whole operator in MAC-equivalents: MACs for CONV_2D, DEPTHWISE_CONV_2D,
+ * FULLY_CONNECTED and the LSTM, window reads for pooling, one per output byte for everything
+ * else. */
 static uint32_t op_work(const fm_interp *it, const fm_op *op)
 {
     /* (ASSIGN_VARIABLE and CALL_ONCE have no output: their units) */
@@ -272,6 +273,14 @@ static uint32_t op_work(const fm_interp *it, const fm_op *op)
     case FM_OP_AVERAGE_POOL_2D:
         inner = (uint32_t)op->p.pool.f_h * (uint32_t)op->p.pool.f_w;
         break;
+    case FM_OP_TRANSPOSE_CONV:                      /* (at most: strides skip taps) */
+        inner = (uint32_t)op->p.conv.k_h * (uint32_t)op->p.conv.k_w * (uint32_t)op->p.conv.k_c;
+        break;
+#if FM_LSTM
+    case FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM:        /* four gates of two products per element */
+        inner = 4u * (uint32_t)(op->p.lstm.input + op->p.lstm.state);
+        break;
+#endif
     default:
         break;
     }
@@ -371,6 +380,14 @@ static uint32_t plan_step(const fm_intermittent *r, fm_cursor start, uint32_t *w
     if (op == it->num_ops) return 0;
     n = o->units - unit;
     if (n > o->step_units) n = o->step_units;
+#if FM_LSTM
+    if (o->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM) {
+        /* a step ends before each copy unit (the last of every sequential step, kernels/lstm.c):
+         * never with the element units that read the states the copy rewrites */
+        const uint32_t per = (uint32_t)(o->p.lstm.rows * o->p.lstm.state) + 1u, e = unit % per;
+        if (e + 1u < per && n > per - 1u - e) n = per - 1u - e;
+    }
+#endif
     if (work) {
         const uint32_t w = op_work(it, o);
         *work = unit == 0u && n == o->units ? w : unit_work(w, o->units) * n;

@@ -163,11 +163,13 @@ int32_t fm_exp_on_negative_values_q5(int32_t a)
     return result;
 }
 
-int32_t fm_one_over_one_plus_x(int32_t a)
+/* gemmlowp's Newton-Raphson division of one_over_one_plus_x_for_x_in_0_1 and
+ * one_minus_x_over_one_plus_x_for_x_in_0_1 (Q0.31 in): the Q2.29 iterate. */
+static int32_t newton_reciprocal(int32_t a)
 {
-    /* Newton-Raphson division, Q2.29 iterate, constants 48/17 and -32/17. */
-    /* gemmlowp's RoundingHalfSum(a, 1): (a + INT32_MAX + 1) / 2 in 64 bits, truncated; the sum
-     * is negative only for INT32_MIN. 32-bit arithmetic (no 64-bit helper calls on 16-bit CPUs). */
+    /* constants 48/17 and -32/17; gemmlowp's RoundingHalfSum(a, 1): (a + INT32_MAX + 1) / 2 in
+     * 64 bits, truncated; the sum is negative only for INT32_MIN. 32-bit arithmetic (no 64-bit
+     * helper calls on 16-bit CPUs). */
     const int32_t half_den = a == INT32_MIN ? -1 : (int32_t)(((uint32_t)a + 0x80000000u) >> 1);
     const int32_t one_q2 = (int32_t)1 << 29;
     int32_t x = 1515870810 + fm_srdhm(half_den, -1010580540);
@@ -177,7 +179,23 @@ int32_t fm_one_over_one_plus_x(int32_t a)
         const int32_t one_minus = one_q2 - hdx;
         x = x + sat_shift_left(fm_srdhm(x, one_minus), 2);
     }
-    return sat_shift_left(x, 1);
+    return x;
+}
+
+int32_t fm_tanh_fixed(int32_t a, int32_t int_bits)
+{
+    /* -tanh(n) for n = -|a| < 0 is (1 - e) / (1 + e), e = exp(2n) (n's raw value read with one
+     * more integer bit) */
+    int32_t t;
+    if (a == 0) return 0;
+    t = sat_shift_left(newton_reciprocal(fm_exp_on_negative_values(a > 0 ? -a : a, int_bits + 1)) -
+                       ((int32_t)1 << 29), 2);
+    return a < 0 ? -t : t;
+}
+
+int32_t fm_one_over_one_plus_x(int32_t a)
+{
+    return sat_shift_left(newton_reciprocal(a), 1);
 }
 
 void fm_mean_multiplier(int32_t *mult, int32_t *shift, int32_t count)

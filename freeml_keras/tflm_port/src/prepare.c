@@ -165,6 +165,11 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
     bytes = 1;
     for (i = 0; i < n; i++) {
         int32_t d = fb_vec_i32(fb, v, i);
+        if (FM_LSTM && d == 0 && !fb->err) {   /* empty (an LSTM's unused intermediates): refused where used */
+            t->type = (uint8_t)fb_u8(fb, tt, T_TYPE, 0);
+            t->flags = FM_T_BADTYPE;
+            return fb->err ? format_error(it, fb, "bad tensor", -1, ti) : FM_OK;
+        }
         if (d < 1 || d > 65535)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor dimension out of range", -1, ti, d);
         t->dims[i] = (uint16_t)d;
@@ -193,7 +198,7 @@ static fm_status parse_tensor(fm_interp *it, fm_fb *fb, uint32_t tt, uint32_t bu
     if (bytes > 0x3FFFFFFFu / elem_size(t->type))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor too large", -1, ti, 0);
     t->bytes = bytes * elem_size(t->type);
-    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) t->flags = FM_T_VARIABLE;   /* operator state (SVDF) */
+    if (fb_u8(fb, tt, T_IS_VARIABLE, 0)) t->flags = FM_T_VARIABLE;   /* operator state (SVDF, LSTM) */
     buf_index = fb_u32(fb, tt, T_BUFFER, 0);
     if (buf_index >= num_buffers && !(buf_index == 0 && num_buffers == 0))
         return fm_fail(it, FM_ERR_FORMAT, "tensor buffer index out of range", -1, ti,
@@ -263,13 +268,18 @@ static FM_NOINLINE const fm_kernel *find_kernel(int32_t code, uint8_t *index)
     return NULL;
 }
 
-/* Channels whose multipliers an operator keeps in state (0 for most operators). */
+/* State an operator keeps: its channels' multipliers, an LSTM's requantizations (0 for most
+ * operators). */
 static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors, int32_t code,
                                uint32_t opt)
 {
     uint32_t n, v, tt, sv, ns, dim;
     int32_t f;
-    if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED)
+#if FM_LSTM
+    if (code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM) return FM_ALIGN4(sizeof(fm_lstm_q));
+#endif
+    if (code != FM_OP_CONV_2D && code != FM_OP_DEPTHWISE_CONV_2D && code != FM_OP_FULLY_CONNECTED &&
+        code != FM_OP_TRANSPOSE_CONV)
         return 0;
     v = fb_vector(fb, opt, OP_INPUTS, 4, &n);
     if (fb->err || n < 2) return 0;
@@ -291,14 +301,20 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
 {
     const uint8_t f = it->tensors[t].flags;
-    if ((f & FM_T_VARIABLE) && !(op >= 0 && it->ops[op].code == FM_OP_SVDF))
+    if ((f & FM_T_VARIABLE) && !(op >= 0 && (it->ops[op].code == FM_OP_SVDF ||
+                                             it->ops[op].code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM)))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", op, t,
                        it->tensors[t].type);
     if (f & FM_T_BADTYPE)
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor type not supported", op, t, it->tensors[t].type);
+        return fm_fail(it, FM_ERR_UNSUPPORTED, elem_size(it->tensors[t].type) ? "tensor is empty (a zero dimension)" :
+                       "tensor type not supported", op, t, it->tensors[t].type);
     return FM_OK;
 }
 #define USABLE(it, op, t) usable((it), (op), (t))
+#elif FM_LSTM
+/* (the only tensors parse_tensor leaves marked here are empty ones) */
+#define USABLE(it, op, t) \
+    ((it)->tensors[t].flags & FM_T_BADTYPE ? fm_fail((it), FM_ERR_UNSUPPORTED, "", (op), (t), 0) : FM_OK)
 #else
 #define USABLE(it, op, t) ((void)(it), (void)(op), (void)(t), FM_OK)
 #endif
@@ -426,7 +442,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         fm_op *op = &it->ops[i];
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
         const fm_kernel *k;
-        uint8_t multi;
+        uint8_t multi, lstm, unpack;
         memset(op, 0, sizeof *op);
         op->scratch_off = -1;
         op->out = -1;
@@ -438,14 +454,21 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         op->opts = fb_table(&fb, ot, OP_OPTIONS);
         v = fb_vector(&fb, ot, OP_INPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator inputs", (int32_t)i, -1);
-        if (n > FM_MAX_OP_INPUTS)
+        /* (an LSTM's 24 inputs are all in its parameters, the first FM_MAX_OP_INPUTS in op->in) */
+        lstm = FM_LSTM && op->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM;
+        if (n > (lstm ? 24u : (uint32_t)FM_MAX_OP_INPUTS))
             return fm_fail(it, FM_ERR_UNSUPPORTED, "too many operator inputs", (int32_t)i, -1, (int32_t)n);
-        op->num_in = (uint8_t)n;
+        op->num_in = (uint8_t)(n > FM_MAX_OP_INPUTS ? FM_MAX_OP_INPUTS : n);
+        if (lstm) {
+            op->p.lstm.count = (uint8_t)n;
+            for (j = 0; j < 24u; j++) op->p.lstm.t[j] = -1;
+        }
         for (j = 0; j < n; j++) {
             int32_t t = fb_vec_i32(&fb, v, j);
             if (t < -1 || t >= (int32_t)nt)
                 return fm_fail(it, FM_ERR_FORMAT, "operator input index out of range", (int32_t)i, t, 0);
-            op->in[j] = (int16_t)t;
+            if (j < FM_MAX_OP_INPUTS) op->in[j] = (int16_t)t;
+            if (lstm) op->p.lstm.t[j] = (int16_t)t;
             if (t >= 0 && (s = USABLE(it, (int32_t)i, t)) != FM_OK) return s;
             if (t >= 0 && !(it->tensors[t].flags & FM_T_CONST)) {
                 if (it->tensors[t].first < 0 && !(it->tensors[t].flags & FM_T_VARIABLE))
@@ -457,10 +480,13 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         v = fb_vector(&fb, ot, OP_OUTPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator outputs", (int32_t)i, -1);
         /* one output; none for ASSIGN_VARIABLE and CALL_ONCE; several for SPLIT and SPLIT_V,
-         * whose outputs follow their inputs in op->in (op->out is the first) */
+         * whose outputs follow their inputs in op->in (op->out is the first), and for UNPACK */
         multi = op->code == FM_OP_SPLIT || op->code == FM_OP_SPLIT_V;
+        unpack = op->code == FM_OP_UNPACK;       /* (its outputs in its parameters) */
         if (n == 0 && (op->code == FM_OP_ASSIGN_VARIABLE || op->code == FM_OP_CALL_ONCE)) {
             /* no output: op->out stays -1 */
+        } else if (unpack && n >= 1 && n <= FM_UNPACK_MAX) {
+            op->p.unpack.num = (uint8_t)n;
         } else if (n != 1 && !(n > 1 && multi)) {
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operators must have one output", (int32_t)i, -1, (int32_t)n);
         } else if (multi && op->num_in + n > FM_MAX_OP_INPUTS) {
@@ -475,6 +501,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
             touch(&it->tensors[t], (int16_t)i);
             if (j == 0) op->out = (int16_t)t;
             if (multi) op->in[op->num_in + j] = (int16_t)t;
+            if (unpack) op->p.unpack.out[j] = (int16_t)t;
         }
         if (multi) op->num_in = (uint8_t)(op->num_in + n);
         fm_pre_begin(it, (uint16_t)i);

@@ -50,6 +50,13 @@
 #ifndef FM_QUANTIZE_FLOAT
 #define FM_QUANTIZE_FLOAT 1
 #endif
+/* FM_LSTM: UNIDIRECTIONAL_SEQUENCE_LSTM's support outside its kernel (its 24 inputs and the
+ * converter's empty intermediate tensors in prepare.c, its step boundaries in checkpoint.c; 1
+ * when the file does not set it); 0 leaves that code out (a model without an LSTM: about
+ * 500 B less of the MSP430's FRAM) and refuses the operator's 24 inputs and empty tensors. */
+#ifndef FM_LSTM
+#define FM_LSTM 1
+#endif
 /* A hook at the first unit of work fm_resume runs after it is called (restart measurements on
  * the targets define it as a mark); nothing by default. */
 #ifndef FM_TRACE_FIRST_UNIT
@@ -261,11 +268,52 @@ typedef struct {
     uint8_t elem;
 } fm_svdf_params;
 
+/* UNIDIRECTIONAL_SEQUENCE_LSTM (kernels/lstm.c): the requantizations, kept in the state block
+ * (fm_lstm_params.q): per gate g (0 input, 1 forget, 2 cell, 3 output) the input product
+ * (fc[2g]) and the recurrent product (fc[2g + 1]) to Q3.12; the three element-wise products
+ * (forget x cell, input x cell gate, output x tanh(cell)). */
+typedef struct {
+    int32_t fc_mult[8], mul_mult[3];
+    int8_t fc_shift[8], mul_shift[3];
+} fm_lstm_q;
+
+/* The LSTM's 24 inputs (TFLite's order; -1 absent: op->in holds the first FM_MAX_OP_INPUTS),
+ * its shape as R rows of a sequential step (batch-major: one, time-major: the batch) times
+ * `steps` sequential steps, and the cell state's fixed-point parameters. */
+typedef struct {
+    int16_t t[24];
+    uint8_t count;                            /* inputs the operator has */
+    uint8_t time_major;
+    int8_t tanh_shift;                        /* tanh of the cell: 3 << shift, or 3 >> -shift */
+    int16_t clip;                             /* quantized cell clip, -1: none */
+    int32_t batch, time, input, state, rows, steps;
+    int32_t in_zp, h_zp;
+    fm_lstm_q *q;
+} fm_lstm_params;
+
 /* SPLIT and SPLIT_V: outputs (op->in[first] ..) cut from each of `outer` input rows. */
 typedef struct {
     int32_t outer, in_row;                    /* rows before the axis, input bytes per row */
     uint8_t first;                            /* index in op->in of the first output */
 } fm_split_params;
+
+/* UNPACK: its outputs (the first is also op->out), cut from each of `outer` input rows. */
+#define FM_UNPACK_MAX 32
+typedef struct {
+    int16_t out[FM_UNPACK_MAX];
+    int32_t outer, row;                       /* rows before the axis, bytes per output row */
+    uint8_t num;                              /* outputs */
+} fm_unpack_params;
+
+/* RESIZE_NEAREST_NEIGHBOR (kernels/resize_nearest_neighbor.c): the source row of each output
+ * row and column of each output column (freeml_prepare words in the model, NULL: computed).
+ * RESIZE_BILINEAR (kernels/resize_bilinear.c): the 10-bit fixed-point scales. */
+typedef struct {
+    const uint8_t *map;
+    int32_t batch, in_h, in_w, out_h, out_w, pixel;   /* (pixel: bytes of one pixel's channels) */
+    int32_t scale_h, scale_w;
+    uint8_t align, half;
+} fm_resize_params;
 
 /* PAD (to 4-D), TRANSPOSE and STRIDED_SLICE: the output walked as 4-D rows of dims[3] elements,
  * each read from the input at start[d] + i * step[d] (in elements) along output dimension d. */
@@ -304,6 +352,9 @@ struct fm_op {
         fm_call_once_params once;
         fm_split_params split;
         fm_svdf_params svdf;
+        fm_lstm_params lstm;
+        fm_unpack_params unpack;
+        fm_resize_params resize;
     } p;
 };
 
@@ -325,10 +376,10 @@ extern const uint16_t fm_num_kernels;
 enum {
     FM_OP_ADD = 0, FM_OP_AVERAGE_POOL_2D = 1, FM_OP_CONCATENATION = 2, FM_OP_CONV_2D = 3,
     FM_OP_DEPTHWISE_CONV_2D = 4, FM_OP_DEQUANTIZE = 6, FM_OP_FULLY_CONNECTED = 9,
-    FM_OP_LOGISTIC = 14, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
+    FM_OP_LOGISTIC = 14, FM_OP_RELU = 19, FM_OP_TANH = 28, FM_OP_TRANSPOSE_CONV = 67, FM_OP_RESIZE_NEAREST_NEIGHBOR = 97, FM_OP_RESIZE_BILINEAR = 23, FM_OP_UNPACK = 88, FM_OP_SVDF = 27, FM_OP_MAX_POOL_2D = 17, FM_OP_MUL = 18, FM_OP_RESHAPE = 22,
     FM_OP_SOFTMAX = 25, FM_OP_PAD = 34, FM_OP_TRANSPOSE = 39, FM_OP_MEAN = 40, FM_OP_SUB = 41,
     FM_OP_SQUEEZE = 43, FM_OP_STRIDED_SLICE = 45, FM_OP_SPLIT = 49, FM_OP_SPLIT_V = 102, FM_OP_MAXIMUM = 55, FM_OP_MINIMUM = 57,
-    FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
+    FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM = 44, FM_OP_PADV2 = 60, FM_OP_EXPAND_DIMS = 70, FM_OP_QUANTIZE = 114, FM_OP_DENSIFY = 124,
     FM_OP_CALL_ONCE = 129, FM_OP_VAR_HANDLE = 142, FM_OP_READ_VARIABLE = 143, FM_OP_ASSIGN_VARIABLE = 144
 };
 
@@ -447,21 +498,32 @@ fm_status fm_broadcast(fm_interp *it, uint16_t opi, const fm_tensor *a, const fm
                        const fm_tensor *out, int32_t *out_dims, int32_t *str1, int32_t *str2);
 /* A walk over the output of a broadcasting operator: the output position as 4-D and the
  * operands' element indices (fm_broadcast's strides). fm_bcast_start places it at output element
- * u (divisions, once per call of eval); fm_bcast_next steps to the next element (additions). */
+ * u (divisions, once per call of eval); fm_bcast_run and fm_bcast_skip below step through it
+ * (additions). */
 typedef struct {
     int32_t c[4], ia, ib;
 } fm_bcast_pos;
 void fm_bcast_start(const fm_add_params *p, uint32_t u, fm_bcast_pos *pos);
-static inline void fm_bcast_next(const fm_add_params *p, fm_bcast_pos *pos)
+/* Elements from pos to the end of its innermost output row, at most `left`; then
+ * fm_bcast_skip moves pos past n <= that many (the element-wise kernels walk the output in such
+ * runs, the operands at constant strides inside one). */
+static inline uint32_t fm_bcast_run(const fm_add_params *p, const fm_bcast_pos *pos, uint32_t left)
+{
+    const uint32_t n = (uint32_t)(p->out_dims[3] - pos->c[3]);
+    return n < left ? n : left;
+}
+static inline void fm_bcast_skip(const fm_add_params *p, fm_bcast_pos *pos, uint32_t n)
 {
     int32_t d = 3;
-    pos->ia += p->str1[3];
-    pos->ib += p->str2[3];
-    while (++pos->c[d] == p->out_dims[d] && d > 0) {
+    pos->ia += p->str1[3] * (int32_t)n;
+    pos->ib += p->str2[3] * (int32_t)n;
+    pos->c[3] += (int32_t)n;
+    while (pos->c[d] == p->out_dims[d] && d > 0) {
         pos->ia -= p->str1[d] * p->out_dims[d];
         pos->ib -= p->str2[d] * p->out_dims[d];
         pos->c[d] = 0;
         d--;
+        pos->c[d]++;
         pos->ia += p->str1[d];
         pos->ib += p->str2[d];
     }

@@ -40,6 +40,8 @@ int32_t fm_exp_on_negative_values_q5(int32_t a);
 int32_t fm_exp_on_negative_values(int32_t a, int32_t int_bits);
 /* 1 / (1 + exp(-a)) for a given with int_bits integer bits, result in Q0.31 (gemmlowp logistic). */
 int32_t fm_logistic_fixed(int32_t a, int32_t int_bits);
+/* tanh(a) for a given with int_bits integer bits (1 .. 4), result in Q0.31 (gemmlowp tanh). */
+int32_t fm_tanh_fixed(int32_t a, int32_t int_bits);
 /* 1 / (1 + x) for x in [0, 1) in Q0.31, result in Q0.31. */
 int32_t fm_one_over_one_plus_x(int32_t a);
 /* Leading zeros of a 32-bit value (32 for 0). */
@@ -103,10 +105,24 @@ static inline int8_t fm_out_s8(int32_t v, const fm_out_range *q)
     return (int8_t)v;
 }
 
+/* fm_mul_by_qm for 0 <= mult < 2^31, inline. */
+static inline int32_t fm_mul_by_qm_inline(int32_t acc, int32_t mult, int32_t shift)
+{
+    return fm_mul_by_qm_lr(acc, mult, shift > 0 ? shift : 0, shift > 0 ? 0 : -shift);
+}
+
 static inline int8_t fm_requant_s8(int32_t acc, const fm_out_range *q, int16_t shift, int32_t mult)
 {
-    return fm_out_s8(fm_mul_by_qm_lr(acc, mult, shift > 0 ? shift : 0, shift > 0 ? 0 : -shift), q);
+    return fm_out_s8(fm_mul_by_qm_inline(acc, mult, shift), q);
 }
+#endif
+
+/* fm_mul_by_qm where it runs once per element (the element-wise kernels: a call each was half
+ * their time on x86): inline where 64-bit products are cheap, the call on 16-bit targets. */
+#if UINTPTR_MAX <= 0xFFFFu
+#define fm_mul_by_qm_fast(acc, mult, shift) fm_mul_by_qm((acc), (mult), (shift))
+#else
+#define fm_mul_by_qm_fast(acc, mult, shift) fm_mul_by_qm_inline((acc), (mult), (shift))
 #endif
 
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT

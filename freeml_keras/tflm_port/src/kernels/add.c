@@ -63,7 +63,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 /* One input rescaled to the common 20-bit-headroom scale. */
 static int32_t scaled(int32_t v, int32_t off, int32_t mult, int32_t shift)
 {
-    return fm_mul_by_qm((int32_t)(((uint32_t)(v + off)) << 20), mult, shift);
+    return fm_mul_by_qm_fast((int32_t)(((uint32_t)(v + off)) << 20), mult, shift);
 }
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
@@ -78,18 +78,28 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const uint8_t sub = op->code == FM_OP_SUB;
     fm_bcast_pos pos;
     uint32_t u;
-    if (flat) pos.ia = pos.ib = (int32_t)begin;
-    else fm_bcast_start(p, begin, &pos);
-    for (u = begin; u < end; u++) {
-        int32_t x, y, v;
-        x = scaled(a[pos.ia], p->in1_off, p->in1_mult, p->in1_shift);
-        y = scaled(b[pos.ib], p->in2_off, p->in2_mult, p->in2_shift);
-        if (flat) pos.ia = ++pos.ib;
-        else fm_bcast_next(p, &pos);
-        v = fm_mul_by_qm(sub ? x - y : x + y, p->out_mult, p->out_shift) + p->out_off;
-        if (v < p->act_min) v = p->act_min;
-        if (v > p->act_max) v = p->act_max;
-        out[u] = (int8_t)v;
+    if (flat) {
+        pos.ia = pos.ib = (int32_t)begin;
+        pos.c[3] = 0;
+    } else {
+        fm_bcast_start(p, begin, &pos);
+    }
+    for (u = begin; u < end;) {            /* runs along the innermost output dimension */
+        const uint32_t n = flat ? end - u : fm_bcast_run(p, &pos, end - u);
+        const int32_t s1 = flat ? 1 : p->str1[3], s2 = flat ? 1 : p->str2[3];
+        const int8_t *xa = a + pos.ia, *xb = b + pos.ib;
+        int8_t *o = out + u;
+        uint32_t k;
+        for (k = 0; k < n; k++, xa += s1, xb += s2) {
+            const int32_t x = scaled(*xa, p->in1_off, p->in1_mult, p->in1_shift);
+            const int32_t y = scaled(*xb, p->in2_off, p->in2_mult, p->in2_shift);
+            int32_t v = fm_mul_by_qm_fast(sub ? x - y : x + y, p->out_mult, p->out_shift) + p->out_off;
+            if (v < p->act_min) v = p->act_min;
+            if (v > p->act_max) v = p->act_max;
+            o[k] = (int8_t)v;
+        }
+        if (!flat) fm_bcast_skip(p, &pos, n);
+        u += n;
     }
 }
 

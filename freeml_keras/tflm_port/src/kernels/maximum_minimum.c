@@ -28,13 +28,26 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     uint32_t u;
     if (fm_elements(&it->tensors[op->in[0]]) == p->count && fm_elements(&it->tensors[op->in[1]]) == p->count) {
         for (u = begin; u < end; u++)       /* same shapes */
-            out[u] = (a[u] > b[u]) == max ? a[u] : b[u];
+            out[u] = max ? (a[u] > b[u] ? a[u] : b[u]) : (a[u] < b[u] ? a[u] : b[u]);
         return;
     }
     fm_bcast_start(p, begin, &pos);
-    for (u = begin; u < end; u++) {
-        out[u] = (a[pos.ia] > b[pos.ib]) == max ? a[pos.ia] : b[pos.ib];
-        fm_bcast_next(p, &pos);
+    for (u = begin; u < end;) {            /* runs along the innermost output dimension */
+        const uint32_t n = fm_bcast_run(p, &pos, end - u);
+        const int32_t s1 = p->str1[3], s2 = p->str2[3];
+        const int8_t *x = a + pos.ia, *y = b + pos.ib;
+        int8_t *o = out + u;
+        uint32_t k;
+        if (s1 == 1 && s2 == 1 && max)     /* (a select each: no branch on the data; unit */
+            for (k = 0; k < n; k++) o[k] = x[k] > y[k] ? x[k] : y[k];       /* strides vectorize) */
+        else if (s1 == 1 && s2 == 1)
+            for (k = 0; k < n; k++) o[k] = x[k] < y[k] ? x[k] : y[k];
+        else if (max)
+            for (k = 0; k < n; k++, x += s1, y += s2) o[k] = *x > *y ? *x : *y;
+        else
+            for (k = 0; k < n; k++, x += s1, y += s2) o[k] = *x < *y ? *x : *y;
+        fm_bcast_skip(p, &pos, n);
+        u += n;
     }
 }
 

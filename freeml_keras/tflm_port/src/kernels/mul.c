@@ -40,16 +40,27 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                          fm_elements(&it->tensors[op->in[1]]) == p->count;
     fm_bcast_pos pos;
     uint32_t u;
-    if (flat) pos.ia = pos.ib = (int32_t)begin;
-    else fm_bcast_start(p, begin, &pos);
-    for (u = begin; u < end; u++) {
-        int32_t v = fm_mul_by_qm(FM_MUL32((int32_t)a[pos.ia] + p->in1_off, (int32_t)b[pos.ib] + p->in2_off),
-                                 p->out_mult, p->out_shift) + p->out_off;
-        if (flat) pos.ia = ++pos.ib;
-        else fm_bcast_next(p, &pos);
-        if (v < p->act_min) v = p->act_min;
-        if (v > p->act_max) v = p->act_max;
-        out[u] = (int8_t)v;
+    if (flat) {
+        pos.ia = pos.ib = (int32_t)begin;
+        pos.c[3] = 0;
+    } else {
+        fm_bcast_start(p, begin, &pos);
+    }
+    for (u = begin; u < end;) {            /* runs along the innermost output dimension */
+        const uint32_t n = flat ? end - u : fm_bcast_run(p, &pos, end - u);
+        const int32_t s1 = flat ? 1 : p->str1[3], s2 = flat ? 1 : p->str2[3];
+        const int8_t *x = a + pos.ia, *y = b + pos.ib;
+        int8_t *o = out + u;
+        uint32_t k;
+        for (k = 0; k < n; k++, x += s1, y += s2) {
+            int32_t v = fm_mul_by_qm_fast(FM_MUL32((int32_t)*x + p->in1_off, (int32_t)*y + p->in2_off),
+                                          p->out_mult, p->out_shift) + p->out_off;
+            if (v < p->act_min) v = p->act_min;
+            if (v > p->act_max) v = p->act_max;
+            o[k] = (int8_t)v;
+        }
+        if (!flat) fm_bcast_skip(p, &pos, n);
+        u += n;
     }
 }
 
