@@ -357,3 +357,33 @@ volatile uint32_t *fm_state_word(const fm_interp *it, const fm_tensor *t)
 {
     return (volatile uint32_t *)(void *)(it->arena + t->offset + FM_ALIGN4(t->bytes));
 }
+
+fm_status fm_q427_input(fm_interp *it, uint16_t opi, fm_op *op, const fm_tensor *in, const fm_tensor *out)
+{
+    fm_logistic_params *p = &op->p.logistic;
+    int32_t q = 0, sh = 0, radius = 0;
+    if (fm_elements(in) != fm_elements(out)) return fm_fail(it, FM_ERR_FORMAT, "input and output sizes differ", opi, -1, 0);
+#if FM_PREPARE_FLOAT
+    {
+        /* input scale * 2^27 = q * 2^(sh - 31); radius = floor(15 * 2^27 / 2^sh) */
+        double r = 15.0 * 134217728.0;
+        int32_t k;
+        if (!(in->scale > 0) || !fm_quantize_multiplier((double)in->scale * 134217728.0, &q, &sh) ||
+            sh < 0 || sh > 62) {
+            sh = -1;                                                      /* refused below */
+        } else {
+            for (k = 0; k < sh; k++) r *= 0.5;
+            radius = r >= 2147483647.0 ? -1 : (int32_t)r;
+        }
+    }
+#endif
+    p->mult = fm_pre_value(it, q);
+    p->shift = fm_pre_value(it, sh);
+    p->radius = fm_pre_value(it, radius);
+    if (p->shift < 0 || p->shift > 31 || p->mult <= 0 || p->radius < 0)
+        return fm_fail(it, FM_ERR_UNSUPPORTED, "input scale out of range", opi, op->in[0], p->shift);
+    p->in_zp = in->zero_point;
+    p->count = fm_elements(out);
+    op->units = (uint32_t)p->count;
+    return FM_OK;
+}

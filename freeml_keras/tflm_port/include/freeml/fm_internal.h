@@ -255,6 +255,9 @@ typedef struct {
 typedef struct {
     int32_t in_zp, mult, shift, radius, count; /* LOGISTIC: input in Q4.27, |x - zp| < radius */
 } fm_logistic_params;
+/* Prepare of LOGISTIC and TANH after their own output checks: the input rescaled to Q4.27 (its
+ * multiplier, shift and saturation radius, precomputed on the targets), zero point, units. */
+fm_status fm_q427_input(fm_interp *it, uint16_t opi, fm_op *op, const fm_tensor *in, const fm_tensor *out);
 
 typedef struct {
     int32_t subgraph;                         /* CALL_ONCE: the init subgraph */

@@ -5,9 +5,7 @@
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
-    fm_logistic_params *p = &op->p.logistic;
     const fm_tensor *in, *out;
-    int32_t q = 0, sh = 0, radius = 0;
     fm_status s;
     if (op->num_in < 1) return fm_fail(it, FM_ERR_FORMAT, "LOGISTIC needs an input", opi, -1, 0);
     if ((s = fm_expect(it, opi, op->in[0], FM_INT8, &in)) != FM_OK) return s;
@@ -15,30 +13,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (out->zero_point != -128)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "LOGISTIC output zero point must be -128", opi, op->out,
                        out->zero_point);
-    if (fm_elements(in) != fm_elements(out)) return fm_fail(it, FM_ERR_FORMAT, "LOGISTIC sizes differ", opi, -1, 0);
-#if FM_PREPARE_FLOAT
-    {
-        /* input scale * 2^27 = q * 2^(sh - 31); radius = floor(15 * 2^27 / 2^sh) */
-        double r = 15.0 * 134217728.0;
-        int32_t k;
-        if (!(in->scale > 0) || !fm_quantize_multiplier((double)in->scale * 134217728.0, &q, &sh) ||
-            sh < 0 || sh > 62) {
-            sh = -1;                                                      /* refused below */
-        } else {
-            for (k = 0; k < sh; k++) r *= 0.5;
-            radius = r >= 2147483647.0 ? -1 : (int32_t)r;
-        }
-    }
-#endif
-    p->mult = fm_pre_value(it, q);
-    p->shift = fm_pre_value(it, sh);
-    p->radius = fm_pre_value(it, radius);
-    if (p->shift < 0 || p->shift > 31 || p->mult <= 0 || p->radius < 0)
-        return fm_fail(it, FM_ERR_UNSUPPORTED, "LOGISTIC input scale out of range", opi, op->in[0], p->shift);
-    p->in_zp = in->zero_point;
-    p->count = fm_elements(out);
-    op->units = (uint32_t)p->count;
-    return FM_OK;
+    return fm_q427_input(it, opi, op, in, out);
 }
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
