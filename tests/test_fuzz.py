@@ -37,7 +37,7 @@ def test_libfuzzer_bounded_run(tmp_path):
     # quarantine 131 MB: the rest the sanitizer's own pages) where the same run alone peaks at
     # about 400 MB; the runtime never allocates, and a single allocation over 2 GB still fails
     r = subprocess.run([str(fuzz), f"-runs={RUNS}", "-seed=1", "-timeout=10", "-rss_limit_mb=0",
-                        "-malloc_limit_mb=2048",
+                        "-malloc_limit_mb=2048", f"-artifact_prefix={tmp_path}/",
                         "-print_final_stats=1", str(corpus)], capture_output=True, text=True,
                        timeout=600)
     seed = re.search(r"Seed: (\d+)", r.stderr)

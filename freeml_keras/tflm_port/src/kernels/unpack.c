@@ -14,6 +14,8 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     int32_t num, axis, d, k, inner = 1;
     fm_status s;
     if (op->num_in < 1 || p->num < 1) return fm_fail(it, FM_ERR_FORMAT, "UNPACK needs an input and outputs", opi, -1, 0);
+    if (op->in[0] < 0 || op->in[0] >= (int16_t)it->num_tensors)         /* (libFuzzer: an absent input) */
+        return fm_fail(it, FM_ERR_FORMAT, "operator input missing", opi, op->in[0], 0);
     if ((s = fm_expect(it, opi, op->in[0], it->tensors[op->in[0]].type, &in)) != FM_OK) return s;
     fb.buf = it->model; fb.len = it->model_len; fb.err = 0; fb.err_pos = 0;
     num = fb_i32(&fb, op->opts, 0, 0);                     /* UnpackOptions.num, .axis */
