@@ -387,3 +387,25 @@ fm_status fm_q427_input(fm_interp *it, uint16_t opi, fm_op *op, const fm_tensor 
     op->units = (uint32_t)p->count;
     return FM_OK;
 }
+
+void fm_q427_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end,
+                  int32_t (*f)(int32_t, int32_t), int32_t exponent, int32_t offset)
+{
+    const fm_logistic_params *p = &op->p.logistic;
+    const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
+    int8_t *out = (int8_t *)fm_data(it, op->out);
+    uint32_t u;
+    for (u = begin; u < end; u++) {
+        const int32_t x = (int32_t)in[u] - p->in_zp;
+        int32_t v;
+        if (x <= -p->radius) {
+            v = -128;
+        } else if (x >= p->radius) {
+            v = 127;
+        } else {
+            v = fm_rdbpot(f(fm_mul_by_qm(x, p->mult, p->shift), 4), exponent) + offset;
+            v = v < -128 ? -128 : v > 127 ? 127 : v;
+        }
+        out[u] = (int8_t)v;
+    }
+}

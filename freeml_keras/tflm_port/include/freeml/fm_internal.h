@@ -258,6 +258,10 @@ typedef struct {
 /* Prepare of LOGISTIC and TANH after their own output checks: the input rescaled to Q4.27 (its
  * multiplier, shift and saturation radius, precomputed on the targets), zero point, units. */
 fm_status fm_q427_input(fm_interp *it, uint16_t opi, fm_op *op, const fm_tensor *in, const fm_tensor *out);
+/* Their eval: f (fm_logistic_fixed, fm_tanh_fixed) of the Q4.27 input, taken to int8 by a
+ * rounding shift right by `exponent` and `offset` added; inputs beyond the radius saturate. */
+void fm_q427_eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end,
+                  int32_t (*f)(int32_t, int32_t), int32_t exponent, int32_t offset);
 
 typedef struct {
     int32_t subgraph;                         /* CALL_ONCE: the init subgraph */

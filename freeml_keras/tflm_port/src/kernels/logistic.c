@@ -18,23 +18,7 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 
 static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
-    const fm_logistic_params *p = &op->p.logistic;
-    const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
-    int8_t *out = (int8_t *)fm_data(it, op->out);
-    uint32_t u;
-    for (u = begin; u < end; u++) {
-        const int32_t x = (int32_t)in[u] - p->in_zp;
-        int32_t v;
-        if (x <= -p->radius) {
-            v = -128;
-        } else if (x >= p->radius) {
-            v = 127;
-        } else {
-            v = fm_rdbpot(fm_logistic_fixed(fm_mul_by_qm(x, p->mult, p->shift), 4), 23) - 128;
-            if (v > 127) v = 127;
-        }
-        out[u] = (int8_t)v;
-    }
+    fm_q427_eval(it, op, begin, end, fm_logistic_fixed, 23, -128);
 }
 
 const fm_kernel fm_kernel_logistic = {FM_OP_LOGISTIC, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
