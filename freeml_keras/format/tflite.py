@@ -41,10 +41,17 @@ class TFLiteFormatError(ValueError):
     """A file that is not a TFLite flatbuffer we can read; the message says why."""
 
 
+def builtin_code(model: "schema.ModelT", opcode_index: int) -> int:
+    """Builtin operator code of this opcode index (the larger of the two fields: files from
+    before schema 3a hold it in the deprecated one)."""
+    code = model.operatorCodes[opcode_index]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
 def op_name(model: "schema.ModelT", opcode_index: int) -> str:
     """Name of the operator with this opcode index (``CONV_2D``, or the custom code)."""
     code = model.operatorCodes[opcode_index]
-    builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+    builtin = builtin_code(model, opcode_index)
     if builtin == schema.BuiltinOperator.CUSTOM:
         cc = code.customCode
         return "CUSTOM:" + (cc.decode() if isinstance(cc, bytes) else str(cc))

@@ -96,15 +96,20 @@ class ImageEstimate:
         return "\n".join(lines)
 
 
-def struct_sizes(target: str) -> dict[str, int]:
-    """``sizeof`` of the runtime's tensor and operator tables on ``target`` (``host``: the
-    machine's own compiler, as the Python binding builds the runtime), read from the compiler's
-    assembly output."""
+def struct_sizes(target: str) -> dict:
+    """``sizeof`` of the runtime's state tables on ``target`` (``host``: the machine's own
+    compiler, as the Python binding builds the runtime), read from the compiler's assembly
+    output: ``tensor`` (a tensor's record), ``pointer`` (an entry of the operators' pointer
+    table), ``op_header`` (the record of an operator without parameters) and ``op_records``
+    (builtin code, as text -> its operator's record, ``FM_OP_PARAMS`` in fm_internal.h)."""
     cache = build_dir("struct_sizes", source_key(RUNTIME_DIR / "include") + target) / "sizes.json"
     if cache.exists():
         return json.loads(cache.read_text())
+    # (codes + 1: a zero in the array may be emitted as .zero rather than as a number)
     src = ('#include "freeml/fm_internal.h"\n'
-           "const unsigned long fm_struct_sizes[2] = {sizeof(fm_tensor), sizeof(fm_op)};\n")
+           "#define FM_PROBE_RECORD(c, m) (unsigned long)(c) + 1u, FM_OP_RECORD(m),\n"
+           "const unsigned long fm_struct_sizes[] = {sizeof(fm_tensor), sizeof(fm_op *), FM_OP_HEADER_BYTES,\n"
+           "    FM_OP_PARAMS(FM_PROBE_RECORD)};\n")
     cc = {"host": ["gcc"], "msp430": ["clang", "--target=msp430"],
           "cortex_m4": ["arm-none-eabi-gcc", "-mcpu=cortex-m4", "-mthumb"]}[target]
     if target != "host":
@@ -115,21 +120,27 @@ def struct_sizes(target: str) -> dict[str, int]:
     if r.returncode != 0:
         raise TargetRunError(f"sizes of the runtime's tables on {target}: {r.stderr[-800:]}")
     values = [int(v, 0) for v in re.findall(r"\.(?:long|quad|word|4byte|8byte)\s+(\S+)", r.stdout)]
-    if len(values) < 2:
+    if len(values) < 5 or len(values) % 2 == 0:
         raise TargetRunError(f"sizes of the runtime's tables on {target}: unexpected assembly:\n{r.stdout[-800:]}")
-    out = {"tensor": values[0], "op": values[1]}
+    out = {"tensor": values[0], "pointer": values[1], "op_header": values[2],
+           "op_records": {str(values[i] - 1): values[i + 1] for i in range(3, len(values), 2)}}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(out))
     return out
 
 
-def _state_on(target: str, host_state: int, num_tensors: int, num_ops: int) -> int:
-    """The host's state block resized to ``target``'s tables (the rest: per-channel
-    multipliers and shifts, the same bytes everywhere)."""
-    h, t = struct_sizes("host"), struct_sizes(target)
+def _state_on(target: str, host_state: int, num_tensors: int, op_codes: list[int]) -> int:
+    """The host's state block resized to ``target``'s tables: tensor records, the operators'
+    pointer table and each operator's record (prepare.c's fm_init allocates each record on
+    its own, rounded to 4 bytes; the rest, per-channel multipliers and shifts, are the same
+    bytes everywhere)."""
     a4 = lambda n: (n + 3) // 4 * 4    # noqa: E731
-    return (host_state - a4(num_tensors * h["tensor"]) - a4(num_ops * h["op"])
-            + a4(num_tensors * t["tensor"]) + a4(num_ops * t["op"]))
+
+    def tables(s: dict) -> int:
+        return (a4(num_tensors * s["tensor"]) + a4(len(op_codes) * s["pointer"])
+                + sum(a4(s["op_records"].get(str(c), s["op_header"])) for c in op_codes))
+
+    return host_state - tables(struct_sizes("host")) + tables(struct_sizes(target))
 
 
 def _interp_blocks(data: bytes, target: str) -> tuple[int, int]:
@@ -137,7 +148,8 @@ def _interp_blocks(data: bytes, target: str) -> tuple[int, int]:
     it = Interpreter(data)
     m = as_model(data)
     sg = m.parsed.subgraphs[0]
-    return _state_on(target, it.state_bytes, len(sg.tensors or []), len(sg.operators or [])), it.arena_bytes
+    codes = [ts.builtin_code(m.parsed, op.opcodeIndex) for op in sg.operators or []]
+    return _state_on(target, it.state_bytes, len(sg.tensors or []), codes), it.arena_bytes
 
 
 # The targets' linker scripts: the sections in each region, in address order (.data is loaded

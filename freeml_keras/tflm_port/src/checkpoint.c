@@ -326,11 +326,11 @@ fm_status fm_plan_ops(fm_intermittent *r)
     if (r->granularity == 0u) return FM_ERR_ARG;
     for (i = 0; costs && i < it->num_ops; i++) {      /* cost mode needs every working op priced */
         const uint32_t c = fm_ld_u32(costs + 20u * i + 16u);
-        it->ops[i].unit_cost = it->ops[i].units && c ? unit_work(c, it->ops[i].units) : 0u;
-        if (c == 0u && it->ops[i].units > 0u) by_cost = 0;
+        FM_OP(it, i)->unit_cost = FM_OP(it, i)->units && c ? unit_work(c, FM_OP(it, i)->units) : 0u;
+        if (c == 0u && FM_OP(it, i)->units > 0u) by_cost = 0;
     }
     for (i = 0; i < it->num_ops; i++) {
-        fm_op *o = &it->ops[i];
+        fm_op *o = FM_OP(it, i);
         uint32_t n = o->units, whole, per, budget;
         if (!by_cost) o->unit_cost = 0u;             /* an incomplete table prices nothing */
         if (by_cost) {
@@ -370,14 +370,15 @@ fm_status fm_plan_ops(fm_intermittent *r)
 static uint32_t plan_step(const fm_intermittent *r, fm_cursor start, uint32_t *work, uint32_t *cost)
 {
     const fm_interp *it = r->it;
-    const fm_op *o = it->ops + start.op;
+    const fm_op *o = NULL;
     uint16_t op = start.op;
     uint32_t unit = start.unit, n;
-    for (; op < it->num_ops; op++, o++, unit = 0) {   /* alias operators: no units, no step */
+    for (; op < it->num_ops; op++, unit = 0) {        /* alias operators: no units, no step */
+        o = FM_OP(it, op);
         if (unit < o->units) break;
         if (is_exit_op(r, op)) return 0;              /* a step to accumulate it */
     }
-    if (op == it->num_ops) return 0;
+    if (op == it->num_ops || o == NULL) return 0;
     n = o->units - unit;
     if (n > o->step_units) n = o->step_units;
 #if FM_LSTM
@@ -524,7 +525,7 @@ fm_status fm_resume(fm_intermittent *r, uint32_t max_steps, uint8_t *done)
     if (!(r->st.flags & (FM_CKPT_RUNNING | FM_CKPT_DONE))) return FM_ERR_STATE;
     /* a record whose position is not one of this model's is not this model's progress */
     if (r->st.op > r->it->num_ops ||
-        (r->st.op < r->it->num_ops && r->st.unit > r->it->ops[r->st.op].units) ||
+        (r->st.op < r->it->num_ops && r->st.unit > FM_OP(r->it, r->st.op)->units) ||
         (r->st.op == r->it->num_ops && r->st.unit != 0u) ||
         (r->exits && FM_CKPT_PASSED(r->st.flags) > r->exits->num_exits) ||
         ((r->st.flags & FM_CKPT_EARLY) && (!r->exits || FM_CKPT_PASSED(r->st.flags) == 0u)) ||
@@ -606,12 +607,12 @@ uint32_t fm_plan_steps(const fm_intermittent *r, fm_step_info *steps, uint32_t m
     while (cur.op < it->num_ops) {
         fm_step_info si;
         si.units = plan_step(r, cur, &si.work, &si.cost);
-        while (cur.op < it->num_ops && it->ops[cur.op].units == 0u && si.units > 0u) cur.op++;
+        while (cur.op < it->num_ops && FM_OP(it, cur.op)->units == 0u && si.units > 0u) cur.op++;
         si.op = cur.op;                          /* the operator whose units the step runs */
         si.unit = cur.unit;
         /* where fm_step leaves the cursor: past the step's units and the alias operators after */
         cur.unit += si.units;
-        while (cur.op < it->num_ops && cur.unit >= it->ops[cur.op].units) {
+        while (cur.op < it->num_ops && cur.unit >= FM_OP(it, cur.op)->units) {
             cur.op++;
             cur.unit = 0;
         }

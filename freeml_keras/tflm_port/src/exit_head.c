@@ -66,16 +66,16 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
         return fm_fail(hm, FM_ERR_FORMAT, "freeml metadata operator count differs from the model", -1, -1,
                        (int32_t)num_ops);
     /* the FULLY_CONNECTED that ends the head */
-    for (o = 0; o < head->num_ops && head->ops[o].code != FM_OP_FULLY_CONNECTED; o++) {
+    for (o = 0; o < head->num_ops && FM_OP(head, o)->code != FM_OP_FULLY_CONNECTED; o++) {
     }
     if (o == head->num_ops) return fail(hm, "exit head has no FULLY_CONNECTED", 0);
     h->fc_op = o;
-    if (head->ops[o].p.fc.out_c != (int32_t)h->num_classes || head->ops[o].p.fc.batches != 1)
-        return fail(hm, "exit head FULLY_CONNECTED shape", head->ops[o].p.fc.out_c);
+    if (FM_OP(head, o)->p.fc.out_c != (int32_t)h->num_classes || FM_OP(head, o)->p.fc.batches != 1)
+        return fail(hm, "exit head FULLY_CONNECTED shape", FM_OP(head, o)->p.fc.out_c);
     for (e = 0; e < h->num_exits; e++) {
         const uint8_t *r = md + exits_at + FM_MD_EXIT_RECORD * e;
         int16_t t;
-        const fm_op *fc = &head->ops[h->fc_op];
+        const fm_op *fc = FM_OP(head, h->fc_op);
         h->main_tensor[e] = (int16_t)fm_ld_u32(r);
         h->head_input[e] = (int16_t)fm_ld_u32(r + 4);
         h->after_op[e] = (uint16_t)fm_ld_u32(r + 8);
@@ -96,7 +96,7 @@ fm_status fm_exit_init(fm_exit_head *h, const fm_interp *main, const fm_interp *
                 break;
             }
             for (j = 0; j < head->num_ops; j++) {
-                const fm_op *op = &head->ops[j];
+                const fm_op *op = FM_OP(head, j);
                 if (op->code == FM_OP_CONCATENATION) {
                     uint8_t q;
                     uint32_t off = 0;
@@ -159,7 +159,7 @@ int16_t fm_exit_at_op(const fm_exit_head *h, uint16_t op)
 
 void fm_exit_begin(const fm_exit_head *h, const fm_interp *head, int32_t *acc)
 {
-    const fm_op *fc = &head->ops[h->fc_op];
+    const fm_op *fc = FM_OP(head, h->fc_op);
     uint16_t c;
     const uint8_t *bias = (fc->num_in > 2 && fc->in[2] >= 0) ? fm_root(head, fc->in[2])->cdata : NULL;
     for (c = 0; c < h->num_classes; c++) {
@@ -170,7 +170,7 @@ void fm_exit_begin(const fm_exit_head *h, const fm_interp *head, int32_t *acc)
 fm_status fm_exit_accumulate(const fm_exit_head *h, const fm_interp *main, fm_interp *head,
                              uint16_t e, int32_t *acc)
 {
-    const fm_op *fc = &head->ops[h->fc_op];
+    const fm_op *fc = FM_OP(head, h->fc_op);
     const fm_tensor *w = fm_root(head, fc->in[1]);
     const int8_t *filt = (const int8_t *)w->cdata;
     const int8_t *x;
@@ -215,7 +215,7 @@ fm_status fm_exit_accumulate(const fm_exit_head *h, const fm_interp *main, fm_in
 
 void fm_exit_logits(const fm_exit_head *h, const fm_interp *head, const int32_t *acc, int8_t *logits)
 {
-    const fm_fc_params *p = &head->ops[h->fc_op].p.fc;
+    const fm_fc_params *p = &FM_OP(head, h->fc_op)->p.fc;
     uint16_t c;
     for (c = 0; c < h->num_classes; c++) {
         /* clamped before the offset is added (no overflow for any accumulator, the same
@@ -286,6 +286,6 @@ uint32_t fm_exit_conf_limit(float threshold)
 
 uint8_t fm_exit_confident(const fm_exit_head *h, const fm_interp *head, uint16_t e, const int8_t *logits)
 {
-    const fm_tensor *out = &head->tensors[head->ops[h->fc_op].out];
+    const fm_tensor *out = &head->tensors[FM_OP(head, h->fc_op)->out];
     return h->conf_limit[e] != 0u && fm_exit_exp_sum(logits, h->num_classes, out->scale) <= h->conf_limit[e];
 }

@@ -4,12 +4,12 @@
 
 uint32_t fm_op_units(const fm_interp *it, uint16_t op)
 {
-    return op < it->num_ops ? it->ops[op].units : 0;
+    return op < it->num_ops ? FM_OP(it, op)->units : 0;
 }
 
 int32_t fm_op_code(const fm_interp *it, uint16_t op)
 {
-    return op < it->num_ops ? it->ops[op].code : -1;
+    return op < it->num_ops ? FM_OP(it, op)->code : -1;
 }
 
 int32_t fm_kernel_code(uint16_t k)
@@ -22,7 +22,7 @@ fm_status fm_step(fm_interp *it, fm_cursor *cur, uint32_t max_units, uint8_t *do
     *done = 0;
     if (!it->ready) return fm_fail(it, FM_ERR_STATE, "interpreter not initialized", -1, -1, 0);
     while (max_units > 0 && cur->op < it->num_ops) {
-        const fm_op *op = &it->ops[cur->op];
+        const fm_op *op = FM_OP(it, cur->op);
         uint32_t end;
         if (cur->unit >= op->units) {
             cur->op++;
@@ -34,7 +34,7 @@ fm_status fm_step(fm_interp *it, fm_cursor *cur, uint32_t max_units, uint8_t *do
         max_units -= end - cur->unit;
         cur->unit = end;
     }
-    while (cur->op < it->num_ops && cur->unit >= it->ops[cur->op].units) {
+    while (cur->op < it->num_ops && cur->unit >= FM_OP(it, cur->op)->units) {
         cur->op++;
         cur->unit = 0;
     }

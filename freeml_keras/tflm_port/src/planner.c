@@ -24,14 +24,14 @@ static uint32_t scratch_size(const fm_op *op)
     return (op->scratch_bytes + FM_ARENA_ALIGN - 1u) & ~(FM_ARENA_ALIGN - 1u);
 }
 
-/* The buffers are walked with pointers, tensors then operator scratch, in index order: indexing
- * them (a multiplication by the structure's size per access, a helper call on the MSP430) cost
- * the planner about 3x on the MSP430, where it was 30% of a cold preparation. */
+/* The buffers are walked in index order, tensors with a pointer, operator scratch through the
+ * operators' pointer table (FM_OP): indexing the tensors (a multiplication by the structure's
+ * size per access, a helper call on the MSP430) cost the planner about 3x on the MSP430, where it
+ * was 30% of a cold preparation. */
 fm_status fm_plan(fm_interp *it)
 {
     const uint16_t nt = it->num_tensors, no = it->num_ops;
     fm_tensor *const tensors = it->tensors;
-    fm_op *const ops = it->ops;
     fm_tensor *t;
     fm_op *op;
     uint16_t i;
@@ -52,8 +52,10 @@ fm_status fm_plan(fm_interp *it)
             t->last = (int16_t)no;
         }
     }
-    for (i = 0, op = ops; i < no; i++, op++)
+    for (i = 0; i < no; i++) {
+        op = FM_OP(it, i);
         if (op->scratch_bytes) op->scratch_off = -1;
+    }
     for (;;) {
         /* next: the largest unplaced buffer (lowest index on ties: tensors, then scratch) */
         int32_t *best = NULL, first = 0, last = 0;
@@ -68,8 +70,8 @@ fm_status fm_plan(fm_interp *it)
                 last = t->last;
             }
         }
-        for (i = 0, op = ops; i < no; i++, op++) {
-            const uint32_t sz = op->scratch_bytes ? scratch_size(op) : 0u;
+        for (i = 0; i < no; i++) {
+            const uint32_t sz = (op = FM_OP(it, i))->scratch_bytes ? scratch_size(op) : 0u;
             if (sz > size && op->scratch_off < 0) {
                 size = sz;
                 best = &op->scratch_off;
@@ -88,8 +90,8 @@ fm_status fm_plan(fm_interp *it)
                 off = (uint32_t)t->offset + sz;
                 moved = 1;
             }
-            for (i = 0, op = ops; i < no; i++, op++) {
-                const uint32_t sz = op->scratch_bytes ? scratch_size(op) : 0u;
+            for (i = 0; i < no; i++) {
+                const uint32_t sz = (op = FM_OP(it, i))->scratch_bytes ? scratch_size(op) : 0u;
                 if (!sz || op->scratch_off < 0) continue;
                 if ((int32_t)i < first || (int32_t)i > last) continue;
                 if ((uint32_t)op->scratch_off >= off + size || (uint32_t)op->scratch_off + sz <= off) continue;

@@ -270,6 +270,17 @@ static FM_NOINLINE const fm_kernel *find_kernel(int32_t code, uint8_t *index)
 
 /* State an operator keeps: its channels' multipliers, an LSTM's requantizations (0 for most
  * operators). */
+uint32_t fm_op_record_bytes(int32_t code)
+{
+    switch (code) {
+#define FM_RECORD_CASE(c, m) \
+    case c: return FM_OP_RECORD(m);
+        FM_OP_PARAMS(FM_RECORD_CASE)
+#undef FM_RECORD_CASE
+    default: return FM_OP_HEADER_BYTES;
+    }
+}
+
 static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors, int32_t code,
                                uint32_t opt)
 {
@@ -301,8 +312,8 @@ static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors
 static FM_NOINLINE fm_status usable(fm_interp *it, int32_t op, int32_t t)
 {
     const uint8_t f = it->tensors[t].flags;
-    if ((f & FM_T_VARIABLE) && !(op >= 0 && (it->ops[op].code == FM_OP_SVDF ||
-                                             it->ops[op].code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM)))
+    if ((f & FM_T_VARIABLE) && !(op >= 0 && (FM_OP(it, op)->code == FM_OP_SVDF ||
+                                             FM_OP(it, op)->code == FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM)))
         return fm_fail(it, FM_ERR_UNSUPPORTED, "variable tensor (operator state) not supported", op, t,
                        it->tensors[t].type);
     if (f & FM_T_BADTYPE)
@@ -384,7 +395,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         return fm_fail(it, FM_ERR_UNSUPPORTED, "tensor or operator count out of range", -1, -1,
                        (int32_t)nt);
     /* State needed, known before anything is written. */
-    need = FM_ALIGN4(nt * (uint32_t)sizeof(fm_tensor)) + FM_ALIGN4(nops * (uint32_t)sizeof(fm_op));
+    need = FM_ALIGN4(nt * (uint32_t)sizeof(fm_tensor)) + FM_ALIGN4(nops * (uint32_t)sizeof(fm_op *));
     for (i = 0; i < nops; i++) {
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct;
         int32_t code;
@@ -400,7 +411,7 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
         if (!fb.err && !find_kernel(code, &kidx))
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, code);
 #endif
-        need += op_state_bytes(&fb, tensors, nt, code, ot);
+        need += fm_op_record_bytes(code) + op_state_bytes(&fb, tensors, nt, code, ot);
         if (fb.err) return format_error(it, &fb, "bad operator table", (int32_t)i, -1);
     }
     it->state_needed = need;
@@ -411,7 +422,10 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     s = fm_pre_find(it, subgraph, nops);
     if (s) return s;
     it->tensors = (fm_tensor *)fm_state_alloc(it, nt * (uint32_t)sizeof(fm_tensor));
-    it->ops = (fm_op *)fm_state_alloc(it, nops * (uint32_t)sizeof(fm_op));
+    it->op_at = (fm_op **)fm_state_alloc(it, nops * (uint32_t)sizeof(fm_op *));
+    for (i = 0; i < nops; i++)   /* (the codes were read above) */
+        it->op_at[i] = (fm_op *)fm_state_alloc(it, fm_op_record_bytes(
+            fm_builtin_code(&fb, fb_vec_table(&fb, codes, fb_u32(&fb, fb_vec_table(&fb, ops, i), OP_OPCODE, 0)))));
     it->num_tensors = (uint16_t)nt;
     it->num_ops = (uint16_t)nops;
     for (i = 0; i < nt; i++) {
@@ -439,14 +453,14 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     for (i = 0; i < it->num_inputs; i++) touch(&it->tensors[it->inputs[i]], 0);
     /* operators */
     for (i = 0; i < nops; i++) {
-        fm_op *op = &it->ops[i];
+        fm_op *op = FM_OP(it, i);
         uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
         const fm_kernel *k;
         uint8_t multi, lstm, unpack;
-        memset(op, 0, sizeof *op);
+        ct = fb_vec_table(&fb, codes, oci);
+        memset(op, 0, fm_op_record_bytes(fm_builtin_code(&fb, ct)));
         op->scratch_off = -1;
         op->out = -1;
-        ct = fb_vec_table(&fb, codes, oci);
         op->code = fm_builtin_code(&fb, ct);
         k = find_kernel(op->code, &op->kernel);
         if (!k || !k->prepare)       /* (no prepare: a build with FM_PREPARE_ON_DEVICE 0) */

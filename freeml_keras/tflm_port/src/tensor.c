@@ -50,5 +50,5 @@ const fm_error *fm_last_error(const fm_interp *it) { return &it->err; }
 uint32_t fm_state_needed(const fm_interp *it) { return it->state_needed; }
 uint32_t fm_arena_needed(const fm_interp *it) { return it->arena_needed; }
 uint16_t fm_num_ops(const fm_interp *it) { return it->num_ops; }
-uint32_t fm_op_step_units(const fm_interp *it, uint16_t op) { return op < it->num_ops ? it->ops[op].step_units : 0u; }
-uint32_t fm_op_unit_cost(const fm_interp *it, uint16_t op) { return op < it->num_ops ? it->ops[op].unit_cost : 0u; }
+uint32_t fm_op_step_units(const fm_interp *it, uint16_t op) { return op < it->num_ops ? FM_OP(it, op)->step_units : 0u; }
+uint32_t fm_op_unit_cost(const fm_interp *it, uint16_t op) { return op < it->num_ops ? FM_OP(it, op)->unit_cost : 0u; }

@@ -67,7 +67,7 @@ typedef struct {
     uint32_t state_needed;   /* state bytes fm_init needs */
     fm_tensor *tensors;
     uint16_t num_tensors;
-    fm_op *ops;
+    fm_op **op_at;           /* each operator's record (records differ in size: FM_OP) */
     uint16_t num_ops;
     int16_t inputs[FM_MAX_IO];
     int16_t outputs[FM_MAX_IO];

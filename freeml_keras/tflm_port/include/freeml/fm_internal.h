@@ -365,6 +365,40 @@ struct fm_op {
     } p;
 };
 
+/* Each operator's record in the state block is its header and only the union member its code
+ * uses (FM_OP_PARAMS; codes not listed: the header alone). Most operators of a model are
+ * RESHAPE, QUANTIZE, pooling or CONCATENATION, whose parameters are a fraction of the largest
+ * member (ADD's): with whole records the demo's MSP430 state spent about 2 KB on unused union
+ * bytes. A kernel reads and writes only its own member; the records are reached through the
+ * pointer table it->op_at (FM_OP). */
+#define FM_OP_PARAMS(X)                                                                            \
+    X(FM_OP_CONV_2D, conv) X(FM_OP_DEPTHWISE_CONV_2D, conv) X(FM_OP_TRANSPOSE_CONV, conv)         \
+    X(FM_OP_FULLY_CONNECTED, fc) X(FM_OP_MAX_POOL_2D, pool) X(FM_OP_AVERAGE_POOL_2D, pool)        \
+    X(FM_OP_SOFTMAX, softmax) X(FM_OP_ADD, add) X(FM_OP_SUB, add) X(FM_OP_MUL, add)               \
+    X(FM_OP_MAXIMUM, add) X(FM_OP_MINIMUM, add) X(FM_OP_MEAN, mean) X(FM_OP_QUANTIZE, rq)         \
+    X(FM_OP_DEQUANTIZE, rq) X(FM_OP_RELU, rq) X(FM_OP_CONCATENATION, concat)                       \
+    X(FM_OP_LOGISTIC, logistic) X(FM_OP_TANH, logistic) X(FM_OP_PAD, copy) X(FM_OP_PADV2, copy)   \
+    X(FM_OP_TRANSPOSE, copy) X(FM_OP_STRIDED_SLICE, copy) X(FM_OP_CALL_ONCE, once)                 \
+    X(FM_OP_SPLIT, split) X(FM_OP_SPLIT_V, split) X(FM_OP_SVDF, svdf)                              \
+    X(FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM, lstm) X(FM_OP_UNPACK, unpack)                            \
+    X(FM_OP_RESIZE_NEAREST_NEIGHBOR, resize) X(FM_OP_RESIZE_BILINEAR, resize)
+
+/* Bytes of a record with union member m (FM_OP_HEADER_BYTES: none), rounded up to fm_op's
+ * alignment so that records placed one after another keep their pointers aligned; constant
+ * expressions (targets.image.struct_sizes reads them from the compiler). */
+typedef struct {
+    uint8_t c;
+    fm_op op;
+} fm_op_align_probe;
+#define FM_OP_ALIGN ((uint32_t)offsetof(fm_op_align_probe, op))
+#define FM_OP_ROUND(n) (((uint32_t)(n) + FM_OP_ALIGN - 1u) / FM_OP_ALIGN * FM_OP_ALIGN)
+#define FM_OP_HEADER_BYTES FM_OP_ROUND(offsetof(fm_op, p))
+#define FM_OP_RECORD(m) FM_OP_ROUND(offsetof(fm_op, p) + sizeof(((fm_op *)0)->p.m))
+/* Bytes of the record of an operator with builtin code `code`. */
+uint32_t fm_op_record_bytes(int32_t code);
+/* Operator i of interpreter it (a fm_op *). */
+#define FM_OP(it, i) ((it)->op_at[i])
+
 /* A kernel: prepare validates and computes parameters (may allocate state, request scratch);
  * eval runs units [begin, end) and cannot fail. */
 typedef struct {

@@ -157,9 +157,9 @@ static fm_status var_handle_prepare(fm_interp *it, uint16_t opi, fm_op *op)
     model_fb(it, &fb);
     op->units = 0;
     for (j = 0; j < opi; j++) {
-        if (it->ops[j].code == FM_OP_CALL_ONCE) once = (int16_t)j;
-        if (it->ops[j].code == FM_OP_VAR_HANDLE && same_variable(&fb, it->ops[j].opts, op->opts)) {
-            fm_alias(it, op->out, it->ops[j].out);      /* another handle of the same variable */
+        if (FM_OP(it, j)->code == FM_OP_CALL_ONCE) once = (int16_t)j;
+        if (FM_OP(it, j)->code == FM_OP_VAR_HANDLE && same_variable(&fb, FM_OP(it, j)->opts, op->opts)) {
+            fm_alias(it, op->out, FM_OP(it, j)->out);      /* another handle of the same variable */
             return FM_OK;
         }
     }
@@ -168,7 +168,7 @@ static fm_status var_handle_prepare(fm_interp *it, uint16_t opi, fm_op *op)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "resource variable without a CALL_ONCE initializer before it", opi,
                        op->out, 0);
     t = &it->tensors[op->out];
-    s = walk_init(it, opi, (uint32_t)it->ops[once].p.once.subgraph, op->opts, &t->seg, &t->bytes, &t->zero_point);
+    s = walk_init(it, opi, (uint32_t)FM_OP(it, once)->p.once.subgraph, op->opts, &t->seg, &t->bytes, &t->zero_point);
     if (s == FM_OK && t->seg) t->flags |= FM_T_VAR_FILL;
     return s;
 }
@@ -206,7 +206,7 @@ static fm_status call_once_prepare(fm_interp *it, uint16_t opi, fm_op *op)
     int32_t sg;
     if (op->num_in != 0) return fm_fail(it, FM_ERR_FORMAT, "CALL_ONCE takes no inputs", opi, -1, 0);
     for (j = 0; j < opi; j++)
-        if (it->ops[j].code == FM_OP_CALL_ONCE)
+        if (FM_OP(it, j)->code == FM_OP_CALL_ONCE)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "more than one CALL_ONCE", opi, -1, 0);
     model_fb(it, &fb);
     sg = fb_i32(&fb, op->opts, 0, -1);                   /* CallOnceOptions.init_subgraph_index */
