@@ -91,3 +91,30 @@ def test_warning_free_with_gcc_and_clang():
     """-std=c99 -Wall -Wextra -Werror (and more) with both compilers, over the library sources."""
     assert shutil.which("gcc") and shutil.which("clang"), "gcc and clang are needed for tflm_port"
     make("check-compilers")
+
+
+def test_operator_records_hold_the_parameters_their_kernels_use():
+    """An operator's record holds only the parameter member FM_OP_PARAMS maps its code to
+    (fm_internal.h): a kernel that reads or writes another member would reach into the next
+    record. Every kernel file's direct uses of op->p.<member> must be among the members of the
+    codes it registers (a file may read another of its codes' records: VAR_HANDLE reads its
+    CALL_ONCE's)."""
+    import re
+
+    src = SOURCE_DIR / "src"
+    header = (SOURCE_DIR / "include" / "freeml" / "fm_internal.h").read_text()
+    table = header[header.index("#define FM_OP_PARAMS(X)"):]
+    table = table[:table.index("\n\n")]
+    mapped = dict(re.findall(r"X\((FM_OP_\w+), (\w+)\)", table))
+    assert len(mapped) >= 30 and mapped["FM_OP_CONV_2D"] == "conv"
+    checked = 0
+    for path in sorted((src / "kernels").glob("*.c")):
+        text = path.read_text()
+        codes = re.findall(r"const fm_kernel fm_kernel_\w+ = \{(FM_OP_\w+),", text)
+        used = set(re.findall(r"(?:->|\.)p\.(\w+)", text))
+        if not codes:
+            continue
+        allowed = {mapped[c] for c in codes if c in mapped}
+        assert used <= allowed, f"{path.name}: kernels of {codes} use {sorted(used - allowed)}"
+        checked += bool(used)
+    assert checked >= 25
