@@ -5,7 +5,8 @@ For each model and weight density (smallest-magnitude weights zeroed: 100%, 50%,
 time per inference of TFLite Micro on the dense flatbuffer, of our runtime on the dense one and
 on the sparse one (CSR weights read in place), whether the outputs are identical (ours vs
 TFLite Micro, sparse vs dense), our arena and state bytes, TFLite Micro's smallest arena and the
-footprint estimate. Untrained weights (Glorot init) on 28x28x1 inputs: speed and memory do not
+footprint estimate; and, for cnn_s at widths 0.25-1.0, our arena + state against TFLite
+Micro's smallest arena (``memory``). Untrained weights (Glorot init) on 28x28x1 inputs: speed and memory do not
 depend on training.
 
 Writes ``bench/results/runtime.json`` and ``runtime.png``.
@@ -115,6 +116,26 @@ def bench_model(name: str, width: float, reps: int) -> list[dict]:
     return rows
 
 
+def memory_rows(widths=(0.25, 0.5, 1.0)) -> list[dict]:
+    """Our arena + state block against TFLite Micro's smallest arena (which holds its tables
+    too), dense cnn_s at each width: where small models stand against TFLite Micro in memory."""
+    rows = []
+    for width in widths:
+        keras.utils.set_random_seed(0)
+        m = zoo.build("cnn_s", (28, 28, 1), 10, width=width)
+        calib = np.random.default_rng(0).normal(0.5, 0.3, (64, 28, 28, 1)).astype(np.float32)
+        b = convert(m, calib, sparse=False)
+        ours = Interpreter(b)
+        row = {"model": "cnn_s", "width": width, "ours_arena_bytes": ours.arena_bytes,
+               "ours_state_bytes": ours.state_bytes, "ours_total_bytes": ours.arena_bytes + ours.state_bytes,
+               "tflm_smallest_arena_bytes": smallest_tflm_arena(b)}
+        row["ours_over_tflm"] = row["ours_total_bytes"] / row["tflm_smallest_arena_bytes"]
+        print(f"memory cnn_s w={width}: ours {row['ours_arena_bytes']:,} + {row['ours_state_bytes']:,} = "
+              f"{row['ours_total_bytes']:,} B, TFLite Micro {row['tflm_smallest_arena_bytes']:,} B", flush=True)
+        rows.append(row)
+    return rows
+
+
 def plot(rows: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -154,6 +175,7 @@ def main(argv: list[str]) -> int:
         "inputs_per_repetition": 8, "machine": platform.machine(), "python": platform.python_version(),
         "command": "bench/runtime.py" + (" --quick" if args.quick else ""),
         "rows": rows,
+        "memory": memory_rows(),
     }
     (out / "runtime.json").write_text(json.dumps(summary, indent=2))
     plot(rows, out / "runtime.png")
