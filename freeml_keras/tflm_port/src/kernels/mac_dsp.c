@@ -34,25 +34,36 @@ static inline uint32_t ld4(const int8_t *q)
     return v;
 }
 
-/* One output channel's requantization, computed once for all its output values. */
-typedef struct {
-    int32_t mult, left, right, round;
-} chq;
-
-static inline void chq_of(chq *c, const int32_t *mult, const int8_t *shift, int32_t oc)
+/* fm_mul_by_qm(x, m, -r) for 2 <= r <= 31 (shift <= -2: multipliers below 1/4, nearly all of
+ * them) and 0 <= m < 2^31, both roundings in one 64-bit sum: TFLite's value is
+ * floor((v - [v < 0] + 2^(r-1)) / 2^r) with v = floor((x m + 2^30) / 2^31), and
+ * floor(floor(a / 2^31) / 2^r) = floor(a / 2^(31+r)), so it is
+ * floor((x m + 2^30 + 2^(r+30) - [x < 0] 2^31) / 2^(31+r)): v < 0 only if x < 0, and where
+ * x < 0 but v = 0 the correction leaves the result 0 either way (r >= 1). One SMLAL onto the
+ * addend (high word 2^(r-2) - [x < 0], low word 2^30 + [x < 0] 2^31), then the high word
+ * shifted right by r - 1. Other shifts: the general form, out of line (rare; code bytes). */
+static FM_NOINLINE int32_t rq_general(int32_t x, int32_t mult, int32_t shift)
 {
-    const int32_t sh = shift[oc];
-    c->mult = mult[oc];
-    c->left = sh > 0 ? sh : 0;
-    c->right = sh > 0 ? 0 : -sh;
-    c->round = c->right > 1 ? (int32_t)((uint32_t)1 << (c->right - 2)) : 0;
+    return fm_mul_by_qm_inline(x, mult, shift);
 }
 
-/* fm_requant_s8 with the channel's parts precomputed; `full`: the range is all of int8 (no
- * activation, or one the zero point already gives), one SSAT. */
-static inline int8_t rq(int32_t acc, const chq *c, const fm_out_range *q, int full)
+static inline int32_t rq_mul(int32_t x, int32_t mult, int32_t shift)
 {
-    int32_t v = fm_mul_by_qm_r((int32_t)((uint32_t)acc << c->left), c->mult, c->right, c->round) + q->off;
+    if (shift <= -2) {
+        const int32_t rs = ~shift;
+        uint32_t lo = ((uint32_t)x & 0x80000000u) | 0x40000000u;
+        int32_t hi = (int32_t)(((uint32_t)1 << rs) >> 1) + (x < 0 ? -1 : 0);
+        __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(x), "r"(mult));
+        return hi >> rs;
+    }
+    return rq_general(x, mult, shift);
+}
+
+/* fm_requant_s8 on the M4 (prepare keeps shifts in -31 .. 30); `full`: the range is all of int8
+ * (no activation, or one the zero point already gives), one SSAT. */
+static inline int8_t rq(int32_t acc, int32_t mult, int32_t shift, const fm_out_range *q, int full)
+{
+    int32_t v = rq_mul(acc, mult, shift) + q->off;
     if (full) return (int8_t)__ssat(v, 8);
     if (v < q->min) v = q->min;
     if (v > q->max) v = q->max;
@@ -157,14 +168,12 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
             /* o_next 0: the same pixel twice, the same value written twice. The parameters are
              * read into locals first: the int8 stores could alias them, forcing reloads. */
             const int32_t o1 = oc + (w_next != 0), b0 = p->acc0[oc], b1 = p->acc0[o1];
-            chq c0, c1;
-            chq_of(&c0, p->mult, p->shift, oc);
-            chq_of(&c1, p->mult, p->shift, o1);
-            o[oc] = rq(FM_WRAP_ADD(acc[0], b0), &c0, &q, full);
-            o[o_next + oc] = rq(FM_WRAP_ADD(acc[2], b0), &c0, &q, full);
+            const int32_t m0 = p->mult[oc], m1 = p->mult[o1], s0 = p->shift[oc], s1 = p->shift[o1];
+            o[oc] = rq(FM_WRAP_ADD(acc[0], b0), m0, s0, &q, full);
+            o[o_next + oc] = rq(FM_WRAP_ADD(acc[2], b0), m0, s0, &q, full);
             if (w_next) {
-                o[oc + 1] = rq(FM_WRAP_ADD(acc[1], b1), &c1, &q, full);
-                o[o_next + oc + 1] = rq(FM_WRAP_ADD(acc[3], b1), &c1, &q, full);
+                o[oc + 1] = rq(FM_WRAP_ADD(acc[1], b1), m1, s1, &q, full);
+                o[o_next + oc + 1] = rq(FM_WRAP_ADD(acc[3], b1), m1, s1, &q, full);
             }
         }
     }
@@ -178,6 +187,8 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
     const fm_out_range q = p->out;     /* locals: the int8 stores could alias p's fields */
     const int full = q.min == -128 && q.max == 127;
     const uint32_t off2 = (uint32_t)(uint16_t)p->in_off * 0x00010001u;
+    const int32_t *const mult = p->mult;
+    const int8_t *const shift = p->shift;
     const uint16_t quads = (uint16_t)(depth >> 2), tail = (uint16_t)(depth & 3);
     for (; oc < oc_end; oc += 4, o += 4) {
         /* four filters at once; the last group's missing ones repeat its first (dropped) */
@@ -233,21 +244,20 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
         {
             const int32_t a[4] = {a0, a1, a2, a3};
             int32_t j;
-            for (j = 0; j < m; j++) {
-                chq c;
-                chq_of(&c, p->mult, p->shift, oc + j);
-                o[j] = rq(FM_WRAP_ADD(a[j], bias ? bias[oc + j] : 0), &c, &q, full);
-            }
+            for (j = 0; j < m; j++)
+                o[j] = rq(FM_WRAP_ADD(a[j], bias ? bias[oc + j] : 0), mult[oc + j], shift[oc + j], &q, full);
         }
     }
 }
 
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *o)
+                     int32_t c4, int8_t *restrict o)
 {
     const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
     const ptrdiff_t w_col = p->out_c;
+    const int32_t *const mult = p->mult;
+    const int8_t *const shift = p->shift;
     const fm_out_range q = p->out;
     const int full = q.min == -128 && q.max == 127;
     int32_t c;
@@ -307,15 +317,10 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
             a2 = FM_WRAP_ADD(a2, bias[c + 2]);
             a3 = FM_WRAP_ADD(a3, bias[c + 3]);
         }
-        {
-            const int32_t a[4] = {a0, a1, a2, a3};
-            int32_t j;
-            for (j = 0; j < 4; j++) {
-                chq cq;
-                chq_of(&cq, p->mult, p->shift, c + j);
-                o[c + j] = rq(a[j], &cq, &q, full);
-            }
-        }
+        o[c] = rq(a0, mult[c], shift[c], &q, full);
+        o[c + 1] = rq(a1, mult[c + 1], shift[c + 1], &q, full);
+        o[c + 2] = rq(a2, mult[c + 2], shift[c + 2], &q, full);
+        o[c + 3] = rq(a3, mult[c + 3], shift[c + 3], &q, full);
     }
 }
 
