@@ -698,7 +698,8 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     scale, here the filter scale) run from 1.3 * 2^-13 to 1.5 (shifts -12 .. 1, with 1/8 and
     1/4: multipliers of exactly 2^30, where ties of the rounding are frequent), ReLU (clamping)
     on the 3x3 convolution; weights scaled per channel so that a third of the outputs or more
-    are inside the int8 range; the dense layer per-tensor at 1/8."""
+    are inside the int8 range; the dense layer per-tensor at 1/8. 35, 40 and 64 channels: the
+    kernels requantize blocks of 32 (FM_RQ_BLOCK), an odd last channel in the 1x1 pairs."""
     from freeml_keras.format import tflite as ts
     from freeml_keras.format.prepared import with_prepared
     from freeml_keras.runtime import Interpreter
@@ -712,18 +713,17 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     elif layer == "depthwise":
         opts = S.DepthwiseConv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH, opts.depthMultiplier = S.Padding.SAME, 1, 1, 1
-        op, x_shape, w_shape, out_shape = "DEPTHWISE_CONV_2D", [1, 9, 6, 8], [1, 3, 3, 8], [1, 9, 6, 8]
+        op, x_shape, w_shape, out_shape = "DEPTHWISE_CONV_2D", [1, 9, 6, 40], [1, 3, 3, 40], [1, 9, 6, 40]
     else:
         opts = S.Conv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH = S.Padding.VALID, 1, 1
         if layer == "conv1x1":
-            op, x_shape, w_shape, out_shape = "CONV_2D", [1, 5, 3, 16], [8, 1, 1, 16], [1, 5, 3, 8]
+            op, x_shape, w_shape, out_shape = "CONV_2D", [1, 5, 3, 16], [35, 1, 1, 16], [1, 5, 3, 35]
         else:
             opts.fusedActivationFunction = S.ActivationFunctionType.RELU
             op, x_shape, w_shape, out_shape = "CONV_2D", [1, 6, 5, 5], [8, 3, 3, 5], [1, 4, 3, 8]
     n_out = out_shape[-1]
-    if layer == "dense":
-        factors = [0.125] * n_out
+    factors = [0.125] * n_out if layer == "dense" else [factors[i % 8] for i in range(n_out)]
     # weights, inputs and biases small enough for unsaturated outputs in every channel (ties of
     # the rounding, and its sign, matter only there)
     depth = int(np.prod(w_shape)) // n_out
@@ -739,9 +739,9 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     m = ts.read_model(b)
     t_w, t_b = m.subgraphs[0].tensors[1:3]
     if layer != "dense":        # per channel: the filter scales are the multipliers
-        t_w.quantization.scale, t_w.quantization.zeroPoint = factors, [0] * 8
+        t_w.quantization.scale, t_w.quantization.zeroPoint = factors, [0] * n_out
         t_w.quantization.quantizedDimension = 3 if layer == "depthwise" else 0
-        t_b.quantization.scale, t_b.quantization.zeroPoint = [0.05 * f for f in factors], [0] * 8
+        t_b.quantization.scale, t_b.quantization.zeroPoint = [0.05 * f for f in factors], [0] * n_out
     else:
         t_w.quantization.scale = [0.125]
         t_b.quantization.scale = [0.05 * 0.125]
