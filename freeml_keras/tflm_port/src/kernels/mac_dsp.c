@@ -214,6 +214,7 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
             for (i = 0; i < n; i++, d++) {
                 d[0] = xr[i];
                 d[FM_GATHER] = xr[x_next + i];
+                __asm__("" : "+r"(d));  /* not two memcpy calls of n bytes per row (gcc 12 would) */
             }
         x = buf;
         x_next = FM_GATHER;
