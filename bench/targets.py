@@ -713,6 +713,29 @@ def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], pat
     fig.savefig(path, dpi=120)
 
 
+def plot_layers(layers: list[dict], path: Path) -> None:
+    """Issue 15's six layer shapes on the Cortex-M4: instructions per MAC of these kernels before
+    that issue, of Arm's CMSIS-NN (measured here, or the issue's figure) and now."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in layers if r["target"] == "cortex_m4" and "per_mac" in r]
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(xs - 0.27, [r["before_per_mac_issue15"] for r in rows], 0.27, label="ours before issue 15", color="tab:gray")
+    ax.bar(xs, [r.get("cmsis_nn_per_mac", r["cmsis_nn_per_mac_issue15"]) for r in rows], 0.27,
+           label="CMSIS-NN" + (" (measured here)" if rows and "cmsis_nn_per_mac" in rows[0] else " (issue 15)"),
+           color="tab:blue")
+    ax.bar(xs + 0.27, [r["per_mac"] for r in rows], 0.27, label="ours now", color="tab:green")
+    ax.set_xticks(xs, ["\n".join(r["layer"].replace(",", "").split(" ", 1)) for r in rows], fontsize=7)
+    ax.set_ylabel("instructions per MAC (Cortex-M4, QEMU + TCG plugin)")
+    ax.set_title("issue 15 layer shapes: cost per MAC by operator, before and after")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 training epochs, no zoo cnn_s")
@@ -786,6 +809,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(kernels, model_rows, ckpt_rows, args.out.with_suffix(".png"), result["before"]["models"])
+    plot_layers(layers, args.out.with_name("targets_layers.png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {result['wall_s']:.0f} s")
     if args.update_tables:
         restart = _restart_section(ok)
@@ -935,6 +959,7 @@ def layers_only(args) -> int:
               "targets_met": issue15_targets([], demo, layers)}
     out = RESULTS / "targets_layers.json"
     out.write_text(json.dumps(result, indent=1))
+    plot_layers(layers, out.with_suffix(".png"))
     print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
     return 0
 
