@@ -698,8 +698,9 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     scale, here the filter scale) run from 1.3 * 2^-13 to 1.5 (shifts -12 .. 1, with 1/8 and
     1/4: multipliers of exactly 2^30, where ties of the rounding are frequent), ReLU (clamping)
     on the 3x3 convolution; weights scaled per channel so that a third of the outputs or more
-    are inside the int8 range; the dense layer per-tensor at 1/8. 35, 40 and 64 channels: the
-    kernels requantize blocks of 32 (FM_RQ_BLOCK), an odd last channel in the 1x1 pairs."""
+    are inside the int8 range; the dense layer per-tensor at 1/8. 35, 43 and 64 channels: the
+    kernels requantize blocks of 32 (FM_RQ_BLOCK), an odd last channel in the 1x1 pairs, the
+    depthwise last four channels overlapping the group before."""
     from freeml_keras.format import tflite as ts
     from freeml_keras.format.prepared import with_prepared
     from freeml_keras.runtime import Interpreter
@@ -713,7 +714,7 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     elif layer == "depthwise":
         opts = S.DepthwiseConv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH, opts.depthMultiplier = S.Padding.SAME, 1, 1, 1
-        op, x_shape, w_shape, out_shape = "DEPTHWISE_CONV_2D", [1, 9, 6, 40], [1, 3, 3, 40], [1, 9, 6, 40]
+        op, x_shape, w_shape, out_shape = "DEPTHWISE_CONV_2D", [1, 9, 6, 43], [1, 3, 3, 43], [1, 9, 6, 43]
     else:
         opts = S.Conv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH = S.Padding.VALID, 1, 1

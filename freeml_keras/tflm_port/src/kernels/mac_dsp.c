@@ -59,17 +59,17 @@ static inline int32_t rq_mul(int32_t x, int32_t mult, int32_t shift)
     return rq_general(x, mult, shift);
 }
 
-/* fm_requant_s8 on the M4 (prepare keeps shifts in -31 .. 30); `full`: the range is all of int8
- * (no activation, or one the zero point already gives), one SSAT. */
-static inline int8_t rq(int32_t acc, int32_t mult, int32_t shift, const fm_out_range *q, int full)
+/* fm_requant_s8 on the M4 (prepare keeps shifts in -31 .. 30). */
+static inline int8_t rq(int32_t acc, int32_t mult, int32_t shift, const fm_out_range *q)
 {
     int32_t v = rq_mul(acc, mult, shift) + q->off;
-    if (full) return (int8_t)__ssat(v, 8);
     if (v < q->min) v = q->min;
     if (v > q->max) v = q->max;
     return (int8_t)v;
 }
 
+/* Accumulators requantized at once (int32 each; for two pixels twice as many): a stack block. */
+#define FM_RQ_BLOCK 32
 /* The requantization of n channels' values, for one output pixel (P 1: acc[i] to o[i]) or two
  * (P 2: acc[2i] to o[i], acc[2i + 1] to o[o_next + i]), the accumulators with their biases:
  * per channel its shift and multiplier loaded once, per value rq_mul's fast form, the output
@@ -77,8 +77,6 @@ static inline int8_t rq(int32_t acc, int32_t mult, int32_t shift, const fm_out_r
  * In assembly (gcc 12 spills in this loop); a channel with a shift above -2 leaves the loop,
  * takes the general form in C and the loop resumes after it. Out of line: the kernels' loops
  * keep their registers. */
-/* Accumulators requantized at once (int32 each; for two pixels twice as many): a stack block. */
-#define FM_RQ_BLOCK 32
 #define FM_RQ_HEAD                                                                         \
     "1:\n\t"                                                                               \
     "ldrsb %[sh], [%[s]], #1\n\t"                                                          \
@@ -111,7 +109,7 @@ static FM_NOINLINE void rq_store(int8_t *o, ptrdiff_t o_next, const int32_t *acc
     if (q->max != 127) {            /* an activation's maximum below 127 (RELU6, RELU_N1_TO_1): in C */
         int32_t i, k;
         for (i = 0; i < n; i++, o++, acc += P)
-            for (k = 0; k < P; k++) o[k * o_next] = rq(acc[k], mult[i], shift[i], q, 0);
+            for (k = 0; k < P; k++) o[k * o_next] = rq(acc[k], mult[i], shift[i], q);
         return;
     }
     while (n > 0) {
@@ -346,7 +344,7 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
 
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *restrict o)
+                     int32_t c4, int8_t *o)
 {
     const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
     const ptrdiff_t w_col = p->out_c;
@@ -356,8 +354,16 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
     int32_t c, c0 = 0, acc_blk[FM_RQ_BLOCK];
     for (c = 0; c < c4; c += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        const int8_t *xr = xw + c, *wr = w0 + c;
+        const int8_t *xr, *wr;
         uint32_t y, t;
+        if (c + 4 > c4) {
+            /* c4 not a multiple of 4: the last four channels, overlapping the group before (the
+             * block before is written: those values computed and written twice, the same) */
+            c = c4 - 4;
+            c0 = c;
+        }
+        xr = xw + c;
+        wr = w0 + c;
 /* 4 MACs (channels c .. c + 3) of the tap at xp, wp: 2 loads, 4 unpacks, 4 16x16 MACs */
 #define FM_DW_TAP(xp, wp)                                                                  \
     do {                                                                                   \
@@ -413,7 +419,7 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
         {
             int32_t *a = acc_blk + (c - c0);
             a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
-            if (c + 4 - c0 >= FM_RQ_BLOCK || c + 4 >= c4) {
+            if (c + 4 - c0 >= FM_RQ_BLOCK || c + 8 > c4) {     /* the block full, or the last group next */
                 rq_store(o + c0, 0, acc_blk, mult + c0, shift + c0, c + 4 - c0, 1, &q);
                 c0 = c + 4;
             }
@@ -438,11 +444,14 @@ static inline uint32_t min4(uint32_t a, uint32_t b)
 }
 
 void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
-                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o)
+                           int32_t act_min, int32_t act_max, int8_t *o)
 {
     const uint32_t lo = (uint32_t)(uint8_t)act_min * 0x01010101u, hi = (uint32_t)(uint8_t)act_max * 0x01010101u;
     int32_t c;
-    for (c = 0; c < c4; c += 4) {
+    for (c = 0; c < ch; c += 4) {
+        /* ch not a multiple of 4: the last group is the pixel's last four channels, overlapping
+         * the group before (those values computed and written twice, the same) */
+        if (c + 4 > ch) c = ch - 4;
         const int8_t *row = corner + c;
         uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
         for (y = rows; y > 0; y--, row += row_step) {
