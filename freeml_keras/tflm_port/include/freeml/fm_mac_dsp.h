@@ -25,13 +25,13 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
  * [oc, oc_end), four at a time; outputs at o[0 ..]. */
 void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, const int32_t *bias,
                    int32_t oc, int32_t oc_end, int8_t *o);
-/* DEPTHWISE_CONV_2D (depth multiplier 1, no dilation), one output pixel, channels [0, c4), c4 >= 4,
- * four at a time (the last group overlapping the one before when c4 is not a multiple of 4),
- * over the taps inside the image: xw the first tap's input, w0 its filter values, taps
- * rows x cols, input rows y_step and columns x_step bytes apart, filter rows w_row bytes. */
+/* DEPTHWISE_CONV_2D (depth multiplier 1, no dilation), one output pixel, channels [c_begin, c_end)
+ * (a multiple of 4 of them) four at a time, over the taps inside the image: xw the first tap's
+ * input, w0 its filter values (both at channel 0), taps rows x cols, input rows y_step and
+ * columns x_step bytes apart, filter rows w_row bytes; outputs at o[c_begin ..]. */
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *o);
+                     int32_t c_begin, int32_t c_end, int8_t *o);
 /* MAX_POOL_2D, one output pixel, all of its ch >= 4 channels four at a time (SSUB8 + SEL; the
  * last group overlapping the one before when ch is not a multiple of 4): the window's rows x cols
  * values from corner, rows row_step and columns ch bytes apart, clamped to the activation range;

@@ -344,26 +344,18 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
 
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *o)
+                     int32_t c_begin, int32_t c_end, int8_t *o)
 {
     const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
     const ptrdiff_t w_col = p->out_c;
     const int32_t *const mult = p->mult;
     const int8_t *const shift = p->shift;
     const fm_out_range q = p->out;
-    int32_t c, c0 = 0, acc_blk[FM_RQ_BLOCK];
-    for (c = 0; c < c4; c += 4) {
+    int32_t c, c0 = c_begin, acc_blk[FM_RQ_BLOCK];
+    for (c = c_begin; c < c_end; c += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-        const int8_t *xr, *wr;
+        const int8_t *xr = xw + c, *wr = w0 + c;
         uint32_t y, t;
-        if (c + 4 > c4) {
-            /* c4 not a multiple of 4: the last four channels, overlapping the group before (the
-             * block before is written: those values computed and written twice, the same) */
-            c = c4 - 4;
-            c0 = c;
-        }
-        xr = xw + c;
-        wr = w0 + c;
 /* 4 MACs (channels c .. c + 3) of the tap at xp, wp: 2 loads, 4 unpacks, 4 16x16 MACs */
 #define FM_DW_TAP(xp, wp)                                                                  \
     do {                                                                                   \
@@ -419,7 +411,7 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
         {
             int32_t *a = acc_blk + (c - c0);
             a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
-            if (c + 4 - c0 >= FM_RQ_BLOCK || c + 8 > c4) {     /* the block full, or the last group next */
+            if (c + 4 - c0 >= FM_RQ_BLOCK || c + 4 >= c_end) {
                 rq_store(o + c0, 0, acc_blk, mult + c0, shift + c0, c + 4 - c0, 1, &q);
                 c0 = c + 4;
             }
