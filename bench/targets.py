@@ -924,17 +924,21 @@ def cmsis_note(src: Path | None) -> dict:
 
 def layer_code_bytes(rows: list[dict], work: Path) -> None:
     """Code bytes of our kernel per layer row (Cortex-M4): the kernel's object text plus the
-    kernels/mac_dsp.c functions it calls (symbol sizes in the image)."""
+    kernels/mac_dsp.c functions it calls (symbol sizes in the image), the shared requantization
+    (rq_store, rq_general) included."""
     import subprocess
     obj_of = {"conv": "conv_2d", "dw": "depthwise_conv_2d", "fc": "fully_connected"}
-    dsp_of = {"conv": ("fm_conv_pair_dsp",), "dw": ("fm_dw_pixel_dsp",), "fc": ("fm_fc_row_dsp",)}
+    shared = ("rq_store", "rq_general")
+    dsp_of = {"conv": ("fm_conv_pair_dsp", *shared), "dw": ("fm_dw_pixel_dsp", *shared),
+              "fc": ("fm_fc_row_dsp", *shared)}
     for d in sorted((work / "layers").glob("cortex_m4_*")):
         kind, i = d.name.split("_")[2], int(d.name.split("_")[3])
         obj = next((d / "model_run.obj").glob(f"*kernels_{obj_of[kind]}_c.o"))
         text = int(subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
                                   check=True).stdout.splitlines()[1].split()[0])
         sizes = symbol_sizes("cortex_m4", d / "model_run.elf")
-        rows[i]["code_bytes"] = text + sum(sizes.get(s, 0) for s in dsp_of[kind])
+        # gcc may clone a static function (rq_store.constprop.0): every copy counts
+        rows[i]["code_bytes"] = text + sum(v for k, v in sizes.items() if k.split(".")[0] in dsp_of[kind])
 
 
 def layers_only(args) -> int:
