@@ -37,7 +37,8 @@ model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
         [--cmsis-nn PATH]
     .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
-    # model on the Cortex-M4 only: bench/results/targets_layers.json
+    # model on the Cortex-M4 only: bench/results/targets_layers.json and targets_layers.png (also
+    # written by a full run: per shape, ours before issue 15, CMSIS-NN and ours now)
     # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
     # package ships (freeml_keras/data/cost_tables.json), never as a side effect of a plain run
 """
