@@ -710,7 +710,8 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     S = ts.schema
     factors = [1.3 * 2**-13, 0.9 * 2**-12, 2**-11, 0.6 * 2**-9, 0.125, 0.25, 0.7, 1.5]
     if layer == "dense":
-        op, opts, x_shape, w_shape, out_shape = "FULLY_CONNECTED", S.FullyConnectedOptionsT(), [1, 24], [64, 24], [1, 64]
+        op, opts = "FULLY_CONNECTED", S.FullyConnectedOptionsT()
+        x_shape, w_shape, out_shape = [1, 24], [64, 24], [1, 64]
     elif layer == "depthwise":
         opts = S.DepthwiseConv2DOptionsT()
         opts.padding, opts.strideW, opts.strideH, opts.depthMultiplier = S.Padding.SAME, 1, 1, 1
