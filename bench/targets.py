@@ -37,7 +37,8 @@ model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
         [--cmsis-nn PATH]
     .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
-    # model on the Cortex-M4 only: bench/results/targets_layers.json
+    # model on the Cortex-M4 only: bench/results/targets_layers.json and targets_layers.png (also
+    # written by a full run: per shape, ours before issue 15, CMSIS-NN and ours now)
     # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
     # package ships (freeml_keras/data/cost_tables.json), never as a side effect of a plain run
 """
@@ -713,6 +714,29 @@ def plot(kernels: list[dict], model_rows: list[dict], ckpt_rows: list[dict], pat
     fig.savefig(path, dpi=120)
 
 
+def plot_layers(layers: list[dict], path: Path) -> None:
+    """Issue 15's six layer shapes on the Cortex-M4: instructions per MAC of these kernels before
+    that issue, of Arm's CMSIS-NN (measured here, or the issue's figure) and now."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in layers if r["target"] == "cortex_m4" and "per_mac" in r]
+    xs = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    ax.bar(xs - 0.27, [r["before_per_mac_issue15"] for r in rows], 0.27, label="ours before issue 15", color="tab:gray")
+    ax.bar(xs, [r.get("cmsis_nn_per_mac", r["cmsis_nn_per_mac_issue15"]) for r in rows], 0.27,
+           label="CMSIS-NN" + (" (measured here)" if rows and "cmsis_nn_per_mac" in rows[0] else " (issue 15)"),
+           color="tab:blue")
+    ax.bar(xs + 0.27, [r["per_mac"] for r in rows], 0.27, label="ours now", color="tab:green")
+    ax.set_xticks(xs, ["\n".join(r["layer"].replace(",", "").split(" ", 1)) for r in rows], fontsize=7)
+    ax.set_ylabel("instructions per MAC (Cortex-M4, QEMU + TCG plugin)")
+    ax.set_title("issue 15 layer shapes: cost per MAC by operator, before and after")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 training epochs, no zoo cnn_s")
@@ -786,6 +810,7 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     plot(kernels, model_rows, ckpt_rows, args.out.with_suffix(".png"), result["before"]["models"])
+    plot_layers(layers, args.out.with_name("targets_layers.png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {result['wall_s']:.0f} s")
     if args.update_tables:
         restart = _restart_section(ok)
@@ -900,17 +925,21 @@ def cmsis_note(src: Path | None) -> dict:
 
 def layer_code_bytes(rows: list[dict], work: Path) -> None:
     """Code bytes of our kernel per layer row (Cortex-M4): the kernel's object text plus the
-    kernels/mac_dsp.c functions it calls (symbol sizes in the image)."""
+    kernels/mac_dsp.c functions it calls (symbol sizes in the image), the shared requantization
+    (rq_store, rq_general) included."""
     import subprocess
     obj_of = {"conv": "conv_2d", "dw": "depthwise_conv_2d", "fc": "fully_connected"}
-    dsp_of = {"conv": ("fm_conv_pair_dsp",), "dw": ("fm_dw_pixel_dsp",), "fc": ("fm_fc_row_dsp",)}
+    shared = ("rq_store", "rq_general")
+    dsp_of = {"conv": ("fm_conv_pair_dsp", *shared), "dw": ("fm_dw_pixel_dsp", *shared),
+              "fc": ("fm_fc_row_dsp", *shared)}
     for d in sorted((work / "layers").glob("cortex_m4_*")):
         kind, i = d.name.split("_")[2], int(d.name.split("_")[3])
         obj = next((d / "model_run.obj").glob(f"*kernels_{obj_of[kind]}_c.o"))
         text = int(subprocess.run(["arm-none-eabi-size", str(obj)], capture_output=True, text=True,
                                   check=True).stdout.splitlines()[1].split()[0])
         sizes = symbol_sizes("cortex_m4", d / "model_run.elf")
-        rows[i]["code_bytes"] = text + sum(sizes.get(s, 0) for s in dsp_of[kind])
+        # gcc may clone a static function (rq_store.constprop.0): every copy counts
+        rows[i]["code_bytes"] = text + sum(v for k, v in sizes.items() if k.split(".")[0] in dsp_of[kind])
 
 
 def layers_only(args) -> int:
@@ -935,6 +964,7 @@ def layers_only(args) -> int:
               "targets_met": issue15_targets([], demo, layers)}
     out = RESULTS / "targets_layers.json"
     out.write_text(json.dumps(result, indent=1))
+    plot_layers(layers, out.with_suffix(".png"))
     print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
     return 0
 

@@ -687,3 +687,72 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
         assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp", "fm_max_pool_pixel_dsp"} <= set(r.run.symbols)
     c = T.run_checkpointed("cortex_m4", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
     assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
+
+
+
+@pytest.mark.parametrize("layer", ["conv1x1", "conv3x3", "depthwise", "dense"])
+def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
+    """kernels/mac_dsp.c's requantization (one SMLAL onto a 64-bit addend for shifts <= -2, the
+    general form for the others) in each Cortex-M4 path against TFLite Micro, every output
+    value: one-operator models whose channels' multipliers (filter scale x input scale / output
+    scale, here the filter scale) run from 1.3 * 2^-13 to 1.5 (shifts -12 .. 1, with 1/8 and
+    1/4: multipliers of exactly 2^30, where ties of the rounding are frequent), ReLU (clamping)
+    on the 3x3 convolution; weights scaled per channel so that a third of the outputs or more
+    are inside the int8 range; the dense layer per-tensor at 1/8. 35, 43 and 64 channels: the
+    kernels requantize blocks of 32 (FM_RQ_BLOCK), an odd last channel in the 1x1 pairs, the
+    depthwise last four channels overlapping the group before."""
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.format.prepared import with_prepared
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import run_tflm
+
+    rng = np.random.default_rng(3)
+    S = ts.schema
+    factors = [1.3 * 2**-13, 0.9 * 2**-12, 2**-11, 0.6 * 2**-9, 0.125, 0.25, 0.7, 1.5]
+    if layer == "dense":
+        op, opts = "FULLY_CONNECTED", S.FullyConnectedOptionsT()
+        x_shape, w_shape, out_shape = [1, 24], [64, 24], [1, 64]
+    elif layer == "depthwise":
+        opts = S.DepthwiseConv2DOptionsT()
+        opts.padding, opts.strideW, opts.strideH, opts.depthMultiplier = S.Padding.SAME, 1, 1, 1
+        op, x_shape, w_shape, out_shape = "DEPTHWISE_CONV_2D", [1, 9, 6, 43], [1, 3, 3, 43], [1, 9, 6, 43]
+    else:
+        opts = S.Conv2DOptionsT()
+        opts.padding, opts.strideW, opts.strideH = S.Padding.VALID, 1, 1
+        if layer == "conv1x1":
+            op, x_shape, w_shape, out_shape = "CONV_2D", [1, 5, 3, 16], [35, 1, 1, 16], [1, 5, 3, 35]
+        else:
+            opts.fusedActivationFunction = S.ActivationFunctionType.RELU
+            op, x_shape, w_shape, out_shape = "CONV_2D", [1, 6, 5, 5], [8, 3, 3, 5], [1, 4, 3, 8]
+    n_out = out_shape[-1]
+    factors = [0.125] * n_out if layer == "dense" else [factors[i % 8] for i in range(n_out)]
+    # weights, inputs and biases small enough for unsaturated outputs in every channel (ties of
+    # the rounding, and its sign, matter only there)
+    depth = int(np.prod(w_shape)) // n_out
+    c_axis = 3 if layer == "depthwise" else 0
+    k = np.array([max(1, min(127, int(64 / (f * np.sqrt(depth) * 16)))) for f in factors])
+    k = k.reshape([-1 if i == c_axis else 1 for i in range(len(w_shape))])
+    w = np.round(rng.uniform(-1, 1, w_shape) * k).astype(np.int8)
+    bias = np.array([rng.integers(-10, 10) / f for f in factors]).astype(np.int32)
+    b = ts.op_model(op, [ts.tensor_spec(x_shape, scale=0.05, zp=3),
+                         ts.tensor_spec(w_shape, scale=1.0, data=w),
+                         ts.tensor_spec([n_out], ts.schema.TensorType.INT32, scale=0.05, data=bias)],
+                    [ts.tensor_spec(out_shape, scale=0.05, zp=-7)], opts)
+    m = ts.read_model(b)
+    t_w, t_b = m.subgraphs[0].tensors[1:3]
+    if layer != "dense":        # per channel: the filter scales are the multipliers
+        t_w.quantization.scale, t_w.quantization.zeroPoint = factors, [0] * n_out
+        t_w.quantization.quantizedDimension = 3 if layer == "depthwise" else 0
+        t_b.quantization.scale, t_b.quantization.zeroPoint = [0.05 * f for f in factors], [0] * n_out
+    else:
+        t_w.quantization.scale = [0.125]
+        t_b.quantization.scale = [0.05 * 0.125]
+    b = with_prepared(ts.write_model(m))
+    x = rng.integers(-13, 20, x_shape).astype(np.int8)
+    want = run_tflm(b, [x])[0].ravel().tolist()
+    assert Interpreter(b).invoke(x)[0].ravel().tolist() == want
+    r = T.run_model("cortex_m4", b, x.ravel(), tmp_path / "run")
+    assert r.output == want
+    inside = [v for v in want if -128 < v < 127 and v != (0 if layer == "conv3x3" else 999)]
+    assert len(set(inside)) > 5 and len(inside) >= len(want) // 3
+    assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp"} & set(r.run.symbols)

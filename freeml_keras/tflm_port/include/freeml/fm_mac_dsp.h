@@ -1,8 +1,8 @@
 /* The Cortex-M4's (DSP extension) fast paths of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and
- * MAX_POOL_2D:
- * several accumulators per loaded and unpacked word (SXTB16 + SMLAD / SMLABB), the
- * requantization inline. kernels/mac_dsp.c; the kernels call these when FM_MAC_DSP is 1 and
- * keep their portable loops for everything else (borders, dilation, sparse weights). */
+ * MAX_POOL_2D: several accumulators per loaded and unpacked word (SXTB16 + SMLAD / SMLABB), the
+ * requantization of a block of channels in one assembly loop (one SMLAL and one shift per
+ * value). kernels/mac_dsp.c; the kernels call these when FM_MAC_DSP is 1 and keep their
+ * portable loops for everything else (borders, dilation, sparse weights). */
 #ifndef FREEML_FM_MAC_DSP_H
 #define FREEML_FM_MAC_DSP_H
 
@@ -25,17 +25,19 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
  * [oc, oc_end), four at a time; outputs at o[0 ..]. */
 void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, const int32_t *bias,
                    int32_t oc, int32_t oc_end, int8_t *o);
-/* DEPTHWISE_CONV_2D (depth multiplier 1, no dilation), one output pixel, channels [0, c4) four at
- * a time, over the taps inside the image: xw the first tap's input, w0 its filter values, taps
- * rows x cols, input rows y_step and columns x_step bytes apart, filter rows w_row bytes. */
+/* DEPTHWISE_CONV_2D (depth multiplier 1, no dilation), one output pixel, channels [c_begin, c_end)
+ * (a multiple of 4 of them) four at a time, over the taps inside the image: xw the first tap's
+ * input, w0 its filter values (both at channel 0), taps rows x cols, input rows y_step and
+ * columns x_step bytes apart, filter rows w_row bytes; outputs at o[c_begin ..]. */
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *o);
-/* MAX_POOL_2D, one output pixel, channels [0, c4) four at a time (SSUB8 + SEL): the window's
- * rows x cols values from corner, rows row_step and columns ch bytes apart, clamped to the
- * activation range; outputs at o. */
+                     int32_t c_begin, int32_t c_end, int8_t *o);
+/* MAX_POOL_2D, one output pixel, all of its ch >= 4 channels four at a time (SSUB8 + SEL; the
+ * last group overlapping the one before when ch is not a multiple of 4): the window's rows x cols
+ * values from corner, rows row_step and columns ch bytes apart, clamped to the activation range;
+ * outputs at o. */
 void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
-                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o);
+                           int32_t act_min, int32_t act_max, int8_t *o);
 #endif
 
 #endif

@@ -107,9 +107,16 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
                 const int8_t *w0 = filt + ((ptrdiff_t)y0 * kw + x0) * oc_n;
 #if FM_MAC_DSP
                 if (oc_n >= 4 && y1 > y0 && x1 > x0) {
+                    /* every channel: out_c not a multiple of 4, the last four too, overlapping
+                     * the group before (those values computed and written twice, the same) */
                     oc = oc_n & ~(int32_t)3;
                     fm_dw_pixel_dsp(p, xw, w0, bias, (uint16_t)(y1 - y0), (uint16_t)(x1 - x0), y_step, x_step,
-                                    (ptrdiff_t)kw * oc_n, oc, o + ox * oc_n);
+                                    (ptrdiff_t)kw * oc_n, 0, oc, o + ox * oc_n);
+                    if (oc < oc_n) {
+                        fm_dw_pixel_dsp(p, xw, w0, bias, (uint16_t)(y1 - y0), (uint16_t)(x1 - x0), y_step, x_step,
+                                        (ptrdiff_t)kw * oc_n, oc_n - 4, oc_n, o + ox * oc_n);
+                        oc = oc_n;
+                    }
                 }
 #endif
                 for (; oc + 4 <= oc_n; oc += 4) {

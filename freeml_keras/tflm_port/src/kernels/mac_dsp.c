@@ -34,30 +34,120 @@ static inline uint32_t ld4(const int8_t *q)
     return v;
 }
 
-/* One output channel's requantization, computed once for all its output values. */
-typedef struct {
-    int32_t mult, left, right, round;
-} chq;
-
-static inline void chq_of(chq *c, const int32_t *mult, const int8_t *shift, int32_t oc)
+/* fm_mul_by_qm(x, m, -r) for 2 <= r <= 31 (shift <= -2: multipliers below 1/4, nearly all of
+ * them) and 0 <= m < 2^31, both roundings in one 64-bit sum: TFLite's value is
+ * floor((v - [v < 0] + 2^(r-1)) / 2^r) with v = floor((x m + 2^30) / 2^31), and
+ * floor(floor(a / 2^31) / 2^r) = floor(a / 2^(31+r)), so it is
+ * floor((x m + 2^30 + 2^(r+30) - [x < 0] 2^31) / 2^(31+r)): v < 0 only if x < 0, and where
+ * x < 0 but v = 0 the correction leaves the result 0 either way (r >= 1). One SMLAL onto the
+ * addend (high word 2^(r-2) - [x < 0], low word 2^30 + [x < 0] 2^31), then the high word
+ * shifted right by r - 1. Other shifts: the general form, out of line (rare; code bytes). */
+static FM_NOINLINE int32_t rq_general(int32_t x, int32_t mult, int32_t shift)
 {
-    const int32_t sh = shift[oc];
-    c->mult = mult[oc];
-    c->left = sh > 0 ? sh : 0;
-    c->right = sh > 0 ? 0 : -sh;
-    c->round = c->right > 1 ? (int32_t)((uint32_t)1 << (c->right - 2)) : 0;
+    return fm_mul_by_qm_inline(x, mult, shift);
 }
 
-/* fm_requant_s8 with the channel's parts precomputed; `full`: the range is all of int8 (no
- * activation, or one the zero point already gives), one SSAT. */
-static inline int8_t rq(int32_t acc, const chq *c, const fm_out_range *q, int full)
+static inline int32_t rq_mul(int32_t x, int32_t mult, int32_t shift)
 {
-    int32_t v = fm_mul_by_qm_r((int32_t)((uint32_t)acc << c->left), c->mult, c->right, c->round) + q->off;
-    if (full) return (int8_t)__ssat(v, 8);
+    if (shift <= -2) {
+        const int32_t rs = ~shift;
+        uint32_t lo = ((uint32_t)x & 0x80000000u) | 0x40000000u;
+        int32_t hi = (int32_t)(((uint32_t)1 << rs) >> 1) + (x < 0 ? -1 : 0);
+        __asm__("smlal %0, %1, %2, %3" : "+r"(lo), "+r"(hi) : "r"(x), "r"(mult));
+        return hi >> rs;
+    }
+    return rq_general(x, mult, shift);
+}
+
+/* fm_requant_s8 on the M4 (prepare keeps shifts in -31 .. 30). */
+static inline int8_t rq(int32_t acc, int32_t mult, int32_t shift, const fm_out_range *q)
+{
+    int32_t v = rq_mul(acc, mult, shift) + q->off;
     if (v < q->min) v = q->min;
     if (v > q->max) v = q->max;
     return (int8_t)v;
 }
+
+/* Accumulators requantized at once (int32 each; for two pixels twice as many): a stack block. */
+#define FM_RQ_BLOCK 32
+/* The requantization of n channels' values, for one output pixel (P 1: acc[i] to o[i]) or two
+ * (P 2: acc[2i] to o[i], acc[2i + 1] to o[o_next + i]), the accumulators with their biases:
+ * per channel its shift and multiplier loaded once, per value rq_mul's fast form, the output
+ * offset, SSAT and (`lo` above -128: an activation's minimum; its maximum 127) the minimum.
+ * In assembly (gcc 12 spills in this loop); a channel with a shift above -2 leaves the loop,
+ * takes the general form in C and the loop resumes after it. Out of line: the kernels' loops
+ * keep their registers. */
+#define FM_RQ_HEAD                                                                         \
+    "1:\n\t"                                                                               \
+    "ldrsb %[sh], [%[s]], #1\n\t"                                                          \
+    "ldr %[m], [%[mp]], #4\n\t"                                                            \
+    "cmn %[sh], #2\n\t"                                                                    \
+    "bgt 2f\n\t"                                                                           \
+    "mvn %[sh], %[sh]\n\t"                                                                 \
+    "movs %[b], #1\n\t"                                                                    \
+    "lsl %[b], %[b], %[sh]\n\t"                                                            \
+    "lsr %[b], %[b], #1\n\t"
+#define FM_RQ_VALUE(CLAMP, STORE)                                                          \
+    "ldr %[x], [%[a]], #4\n\t"                                                             \
+    "add %[h], %[b], %[x], asr #31\n\t"                                                    \
+    "and %[l], %[x], #0x80000000\n\t"                                                      \
+    "orr %[l], %[l], #0x40000000\n\t"                                                      \
+    "smlal %[l], %[h], %[x], %[m]\n\t"                                                     \
+    "asr %[h], %[h], %[sh]\n\t"                                                            \
+    "add %[h], %[h], %[off]\n\t"                                                           \
+    "ssat %[h], #8, %[h]\n\t"                                                              \
+    CLAMP STORE
+#define FM_RQ_MIN "cmp %[h], %[lo]\n\t" "it lt\n\t" "movlt %[h], %[lo]\n\t"
+#define FM_RQ_TAIL "subs %[n], %[n], #1\n\t" "bne 1b\n\t" "2:\n\t"
+#define FM_RQ_OPS                                                                          \
+    : [sh] "=&r"(sh), [m] "=&r"(m), [b] "=&r"(b), [x] "=&r"(x), [h] "=&r"(h), [l] "=&r"(l),  \
+      [a] "+r"(acc), [s] "+r"(shift), [mp] "+r"(mult), [o] "+r"(o), [n] "+r"(n)
+static FM_NOINLINE void rq_store(int8_t *o, ptrdiff_t o_next, const int32_t *acc, const int32_t *mult,
+                                 const int8_t *shift, int32_t n, int32_t P, const fm_out_range *q)
+{
+    const int32_t lo = q->min, off = q->off;
+    if (q->max != 127) {            /* an activation's maximum below 127 (RELU6, RELU_N1_TO_1): in C */
+        int32_t i, k;
+        for (i = 0; i < n; i++, o++, acc += P)
+            for (k = 0; k < P; k++) o[k * o_next] = rq(acc[k], mult[i], shift[i], q);
+        return;
+    }
+    while (n > 0) {
+        int32_t sh, m, b, x, h, l, i;
+        uint32_t on = (uint32_t)o_next;
+        if (P == 1 && lo == -128)
+            __asm__ volatile(FM_RQ_HEAD FM_RQ_VALUE("", "strb %[h], [%[o]], #1\n\t") FM_RQ_TAIL
+                             FM_RQ_OPS : [off] "r"(off) : "cc", "memory");
+        else if (P == 1)
+            __asm__ volatile(FM_RQ_HEAD FM_RQ_VALUE(FM_RQ_MIN, "strb %[h], [%[o]], #1\n\t") FM_RQ_TAIL
+                             FM_RQ_OPS : [off] "r"(off), [lo] "r"(lo) : "cc", "memory");
+        else if (lo == -128)
+            __asm__ volatile(FM_RQ_HEAD FM_RQ_VALUE("", "strb %[h], [%[o]]\n\t")
+                             FM_RQ_VALUE("", "ldr %[l], %[on]\n\t" "strb %[h], [%[o], %[l]]\n\t"
+                                         "add %[o], %[o], #1\n\t") FM_RQ_TAIL
+                             FM_RQ_OPS : [off] "r"(off), [on] "m"(on) : "cc", "memory");
+        else
+            __asm__ volatile(FM_RQ_HEAD FM_RQ_VALUE(FM_RQ_MIN, "strb %[h], [%[o]]\n\t")
+                             FM_RQ_VALUE(FM_RQ_MIN, "ldr %[l], %[on]\n\t" "strb %[h], [%[o], %[l]]\n\t"
+                                         "add %[o], %[o], #1\n\t") FM_RQ_TAIL
+                             FM_RQ_OPS : [off] "r"(off), [lo] "r"(lo), [on] "m"(on) : "cc", "memory");
+        if (n == 0) break;
+        /* a shift above -2: shift and multiplier already read (sh, m), the values not */
+        for (i = 0; i < P; i++) {
+            int32_t v = __ssat(rq_general(acc[i], m, sh) + off, 8);
+            o[i * o_next] = (int8_t)(v < lo ? lo : v);
+        }
+        acc += P;
+        o++;
+        n--;
+        (void)b; (void)x; (void)h; (void)l;
+    }
+}
+#undef FM_RQ_HEAD
+#undef FM_RQ_VALUE
+#undef FM_RQ_MIN
+#undef FM_RQ_TAIL
+#undef FM_RQ_OPS
 
 /* Windows of at most this many bytes in rows shorter than 4 bytes are copied to one run. */
 #define FM_GATHER 64
@@ -122,6 +212,7 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
             for (i = 0; i < n; i++, d++) {
                 d[0] = xr[i];
                 d[FM_GATHER] = xr[x_next + i];
+                __asm__("" : "+r"(d));  /* not two memcpy calls of n bytes per row (gcc 12 would) */
             }
         x = buf;
         x_next = FM_GATHER;
@@ -131,9 +222,8 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
     {
     const uint16_t quads = (uint16_t)(n >> 2), tail = (uint16_t)(n & 3u);
     const fm_out_range q = p->out;
-    const int full = q.min == -128 && q.max == 127;
     const int8_t *k = filt;
-    int32_t oc;
+    int32_t oc, oc0 = 0, acc_blk[2 * FM_RQ_BLOCK];
     for (oc = 0; oc < out_c; oc += 2, k += 2 * window) {
         /* filters oc and oc + 1 (oc again, results dropped, for an odd last channel) */
         const ptrdiff_t w_next = oc + 1 < out_c ? window : 0;
@@ -154,17 +244,18 @@ void fm_conv_pair_dsp(const fm_conv_params *p, const int8_t *filt, const int8_t 
             }
         }
         {
-            /* o_next 0: the same pixel twice, the same value written twice. The parameters are
-             * read into locals first: the int8 stores could alias them, forcing reloads. */
-            const int32_t o1 = oc + (w_next != 0), b0 = p->acc0[oc], b1 = p->acc0[o1];
-            chq c0, c1;
-            chq_of(&c0, p->mult, p->shift, oc);
-            chq_of(&c1, p->mult, p->shift, o1);
-            o[oc] = rq(FM_WRAP_ADD(acc[0], b0), &c0, &q, full);
-            o[o_next + oc] = rq(FM_WRAP_ADD(acc[2], b0), &c0, &q, full);
-            if (w_next) {
-                o[oc + 1] = rq(FM_WRAP_ADD(acc[1], b1), &c1, &q, full);
-                o[o_next + oc + 1] = rq(FM_WRAP_ADD(acc[3], b1), &c1, &q, full);
+            /* per channel its two pixels' values; requantized a block of channels at a time (o_next
+             * 0: the same pixel twice, the same value written twice) */
+            int32_t *a = acc_blk + 2 * (oc - oc0);
+            const int32_t b0 = p->acc0[oc], b1 = w_next ? p->acc0[oc + 1] : 0;
+            a[0] = FM_WRAP_ADD(acc[0], b0);
+            a[1] = FM_WRAP_ADD(acc[2], b0);
+            a[2] = FM_WRAP_ADD(acc[1], b1);
+            a[3] = FM_WRAP_ADD(acc[3], b1);
+            if (oc + 2 - oc0 >= FM_RQ_BLOCK || oc + 2 >= out_c) {
+                const int32_t end = oc + 2 < out_c ? oc + 2 : out_c;
+                rq_store(o + oc0, o_next, acc_blk, p->mult + oc0, p->shift + oc0, end - oc0, 2, &q);
+                oc0 = end;
             }
         }
     }
@@ -176,9 +267,13 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
 {
     const int32_t depth = p->depth;
     const fm_out_range q = p->out;     /* locals: the int8 stores could alias p's fields */
-    const int full = q.min == -128 && q.max == 127;
     const uint32_t off2 = (uint32_t)(uint16_t)p->in_off * 0x00010001u;
+    const int32_t *const mult = p->mult;
+    const int8_t *const shift = p->shift;
     const uint16_t quads = (uint16_t)(depth >> 2), tail = (uint16_t)(depth & 3);
+    const int32_t oc_first = oc;
+    int8_t *const o0 = o;
+    int32_t oc0 = oc, acc_blk[FM_RQ_BLOCK];
     for (; oc < oc_end; oc += 4, o += 4) {
         /* four filters at once; the last group's missing ones repeat its first (dropped) */
         const int32_t m = oc_end - oc < 4 ? oc_end - oc : 4;
@@ -230,13 +325,18 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
             a2 += (int32_t)v * *w2++;
             a3 += (int32_t)v * *w3++;
         }
+        if (bias) {
+            a0 = FM_WRAP_ADD(a0, bias[oc]);
+            a1 = FM_WRAP_ADD(a1, bias[oc + (m > 1)]);
+            a2 = FM_WRAP_ADD(a2, bias[oc + (m > 2 ? 2 : 0)]);
+            a3 = FM_WRAP_ADD(a3, bias[oc + (m > 3 ? 3 : 0)]);
+        }
         {
-            const int32_t a[4] = {a0, a1, a2, a3};
-            int32_t j;
-            for (j = 0; j < m; j++) {
-                chq c;
-                chq_of(&c, p->mult, p->shift, oc + j);
-                o[j] = rq(FM_WRAP_ADD(a[j], bias ? bias[oc + j] : 0), &c, &q, full);
+            int32_t *a = acc_blk + (oc - oc0);
+            a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
+            if (oc + 4 - oc0 >= FM_RQ_BLOCK || oc + m >= oc_end) {
+                rq_store(o0 + (oc0 - oc_first), 0, acc_blk, mult + oc0, shift + oc0, oc + m - oc0, 1, &q);
+                oc0 = oc + m;
             }
         }
     }
@@ -244,14 +344,15 @@ void fm_fc_row_dsp(const fm_fc_params *p, const int8_t *x, const int8_t *filt, c
 
 void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0, const int32_t *bias,
                      uint16_t rows, uint16_t cols, ptrdiff_t y_step, ptrdiff_t x_step, ptrdiff_t w_row,
-                     int32_t c4, int8_t *o)
+                     int32_t c_begin, int32_t c_end, int8_t *o)
 {
     const int16x2_t off2 = (int16x2_t)((uint32_t)(uint16_t)p->in_off * 0x00010001u);
     const ptrdiff_t w_col = p->out_c;
+    const int32_t *const mult = p->mult;
+    const int8_t *const shift = p->shift;
     const fm_out_range q = p->out;
-    const int full = q.min == -128 && q.max == 127;
-    int32_t c;
-    for (c = 0; c < c4; c += 4) {
+    int32_t c, c0 = c_begin, acc_blk[FM_RQ_BLOCK];
+    for (c = c_begin; c < c_end; c += 4) {
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
         const int8_t *xr = xw + c, *wr = w0 + c;
         uint32_t y, t;
@@ -308,12 +409,11 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
             a3 = FM_WRAP_ADD(a3, bias[c + 3]);
         }
         {
-            const int32_t a[4] = {a0, a1, a2, a3};
-            int32_t j;
-            for (j = 0; j < 4; j++) {
-                chq cq;
-                chq_of(&cq, p->mult, p->shift, c + j);
-                o[c + j] = rq(a[j], &cq, &q, full);
+            int32_t *a = acc_blk + (c - c0);
+            a[0] = a0; a[1] = a1; a[2] = a2; a[3] = a3;
+            if (c + 4 - c0 >= FM_RQ_BLOCK || c + 4 >= c_end) {
+                rq_store(o + c0, 0, acc_blk, mult + c0, shift + c0, c + 4 - c0, 1, &q);
+                c0 = c + 4;
             }
         }
     }
@@ -336,11 +436,14 @@ static inline uint32_t min4(uint32_t a, uint32_t b)
 }
 
 void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, ptrdiff_t row_step, int32_t ch,
-                           int32_t c4, int32_t act_min, int32_t act_max, int8_t *o)
+                           int32_t act_min, int32_t act_max, int8_t *o)
 {
     const uint32_t lo = (uint32_t)(uint8_t)act_min * 0x01010101u, hi = (uint32_t)(uint8_t)act_max * 0x01010101u;
     int32_t c;
-    for (c = 0; c < c4; c += 4) {
+    for (c = 0; c < ch; c += 4) {
+        /* ch not a multiple of 4: the last group is the pixel's last four channels, overlapping
+         * the group before (those values computed and written twice, the same) */
+        if (c + 4 > ch) c = ch - 4;
         const int8_t *row = corner + c;
         uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
         for (y = rows; y > 0; y--, row += row_step) {

@@ -30,10 +30,10 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             int8_t *o = out + (((int32_t)u * p->out_w) + ox) * ch;
             c = 0;
 #if FM_MAC_DSP
-            if (ch >= 4 && y1 > y0 && x1 > x0) {     /* four channels per word */
-                c = (fm_count)(ch & ~(int32_t)3);
-                fm_max_pool_pixel_dsp(corner, (uint32_t)(y1 - y0), (uint32_t)(x1 - x0), row_step, ch, (int32_t)c,
-                                      act_min, act_max, o);
+            if (ch >= 4 && y1 > y0 && x1 > x0) {     /* four channels per word, all of them */
+                c = (fm_count)ch;
+                fm_max_pool_pixel_dsp(corner, (uint32_t)(y1 - y0), (uint32_t)(x1 - x0), row_step, ch, act_min,
+                                      act_max, o);
             }
 #endif
             for (; c < (fm_count)ch; c++) {
