@@ -162,6 +162,15 @@ class CostModel:
                or self.kinds[_ANY_MAC if op in MAC_KINDS else _ANY_OTHER])
         return fit.cost(_work(k, macs, sparse_macs), output_bytes)
 
+    def chosen_format(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> str:
+        """The weight format the converter stores a layer in when given this target: CSR
+        (``"int8_csr"``) where the 30% rule allows it and CSR is predicted cheaper than dense,
+        else ``"int8"`` (:mod:`freeml_keras.conversion.layouts`)."""
+        if kind_of(op, macs, sparse_macs) == op:
+            return "int8"
+        dense = self.op_cost(op, macs, sparse_macs, output_bytes, "int8")
+        return "int8" if dense < self.op_cost(op, macs, sparse_macs, output_bytes, "int8_csr") else "int8_csr"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -77,7 +77,7 @@ def choose_layouts(model: "ts.schema.ModelT", cost_model: CostModel) -> list[Lay
                 continue
             dense_cost = cost_model.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8")
             csr_cost = cost_model.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8_csr")
-            stored = "int8" if dense_cost < csr_cost else "int8_csr"
+            stored = "int8" if dense_cost < csr_cost else "int8_csr"    # CostModel.chosen_format
             choices.append(LayoutChoice(g, i, name, l.sparse_macs / l.macs, dense_cost, csr_cost, stored))
             if stored == "int8_csr":
                 continue
