@@ -97,51 +97,84 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
                                                        : ((const uint32_t *)(const void *)seg)[r])
 
 #if FM_SPARSE_GATHER
-/* Sparse convolution of one output row, input read in place. Per output channel the ends of its
- * CSR rows (one per filter tap) are read once into the scratch, next to each tap's input offset,
- * and serve every column of the row. Where the window lies inside the image each non-zero weight
- * w (tap, input channel c) is read once (value and index) for FM_GATHER_COLS columns (on the
- * MSP430 one column at a time into the multiplier's own accumulator: MACS = w, OP2 = x), with
- * the input offset folded into acc0 (w * x exact in int16: |w * x| <= 2^14); a window across the
- * border takes the taps inside only, the input offset added to each input. One copy per index
- * type. */
+/* Sparse convolution of one output row, input read in place. Per output channel the non-empty
+ * CSR rows (filter taps holding a non-zero weight) are listed once in the scratch, each with its
+ * end and its input offset, and serve every column of the row: empty taps cost nothing per
+ * column. Where the window lies inside the image each non-zero weight w (tap, input channel c)
+ * is read once (value and index) for FM_GATHER_COLS columns (the last group of a row overlaps the
+ * one before rather than leaving single columns), on the MSP430 one column at a time into the
+ * multiplier's own accumulator (MACS = w, OP2 = x); the input offset is folded into acc0 (w * x
+ * exact in int16: |w * x| <= 2^14). A window across the border takes the taps inside only, the
+ * input offset added to each input. One copy per index type. */
 #define FM_GATHER_COLS (FM_SPARSE_HWMULT ? 1 : 4)
 
-/* Scratch of the gather kernel: per tap the end of the CSR row and the input offset. */
+/* Scratch of the gather kernel: per tap its input offset, and per non-empty tap of a channel
+ * its end and input offset. */
 static uint32_t gather_scratch(const fm_conv_params *p)
 {
-    return (uint32_t)p->k_h * (uint32_t)p->k_w * (uint32_t)(sizeof(size_t) + sizeof(ptrdiff_t));
+    return (uint32_t)p->k_h * (uint32_t)p->k_w * (uint32_t)(2u * sizeof(ptrdiff_t) + sizeof(size_t));
 }
 
 #if FM_SPARSE_HWMULT
-/* sum of v[j] * x[idx[j]] over the taps, in the multiplier's accumulator */
-#define FM_GATHER_DOT(IDX_T, ACC)                                                                 \
+/* sum of v[j] * x[idx[j]] over the channel's non-empty taps, in the multiplier's accumulator */
+#define FM_GATHER_DOT(ACC)                                                                        \
     do {                                                                                          \
         size_t j = j0;                                                                            \
+        const size_t *ce = cend;                                                                  \
+        const ptrdiff_t *co = coff, *cstop = coff + nt;                                           \
         FM_RESLO = 0;                                                                             \
         FM_RESHI = 0;                                                                             \
-        for (t = 0; t < taps; t++) {                                                              \
-            const size_t e = ends[t];                                                             \
-            const int8_t *xp = xw + off[t];                                                       \
-            for (; j < e; j++) {                                                                  \
+        for (; co < cstop; co++, ce++) {                                                          \
+            const size_t e = *ce;                                                                 \
+            const int8_t *xp = xw + *co;                                                          \
+            do {                                                                                  \
                 FM_MACS = (uint16_t)(int16_t)v[j];                                                \
                 FM_OP2 = (uint16_t)(int16_t)xp[idx[j]];                                           \
-            }                                                                                     \
+            } while (++j < e);                                                                    \
         }                                                                                         \
         ACC = (int32_t)(((uint32_t)FM_RESHI << 16) | FM_RESLO);                                   \
     } while (0)
 #else
-#define FM_GATHER_DOT(IDX_T, ACC)                                                                 \
+#define FM_GATHER_DOT(ACC)                                                                        \
     do {                                                                                          \
         size_t j = j0;                                                                            \
+        fm_count c;                                                                               \
         ACC = 0;                                                                                  \
-        for (t = 0; t < taps; t++) {                                                              \
-            const size_t e = ends[t];                                                             \
-            const int8_t *xp = xw + off[t];                                                       \
-            for (; j < e; j++) ACC += (int16_t)(v[j] * xp[idx[j]]);                               \
+        for (c = 0; c < nt; c++) {                                                                \
+            const size_t e = cend[c];                                                             \
+            const int8_t *xp = xw + coff[c];                                                      \
+            do ACC += (int16_t)(v[j] * xp[idx[j]]); while (++j < e);                              \
         }                                                                                         \
     } while (0)
 #endif
+
+/* four columns from X (xs bytes apart) into O[0], O[out_c], O[2 out_c], O[3 out_c] */
+#define FM_GATHER_FOUR(X, O, IDX_T)                                                               \
+    do {                                                                                          \
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                   \
+        const int8_t *vp = v + j0;                                                                \
+        const IDX_T *ip = idx + j0;                                                               \
+        const int8_t *const x0 = (X);                                                             \
+        const size_t *ce = cend, *const cstop = cend + nt;                                        \
+        const ptrdiff_t *co = coff;                                                               \
+        while (ce < cstop) {                                                                      \
+            const IDX_T *const ie = idx + *ce++;                                                  \
+            const int8_t *const xp = x0 + *co++;                                                  \
+            do {    /* few live registers: the M4 keeps the loop out of the stack */              \
+                const int8_t *q = xp + *ip++;                                                     \
+                const int16_t wv = *vp++;                                                         \
+                a0 += (int16_t)(wv * q[0]);                                                       \
+                a1 += (int16_t)(wv * q[xs]);                                                      \
+                q += xs;                                                                          \
+                a2 += (int16_t)(wv * q[xs]);                                                      \
+                a3 += (int16_t)(wv * q[xs2]);                                                     \
+            } while (ip < ie);                                                                    \
+        }                                                                                         \
+        (O)[0] = fm_requant_s8(FM_WRAP_ADD(a0, acc0), &p->out, shift, mult);                      \
+        (O)[out_c] = fm_requant_s8(FM_WRAP_ADD(a1, acc0), &p->out, shift, mult);                  \
+        (O)[2 * out_c] = fm_requant_s8(FM_WRAP_ADD(a2, acc0), &p->out, shift, mult);              \
+        (O)[3 * out_c] = fm_requant_s8(FM_WRAP_ADD(a3, acc0), &p->out, shift, mult);              \
+    } while (0)
 
 #define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                           \
     static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *img,                 \
@@ -154,13 +187,15 @@ static uint32_t gather_scratch(const fm_conv_params *p)
         const fm_count out_c = (fm_count)p->out_c, ow = (fm_count)p->out_w;                          \
         const int32_t kc = p->k_c, span_w = (p->k_w - 1) * p->dil_w;                                 \
         const ptrdiff_t xs = (ptrdiff_t)p->stride_w * kc;          /* between output columns */      \
+        const ptrdiff_t xs2 = 2 * xs;                                                                \
         const int32_t iy0 = oy * p->stride_h - p->pad_h;                                             \
         const int rows_in = iy0 >= 0 && iy0 + (p->k_h - 1) * p->dil_h < p->in_h;                     \
         const int8_t *win = img + (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc; /* column 0 */         \
-        ptrdiff_t *off = (ptrdiff_t *)scratch;                                                       \
-        size_t *ends = (size_t *)(void *)(off + taps);                                               \
+        ptrdiff_t *off = (ptrdiff_t *)scratch, *coff = off + taps;                                   \
+        size_t *cend = (size_t *)(void *)(coff + taps);                                              \
         fm_count lo, hi, ox, oc, t, ky, kx;                                                          \
         size_t r = 0;                                                /* CSR row (oc, ky, kx) */      \
+        (void)xs2;                                                                                   \
         {   /* input offset of each tap, pointer steps only */                                       \
             const ptrdiff_t row = (ptrdiff_t)p->dil_h * p->in_w * kc, tap = (ptrdiff_t)p->dil_w * kc;  \
             ptrdiff_t ro = 0;                                                                        \
@@ -176,53 +211,45 @@ static uint32_t gather_scratch(const fm_conv_params *p)
         if (hi > ow) hi = ow;                                                                        \
         if (!rows_in || lo > hi) lo = hi = 0;                                                        \
         for (oc = 0; oc < out_c; oc++) {                                                             \
-            const size_t j0 = FM_SEG(r);                                                             \
+            const size_t j0 = FM_SEG(r), r0 = r;                                                     \
             const int32_t acc0 = p->acc0[oc], b0 = bias ? bias[oc] : 0;                              \
             const int16_t shift = p->shift[oc];                                                      \
             const int32_t mult = p->mult[oc];                                                        \
+            fm_count nt = 0;                                                                         \
+            size_t prev = j0;                                                                        \
+            for (t = 0; t < taps; t++) {           /* the channel's non-empty taps */                \
+                const size_t e = FM_SEG(++r);                                                        \
+                if (e != prev) {                                                                     \
+                    cend[nt] = e;                                                                    \
+                    coff[nt++] = off[t];                                                             \
+                    prev = e;                                                                        \
+                }                                                                                    \
+            }                                                                                        \
             const int8_t *xw = win;                                                                  \
             int8_t *o = out + oc;                                                                    \
-            for (t = 0; t < taps; t++) ends[t] = FM_SEG(++r);                                        \
             for (ox = 0; ox < ow; ox++, xw += xs, o += out_c) {                                      \
                 int32_t a;                                                                           \
                 if (ox >= lo && ox < hi) {                                                           \
-                    if (FM_GATHER_COLS == 4 && ox + 4 <= hi) {                                       \
-                        int32_t a1 = 0, a2 = 0, a3 = 0;                                              \
-                        const ptrdiff_t xs2 = 2 * xs, xs3 = 3 * xs;                                  \
-                        size_t j = j0;                                                               \
-                        a = 0;                                                                       \
-                        for (t = 0; t < taps; t++) {                                                 \
-                            const size_t e = ends[t];                                                \
-                            const int8_t *xp = xw + off[t];                                          \
-                            for (; j < e; j++) {                                                     \
-                                const int8_t *q = xp + idx[j];                                       \
-                                const int16_t wv = v[j];                                             \
-                                a += (int16_t)(wv * q[0]);                                           \
-                                a1 += (int16_t)(wv * q[xs]);                                         \
-                                a2 += (int16_t)(wv * q[xs2]);                                        \
-                                a3 += (int16_t)(wv * q[xs3]);                                        \
-                            }                                                                        \
-                        }                                                                            \
-                        o[0] = fm_requant_s8(FM_WRAP_ADD(a, acc0), &p->out, shift, mult);            \
-                        o[out_c] = fm_requant_s8(FM_WRAP_ADD(a1, acc0), &p->out, shift, mult);       \
-                        o[2 * out_c] = fm_requant_s8(FM_WRAP_ADD(a2, acc0), &p->out, shift, mult);   \
-                        o[3 * out_c] = fm_requant_s8(FM_WRAP_ADD(a3, acc0), &p->out, shift, mult);   \
-                        ox += 3;                                                                     \
-                        xw += 3 * xs;                                                                \
-                        o += 3 * out_c;                                                              \
+                    if (FM_GATHER_COLS == 4 && hi - lo >= 4) {                                       \
+                        /* columns [s, s + 4): the last group of the row overlaps the one before */  \
+                        const fm_count s = ox + 4 <= hi ? ox : hi - 4, n = s + 3 - ox;               \
+                        FM_GATHER_FOUR(xw - (ptrdiff_t)(ox - s) * xs, o - (ptrdiff_t)(ox - s) * out_c, IDX_T); \
+                        ox += n;                                                                     \
+                        xw += (ptrdiff_t)n * xs;                                                     \
+                        o += (ptrdiff_t)n * out_c;                                                   \
                         continue;                                                                    \
                     }                                                                                \
-                    FM_GATHER_DOT(IDX_T, a);                                                         \
+                    FM_GATHER_DOT(a);                                                                \
                     a = FM_WRAP_ADD(a, acc0);                                                        \
                 } else {    /* across the border: the taps inside, the input offset added */         \
                     const int32_t ix0 = (int32_t)ox * p->stride_w - p->pad_w;                        \
-                    size_t j = j0;                                                                   \
+                    size_t j = j0, rr = r0;                                                          \
                     a = 0;                                                                           \
                     for (ky = 0, t = 0; ky < kh; ky++) {                                             \
                         const int32_t iy = iy0 + (int32_t)ky * p->dil_h;                             \
                         for (kx = 0; kx < kw; kx++, t++) {                                           \
                             const int32_t ix = ix0 + (int32_t)kx * p->dil_w;                         \
-                            const size_t e = ends[t];                                                \
+                            const size_t e = FM_SEG(++rr);                                           \
                             if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {                \
                                 const int8_t *xp = xw + off[t];                                      \
                                 for (; j < e; j++) a += (int32_t)v[j] * ((int32_t)xp[idx[j]] + p->in_off); \
