@@ -14,8 +14,14 @@ interpolation between the measured densities), and whether 10% density is at lea
 
     .venv/bin/python bench/sparse.py                # host + cortex_m4 + msp430
     .venv/bin/python bench/sparse.py --targets host # host only (fast)
+    .venv/bin/python bench/sparse.py --load bench/results/sparse.json --update-tables
 
-Writes ``bench/results/sparse.json`` and ``sparse.png``.
+Writes ``bench/results/sparse.json`` and ``sparse.png``. With ``--update-tables`` the targets'
+rows also go into the cost tables the package ships (``freeml_keras/data/cost_tables.json``), one
+table per layer named ``sparse: <layer>`` with the dense row and one CSR row per density, each
+with its ``stored`` format: the converter's dense-or-CSR choice per layer
+(``freeml_keras.conversion.layouts``) is priced from them. ``bench/targets.py --update-tables``
+keeps these tables.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results"
+SHIPPED_TABLES = ROOT / "freeml_keras" / "data" / "cost_tables.json"
+SWEEP_PREFIX = "sparse: "
 DENSITIES = (0.6, 0.4, 0.3, 0.2, 0.1, 0.05)
 # name, Keras layer kind, input shape, layer arguments
 LAYERS = [
@@ -208,13 +216,58 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def output_bytes(kind: str, shape: tuple, kwargs: dict) -> int:
+    """Output bytes of one of LAYERS (valid padding, stride 1)."""
+    if kind == "fc":
+        return int(kwargs["units"])
+    k = int(kwargs["kernel_size"])
+    return (shape[0] - k + 1) * (shape[1] - k + 1) * int(kwargs["filters"])
+
+
+def cost_tables(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """The targets' rows as cost tables (``costs.read_cost_tables``'s layout): per target one
+    table per layer, its dense row and one CSR row per density, with the stored format."""
+    spec = {name: (kind, shape, kwargs) for name, kind, shape, kwargs in LAYERS}
+    out: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if r["target"] == "host" or r["layer"] not in spec:
+            continue
+        op = "FULLY_CONNECTED" if spec[r["layer"]][0] == "fc" else "CONV_2D"
+        unit, ob = r["unit"], output_bytes(*spec[r["layer"]])
+        table = out.setdefault(r["target"], {}).setdefault(SWEEP_PREFIX + r["layer"], {"unit": unit, "ops": []})
+        if not any(o["stored"] == "int8" for o in table["ops"]):
+            table["ops"].append({"op": op, "macs": r["macs"], "sparse_macs": r["macs"], "output_bytes": ob,
+                                 unit: r["dense"], "stored": "int8"})
+        table["ops"].append({"op": op, "macs": r["macs"], "sparse_macs": r["sparse_macs"], "output_bytes": ob,
+                             unit: r["sparse"], "stored": "int8_csr", "density": r["density"]})
+    return out
+
+
+def update_tables(rows: list[dict], path: Path = SHIPPED_TABLES) -> None:
+    """Replace the ``sparse: `` tables of the shipped cost tables with these rows' tables."""
+    doc = json.loads(path.read_text())
+    for target, tables in cost_tables(rows).items():
+        kept = {k: v for k, v in doc["cost_tables"].get(target, {}).items() if not k.startswith(SWEEP_PREFIX)}
+        doc["cost_tables"][target] = {**kept, **tables}
+    path.write_text(json.dumps(doc, indent=1))
+    print(f"updated the {SWEEP_PREFIX!r} tables of {path}")
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated: host,cortex_m4,msp430")
     ap.add_argument("--layers", default="", help="comma-separated indices into LAYERS (default all)")
     ap.add_argument("--densities", default="", help="comma-separated densities (default DENSITIES)")
     ap.add_argument("--out", type=Path, default=RESULTS / "sparse.json")
+    ap.add_argument("--load", type=Path, help="take the rows of this result file instead of measuring")
+    ap.add_argument("--update-tables", action="store_true",
+                    help="write the targets' rows into the shipped cost tables (freeml_keras/data/cost_tables.json)")
     args = ap.parse_args(argv)
+    if args.load:
+        rows = json.loads(args.load.read_text())["rows"]
+        if args.update_tables:
+            update_tables(rows)
+        return 0
     targets = [t for t in args.targets.split(",") if t]
     layers = [LAYERS[int(i)] for i in args.layers.split(",") if i] if args.layers else LAYERS
     densities = tuple(float(d) for d in args.densities.split(",") if d) or DENSITIES
@@ -232,6 +285,8 @@ def main(argv: list[str]) -> int:
     args.out.write_text(json.dumps(result, indent=1))
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    if args.update_tables:
+        update_tables(rows)
     return 0
 
 

@@ -112,3 +112,19 @@ def test_relayout_keeps_metadata_and_prepared(sparse_cnn):
     a, b = Interpreter(src), Interpreter(out)
     for i in range(len(x)):
         assert np.array_equal(a.invoke(x[i:i + 1])[0], b.invoke(x[i:i + 1])[0])
+
+
+def test_fit_reads_the_stored_format():
+    """Table rows with ``stored`` are fitted by it, not by the 30% rule: a dense row at 10%
+    density prices the dense kind, CSR rows at 50% the CSR kind."""
+    tables = {"sweep": {"unit": "cycles", "ops": [
+        {"op": "CONV_2D", "macs": 1000 * k, "sparse_macs": 100 * k, "output_bytes": 10 * k, "cycles": 20000.0 * k,
+         "stored": "int8"} for k in (1, 2, 3)] + [
+        {"op": "CONV_2D", "macs": 1000 * k, "sparse_macs": 500 * k, "output_bytes": 10 * k, "cycles": 50000.0 * k,
+         "stored": "int8_csr"} for k in (1, 2, 3)]}}
+    cm = CostModel.fit("msp430", tables)
+    assert cm.op_cost("CONV_2D", 4000, 400, 40, "int8") == pytest.approx(80000.0, rel=1e-6)
+    assert cm.op_cost("CONV_2D", 4000, 2000, 40, "int8_csr") == pytest.approx(200000.0, rel=1e-6)
+    assert cm.chosen_format("CONV_2D", 4000, 2000, 40) == "int8"      # 20 per dense MAC < 100 per CSR MAC
+    assert cm.chosen_format("CONV_2D", 4000, 100, 40) == "int8_csr"   # 100 x 100 < 20 x 4000
+    assert cm.chosen_format("CONV_2D", 4000, 3900, 40) == "int8"      # under 30% zeros: dense, unpriced
