@@ -30,10 +30,10 @@ static int32_t padded_width(const fm_conv_params *p);
 
 /* Which of the weight layouts this build has (fm_internal.h, per-model kernel configuration). */
 #define FM_CONV_ANY_SPARSE (FM_CONV_SPARSE_8 || FM_CONV_SPARSE_16 || FM_CONV_SPARSE_32)
+static uint32_t gather_scratch(const fm_conv_params *p);
 #if FM_SPARSE_GATHER
 typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, const int32_t *,
                               int32_t, int8_t *, void *);
-static uint32_t gather_scratch(const fm_conv_params *p);
 #else
 typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, int32_t,
                               int8_t *);
@@ -81,15 +81,25 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "CONV_2D: this build has no kernel for dense weights "
                        "(see the kernel configuration)", opi, op->in[1], 0);
 #if FM_SPARSE_GATHER
-    if (fd->flags & FM_T_SPARSE) op->scratch_bytes = gather_scratch(p);   /* per tap: row end, offset */
+    if (fd->flags & FM_T_SPARSE) op->scratch_bytes = gather_scratch(p);   /* per tap and weight: offset */
 #else
     if (fd->flags & FM_T_SPARSE) {
-        /* sparse path: the input rows of one output row, zero-point padded and transposed */
-        op->scratch_bytes = (uint32_t)p->k_c * (uint32_t)p->k_h * (uint32_t)padded_width(p);
+        /* sparse path: the input rows of one output row, zero-point padded and transposed; at
+         * least the gather kernel's scratch (with this host's wider pointers), so that the arena
+         * planned here holds a target build's too (the target programs are sized from it) */
+        const uint32_t rows = (uint32_t)p->k_c * (uint32_t)p->k_h * (uint32_t)padded_width(p);
+        op->scratch_bytes = rows > gather_scratch(p) ? rows : gather_scratch(p);
     }
 #endif
     op->units = (uint32_t)in->dims[0] * (uint32_t)p->out_h;
     return FM_OK;
+}
+
+/* Scratch of the gather kernel: the input offset of each tap, then of each weight of one output
+ * channel (at most taps x input channels). */
+static uint32_t gather_scratch(const fm_conv_params *p)
+{
+    return ((uint32_t)p->k_h * (uint32_t)p->k_w * (1u + (uint32_t)p->k_c)) * (uint32_t)sizeof(ptrdiff_t);
 }
 
 /* CSR segment offset r (read once per output channel and tap, outside the inner loop). */
@@ -97,78 +107,56 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
                                                        : ((const uint32_t *)(const void *)seg)[r])
 
 #if FM_SPARSE_GATHER
-/* Sparse convolution of one output row, input read in place. Per output channel the non-empty
- * CSR rows (filter taps holding a non-zero weight) are listed once in the scratch, each with its
- * end and its input offset, and serve every column of the row: empty taps cost nothing per
- * column. Where the window lies inside the image each non-zero weight w (tap, input channel c)
- * is read once (value and index) for FM_GATHER_COLS columns (the last group of a row overlaps the
- * one before rather than leaving single columns), on the MSP430 one column at a time into the
- * multiplier's own accumulator (MACS = w, OP2 = x); the input offset is folded into acc0 (w * x
- * exact in int16: |w * x| <= 2^14). A window across the border takes the taps inside only, the
- * input offset added to each input. One copy per index type. */
+/* Sparse convolution of one output row, input read in place. Per output channel the input
+ * offset of each of its non-zero weights (tap offset + input channel) is computed once into the
+ * scratch and serves every column of the row: per weight and column one load of the weight, one
+ * of its offset and one of the input, no per-tap work. Where the window lies inside the image
+ * each non-zero weight is read once for FM_GATHER_COLS columns (the last group of a row overlaps
+ * the one before rather than leaving single columns), on the MSP430 one column at a time into
+ * the multiplier's own accumulator (MACS = w, OP2 = x); the input offset is folded into acc0
+ * (w * x exact in int16: |w * x| <= 2^14). A window across the border takes the taps inside
+ * only, the input offset added to each input. One copy per index type. */
 #define FM_GATHER_COLS (FM_SPARSE_HWMULT ? 1 : 4)
 
-/* Scratch of the gather kernel: per tap its input offset, and per non-empty tap of a channel
- * its end and input offset. */
-static uint32_t gather_scratch(const fm_conv_params *p)
-{
-    return (uint32_t)p->k_h * (uint32_t)p->k_w * (uint32_t)(2u * sizeof(ptrdiff_t) + sizeof(size_t));
-}
-
 #if FM_SPARSE_HWMULT
-/* sum of v[j] * x[idx[j]] over the channel's non-empty taps, in the multiplier's accumulator */
+/* sum of the channel's weights times their inputs from xw, in the multiplier's accumulator */
 #define FM_GATHER_DOT(ACC)                                                                        \
     do {                                                                                          \
-        size_t j = j0;                                                                            \
-        const size_t *ce = cend;                                                                  \
-        const ptrdiff_t *co = coff, *cstop = coff + nt;                                           \
+        const int8_t *vp = v + j0;                                                                \
+        const ptrdiff_t *po = nzoff;                                                              \
         FM_RESLO = 0;                                                                             \
         FM_RESHI = 0;                                                                             \
-        for (; co < cstop; co++, ce++) {                                                          \
-            const size_t e = *ce;                                                                 \
-            const int8_t *xp = xw + *co;                                                          \
-            do {                                                                                  \
-                FM_MACS = (uint16_t)(int16_t)v[j];                                                \
-                FM_OP2 = (uint16_t)(int16_t)xp[idx[j]];                                           \
-            } while (++j < e);                                                                    \
+        while (po < pe) {                                                                         \
+            FM_MACS = (uint16_t)(int16_t)*vp++;                                                   \
+            FM_OP2 = (uint16_t)(int16_t)xw[*po++];                                                \
         }                                                                                         \
         ACC = (int32_t)(((uint32_t)FM_RESHI << 16) | FM_RESLO);                                   \
     } while (0)
 #else
 #define FM_GATHER_DOT(ACC)                                                                        \
     do {                                                                                          \
-        size_t j = j0;                                                                            \
-        fm_count c;                                                                               \
+        const int8_t *vp = v + j0;                                                                \
+        const ptrdiff_t *po = nzoff;                                                              \
         ACC = 0;                                                                                  \
-        for (c = 0; c < nt; c++) {                                                                \
-            const size_t e = cend[c];                                                             \
-            const int8_t *xp = xw + coff[c];                                                      \
-            do ACC += (int16_t)(v[j] * xp[idx[j]]); while (++j < e);                              \
-        }                                                                                         \
+        while (po < pe) ACC += (int16_t)(*vp++ * xw[*po++]);                                      \
     } while (0)
 #endif
 
 /* four columns from X (xs bytes apart) into O[0], O[out_c], O[2 out_c], O[3 out_c] */
-#define FM_GATHER_FOUR(X, O, IDX_T)                                                               \
+#define FM_GATHER_FOUR(X, O)                                                                      \
     do {                                                                                          \
         int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                   \
         const int8_t *vp = v + j0;                                                                \
-        const IDX_T *ip = idx + j0;                                                               \
+        const ptrdiff_t *po = nzoff;                                                              \
         const int8_t *const x0 = (X);                                                             \
-        const size_t *ce = cend, *const cstop = cend + nt;                                        \
-        const ptrdiff_t *co = coff;                                                               \
-        while (ce < cstop) {                                                                      \
-            const IDX_T *const ie = idx + *ce++;                                                  \
-            const int8_t *const xp = x0 + *co++;                                                  \
-            do {    /* few live registers: the M4 keeps the loop out of the stack */              \
-                const int8_t *q = xp + *ip++;                                                     \
-                const int16_t wv = *vp++;                                                         \
-                a0 += (int16_t)(wv * q[0]);                                                       \
-                a1 += (int16_t)(wv * q[xs]);                                                      \
-                q += xs;                                                                          \
-                a2 += (int16_t)(wv * q[xs]);                                                      \
-                a3 += (int16_t)(wv * q[xs2]);                                                     \
-            } while (ip < ie);                                                                    \
+        while (po < pe) {                                                                         \
+            const int8_t *q = x0 + *po++;                                                         \
+            const int16_t wv = *vp++;                                                             \
+            a0 += (int16_t)(wv * q[0]);                                                           \
+            a1 += (int16_t)(wv * q[xs]);                                                          \
+            q += xs;                                                                              \
+            a2 += (int16_t)(wv * q[xs]);                                                          \
+            a3 += (int16_t)(wv * q[xs2]);                                                         \
         }                                                                                         \
         (O)[0] = fm_requant_s8(FM_WRAP_ADD(a0, acc0), &p->out, shift, mult);                      \
         (O)[out_c] = fm_requant_s8(FM_WRAP_ADD(a1, acc0), &p->out, shift, mult);                  \
@@ -191,8 +179,7 @@ static uint32_t gather_scratch(const fm_conv_params *p)
         const int32_t iy0 = oy * p->stride_h - p->pad_h;                                             \
         const int rows_in = iy0 >= 0 && iy0 + (p->k_h - 1) * p->dil_h < p->in_h;                     \
         const int8_t *win = img + (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc; /* column 0 */         \
-        ptrdiff_t *off = (ptrdiff_t *)scratch, *coff = off + taps;                                   \
-        size_t *cend = (size_t *)(void *)(coff + taps);                                              \
+        ptrdiff_t *off = (ptrdiff_t *)scratch, *const nzoff = off + taps;                            \
         fm_count lo, hi, ox, oc, t, ky, kx;                                                          \
         size_t r = 0;                                                /* CSR row (oc, ky, kx) */      \
         (void)xs2;                                                                                   \
@@ -215,15 +202,16 @@ static uint32_t gather_scratch(const fm_conv_params *p)
             const int32_t acc0 = p->acc0[oc], b0 = bias ? bias[oc] : 0;                              \
             const int16_t shift = p->shift[oc];                                                      \
             const int32_t mult = p->mult[oc];                                                        \
-            fm_count nt = 0;                                                                         \
-            size_t prev = j0;                                                                        \
-            for (t = 0; t < taps; t++) {           /* the channel's non-empty taps */                \
-                const size_t e = FM_SEG(++r);                                                        \
-                if (e != prev) {                                                                     \
-                    cend[nt] = e;                                                                    \
-                    coff[nt++] = off[t];                                                             \
-                    prev = e;                                                                        \
+            const ptrdiff_t *pe;                                                                     \
+            {   /* the input offset of each of the channel's non-zero weights */                     \
+                ptrdiff_t *po = nzoff;                                                               \
+                size_t j = j0;                                                                       \
+                for (t = 0; t < taps; t++) {                                                         \
+                    const size_t e = FM_SEG(++r);                                                    \
+                    const ptrdiff_t ot = off[t];                                                     \
+                    for (; j < e; j++) *po++ = ot + (ptrdiff_t)idx[j];                               \
                 }                                                                                    \
+                pe = po;                                                                             \
             }                                                                                        \
             const int8_t *xw = win;                                                                  \
             int8_t *o = out + oc;                                                                    \
@@ -233,7 +221,7 @@ static uint32_t gather_scratch(const fm_conv_params *p)
                     if (FM_GATHER_COLS == 4 && hi - lo >= 4) {                                       \
                         /* columns [s, s + 4): the last group of the row overlaps the one before */  \
                         const fm_count s = ox + 4 <= hi ? ox : hi - 4, n = s + 3 - ox;               \
-                        FM_GATHER_FOUR(xw - (ptrdiff_t)(ox - s) * xs, o - (ptrdiff_t)(ox - s) * out_c, IDX_T); \
+                        FM_GATHER_FOUR(xw - (ptrdiff_t)(ox - s) * xs, o - (ptrdiff_t)(ox - s) * out_c); \
                         ox += n;                                                                     \
                         xw += (ptrdiff_t)n * xs;                                                     \
                         o += (ptrdiff_t)n * out_c;                                                   \
