@@ -17,11 +17,12 @@ interpolation between the measured densities), and whether 10% density is at lea
     .venv/bin/python bench/sparse.py --load bench/results/sparse.json --update-tables
 
 Writes ``bench/results/sparse.json`` and ``sparse.png``. With ``--update-tables`` the targets'
-rows also go into the cost tables the package ships (``freeml_keras/data/cost_tables.json``), one
-table per layer named ``sparse: <layer>`` with the dense row and one CSR row per density, each
-with its ``stored`` format: the converter's dense-or-CSR choice per layer
-(``freeml_keras.conversion.layouts``) is priced from them. ``bench/targets.py --update-tables``
-keeps these tables.
+rows also go into the cost tables the package ships (``freeml_keras/data/cost_tables.json``,
+section ``layouts``), one table per layer named ``sparse: <layer>`` with the dense row and one
+CSR row per density, each with its ``stored`` format: the converter's dense-or-CSR choice per
+layer (``freeml_keras.conversion.layouts``, ``CostModel.chosen_format``) is priced from them
+with the per-operator tables; the per-operator costs in the metadata are not.
+``bench/targets.py --update-tables`` keeps this section.
 """
 
 from __future__ import annotations
@@ -244,13 +245,12 @@ def cost_tables(rows: list[dict]) -> dict[str, dict[str, dict]]:
 
 
 def update_tables(rows: list[dict], path: Path = SHIPPED_TABLES) -> None:
-    """Replace the ``sparse: `` tables of the shipped cost tables with these rows' tables."""
+    """Write these rows' tables as the ``layouts`` section of the shipped cost tables (the
+    per-operator ``cost_tables`` are left alone)."""
     doc = json.loads(path.read_text())
-    for target, tables in cost_tables(rows).items():
-        kept = {k: v for k, v in doc["cost_tables"].get(target, {}).items() if not k.startswith(SWEEP_PREFIX)}
-        doc["cost_tables"][target] = {**kept, **tables}
+    doc["layouts"] = cost_tables(rows)
     path.write_text(json.dumps(doc, indent=1))
-    print(f"updated the {SWEEP_PREFIX!r} tables of {path}")
+    print(f"updated the 'layouts' section of {path}")
 
 
 def main(argv: list[str]) -> int:

@@ -108,6 +108,9 @@ class CostModel:
     unit: str
     kinds: dict[str, KindCost]   # also "*weights" and "*other": such operators pooled
     models: list[str] = field(default_factory=list)
+    # fitted from these tables and the per-layer dense / CSR tables ("layouts"): prices the
+    # dense-or-CSR choice (chosen_format) only, where the shipped tables have them
+    layouts: "CostModel | None" = field(default=None, compare=False, repr=False)
 
     @classmethod
     def fit(cls, target: str, tables: Mapping[str, Mapping]) -> "CostModel":
@@ -151,7 +154,11 @@ class CostModel:
         if not tables:
             raise CostTableError(f"{path or 'the shipped cost tables'} have no cost tables for target "
                                  f"{target!r}; run `python bench/targets.py --update-tables`")
-        return cls.fit(target, tables)
+        model = cls.fit(target, tables)
+        extra = read_cost_tables(path, "layouts").get(target)
+        if extra:
+            model.layouts = cls.fit(target, {**tables, **extra})
+        return model
 
     def op_cost(self, op: str, macs: int, sparse_macs: int, output_bytes: int,
                 stored: str | None = None) -> float:
@@ -165,14 +172,18 @@ class CostModel:
     def chosen_format(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> str:
         """The weight format the converter stores a layer in when given this target: CSR
         (``"int8_csr"``) where the 30% rule allows it and CSR is predicted cheaper than dense,
-        else ``"int8"`` (:mod:`freeml_keras.conversion.layouts`)."""
+        else ``"int8"`` (:mod:`freeml_keras.conversion.layouts`); priced with ``layouts`` (the
+        per-layer dense / CSR measurements too) where the tables have them."""
         if kind_of(op, macs, sparse_macs) == op:
             return "int8"
-        dense = self.op_cost(op, macs, sparse_macs, output_bytes, "int8")
-        return "int8" if dense < self.op_cost(op, macs, sparse_macs, output_bytes, "int8_csr") else "int8_csr"
+        m = self.layouts or self
+        dense = m.op_cost(op, macs, sparse_macs, output_bytes, "int8")
+        return "int8" if dense < m.op_cost(op, macs, sparse_macs, output_bytes, "int8_csr") else "int8_csr"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("layouts", None)
+        return d
 
 
 def _scaled(base: KindCost, rows: Sequence[tuple[float, float, float]]) -> KindCost:
@@ -341,14 +352,16 @@ def _head_costs(model_bytes: ModelLike, md, cm: CostModel) -> list[int]:
     return out
 
 
-def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict]]:
+def read_cost_tables(path: str | Path | None = None, section: str = "cost_tables") -> dict[str, dict[str, dict]]:
     """Per-operator cost tables measured on the targets: the ones shipped with the package
     (``freeml_keras/data/cost_tables.json``, written by ``bench/targets.py --update-tables``),
     or those of ``path`` (that file, or a ``bench/targets.py`` result JSON). Layout:
     ``{target: {model: {"unit": "instructions"|"cycles", "ops": [{"index", "op", "units",
     <unit>, "per_unit", "macs", "sparse_macs", "output_bytes"}, ...]}}}`` (``macs``: dense MACs,
     ``sparse_macs``: MACs over the stored non-zero weights, ``output_bytes``: bytes of the
-    operator's output tensor).
+    operator's output tensor). ``section="layouts"``: the tables of single layers measured dense
+    and in CSR at several densities (``bench/sparse.py --update-tables``; rows with ``stored``),
+    from which the converter's dense-or-CSR choice is priced; empty when the file has none.
 
     Example::
 
@@ -367,6 +380,8 @@ def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict
     if "version" in doc and doc["version"] != COST_TABLES_VERSION:
         raise CostTableError(f"{where}: cost tables version {doc['version']}, this package reads "
                              f"{COST_TABLES_VERSION}")
+    if section != "cost_tables":
+        return doc.get(section, {})
     if "cost_tables" not in doc:
         raise CostTableError(f"{where}: no 'cost_tables' entry")
     return doc["cost_tables"]

@@ -128,3 +128,25 @@ def test_fit_reads_the_stored_format():
     assert cm.chosen_format("CONV_2D", 4000, 2000, 40) == "int8"      # 20 per dense MAC < 100 per CSR MAC
     assert cm.chosen_format("CONV_2D", 4000, 100, 40) == "int8_csr"   # 100 x 100 < 20 x 4000
     assert cm.chosen_format("CONV_2D", 4000, 3900, 40) == "int8"      # under 30% zeros: dense, unpriced
+
+
+def test_layout_tables_price_the_choice_only(tmp_path):
+    """A tables file's ``layouts`` section joins the fit that prices the dense-or-CSR choice
+    (``CostModel.layouts``); the per-operator costs come from ``cost_tables`` alone."""
+    import json
+
+    from freeml_keras.costs import read_cost_tables
+
+    doc = json.loads((__import__("pathlib").Path(costs.__file__).parent / "data" / "cost_tables.json").read_text())
+    doc["layouts"] = {"msp430": {"sparse: layer": {"unit": "cycles", "ops": [
+        {"op": "CONV_2D", "macs": 100000 * k, "sparse_macs": 100000 * k, "output_bytes": 1000 * k,
+         "cycles": 3e6 * k, "stored": "int8"} for k in (1, 2, 3, 4)] + [
+        {"op": "CONV_2D", "macs": 100000 * k, "sparse_macs": 30000 * k, "output_bytes": 1000 * k,
+         "cycles": 1e6 * k, "stored": "int8_csr"} for k in (1, 2, 3, 4)]}}}
+    path = tmp_path / "tables.json"
+    path.write_text(json.dumps(doc))
+    assert read_cost_tables(path, "layouts") == doc["layouts"]
+    plain, with_layouts = CostModel.load("msp430"), CostModel.load("msp430", path)
+    assert with_layouts.layouts is not None and "layouts" not in with_layouts.to_dict()
+    assert with_layouts.op_cost("CONV_2D", 100000, 30000, 1000) == plain.op_cost("CONV_2D", 100000, 30000, 1000)
+    assert with_layouts.chosen_format("CONV_2D", 200000, 60000, 2000) == "int8_csr"

@@ -6,7 +6,8 @@ the dense one (index loads, gathers, per-tap bookkeeping), so between about 25% 
 the dense kernel is often the faster (``bench/sparse.py`` measures where CSR overtakes dense per
 kernel and target). :func:`choose_layouts` prices each CSR layer both ways with the target's
 cost model (:class:`freeml_keras.costs.CostModel`, fitted from measurements on the emulated
-targets) and stores it dense where that is cheaper: its weights expanded in place of the CSR
+targets: whole models and, where the shipped tables have them, single layers measured dense and
+in CSR at several densities) and stores it dense where that is cheaper: its weights expanded in place of the CSR
 values and the DENSIFY op before it removed. It works on a converted graph before the ``freeml``
 metadata is attached (operator indices change); :func:`freeml_keras.conversion.convert` calls it
 when given a ``target``. Layers the converter stored dense stay dense (CSR is not measured
@@ -75,9 +76,10 @@ def choose_layouts(model: "ts.schema.ModelT", cost_model: CostModel) -> list[Lay
             t = sg.tensors[src]
             if t.sparsity is None:
                 continue
-            dense_cost = cost_model.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8")
-            csr_cost = cost_model.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8_csr")
-            stored = "int8" if dense_cost < csr_cost else "int8_csr"    # CostModel.chosen_format
+            priced = cost_model.layouts or cost_model
+            dense_cost = priced.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8")
+            csr_cost = priced.op_cost(name, l.macs, l.sparse_macs, l.activation_bytes, "int8_csr")
+            stored = cost_model.chosen_format(name, l.macs, l.sparse_macs, l.activation_bytes)
             choices.append(LayoutChoice(g, i, name, l.sparse_macs / l.macs, dense_cost, csr_cost, stored))
             if stored == "int8_csr":
                 continue
