@@ -814,7 +814,9 @@ def main() -> int:
     print(f"wrote {args.out} and {args.out.with_suffix('.png')} in {result['wall_s']:.0f} s")
     if args.update_tables:
         restart = _restart_section(ok)
-        SHIPPED_TABLES.write_text(json.dumps({"version": COST_TABLES_VERSION,
+        # bench/sparse.py's per-layer dense / CSR tables (section "layouts") are kept
+        layouts = json.loads(SHIPPED_TABLES.read_text()).get("layouts", {}) if SHIPPED_TABLES.exists() else {}
+        SHIPPED_TABLES.write_text(json.dumps({"version": COST_TABLES_VERSION, "layouts": layouts,
                                               "written_by": "bench/targets.py --update-tables",
                                               "quick": args.quick, "cost_tables": tables,
                                               "restart": restart}, indent=1))

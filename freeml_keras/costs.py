@@ -4,7 +4,9 @@ per-operator counts measured on the emulated targets (the cost tables shipped wi
 --update-tables``), and the per-operator costs of a converted model, which the
 converter writes into the ``freeml`` metadata and the energy simulation reads back.
 
-Per kind (the builtin op name, ``/csr`` appended when its weights are stored sparse) the cost
+Per kind (the builtin op name, ``/csr`` appended when its weights are stored sparse: a table
+row's ``stored`` format, ``int8`` or ``int8_csr``, where it has one, else the converter's 30%
+rule) the cost
 is ``per_mac * MACs executed (all for dense weights, the stored non-zero ones for CSR) +
 per_byte * output bytes + fixed``, fitted by non-negative least squares (scipy's NNLS) on the
 measured operators of that kind. A kind measured fewer than three times takes the shape of its
@@ -66,10 +68,18 @@ def target_of(device: str | devices.DeviceProfile) -> str:
     raise CostTableError(f"no measured target for core {dev.core!r} of {dev.name!r}")
 
 
-def kind_of(op: str, macs: int, sparse_macs: int) -> str:
-    """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse
-    (the converter's rule: at least ``SPARSE_MIN_ZERO_FRACTION`` of them zero)."""
-    csr = op in MAC_KINDS and macs > 0 and sparse_macs <= (1.0 - memory.SPARSE_MIN_ZERO_FRACTION) * macs
+def kind_of(op: str, macs: int, sparse_macs: int, stored: str | None = None) -> str:
+    """The cost-model kind of an operator: its name, ``/csr`` when its weights are stored sparse:
+    ``stored`` (``"int8_csr"`` or ``"int8"``, as :func:`memory.tflite_footprint` reports it) when
+    given, else the converter's default rule (at least ``SPARSE_MIN_ZERO_FRACTION`` of them zero).
+
+    >>> kind_of("CONV_2D", 1000, 300), kind_of("CONV_2D", 1000, 300, "int8")
+    ('CONV_2D/csr', 'CONV_2D')
+    """
+    if op not in MAC_KINDS or macs <= 0:
+        return op
+    csr = (stored == "int8_csr") if stored in ("int8", "int8_csr") else \
+        sparse_macs <= (1.0 - memory.SPARSE_MIN_ZERO_FRACTION) * macs
     return f"{op}/csr" if csr else op
 
 
@@ -98,6 +108,9 @@ class CostModel:
     unit: str
     kinds: dict[str, KindCost]   # also "*weights" and "*other": such operators pooled
     models: list[str] = field(default_factory=list)
+    # fitted from these tables and the per-layer dense / CSR tables ("layouts"): prices the
+    # dense-or-CSR choice (chosen_format) only, where the shipped tables have them
+    layouts: "CostModel | None" = field(default=None, compare=False, repr=False)
 
     @classmethod
     def fit(cls, target: str, tables: Mapping[str, Mapping]) -> "CostModel":
@@ -110,7 +123,7 @@ class CostModel:
             for op in table["ops"]:
                 macs = int(op.get("macs", 0))
                 smacs = int(op.get("sparse_macs", macs))
-                k = kind_of(op["op"], macs, smacs)
+                k = kind_of(op["op"], macs, smacs, op.get("stored"))
                 rows.setdefault(k, []).append((_work(k, macs, smacs), int(op.get("output_bytes", 0)),
                                                float(op[unit])))
         if not rows:
@@ -141,17 +154,36 @@ class CostModel:
         if not tables:
             raise CostTableError(f"{path or 'the shipped cost tables'} have no cost tables for target "
                                  f"{target!r}; run `python bench/targets.py --update-tables`")
-        return cls.fit(target, tables)
+        model = cls.fit(target, tables)
+        extra = read_cost_tables(path, "layouts").get(target)
+        if extra:
+            model.layouts = cls.fit(target, {**tables, **extra})
+        return model
 
-    def op_cost(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> float:
-        """Predicted cost of one operator (in ``unit``)."""
-        k = kind_of(op, macs, sparse_macs)
+    def op_cost(self, op: str, macs: int, sparse_macs: int, output_bytes: int,
+                stored: str | None = None) -> float:
+        """Predicted cost of one operator (in ``unit``); ``stored``: its weights' format
+        (``int8`` or ``int8_csr``; default: the converter's 30% rule, see :func:`kind_of`)."""
+        k = kind_of(op, macs, sparse_macs, stored)
         fit = (self.kinds.get(k) or self.kinds.get(k.split("/")[0])
                or self.kinds[_ANY_MAC if op in MAC_KINDS else _ANY_OTHER])
         return fit.cost(_work(k, macs, sparse_macs), output_bytes)
 
+    def chosen_format(self, op: str, macs: int, sparse_macs: int, output_bytes: int) -> str:
+        """The weight format the converter stores a layer in when given this target: CSR
+        (``"int8_csr"``) where the 30% rule allows it and CSR is predicted cheaper than dense,
+        else ``"int8"`` (:mod:`freeml_keras.conversion.layouts`); priced with ``layouts`` (the
+        per-layer dense / CSR measurements too) where the tables have them."""
+        if kind_of(op, macs, sparse_macs) == op:
+            return "int8"
+        m = self.layouts or self
+        dense = m.op_cost(op, macs, sparse_macs, output_bytes, "int8")
+        return "int8" if dense < m.op_cost(op, macs, sparse_macs, output_bytes, "int8_csr") else "int8_csr"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("layouts", None)
+        return d
 
 
 def _scaled(base: KindCost, rows: Sequence[tuple[float, float, float]]) -> KindCost:
@@ -197,7 +229,8 @@ def op_costs(model_bytes: ModelLike, cost_model: CostModel) -> list[int]:
         l = layers.get(i)
         out_bytes = l.activation_bytes if l is not None else _tensor_bytes(sg, int(op.outputs[0]))
         macs, smacs = (l.macs, l.sparse_macs) if l is not None else (0, 0)
-        out.append(max(1, int(round(cost_model.op_cost(name, macs, smacs, out_bytes)))))
+        stored = l.stored_format if l is not None else None
+        out.append(max(1, int(round(cost_model.op_cost(name, macs, smacs, out_bytes, stored)))))
     return out
 
 
@@ -319,14 +352,16 @@ def _head_costs(model_bytes: ModelLike, md, cm: CostModel) -> list[int]:
     return out
 
 
-def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict]]:
+def read_cost_tables(path: str | Path | None = None, section: str = "cost_tables") -> dict[str, dict[str, dict]]:
     """Per-operator cost tables measured on the targets: the ones shipped with the package
     (``freeml_keras/data/cost_tables.json``, written by ``bench/targets.py --update-tables``),
     or those of ``path`` (that file, or a ``bench/targets.py`` result JSON). Layout:
     ``{target: {model: {"unit": "instructions"|"cycles", "ops": [{"index", "op", "units",
     <unit>, "per_unit", "macs", "sparse_macs", "output_bytes"}, ...]}}}`` (``macs``: dense MACs,
     ``sparse_macs``: MACs over the stored non-zero weights, ``output_bytes``: bytes of the
-    operator's output tensor).
+    operator's output tensor). ``section="layouts"``: the tables of single layers measured dense
+    and in CSR at several densities (``bench/sparse.py --update-tables``; rows with ``stored``),
+    from which the converter's dense-or-CSR choice is priced; empty when the file has none.
 
     Example::
 
@@ -345,6 +380,8 @@ def read_cost_tables(path: str | Path | None = None) -> dict[str, dict[str, dict
     if "version" in doc and doc["version"] != COST_TABLES_VERSION:
         raise CostTableError(f"{where}: cost tables version {doc['version']}, this package reads "
                              f"{COST_TABLES_VERSION}")
+    if section != "cost_tables":
+        return doc.get(section, {})
     if "cost_tables" not in doc:
         raise CostTableError(f"{where}: no 'cost_tables' entry")
     return doc["cost_tables"]

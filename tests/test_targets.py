@@ -756,3 +756,44 @@ def test_m4_requant_every_shift_equals_tflm(tmp_path, layer):
     inside = [v for v in want if -128 < v < 127 and v != (0 if layer == "conv3x3" else 999)]
     assert len(set(inside)) > 5 and len(inside) >= len(want) // 3
     assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp"} & set(r.run.symbols)
+
+
+@pytest.fixture(scope="module")
+def csr_gather_models():
+    """Issue 15 item 3's CSR kernels on the targets: CONV_2D 'same' (border columns with the
+    input offset per tap, inside groups of 4 columns on the M4, 3 input channels), CONV_2D with
+    stride 2 'same', and FULLY_CONNECTED in CSR (the MSP430's multiplier accumulator); 85% of
+    every kernel zero; with the same values converted dense for TFLite Micro."""
+    from conftest import prune_kernels
+    from freeml_keras.conversion import converter
+    from freeml_keras.keras import keras
+    from freeml_keras.runtime.reference import io_quantization, quantize
+
+    keras.utils.set_random_seed(5)
+    x = np.random.default_rng(5).normal(size=(40, 6, 11, 3)).astype(np.float32)
+    m = keras.Sequential([keras.layers.Input((6, 11, 3)),
+                          keras.layers.Conv2D(7, 3, padding="same", activation="relu"),
+                          keras.layers.Conv2D(5, 3, strides=2, padding="same"),
+                          keras.layers.Flatten(), keras.layers.Dense(40, activation="relu"),
+                          keras.layers.Dense(10)])
+    prune_kernels(m, 0.85)
+    b = converter.convert(m, x, sparse=True)
+    (scale, zp), = io_quantization(b)[0]
+    return b, quantize(x[:2], scale, zp), converter.convert(m, x, sparse=False)
+
+
+@pytest.mark.parametrize("target", T.TARGETS)
+def test_csr_gather_kernels_equal_tflm(target, csr_gather_models, tmp_path):
+    """The targets' CSR kernels (input read in place; 4 columns per weight on the M4, the
+    multiplier's accumulator on the MSP430; border windows) give TFLite Micro's int8 outputs."""
+    from freeml_keras import memory
+    from freeml_keras.runtime.reference import run_tflm
+
+    b, x, dense = csr_gather_models
+    csr = [layer.type for layer in memory.tflite_footprint(b).layers if layer.stored_format == "int8_csr"]
+    assert csr.count("CONV_2D") == 2 and "FULLY_CONNECTED" in csr
+    for i in range(len(x)):
+        r = T.run_model(target, b, x[i], tmp_path)
+        want = run_tflm(dense, [x[i:i + 1]])[0].ravel().tolist()
+        assert r.output == want and r.output_invoke == want
+        assert len(set(want)) > 1

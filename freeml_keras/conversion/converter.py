@@ -29,6 +29,7 @@ import numpy as np
 from freeml_keras import memory
 from freeml_keras.bridge import to_tf_keras
 from freeml_keras import costs
+from freeml_keras.conversion import layouts
 from freeml_keras.format import sparsity
 from freeml_keras.format import tflite as ts
 from freeml_keras.keras import keras, tf
@@ -51,7 +52,8 @@ def _check_shape(name: str, x: np.ndarray, want: tuple[int, ...]) -> None:
                               f"the model's input {name!r} takes {tuple(want)}")
 
 
-def _tflite_convert(model: "keras.Model", gen: Callable[[], Iterable], sparse: bool) -> bytes:
+def _tflite_convert(model: "keras.Model", gen: Callable[[], Iterable], sparse: bool,
+                    layout_costs: "costs.CostModel | None" = None) -> bytes:
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     if sparse:
@@ -71,6 +73,10 @@ def _tflite_convert(model: "keras.Model", gen: Callable[[], Iterable], sparse: b
         m = ts.read_model(data)
         if sparsity.blocked_tensors(m):
             sparsity.unblock(m, ts.read_model(_tflite_convert(model, gen, False)))
+            data = ts.write_model(m)
+    if sparse and layout_costs is not None:     # dense where the target runs the layer faster dense
+        m = ts.read_model(data)
+        if any(c.stored == "int8" for c in layouts.choose_layouts(m, layout_costs)):
             data = ts.write_model(m)
     return data
 
@@ -165,12 +171,15 @@ def convert(model: "keras.Model", representative_data: np.ndarray, *, sparse: bo
     model = to_tf_keras(model)
     if len(model.inputs) != 1:
         raise ConversionError(f"the model has {len(model.inputs)} inputs; convert takes one")
+    cost_model = costs.CostModel.load(costs.target_of(target)) if target is not None else None
     if exit_model is None:
-        data = _tflite_convert(model, _single_input_gen(model, representative_data, num_calibration), sparse)
+        data = _tflite_convert(model, _single_input_gen(model, representative_data, num_calibration), sparse,
+                               cost_model)
     else:
-        data = _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration)
-    if target is not None:
-        data = costs.with_costs(data, costs.CostModel.load(costs.target_of(target)))
+        data = _convert_with_exits(model, representative_data, sparse, exit_model, policy, num_calibration,
+                                   cost_model)
+    if cost_model is not None:
+        data = costs.with_costs(data, cost_model)
     if strip or device_form:
         data = strip_names(data)
     if device_form:
@@ -187,7 +196,7 @@ def _signature_map(model: "ts.schema.ModelT", kind: str) -> dict[str, int]:
     return {(e.name.decode() if isinstance(e.name, bytes) else e.name): int(e.tensorIndex) for e in entries}
 
 
-def _convert_with_exits(model, data, sparse, exit_model, policy, limit) -> bytes:
+def _convert_with_exits(model, data, sparse, exit_model, policy, limit, cost_model=None) -> bytes:
     points = list(exit_model.exit_points)
     for p in points:
         if p not in [l.name for l in model.layers]:
@@ -197,7 +206,7 @@ def _convert_with_exits(model, data, sparse, exit_model, policy, limit) -> bytes
     # converter names them in the signature; they are turned back into internal tensors below.
     outputs = list(model.outputs) + [model.get_layer(p).output for p in points]
     with_exits = keras.Model(model.inputs, outputs, name=model.name)
-    main = ts.read_model(_tflite_convert(with_exits, _single_input_gen(with_exits, x, limit), sparse))
+    main = ts.read_model(_tflite_convert(with_exits, _single_input_gen(with_exits, x, limit), sparse, cost_model))
     out_map = _signature_map(main, "outputs")
     missing = [p for p in points if p not in out_map]
     if missing:
@@ -217,7 +226,7 @@ def _convert_with_exits(model, data, sparse, exit_model, policy, limit) -> bytes
     def head_gen():
         for i in range(len(feats[0])):
             yield {n: f[i:i + 1].astype(np.float32) for n, f in zip(names, feats)}
-    head = ts.read_model(_tflite_convert(head_model, head_gen, sparse))
+    head = ts.read_model(_tflite_convert(head_model, head_gen, sparse, cost_model))
     head_in = _signature_map(head, "inputs")
     head_inputs = [head_in[n] for n in names]
 

@@ -92,7 +92,8 @@ def segment_costs(exit_model, device: str | devices.DeviceProfile = "msp430fr599
         macs = sum(w["macs"] for w in seg)
         written = sum(w["written_bytes"] for w in seg)
         moved = sum(w["weight_bytes"] + w["read_bytes"] + w["written_bytes"] for w in seg)
-        priced = sum(cm.op_cost(*op) for w in seg for op in w["ops"]) if cm is not None else 0.0
+        # each layer in the weight format the converter chooses for this target
+        priced = sum(cm.op_cost(*op, cm.chosen_format(*op)) for w in seg for op in w["ops"]) if cm is not None else 0.0
         if i < len(exit_model.exit_points) and include_heads:
             spec = exit_model.pooling[i]
             d = spec.pooled_dim

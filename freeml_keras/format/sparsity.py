@@ -26,7 +26,7 @@ import numpy as np
 
 from freeml_keras.format.tflite import op_name, schema
 
-__all__ = ["blocked_tensors", "csr_last_dim", "unblock"]
+__all__ = ["blocked_tensors", "csr_last_dim", "dense_from_csr", "unblock"]
 
 _DENSE = schema.DimensionType.DENSE
 _VECTORS = {schema.SparseIndexVector.Int32Vector: schema.Int32VectorT,
@@ -65,6 +65,39 @@ def csr_last_dim(dense: np.ndarray) -> tuple[np.ndarray, "schema.SparsityParamet
     dm.arrayIndicesType, dm.arrayIndices = _vector(cols)
     sp.dimMetadata.append(dm)
     return rows[nz].astype(dense.dtype), sp
+
+
+def _index_values(kind: int, vec) -> np.ndarray:
+    """The values of a sparse index vector (segments or indices)."""
+    if vec is None:
+        return np.zeros(0, dtype=np.int64)
+    return np.asarray(vec.values if vec.values is not None else [], dtype=np.int64)
+
+
+def dense_from_csr(stored: np.ndarray, sp: "schema.SparsityParametersT", shape) -> np.ndarray:
+    """The dense tensor of ``shape`` whose values ``stored`` and sparsity parameters ``sp`` are
+    CSR on the last dimension (the layout :func:`csr_last_dim` writes and the runtime reads);
+    the inverse of :func:`csr_last_dim`. Other layouts raise ``ValueError``.
+
+    >>> import numpy as np
+    >>> w = np.array([[0, 3, 0], [1, 0, -2]], dtype=np.int8)
+    >>> bool(np.array_equal(dense_from_csr(*csr_last_dim(w), w.shape), w))
+    True
+    """
+    shape = tuple(int(v) for v in shape)
+    dims = list(sp.dimMetadata or [])
+    if (list(sp.traversalOrder if sp.traversalOrder is not None else []) != list(range(len(shape)))
+            or (sp.blockMap is not None and len(sp.blockMap)) or len(dims) != len(shape)
+            or any(d.format != _DENSE for d in dims[:-1]) or dims[-1].format != schema.DimensionType.SPARSE_CSR):
+        raise ValueError("not CSR on the last dimension with the others dense")
+    seg = _index_values(dims[-1].arraySegmentsType, dims[-1].arraySegments)
+    cols = _index_values(dims[-1].arrayIndicesType, dims[-1].arrayIndices)
+    rows = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    if len(seg) != rows + 1 or len(cols) != len(stored) or seg[-1] != len(stored):
+        raise ValueError("CSR segments and indices do not match the stored values")
+    out = np.zeros((rows, shape[-1]), dtype=stored.dtype)
+    out[np.repeat(np.arange(rows), np.diff(seg)), cols] = stored
+    return out.reshape(shape)
 
 
 def _densify_opcode(model: "schema.ModelT") -> int:

@@ -84,6 +84,12 @@ class ModelRun:
     elf: Path
 
 
+def _values(fields: Sequence[str]) -> list[int]:
+    """The int8 values of an output line; mspdebug's console can cut a long line inside its
+    last value ("-"): such a field is left out."""
+    return [int(v) for v in fields if v.lstrip("-").isdigit()]
+
+
 def _num_main_ops(model_bytes: ModelLike) -> int:
     return as_model(model_bytes).num_ops
 
@@ -158,7 +164,7 @@ def run_model(target: str, model_bytes: ModelLike, x: np.ndarray, out_dir: str |
         raise TargetRunError(f"model_run: {len(regions)} measured regions for {len(op_lines)} operators")
     init = r.lines("init")[0]
     ops = [(int(a), int(b), int(c), cost) for (a, b, c), cost in zip(op_lines, regions[1:-1])]
-    return ModelRun([int(v) for v in r.lines("output")[0]], [int(v) for v in r.lines("output_invoke")[0]],
+    return ModelRun(_values(r.lines("output")[0]), _values(r.lines("output_invoke")[0]),
                     ops, regions[0], regions[-1], int(init[1]), int(init[2]), code_size(target, elf), r, elf)
 
 

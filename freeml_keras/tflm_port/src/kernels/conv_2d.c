@@ -6,12 +6,38 @@
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
 
+/* CSR weights: on cores without a vector unit (the target builds: Cortex-M, MSP430) the sparse
+ * kernel reads the input in place, FM_GATHER_COLS output columns per pass over a channel's CSR
+ * row (FM_SPARSE_GATHER 1); on hosts it transposes the input rows into a scratch and runs each
+ * non-zero weight over a tile of columns (vectorized by the compiler). */
+#ifndef FM_SPARSE_GATHER
+#ifdef FM_TARGET_DOT
+#define FM_SPARSE_GATHER 1
+#else
+#define FM_SPARSE_GATHER 0
+#endif
+#endif
+#if FM_SPARSE_GATHER && defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+#include "hwmult.h"   /* the multiplier's registers: operand 1 kept, OP2 written per product */
+#define FM_SPARSE_HWMULT 1
+#else
+#define FM_SPARSE_HWMULT 0
+#endif
+
+#if !FM_SPARSE_GATHER
 static int32_t padded_width(const fm_conv_params *p);
+#endif
 
 /* Which of the weight layouts this build has (fm_internal.h, per-model kernel configuration). */
 #define FM_CONV_ANY_SPARSE (FM_CONV_SPARSE_8 || FM_CONV_SPARSE_16 || FM_CONV_SPARSE_32)
+static uint32_t gather_scratch(const fm_conv_params *p);
+#if FM_SPARSE_GATHER
+typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, const int32_t *,
+                              int32_t, int8_t *, void *);
+#else
 typedef void (*sparse_row_fn)(const fm_conv_params *, const fm_tensor *, const int8_t *, int32_t,
                               int8_t *);
+#endif
 static sparse_row_fn sparse_row(const fm_tensor *w);
 
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
@@ -54,14 +80,178 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     if (!(fd->flags & FM_T_SPARSE) && !FM_CONV_DENSE)
         return fm_fail(it, FM_ERR_UNSUPPORTED, "CONV_2D: this build has no kernel for dense weights "
                        "(see the kernel configuration)", opi, op->in[1], 0);
+#if FM_SPARSE_GATHER
+    if (fd->flags & FM_T_SPARSE) op->scratch_bytes = gather_scratch(p);   /* per tap and weight: offset */
+#else
     if (fd->flags & FM_T_SPARSE) {
-        /* sparse path: the input rows of one output row, zero-point padded and transposed */
-        op->scratch_bytes = (uint32_t)p->k_c * (uint32_t)p->k_h * (uint32_t)padded_width(p);
+        /* sparse path: the input rows of one output row, zero-point padded and transposed; at
+         * least the gather kernel's scratch (with this host's wider pointers), so that the arena
+         * planned here holds a target build's too (the target programs are sized from it) */
+        const uint32_t rows = (uint32_t)p->k_c * (uint32_t)p->k_h * (uint32_t)padded_width(p);
+        op->scratch_bytes = rows > gather_scratch(p) ? rows : gather_scratch(p);
     }
+#endif
     op->units = (uint32_t)in->dims[0] * (uint32_t)p->out_h;
     return FM_OK;
 }
 
+/* Scratch of the gather kernel: the input offset of each tap, then of each weight of one output
+ * channel (at most taps x input channels). */
+static uint32_t gather_scratch(const fm_conv_params *p)
+{
+    return ((uint32_t)p->k_h * (uint32_t)p->k_w * (1u + (uint32_t)p->k_c)) * (uint32_t)sizeof(ptrdiff_t);
+}
+
+/* CSR segment offset r (read once per output channel and tap, outside the inner loop). */
+#define FM_SEG(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
+                                                       : ((const uint32_t *)(const void *)seg)[r])
+
+#if FM_SPARSE_GATHER
+/* Sparse convolution of one output row, input read in place. Per output channel the input
+ * offset of each of its non-zero weights (tap offset + input channel) is computed once into the
+ * scratch and serves every column of the row: per weight and column one load of the weight, one
+ * of its offset and one of the input, no per-tap work. Where the window lies inside the image
+ * each non-zero weight is read once for FM_GATHER_COLS columns (the last group of a row overlaps
+ * the one before rather than leaving single columns), on the MSP430 one column at a time into
+ * the multiplier's own accumulator (MACS = w, OP2 = x); the input offset is folded into acc0
+ * (w * x exact in int16: |w * x| <= 2^14). A window across the border takes the taps inside
+ * only, the input offset added to each input. One copy per index type. */
+#define FM_GATHER_COLS (FM_SPARSE_HWMULT ? 1 : 4)
+
+#if FM_SPARSE_HWMULT
+/* sum of the channel's weights times their inputs from xw, in the multiplier's accumulator */
+#define FM_GATHER_DOT(ACC)                                                                        \
+    do {                                                                                          \
+        const int8_t *vp = v + j0;                                                                \
+        const ptrdiff_t *po = nzoff;                                                              \
+        FM_RESLO = 0;                                                                             \
+        FM_RESHI = 0;                                                                             \
+        while (po < pe) {                                                                         \
+            FM_MACS = (uint16_t)(int16_t)*vp++;                                                   \
+            FM_OP2 = (uint16_t)(int16_t)xw[*po++];                                                \
+        }                                                                                         \
+        ACC = (int32_t)(((uint32_t)FM_RESHI << 16) | FM_RESLO);                                   \
+    } while (0)
+#else
+#define FM_GATHER_DOT(ACC)                                                                        \
+    do {                                                                                          \
+        const int8_t *vp = v + j0;                                                                \
+        const ptrdiff_t *po = nzoff;                                                              \
+        ACC = 0;                                                                                  \
+        while (po < pe) ACC += (int16_t)(*vp++ * xw[*po++]);                                      \
+    } while (0)
+#endif
+
+/* four columns from X (xs bytes apart) into O[0], O[out_c], O[2 out_c], O[3 out_c] */
+#define FM_GATHER_FOUR(X, O)                                                                      \
+    do {                                                                                          \
+        int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;                                                   \
+        const int8_t *vp = v + j0;                                                                \
+        const ptrdiff_t *po = nzoff;                                                              \
+        const int8_t *const x0 = (X);                                                             \
+        while (po < pe) {                                                                         \
+            const int8_t *q = x0 + *po++;                                                         \
+            const int16_t wv = *vp++;                                                             \
+            a0 += (int16_t)(wv * q[0]);                                                           \
+            a1 += (int16_t)(wv * q[xs]);                                                          \
+            q += xs;                                                                              \
+            a2 += (int16_t)(wv * q[xs]);                                                          \
+            a3 += (int16_t)(wv * q[xs2]);                                                         \
+        }                                                                                         \
+        (O)[0] = fm_requant_s8(FM_WRAP_ADD(a0, acc0), &p->out, shift, mult);                      \
+        (O)[out_c] = fm_requant_s8(FM_WRAP_ADD(a1, acc0), &p->out, shift, mult);                  \
+        (O)[2 * out_c] = fm_requant_s8(FM_WRAP_ADD(a2, acc0), &p->out, shift, mult);              \
+        (O)[3 * out_c] = fm_requant_s8(FM_WRAP_ADD(a3, acc0), &p->out, shift, mult);              \
+    } while (0)
+
+#define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                           \
+    static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *img,                 \
+                     const int32_t *bias, int32_t oy, int8_t *out, void *scratch)                    \
+    {                                                                                                \
+        const int8_t *v = (const int8_t *)w->cdata;                                                  \
+        const uint8_t *seg = w->seg, segw = w->seg_w;                                                \
+        const IDX_T *idx = (const IDX_T *)(const void *)w->idx;                                      \
+        const fm_count kh = (fm_count)p->k_h, kw = (fm_count)p->k_w, taps = kh * kw;                 \
+        const fm_count out_c = (fm_count)p->out_c, ow = (fm_count)p->out_w;                          \
+        const int32_t kc = p->k_c, span_w = (p->k_w - 1) * p->dil_w;                                 \
+        const ptrdiff_t xs = (ptrdiff_t)p->stride_w * kc;          /* between output columns */      \
+        const ptrdiff_t xs2 = 2 * xs;                                                                \
+        const int32_t iy0 = oy * p->stride_h - p->pad_h;                                             \
+        const int rows_in = iy0 >= 0 && iy0 + (p->k_h - 1) * p->dil_h < p->in_h;                     \
+        const int8_t *win = img + (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc; /* column 0 */         \
+        ptrdiff_t *off = (ptrdiff_t *)scratch, *const nzoff = off + taps;                            \
+        fm_count lo, hi, ox, oc, t, ky, kx;                                                          \
+        size_t r = 0;                                                /* CSR row (oc, ky, kx) */      \
+        (void)xs2;                                                                                   \
+        {   /* input offset of each tap, pointer steps only */                                       \
+            const ptrdiff_t row = (ptrdiff_t)p->dil_h * p->in_w * kc, tap = (ptrdiff_t)p->dil_w * kc;  \
+            ptrdiff_t ro = 0;                                                                        \
+            for (ky = 0, t = 0; ky < kh; ky++, ro += row) {                                          \
+                ptrdiff_t xo = ro;                                                                   \
+                for (kx = 0; kx < kw; kx++, xo += tap) off[t++] = xo;                                \
+            }                                                                                        \
+        }                                                                                            \
+        /* columns [lo, hi) have their whole window inside the image */                             \
+        lo = (fm_count)((p->pad_w + p->stride_w - 1) / p->stride_w);                                 \
+        hi = (fm_count)(p->in_w - span_w + p->pad_w <= 0 ? 0                                         \
+                        : (p->in_w - span_w + p->pad_w - 1) / p->stride_w + 1);                      \
+        if (hi > ow) hi = ow;                                                                        \
+        if (!rows_in || lo > hi) lo = hi = 0;                                                        \
+        for (oc = 0; oc < out_c; oc++) {                                                             \
+            const size_t j0 = FM_SEG(r), r0 = r;                                                     \
+            const int32_t acc0 = p->acc0[oc], b0 = bias ? bias[oc] : 0;                              \
+            const int16_t shift = p->shift[oc];                                                      \
+            const int32_t mult = p->mult[oc];                                                        \
+            const ptrdiff_t *pe;                                                                     \
+            {   /* the input offset of each of the channel's non-zero weights */                     \
+                ptrdiff_t *po = nzoff;                                                               \
+                size_t j = j0;                                                                       \
+                for (t = 0; t < taps; t++) {                                                         \
+                    const size_t e = FM_SEG(++r);                                                    \
+                    const ptrdiff_t ot = off[t];                                                     \
+                    for (; j < e; j++) *po++ = ot + (ptrdiff_t)idx[j];                               \
+                }                                                                                    \
+                pe = po;                                                                             \
+            }                                                                                        \
+            const int8_t *xw = win;                                                                  \
+            int8_t *o = out + oc;                                                                    \
+            for (ox = 0; ox < ow; ox++, xw += xs, o += out_c) {                                      \
+                int32_t a;                                                                           \
+                if (ox >= lo && ox < hi) {                                                           \
+                    if (FM_GATHER_COLS == 4 && hi - lo >= 4) {                                       \
+                        /* columns [s, s + 4): the last group of the row overlaps the one before */  \
+                        const fm_count s = ox + 4 <= hi ? ox : hi - 4, n = s + 3 - ox;               \
+                        FM_GATHER_FOUR(xw - (ptrdiff_t)(ox - s) * xs, o - (ptrdiff_t)(ox - s) * out_c); \
+                        ox += n;                                                                     \
+                        xw += (ptrdiff_t)n * xs;                                                     \
+                        o += (ptrdiff_t)n * out_c;                                                   \
+                        continue;                                                                    \
+                    }                                                                                \
+                    FM_GATHER_DOT(a);                                                                \
+                    a = FM_WRAP_ADD(a, acc0);                                                        \
+                } else {    /* across the border: the taps inside, the input offset added */         \
+                    const int32_t ix0 = (int32_t)ox * p->stride_w - p->pad_w;                        \
+                    size_t j = j0, rr = r0;                                                          \
+                    a = 0;                                                                           \
+                    for (ky = 0, t = 0; ky < kh; ky++) {                                             \
+                        const int32_t iy = iy0 + (int32_t)ky * p->dil_h;                             \
+                        for (kx = 0; kx < kw; kx++, t++) {                                           \
+                            const int32_t ix = ix0 + (int32_t)kx * p->dil_w;                         \
+                            const size_t e = FM_SEG(++rr);                                           \
+                            if (iy >= 0 && iy < p->in_h && ix >= 0 && ix < p->in_w) {                \
+                                const int8_t *xp = xw + off[t];                                      \
+                                for (; j < e; j++) a += (int32_t)v[j] * ((int32_t)xp[idx[j]] + p->in_off); \
+                            }                                                                        \
+                            j = e;                                                                   \
+                        }                                                                            \
+                    }                                                                                \
+                    a = FM_WRAP_ADD(a, b0);                                                          \
+                }                                                                                    \
+                *o = fm_requant_s8(a, &p->out, shift, mult);                                         \
+            }                                                                                        \
+        }                                                                                            \
+    }
+#else
 /* Sparse convolution of one output row. The input rows are first copied, transposed to
  * [channel][filter row][padded column] with padding set to the input zero point (so that padded
  * taps add w * (zp - zp) = 0 with the input offset folded into acc0). Then, for a tile of
@@ -82,9 +272,6 @@ static int32_t padded_width(const fm_conv_params *p)
     return (tiles * FM_TILE - 1) * p->stride_w + (p->k_w - 1) * p->dil_w + 1;
 }
 
-/* CSR segment offset r (read once per output channel and tap, outside the inner loop). */
-#define FM_SEG(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
-                                                       : ((const uint32_t *)(const void *)seg)[r])
 
 #define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                    \
     static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw,   \
@@ -129,6 +316,8 @@ static int32_t padded_width(const fm_conv_params *p)
         }                                                                                         \
     }
 
+#endif
+
 /* Only the index widths the build configuration asks for; NULL for the others. */
 #if FM_CONV_SPARSE_8
 FM_CONV_SPARSE_ROW(sp_8, uint8_t)
@@ -151,7 +340,23 @@ static sparse_row_fn sparse_row(const fm_tensor *w)
     return w->idx_w == 1 ? sp_8 : w->idx_w == 2 ? sp_16 : sp_32;
 }
 
-#if FM_CONV_ANY_SPARSE
+#if FM_CONV_ANY_SPARSE && FM_SPARSE_GATHER
+static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
+{
+    const fm_conv_params *p = &op->p.conv;
+    const fm_tensor *w = fm_root(it, op->in[1]);
+    const sparse_row_fn fn = sparse_row(w);      /* not NULL: prepare checked */
+    const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
+    const int32_t *bias = op->num_in > 2 && op->in[2] >= 0 ? (const int32_t *)(const void *)fm_data(it, op->in[2]) : NULL;
+    int8_t *out = (int8_t *)fm_data(it, op->out);
+    uint32_t u;
+    for (u = begin; u < end; u++) {
+        const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
+        fn(p, w, in + n * p->in_h * p->in_w * p->in_c, bias, oy, out + (int32_t)u * p->out_w * p->out_c,
+           it->arena + op->scratch_off);
+    }
+}
+#elif FM_CONV_ANY_SPARSE
 static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end)
 {
     const fm_conv_params *p = &op->p.conv;

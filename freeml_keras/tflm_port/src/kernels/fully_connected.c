@@ -6,6 +6,28 @@
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
 
+/* CSR weights: sum of w[j] * (x[idx[j]] + in_off) over a channel's row; on the MSP430 in the
+ * hardware multiplier's accumulator (MACS = w, OP2 = x + in_off: both fit 16 bits). */
+#if defined(FM_TARGET_DOT) && defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+#include "hwmult.h"
+#define FM_FC_CSR_DOT(IX, T)                                                                    \
+    do {                                                                                        \
+        const int8_t *vp = filt + j, *const ve = filt + e;                                      \
+        const T *ip = (IX) + j;                                                                 \
+        FM_RESLO = 0;                                                                           \
+        FM_RESHI = 0;                                                                           \
+        for (; vp < ve; vp++) {                                                                 \
+            FM_MACS = (uint16_t)(int16_t)*vp;                                                   \
+            FM_OP2 = (uint16_t)(int16_t)(x[*ip++] + in_off);                                    \
+        }                                                                                       \
+        acc = (int32_t)(((uint32_t)FM_RESHI << 16) | FM_RESLO);                                 \
+        j = e;                                                                                  \
+    } while (0)
+#else
+#define FM_FC_CSR_DOT(IX, T) \
+    do { for (; j < e; j++) acc += FM_MAC16(filt[j], x[(IX)[j]] + in_off); } while (0)
+#endif
+
 static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
 {
     fm_fc_params *p = &op->p.fc;
@@ -87,19 +109,19 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 #if FM_FC_SPARSE_8
             if (w->idx_w == 1) {
                 const uint8_t *ix = w->idx;
-                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
+                FM_FC_CSR_DOT(ix, uint8_t);
             }
 #endif
 #if FM_FC_SPARSE_16
             if (w->idx_w == 2) {
                 const uint16_t *ix = (const uint16_t *)(const void *)w->idx;
-                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
+                FM_FC_CSR_DOT(ix, uint16_t);
             }
 #endif
 #if FM_FC_SPARSE_32
             if (w->idx_w == 4) {
                 const uint32_t *ix = (const uint32_t *)(const void *)w->idx;
-                for (; j < e; j++) acc += FM_MAC16(filt[j], x[ix[j]] + in_off);
+                FM_FC_CSR_DOT(ix, uint32_t);
             }
 #endif
             (void)j; (void)e;
