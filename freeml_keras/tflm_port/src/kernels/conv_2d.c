@@ -236,6 +236,13 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const ptrdiff_t x_step = (ptrdiff_t)p->stride_w * kc;         /* input bytes between outputs */
     const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
+#ifdef FM_PX_HWMULT
+    /* MSP430: the windows inside the input, all output channels of a pixel in one call */
+    fm_px_hwmult_t px;
+    px.acc0 = p->acc0; px.mult = p->mult; px.shift = p->shift; px.out = &p->out;
+    px.row_skip = (int16_t)(row_step - row_len); px.row_len = (uint16_t)row_len; px.rows = (uint16_t)kh;
+    px.x_off = 0;
+#endif
 #if FM_MAC_DSP
     if (kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
         kc <= 0xFFFF) {
@@ -266,6 +273,13 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
             const int8_t *k = filt;                            /* filter of channel oc */
             fm_count oc;
+#ifdef FM_PX_HWMULT
+            if (inside && p->dil_w == 1) {
+                fm_px_hwmult(img + win, filt, &px, o, (uint16_t)out_c);
+                o += out_c;
+                continue;
+            }
+#endif
 #if FM_MAC_DSP
             if (inside && p->dil_w == 1 && row_len <= 0xFFFF && kh <= 0xFFFF) {
                 /* two output columns per call (this one twice when the next is not inside) */
