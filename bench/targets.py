@@ -512,8 +512,8 @@ def demo_layer_costs(work: Path, demo_model: Path, target: str = "msp430") -> li
         want = Interpreter(ob).invoke(x)[0].ravel().tolist()
         macs = int(memory.tflite_footprint(ob).layers[0].macs)
         r = T.run_model(target, ob, x[0], work / "demo_layers" / f"{target}_{layer.op_index}")
-        n = len(r.output)        # mspdebug's console keeps about 1,200 output values of a run
-        if r.output != want[:n] or n < min(len(want), 1000):
+        n = len(r.output)        # mspdebug's console keeps the first 850 .. 1,200 output values of a run
+        if r.output != want[:n] or n < min(len(want), 500):
             raise SystemExit(f"{target} demo layer {layer.op_index}: output differs from the host's")
         cost = r.ops[0][3]
         rows.append({"op_index": layer.op_index, "op": layer.type, "target": target, "unit": r.run.unit,

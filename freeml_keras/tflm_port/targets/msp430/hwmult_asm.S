@@ -91,10 +91,23 @@ fm_dot_s8_rows_hwmult:
 ;   (FULLY_CONNECTED), one per output channel: acc0[oc] (0 when acc0 is NULL) + the dot product of
 ;   the channel's weights (contiguous from w, channel after channel) with c->rows runs of
 ;   c->row_len input values (x_off added to each), the runs c->row_skip bytes apart after their
-;   end; then fm_requant_s8 with the channel's mult and shift. x in R12, w in R13, c in R14, o in
-;   R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2, shift 4, out 6,
-;   row_skip 8, row_len 10, rows 12, x_off 14. One call per pixel instead of one per value: the
-;   per-channel pointers step here, the MAC loop keeps the multiplier's accumulator.
+;   end; then fm_requant_s8's arithmetic (fm_rq_px) with the channel's mult and shift. x in R12,
+;   w in R13, c in R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2,
+;   shift 4, out 6, row_skip 8, row_len 10, rows 12, x_off 14. One call per pixel instead of one
+;   per value: the per-channel pointers step here, the MAC loop keeps the multiplier's accumulator.
+;   A window of 2 .. FM_PX_GATHER values in 2 or more rows, for 2 or more channels, is first
+;   gathered once into a buffer on the stack as 16-bit operands with x_off added, so that per
+;   channel the loop is one run with one move per input value (mov @Rn+, &MACS).
+; Frame: 0(r1) acc0, 2(r1) mult, 4(r1) shift, 6(r1) the window's values (if gathered), 6 + 2 *
+;   FM_PX_GATHER: r4 .. r10, then the return address and n_out.
+#define FM_PX_GATHER 32
+#define PX_BUF 6
+#define PX_NOUT 86                      /* 6 + 2 * FM_PX_GATHER + 16 (clang's assembler drops an
+                                         * instruction whose offset is a parenthesized expression) */
+#define PX_NOUT_CALLED 88
+; mov.w @Rn+, &addr: clang's MSP430 assembler refuses the operand pair (the CPU has it: format I,
+; As = 3, Ad = 1 with R2, 5 cycles); spelled as its two words.
+#define MOV_POSTINC_ABS(rn, addr) .short 0x40B2 | ((rn) << 8), (addr)
     .section .text.fm_px_hwmult,"ax",@progbits
     .global fm_px_hwmult
     .type   fm_px_hwmult, @function
@@ -106,16 +119,28 @@ fm_px_hwmult:
     push.w  r6
     push.w  r5
     push.w  r4
+    sub.w   #(6 + 2 * FM_PX_GATHER), r1
     mov.w   r12, r7                     ; x
     mov.w   r13, r5                     ; w, stepped through all channels
     mov.w   r14, r4                     ; c
     mov.w   r15, r6                     ; o
-    mov.w   4(r4), r12
-    push.w  r12                         ; 4(r1): shift of this channel
-    mov.w   2(r4), r12
-    push.w  r12                         ; 2(r1): mult
-    mov.w   0(r4), r12
-    push.w  r12                         ; 0(r1): acc0; n_out at 22(r1)
+    mov.w   @r4, 0(r1)                  ; acc0
+    mov.w   2(r4), 2(r1)                ; mult
+    mov.w   4(r4), 4(r1)                ; shift
+    mov.w   12(r4), r10                 ; rows
+    cmp.w   #2, r10
+    jlo     1f                          ; one run: nothing to gather
+    cmp.w   #2, PX_NOUT(r1)
+    jlo     1f                          ; one channel
+    mov.w   10(r4), r9
+    mov.w   r9, &MPY                    ; the window: rows * row_len
+    mov.w   r10, &OP2
+    mov.w   &RESLO, r8
+    tst.w   &RESHI
+    jnz     1f
+    cmp.w   #(FM_PX_GATHER + 1), r8
+    jlo     20f                         ; small enough: gathered
+; --- each channel from the input rows in place
 1:  mov.w   0(r1), r12                  ; the channel's accumulator
     tst.w   r12
     jz      2f
@@ -159,26 +184,61 @@ fm_px_hwmult:
 7:  add.w   8(r4), r8                   ; next input run
     dec.w   r10
     jnz     4b
-    mov.w   &RESLO, r12                 ; acc (its high word after the pushes)
-    mov.w   2(r1), r14
-    add.w   #4, 2(r1)
-    mov.w   4(r1), r15
-    inc.w   4(r1)
-    mov.b   @r15, r15
-    sxt     r15                         ; shift
-    mov.w   2(r14), r13
-    push.w  r13                         ; mult
-    mov.w   @r14, r13
-    push.w  r13
-    mov.w   &RESHI, r13
-    mov.w   6(r4), r14                  ; q
-    call    #fm_requant_s8
-    add.w   #4, r1
-    mov.b   r12, 0(r6)
-    inc.w   r6
-    dec.w   22(r1)
+    call    #40f                        ; requantize, store, next channel
     jnz     1b
-    add.w   #6, r1
+    jmp     50f
+; --- gathered: the window once as 16-bit operands, then each channel over it in one run
+20: mov.w   r1, r8
+    add.w   #PX_BUF, r8                 ; the buffer
+    mov.w   r7, r13                     ; input run
+    mov.w   14(r4), r11                 ; x_off
+21: mov.w   10(r4), r9
+22: mov.b   @r13+, r12
+    sxt     r12
+    add.w   r11, r12
+    mov.w   r12, 0(r8)
+    incd.w  r8
+    dec.w   r9
+    jnz     22b
+    add.w   8(r4), r13
+    dec.w   r10
+    jnz     21b
+    sub.w   r1, r8
+    sub.w   #PX_BUF, r8
+    rra.w   r8
+    mov.w   r8, r10                     ; the window's length (2 .. FM_PX_GATHER)
+23: mov.w   0(r1), r12                  ; the channel's accumulator
+    tst.w   r12
+    jz      24f
+    mov.w   0(r12), &RESLO
+    mov.w   2(r12), &RESHI
+    add.w   #4, 0(r1)
+    jmp     25f
+24: mov.w   #0, &RESLO
+    mov.w   #0, &RESHI
+25: mov.w   r1, r8
+    add.w   #PX_BUF, r8
+    mov.w   r10, r9
+    bit.w   #1, r9
+    jz      26f
+    MOV_POSTINC_ABS(8, MACS)            ; odd: one MAC first
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+26: rra.w   r9
+27: MOV_POSTINC_ABS(8, MACS)
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+    MOV_POSTINC_ABS(8, MACS)
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+    dec.w   r9
+    jnz     27b
+    call    #40f
+    jnz     23b
+50: add.w   #(6 + 2 * FM_PX_GATHER), r1
     pop.w   r4
     pop.w   r5
     pop.w   r6
@@ -186,6 +246,22 @@ fm_px_hwmult:
     pop.w   r8
     pop.w   r9
     pop.w   r10
+    ret
+; the channel's output value from the accumulator; Z set after the last channel (called: the
+; frame's offsets are 2 more here)
+40: mov.w   &RESLO, r12
+    mov.w   &RESHI, r13
+    mov.w   4(r1), r9                   ; mult
+    add.w   #4, 4(r1)
+    mov.w   6(r1), r15
+    inc.w   6(r1)
+    mov.b   @r15, r15
+    sxt     r15                         ; shift
+    mov.w   6(r4), r14                  ; q
+    call    #fm_rq_px
+    mov.b   r12, 0(r6)
+    inc.w   r6
+    dec.w   PX_NOUT_CALLED(r1)
     ret
     .size   fm_px_hwmult, .-fm_px_hwmult
 
@@ -223,13 +299,14 @@ fm_rq_shift:
 ;   the words 2 and 3 of X count (words 0 and 1 only through their carries, word 0 only through
 ;   whether it is 0), and the final right shift by r - 1 is one more unsigned multiplication, by
 ;   2^(17-r), whose high word is the quotient. Per shift the two constants come from tables
-;   indexed by 2 * shift (negative: the tables end at shift 0). Sign: bit 0 of the q pointer
+;   indexed by 2 * (shift + 15). Sign: bit 0 of the q pointer
 ;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift.
-    .global fm_requant_s8
-fm_requant_s8:
+; The fast path as a macro: mult's words at \lo and \hi (the stack for fm_requant_s8, a pointer
+; for fm_px_hwmult's own copy), the other shifts at \general.
+.macro FM_RQ_FAST lo, hi, general
     add.w   #15, r15                    ; shift + 15: 0 .. 13 for shifts -15 .. -2
     cmp.w   #14, r15
-    jhs     20f                         ; the other shifts: general
+    jhs     \general                   ; the other shifts: general
     rla.w   r15                         ; the tables' index
     tst.w   r13
     jge     1f
@@ -239,7 +316,7 @@ fm_requant_s8:
     adc.w   r13
     inc.w   r14                         ; negative: q | 1
 1:  mov.w   r12, &MPY                   ; al * ml
-    mov.w   2(r1), &OP2
+    mov.w   \lo, &OP2
     mov.w   &RESHI, r12                 ; word 1, so far
     mov.w   #0x4000, r11                ; the nudge's word 1: 0x4000, or for a negative product
     bit.w   #1, r14                     ; 0x3FFF + (word 0 != 0)
@@ -249,7 +326,7 @@ fm_requant_s8:
 2:  add.w   r11, r12                    ; word 1 + nudge, its carry into word 2:
     mov.w   #0, r11                     ; (mov keeps the carry)
     adc.w   r11
-    mov.w   4(r1), &OP2                 ; al * mh (operand 1 kept)
+    mov.w   \hi, &OP2                 ; al * mh (operand 1 kept)
     tst.w   r13
     jnz     5f                          ; |acc| >= 2^16: the ah products
     add.w   &RESLO, r12                 ; word 1: only its carry is used
@@ -272,11 +349,11 @@ fm_requant_s8:
     jl      14f                         ; max < v
     ret
 5:  mov.w   r13, &MAC                   ; + ah * ml: al * mh + ah * ml < 2^32
-    mov.w   2(r1), &OP2
+    mov.w   \lo, &OP2
     add.w   &RESLO, r12                 ; word 1's carry
     addc.w  &RESHI, r11                 ; word 2, so far
     mov.w   r13, &MPY                   ; ah * mh (movs keep the carry)
-    mov.w   4(r1), &OP2
+    mov.w   \hi, &OP2
     mov.w   &RESHI, r13                 ; word 3
     adc.w   r13
     add.w   &RESLO, r11                 ; word 2
@@ -302,6 +379,11 @@ fm_requant_s8:
     ret
 14: mov.w   8(r14), r12                 ; max
     ret
+.endm
+
+    .global fm_requant_s8
+fm_requant_s8:
+    FM_RQ_FAST 2(r1), 4(r1), 20f
 ; 2^(r-2) and 2^(17-r) for r = -shift = 15 .. 2
     .p2align 1
 fm_rq_rnd:
@@ -340,6 +422,21 @@ fm_rq_k:
 7:  ret
 
     .size   fm_requant_s8, .-fm_requant_s8
+
+; fm_rq_px: fm_requant_s8 for fm_px_hwmult, mult's words at 0(r9) and 2(r9) (no stack arguments
+; to push and pop per output value); r4 .. r10 kept.
+    .type   fm_rq_px, @function
+fm_rq_px:
+    FM_RQ_FAST 0(r9), 2(r9), 30f
+30: sub.w   #15, r15                    ; the other shifts: through fm_requant_s8
+    mov.w   2(r9), r11
+    push.w  r11
+    mov.w   @r9, r11
+    push.w  r11
+    call    #fm_requant_s8
+    add.w   #4, r1
+    ret
+    .size   fm_rq_px, .-fm_rq_px
 
     .section .text.fm_requant,"ax",@progbits
 ; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
