@@ -86,6 +86,94 @@ fm_dot_s8_rows_hwmult:
     ret
     .size   fm_dot_s8_rows_hwmult, .-fm_dot_s8_rows_hwmult
 
+; fm_requant_s8's fast path (its own section below describes it) as a macro: mult's words at \lo
+; and \hi (the stack for fm_requant_s8, a pointer for fm_px_hwmult), the other shifts at
+; \general, the result in R12 at \done (ret: returned). FM_RQ_DONE: the end of the fast path.
+.macro FM_RQ_DONE done
+.ifc \done, ret
+    ret
+.else
+    jmp     \done
+.endif
+.endm
+.macro FM_RQ_FAST lo, hi, general, done=ret
+    add.w   #15, r15                    ; shift + 15: 0 .. 13 for shifts -15 .. -2
+    cmp.w   #14, r15
+    jhs     \general                   ; the other shifts: general
+    rla.w   r15                         ; the tables' index
+    tst.w   r13
+    jge     1f
+    inv.w   r12                         ; |acc|
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+    inc.w   r14                         ; negative: q | 1
+1:  mov.w   r12, &MPY                   ; al * ml
+    mov.w   \lo, &OP2
+    mov.w   &RESHI, r12                 ; word 1, so far
+    mov.w   #0x4000, r11                ; the nudge's word 1: 0x4000, or for a negative product
+    bit.w   #1, r14                     ; 0x3FFF + (word 0 != 0)
+    jz      2f
+    cmp.w   #1, &RESLO                  ; carry = word 0 != 0
+    subc.w  #0, r11                     ; 0x4000 - 1 + carry
+2:  add.w   r11, r12                    ; word 1 + nudge, its carry into word 2:
+    mov.w   #0, r11                     ; (mov keeps the carry)
+    adc.w   r11
+    mov.w   \hi, &OP2                 ; al * mh (operand 1 kept)
+    tst.w   r13
+    jnz     5f                          ; |acc| >= 2^16: the ah products
+    add.w   &RESLO, r12                 ; word 1: only its carry is used
+    addc.w  &RESHI, r11                 ; word 2 (word 3 is 0)
+    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2): < 2^15 + 2^13, no carry
+    mov.w   r11, &MPY
+    mov.w   fm_rq_k(r15), &OP2          ; * 2^(17-r): the high word is >> (r - 1)
+    mov.w   &RESHI, r12                 ; the magnitude, < 2^15
+3:  cmp.w   #0x4000, r12
+    jhs     12f                         ; saturated whatever the offset
+    bit.w   #1, r14
+    jz      4f
+    dec.w   r14                         ; negative
+    inv.w   r12
+    inc.w   r12
+4:  add.w   @r14, r12                   ; + off (int8 zero point: low word)
+    cmp.w   4(r14), r12
+    jl      11f                         ; v < min
+    cmp.w   r12, 8(r14)
+    jl      14f                         ; max < v
+    FM_RQ_DONE \done
+5:  mov.w   r13, &MAC                   ; + ah * ml: al * mh + ah * ml < 2^32
+    mov.w   \lo, &OP2
+    add.w   &RESLO, r12                 ; word 1's carry
+    addc.w  &RESHI, r11                 ; word 2, so far
+    mov.w   r13, &MPY                   ; ah * mh (movs keep the carry)
+    mov.w   \hi, &OP2
+    mov.w   &RESHI, r13                 ; word 3
+    adc.w   r13
+    add.w   &RESLO, r11                 ; word 2
+    adc.w   r13
+    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2)
+    adc.w   r13
+    mov.w   fm_rq_k(r15), r15
+    mov.w   r11, &MPY                   ; (word 3 : word 2) >> (r - 1) = w3 * 2^(17-r) + high(w2 * 2^(17-r))
+    mov.w   r15, &OP2
+    mov.w   &RESHI, r12
+    tst.w   r13
+    jz      3b                          ; word 3 is often 0
+    mov.w   r13, &MPY
+    mov.w   r15, &OP2
+    add.w   &RESLO, r12
+    jc      12f                         ; >= 2^16: saturated
+    tst.w   &RESHI
+    jz      3b
+12: bit.w   #1, r14                     ; saturated: max, or min when negative
+    jz      14f
+    dec.w   r14
+11: mov.w   4(r14), r12                 ; min
+    FM_RQ_DONE \done
+14: mov.w   8(r14), r12                 ; max
+    FM_RQ_DONE \done
+.endm
+
 ; void fm_px_hwmult(const int8_t *x, const int8_t *w, const fm_px_hwmult_t *c, int8_t *o, uint16_t n_out)
 ;   n_out (>= 1) output values of one pixel (CONV_2D, window inside the input) or one batch row
 ;   (FULLY_CONNECTED), one per output channel: acc0[oc] (0 when acc0 is NULL) + the dot product of
@@ -95,9 +183,9 @@ fm_dot_s8_rows_hwmult:
 ;   w in R13, c in R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2,
 ;   shift 4, out 6, row_skip 8, row_len 10, rows 12, x_off 14. One call per pixel instead of one
 ;   per value: the per-channel pointers step here, the MAC loop keeps the multiplier's accumulator.
-;   A window of 2 .. FM_PX_GATHER values in 2 or more rows, for 2 or more channels, is first
-;   gathered once into a buffer on the stack as 16-bit operands with x_off added, so that per
-;   channel the loop is one run with one move per input value (mov @Rn+, &MACS).
+;   A window (or FULLY_CONNECTED row) of up to FM_PX_GATHER values, for 2 or more channels, is
+;   first gathered once into a buffer on the stack as 16-bit operands with x_off added, so that
+;   per channel the loop is one run with one move per input value (mov @Rn+, &MACS).
 ; Frame: 0(r1) acc0, 2(r1) mult, 4(r1) shift, 6(r1) the window's values (if gathered), 6 + 2 *
 ;   FM_PX_GATHER: r4 .. r10, then the return address and n_out.
 #define FM_PX_GATHER 32
@@ -128,8 +216,6 @@ fm_px_hwmult:
     mov.w   2(r4), 2(r1)                ; mult
     mov.w   4(r4), 4(r1)                ; shift
     mov.w   12(r4), r10                 ; rows
-    cmp.w   #2, r10
-    jlo     1f                          ; one run: nothing to gather
     cmp.w   #2, PX_NOUT(r1)
     jlo     1f                          ; one channel
     mov.w   10(r4), r9
@@ -206,26 +292,27 @@ fm_px_hwmult:
     sub.w   r1, r8
     sub.w   #PX_BUF, r8
     rra.w   r8
-    mov.w   r8, r10                     ; the window's length (2 .. FM_PX_GATHER)
-23: mov.w   0(r1), r12                  ; the channel's accumulator
-    tst.w   r12
+    mov.w   r8, r10                     ; the window's length (1 .. FM_PX_GATHER)
+    mov.w   0(r1), r7                   ; acc0 (x is not read any more)
+    mov.w   2(r1), r9                   ; mult, as fm_rq_px reads it
+23: tst.w   r7                          ; the channel's accumulator
     jz      24f
-    mov.w   0(r12), &RESLO
-    mov.w   2(r12), &RESHI
-    add.w   #4, 0(r1)
+    MOV_POSTINC_ABS(7, RESLO)
+    MOV_POSTINC_ABS(7, RESHI)
     jmp     25f
 24: mov.w   #0, &RESLO
     mov.w   #0, &RESHI
 25: mov.w   r1, r8
     add.w   #PX_BUF, r8
-    mov.w   r10, r9
-    bit.w   #1, r9
+    mov.w   r10, r13
+    bit.w   #1, r13
     jz      26f
     MOV_POSTINC_ABS(8, MACS)            ; odd: one MAC first
     mov.b   @r5+, r12
     sxt     r12
     mov.w   r12, &OP2
-26: rra.w   r9
+26: rra.w   r13
+    jz      28f
 27: MOV_POSTINC_ABS(8, MACS)
     mov.b   @r5+, r12
     sxt     r12
@@ -234,9 +321,29 @@ fm_px_hwmult:
     mov.b   @r5+, r12
     sxt     r12
     mov.w   r12, &OP2
-    dec.w   r9
+    dec.w   r13
     jnz     27b
-    call    #40f
+28: mov.w   &RESLO, r12                 ; requantize and store (40: inline)
+    mov.w   &RESHI, r13
+    mov.w   4(r1), r15
+    inc.w   4(r1)
+    mov.b   @r15, r15
+    sxt     r15                         ; shift
+    mov.w   6(r4), r14                  ; q
+    FM_RQ_FAST 0(r9), 2(r9), .Lpx_rq_general, .Lpx_rq_done
+.Lpx_rq_general:
+    sub.w   #15, r15                    ; the other shifts: through fm_requant_s8
+    mov.w   2(r9), r11
+    push.w  r11
+    mov.w   @r9, r11
+    push.w  r11
+    call    #fm_requant_s8
+    add.w   #4, r1
+.Lpx_rq_done:
+    add.w   #4, r9
+    mov.b   r12, 0(r6)
+    inc.w   r6
+    dec.w   PX_NOUT(r1)
     jnz     23b
 50: add.w   #(6 + 2 * FM_PX_GATHER), r1
     pop.w   r4
@@ -300,86 +407,8 @@ fm_rq_shift:
 ;   whether it is 0), and the final right shift by r - 1 is one more unsigned multiplication, by
 ;   2^(17-r), whose high word is the quotient. Per shift the two constants come from tables
 ;   indexed by 2 * (shift + 15). Sign: bit 0 of the q pointer
-;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift.
-; The fast path as a macro: mult's words at \lo and \hi (the stack for fm_requant_s8, a pointer
-; for fm_px_hwmult's own copy), the other shifts at \general.
-.macro FM_RQ_FAST lo, hi, general
-    add.w   #15, r15                    ; shift + 15: 0 .. 13 for shifts -15 .. -2
-    cmp.w   #14, r15
-    jhs     \general                   ; the other shifts: general
-    rla.w   r15                         ; the tables' index
-    tst.w   r13
-    jge     1f
-    inv.w   r12                         ; |acc|
-    inv.w   r13
-    inc.w   r12
-    adc.w   r13
-    inc.w   r14                         ; negative: q | 1
-1:  mov.w   r12, &MPY                   ; al * ml
-    mov.w   \lo, &OP2
-    mov.w   &RESHI, r12                 ; word 1, so far
-    mov.w   #0x4000, r11                ; the nudge's word 1: 0x4000, or for a negative product
-    bit.w   #1, r14                     ; 0x3FFF + (word 0 != 0)
-    jz      2f
-    cmp.w   #1, &RESLO                  ; carry = word 0 != 0
-    subc.w  #0, r11                     ; 0x4000 - 1 + carry
-2:  add.w   r11, r12                    ; word 1 + nudge, its carry into word 2:
-    mov.w   #0, r11                     ; (mov keeps the carry)
-    adc.w   r11
-    mov.w   \hi, &OP2                 ; al * mh (operand 1 kept)
-    tst.w   r13
-    jnz     5f                          ; |acc| >= 2^16: the ah products
-    add.w   &RESLO, r12                 ; word 1: only its carry is used
-    addc.w  &RESHI, r11                 ; word 2 (word 3 is 0)
-    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2): < 2^15 + 2^13, no carry
-    mov.w   r11, &MPY
-    mov.w   fm_rq_k(r15), &OP2          ; * 2^(17-r): the high word is >> (r - 1)
-    mov.w   &RESHI, r12                 ; the magnitude, < 2^15
-3:  cmp.w   #0x4000, r12
-    jhs     12f                         ; saturated whatever the offset
-    bit.w   #1, r14
-    jz      4f
-    dec.w   r14                         ; negative
-    inv.w   r12
-    inc.w   r12
-4:  add.w   @r14, r12                   ; + off (int8 zero point: low word)
-    cmp.w   4(r14), r12
-    jl      11f                         ; v < min
-    cmp.w   r12, 8(r14)
-    jl      14f                         ; max < v
-    ret
-5:  mov.w   r13, &MAC                   ; + ah * ml: al * mh + ah * ml < 2^32
-    mov.w   \lo, &OP2
-    add.w   &RESLO, r12                 ; word 1's carry
-    addc.w  &RESHI, r11                 ; word 2, so far
-    mov.w   r13, &MPY                   ; ah * mh (movs keep the carry)
-    mov.w   \hi, &OP2
-    mov.w   &RESHI, r13                 ; word 3
-    adc.w   r13
-    add.w   &RESLO, r11                 ; word 2
-    adc.w   r13
-    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2)
-    adc.w   r13
-    mov.w   fm_rq_k(r15), r15
-    mov.w   r11, &MPY                   ; (word 3 : word 2) >> (r - 1) = w3 * 2^(17-r) + high(w2 * 2^(17-r))
-    mov.w   r15, &OP2
-    mov.w   &RESHI, r12
-    tst.w   r13
-    jz      3b                          ; word 3 is often 0
-    mov.w   r13, &MPY
-    mov.w   r15, &OP2
-    add.w   &RESLO, r12
-    jc      12f                         ; >= 2^16: saturated
-    tst.w   &RESHI
-    jz      3b
-12: bit.w   #1, r14                     ; saturated: max, or min when negative
-    jz      14f
-    dec.w   r14
-11: mov.w   4(r14), r12                 ; min
-    ret
-14: mov.w   8(r14), r12                 ; max
-    ret
-.endm
+;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift. The fast path
+;   is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
 
     .global fm_requant_s8
 fm_requant_s8:
