@@ -186,8 +186,9 @@ fm_dot_s8_rows_hwmult:
 ;   A window (or FULLY_CONNECTED row) of up to FM_PX_GATHER values, for 2 or more channels, is
 ;   first gathered once into a buffer on the stack as 16-bit operands with x_off added, so that
 ;   per channel the loop is one run with one move per input value (mov @Rn+, &MACS).
-; Frame: 0(r1) acc0, 2(r1) mult, 4(r1) shift, 6(r1) the window's values (if gathered), 6 + 2 *
-;   FM_PX_GATHER: r4 .. r10, then the return address and n_out.
+; Frame: 0(r1) acc0 (gathered: the window's length), 2(r1) mult, 4(r1) shift, 6(r1) the
+;   window's values (if gathered), 6 + 2 * FM_PX_GATHER: r4 .. r10, then the return address and
+;   n_out.
 #define FM_PX_GATHER 32
 #define PX_BUF 6
 #define PX_NOUT 86                      /* 6 + 2 * FM_PX_GATHER + 16 (clang's assembler drops an
@@ -292,9 +293,10 @@ fm_px_hwmult:
     sub.w   r1, r8
     sub.w   #PX_BUF, r8
     rra.w   r8
-    mov.w   r8, r10                     ; the window's length (1 .. FM_PX_GATHER)
     mov.w   0(r1), r7                   ; acc0 (x is not read any more)
+    mov.w   r8, 0(r1)                   ; the window's length (1 .. FM_PX_GATHER)
     mov.w   2(r1), r9                   ; mult, as fm_rq_px reads it
+    mov.w   4(r1), r10                  ; shift
 23: tst.w   r7                          ; the channel's accumulator
     jz      24f
     MOV_POSTINC_ABS(7, RESLO)
@@ -304,7 +306,7 @@ fm_px_hwmult:
     mov.w   #0, &RESHI
 25: mov.w   r1, r8
     add.w   #PX_BUF, r8
-    mov.w   r10, r13
+    mov.w   @r1, r13
     bit.w   #1, r13
     jz      26f
     MOV_POSTINC_ABS(8, MACS)            ; odd: one MAC first
@@ -325,9 +327,7 @@ fm_px_hwmult:
     jnz     27b
 28: mov.w   &RESLO, r12                 ; requantize and store (40: inline)
     mov.w   &RESHI, r13
-    mov.w   4(r1), r15
-    inc.w   4(r1)
-    mov.b   @r15, r15
+    mov.b   @r10+, r15
     sxt     r15                         ; shift
     mov.w   6(r4), r14                  ; q
     FM_RQ_FAST 0(r9), 2(r9), .Lpx_rq_general, .Lpx_rq_done
