@@ -179,7 +179,7 @@ fm_dot_s8_rows_hwmult:
 ;   (FULLY_CONNECTED), one per output channel: acc0[oc] (0 when acc0 is NULL) + the dot product of
 ;   the channel's weights (contiguous from w, channel after channel) with c->rows runs of
 ;   c->row_len input values (x_off added to each), the runs c->row_skip bytes apart after their
-;   end; then fm_requant_s8's arithmetic (fm_rq_px) with the channel's mult and shift. x in R12,
+;   end; then fm_requant_s8 with the channel's mult and shift (inline in the gathered loop). x in R12,
 ;   w in R13, c in R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2,
 ;   shift 4, out 6, row_skip 8, row_len 10, rows 12, x_off 14. One call per pixel instead of one
 ;   per value: the per-channel pointers step here, the MAC loop keeps the multiplier's accumulator.
@@ -295,7 +295,7 @@ fm_px_hwmult:
     rra.w   r8
     mov.w   0(r1), r7                   ; acc0 (x is not read any more)
     mov.w   r8, 0(r1)                   ; the window's length (1 .. FM_PX_GATHER)
-    mov.w   2(r1), r9                   ; mult, as fm_rq_px reads it
+    mov.w   2(r1), r9                   ; mult, as the inline FM_RQ_FAST reads it
     mov.w   4(r1), r10                  ; shift
 23: tst.w   r7                          ; the channel's accumulator
     jz      24f
@@ -357,15 +357,20 @@ fm_px_hwmult:
 ; the channel's output value from the accumulator; Z set after the last channel (called: the
 ; frame's offsets are 2 more here)
 40: mov.w   &RESLO, r12
-    mov.w   &RESHI, r13
-    mov.w   4(r1), r9                   ; mult
+    mov.w   4(r1), r14                  ; mult
     add.w   #4, 4(r1)
     mov.w   6(r1), r15
     inc.w   6(r1)
     mov.b   @r15, r15
     sxt     r15                         ; shift
+    mov.w   2(r14), r13
+    push.w  r13
+    mov.w   @r14, r13
+    push.w  r13
+    mov.w   &RESHI, r13
     mov.w   6(r4), r14                  ; q
-    call    #fm_rq_px
+    call    #fm_requant_s8
+    add.w   #4, r1
     mov.b   r12, 0(r6)
     inc.w   r6
     dec.w   PX_NOUT_CALLED(r1)
@@ -452,20 +457,6 @@ fm_rq_k:
 
     .size   fm_requant_s8, .-fm_requant_s8
 
-; fm_rq_px: fm_requant_s8 for fm_px_hwmult, mult's words at 0(r9) and 2(r9) (no stack arguments
-; to push and pop per output value); r4 .. r10 kept.
-    .type   fm_rq_px, @function
-fm_rq_px:
-    FM_RQ_FAST 0(r9), 2(r9), 30f
-30: sub.w   #15, r15                    ; the other shifts: through fm_requant_s8
-    mov.w   2(r9), r11
-    push.w  r11
-    mov.w   @r9, r11
-    push.w  r11
-    call    #fm_requant_s8
-    add.w   #4, r1
-    ret
-    .size   fm_rq_px, .-fm_rq_px
 
     .section .text.fm_requant,"ax",@progbits
 ; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
