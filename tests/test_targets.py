@@ -693,11 +693,12 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
 def test_msp430_pixel_paths_equal_tflm(tmp_path):
     """The MSP430's whole-pixel assembly (fm_px_hwmult: all output channels of a CONV_2D window
     inside the input, or of a FULLY_CONNECTED row, per call; fm_requant_s8's multiplier-only
-    path) against TFLite Micro, bit for bit: 3x3 windows of one input channel (3-byte rows, the
-    odd MAC) and of 3 channels with 'same' borders (the C loop there), stride 2, dense layers of
-    odd and even depth with and without a bias; and the same inference cut into steps of one
-    unit (CONV_2D resumes at an output row inside an image, FULLY_CONNECTED inside a row of
-    output channels), resumed after a power loss."""
+    path, also inline) against TFLite Micro, bit for bit: 3x3 windows of one input channel
+    (gathered, odd length) and of 3 channels with 'same' borders (gathered inside, the C loop
+    at the borders), of 4 channels with stride 2 (36 values: read in place, 12-byte rows),
+    dense layers of depth 36 (in place) and 7 and 6 (gathered) with and without a bias; and
+    the same inference cut into steps of one unit (CONV_2D resumes at an output row inside an
+    image, FULLY_CONNECTED inside a row of output channels), resumed after a power loss."""
     from freeml_keras.conversion import converter
     from freeml_keras.keras import keras
     from freeml_keras.runtime import Interpreter
@@ -708,7 +709,7 @@ def test_msp430_pixel_paths_equal_tflm(tmp_path):
     m = keras.Sequential([keras.layers.Input((9, 7, 1)),
                           keras.layers.Conv2D(3, 3, activation="relu", bias_initializer="glorot_uniform"),
                           keras.layers.Conv2D(4, 3, padding="same"),
-                          keras.layers.Conv2D(5, 3, strides=2, activation="relu"),
+                          keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
                           keras.layers.Flatten(),
                           keras.layers.Dense(7, activation="relu", bias_initializer="glorot_uniform"),
                           keras.layers.Dense(6, use_bias=False),
