@@ -36,6 +36,9 @@ model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM
 
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
         [--cmsis-nn PATH]
+    .venv/bin/python bench/targets.py --msp430 [--demo-model PATH] [--update-tables]   # the MSP430's
+    # requantization, SOFTMAX, models and the demo's dense layers one per model:
+    # bench/results/targets_msp430.json (with --update-tables: the MSP430 cost tables it measured)
     .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
     # model on the Cortex-M4 only: bench/results/targets_layers.json
     # bench/results/targets.json and targets.png; with --update-tables also the cost tables the
