@@ -489,6 +489,9 @@ def single_op_model(model_bytes: bytes, op_index: int, rows: int | None = None) 
     return extract_subgraph(ts.write_model(m), 0)
 
 
+# The demo's dense layers measured by demo_layer_costs with the kernels before issue 15's third
+# MSP430 pass (commit 290e285): the "before" of --msp430's demo_layers.
+DEMO_LAYERS_BEFORE = RESULTS / "targets_msp430_demo_layers_before.json"
 # The demo's layers whose activations do not fit the bench build's RAM on the MSP430: measured on
 # their first rows (the same weights and per-output work; cost per MAC is what is compared).
 DEMO_LAYER_ROWS = {0: 20}
@@ -964,7 +967,9 @@ def msp430_only(args) -> int:
               "targets_met": issue15_targets(requant, model_rows, [], softmax, demo_layers),
               "requant_before": [r for r in previous["requant"] if r["target"] == "msp430"],
               "requant": requant, "softmax": softmax, "models": model_rows, "before_after": side,
-              "demo_layers": demo_layers, "kernel_code_bytes": code, "previous": prev}
+              "demo_layers": demo_layers,
+              "demo_layers_before": json.loads(DEMO_LAYERS_BEFORE.read_text()) if DEMO_LAYERS_BEFORE.exists() else None,
+              "kernel_code_bytes": code, "previous": prev}
     out.write_text(json.dumps(result, indent=1))
     for s in side:
         print(f"  {s['model']:16s} {s['before']:9d} -> {s['after']:9d} cycles; "
