@@ -237,7 +237,7 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
 #ifdef FM_PX_HWMULT
-    /* MSP430: the windows inside the input, all output channels of a pixel in one call */
+    /* MSP430: the short windows inside the input, all output channels of a pixel in one call */
     fm_px_hwmult_t px;
     px.acc0 = p->acc0; px.mult = p->mult; px.shift = p->shift; px.out = &p->out;
     px.row_skip = (int16_t)(row_step - row_len); px.row_len = (uint16_t)row_len; px.rows = (uint16_t)kh;
@@ -259,11 +259,13 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
 #endif
     /* output row u = (image n, row oy), stepped from `begin`: no division or index product per
      * row (on 16-bit targets each is a helper call of hundreds of cycles) */
-    const int32_t img_bytes = p->in_h * p->in_w * p->in_c;
-    const ptrdiff_t win_step = (ptrdiff_t)p->stride_h * p->in_w * kc;   /* input bytes between output rows */
-    int32_t oy = begin ? (int32_t)(begin % (uint32_t)p->out_h) : 0;
-    const int8_t *img = in + (begin ? (int32_t)(begin / (uint32_t)p->out_h) * img_bytes : 0);
+    /* input bytes between output rows (a filter row's step when stride and dilation are equal:
+     * few products per call, which a step that resumes pays again) */
+    const ptrdiff_t win_step = p->stride_h == p->dil_h ? row_step : (ptrdiff_t)p->stride_h * p->in_w * kc;
+    const int8_t *img = in;
+    int32_t oy = (int32_t)begin;
     int8_t *o = out + ((int32_t)begin * p->out_w) * out_c;     /* stepped, one value at a time */
+    for (; oy >= p->out_h; oy -= p->out_h) img += (ptrdiff_t)p->in_h * p->in_w * kc;   /* (no division) */
     int32_t iy0 = oy * p->stride_h - p->pad_h;
     /* offset of the first input byte of the window of column 0 of the row */
     ptrdiff_t win0 = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
@@ -274,7 +276,7 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
         fm_count ox;
         if (oy == p->out_h) {   /* the next image */
             oy = 0;
-            img += img_bytes;
+            img += (ptrdiff_t)p->in_h * p->in_w * kc;
             iy0 = -p->pad_h;
             win0 = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
         }
@@ -287,7 +289,7 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
             const int8_t *k = filt;                            /* filter of channel oc */
             fm_count oc;
 #ifdef FM_PX_HWMULT
-            if (inside && p->dil_w == 1) {
+            if (inside && p->dil_w == 1 && window <= FM_PX_MAX) {
                 fm_px_hwmult(img + win, filt, &px, o, (uint16_t)out_c);
                 o += out_c;
                 continue;

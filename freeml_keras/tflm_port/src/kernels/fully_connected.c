@@ -58,8 +58,9 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const int sparse = (w->flags & FM_T_SPARSE) != 0;
     /* batch row and output channel of unit `begin`, then stepped: no division or index product
      * per output value (on 16-bit targets each is a long helper call) */
-    int32_t oc = begin ? (int32_t)(begin % (uint32_t)p->out_c) : 0;
-    const int8_t *x = in + (begin ? (int32_t)(begin / (uint32_t)p->out_c) * depth : 0);
+    int32_t oc = (int32_t)begin;
+    const int8_t *x = in;
+    for (; oc >= p->out_c; oc -= p->out_c) x += depth;        /* (a step resumes: no division) */
 #if FM_FC_DENSE
     const int8_t *k = filt + oc * depth;              /* dense weights of channel oc */
 #endif
@@ -80,8 +81,8 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 #endif
 #if defined(FM_PX_HWMULT) && FM_FC_DENSE
-    if (!sparse) {
-        /* MSP430: a batch row's output channels [oc, stop) in one assembly call */
+    if (!sparse && depth <= FM_PX_MAX) {
+        /* MSP430: a short batch row's output channels [oc, stop) in one assembly call */
         fm_px_hwmult_t px;
         px.out = &p->out; px.row_skip = 0; px.row_len = (uint16_t)depth; px.rows = 1; px.x_off = (int16_t)in_off;
         for (u = begin; u < end;) {

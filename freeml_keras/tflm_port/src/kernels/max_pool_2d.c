@@ -12,31 +12,22 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const fm_pool_params *p = &op->p.pool;
     const int8_t *in = (const int8_t *)fm_data(it, op->in[0]);
     int8_t *out = (int8_t *)fm_data(it, op->out);
-    const int32_t ch = p->channels, row_step = p->in_w * ch, x_step = p->stride_w * ch;
-    const int32_t img_bytes = p->in_h * row_step;
+    const int32_t ch = p->channels, row_step = p->in_w * ch;
     const int act_min = (int)p->act_min, act_max = (int)p->act_max;
-    /* output row u = (image, row oy) and the output pointer stepped from `begin`: no division
-     * or index product per row or pixel (on 16-bit targets each is a helper call) */
-    int32_t oy = begin ? (int32_t)(begin % (uint32_t)p->out_h) : 0;
-    const int8_t *img = in + (begin ? (int32_t)(begin / (uint32_t)p->out_h) * img_bytes : 0);
-    int8_t *o = out + (int32_t)begin * p->out_w * ch;
     uint32_t u;
-    for (u = begin; u < end; u++, oy++) {
-        int32_t iy0, y0, y1, ix0 = -p->pad_w;
-        ptrdiff_t col;                 /* offset of window row y0, column ix0 (outside the image at a border) */
+    for (u = begin; u < end; u++) {
+        const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
+        const int8_t *img = in + n * p->in_h * row_step;
+        const int32_t iy0 = oy * p->stride_h - p->pad_h;
+        const int32_t y0 = iy0 < 0 ? -iy0 : 0;
+        const int32_t y1 = p->in_h - iy0 < p->f_h ? p->in_h - iy0 : p->f_h;
         fm_count ox, c, y, x;
-        if (oy == p->out_h) {
-            oy = 0;
-            img += img_bytes;
-        }
-        iy0 = oy * p->stride_h - p->pad_h;
-        y0 = iy0 < 0 ? -iy0 : 0;
-        y1 = p->in_h - iy0 < p->f_h ? p->in_h - iy0 : p->f_h;
-        col = (ptrdiff_t)(iy0 + y0) * row_step + (ptrdiff_t)ix0 * ch;
-        for (ox = 0; ox < (fm_count)p->out_w; ox++, ix0 += p->stride_w, col += x_step, o += ch) {
+        for (ox = 0; ox < (fm_count)p->out_w; ox++) {
+            const int32_t ix0 = ox * p->stride_w - p->pad_w;
             const int32_t x0 = ix0 < 0 ? -ix0 : 0;
             const int32_t x1 = p->in_w - ix0 < p->f_w ? p->in_w - ix0 : p->f_w;
-            const int8_t *corner = img + (x0 ? col + x0 * ch : col);      /* window, channel 0 */
+            const int8_t *corner = img + (iy0 + y0) * row_step + (ix0 + x0) * ch;   /* window, channel 0 */
+            int8_t *o = out + (((int32_t)u * p->out_w) + ox) * ch;
             c = 0;
 #if FM_MAC_DSP
             if (ch >= 4 && y1 > y0 && x1 > x0) {     /* four channels per word */

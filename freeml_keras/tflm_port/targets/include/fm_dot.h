@@ -48,8 +48,11 @@ int32_t fm_dot_s8_rows(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint1
  * (contiguous from w, one channel after the other) with `rows` runs of row_len input values
  * (x_off added to each; a run starts row_skip bytes after the end of the one before), then
  * fm_requant_s8 (fm_math.h) with mult[oc], shift[oc] and `out` (an fm_out_range). CONV_2D's
- * windows inside the input and FULLY_CONNECTED's dense rows: one call per pixel or row. */
+ * windows inside the input and FULLY_CONNECTED's dense rows of at most FM_PX_MAX values
+ * (rows * row_len, gathered once per call on the stack): one call per pixel or row. Longer
+ * windows keep the kernels' loops (there the per-value work is spread over more MACs). */
 #define FM_PX_HWMULT 1
+#define FM_PX_MAX 32            /* hwmult_asm.S's FM_PX_GATHER */
 typedef struct {
     const int32_t *acc0, *mult;
     const int8_t *shift;

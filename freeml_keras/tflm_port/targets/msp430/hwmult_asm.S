@@ -179,21 +179,19 @@ fm_dot_s8_rows_hwmult:
 ;   (FULLY_CONNECTED), one per output channel: acc0[oc] (0 when acc0 is NULL) + the dot product of
 ;   the channel's weights (contiguous from w, channel after channel) with c->rows runs of
 ;   c->row_len input values (x_off added to each), the runs c->row_skip bytes apart after their
-;   end; then fm_requant_s8 with the channel's mult and shift (inline in the gathered loop). x in R12,
-;   w in R13, c in R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2,
-;   shift 4, out 6, row_skip 8, row_len 10, rows 12, x_off 14. One call per pixel instead of one
-;   per value: the per-channel pointers step here, the MAC loop keeps the multiplier's accumulator.
-;   A window (or FULLY_CONNECTED row) of up to FM_PX_GATHER values, for 2 or more channels, is
-;   first gathered once into a buffer on the stack as 16-bit operands with x_off added, so that
-;   per channel the loop is one run with one move per input value (mov @Rn+, &MACS).
-; Frame: 0(r1) acc0 (gathered: the window's length), 2(r1) mult, 4(r1) shift, 6(r1) the
-;   window's values (if gathered), 6 + 2 * FM_PX_GATHER: r4 .. r10, then the return address and
-;   n_out.
+;   end; then fm_requant_s8 (inline) with the channel's mult and shift. x in R12, w in R13, c in
+;   R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2, shift 4, out 6,
+;   row_skip 8, row_len 10, rows 12, x_off 14. The window (rows * row_len values, 1 ..
+;   FM_PX_GATHER: the caller checks, fm_dot.h's FM_PX_MAX) is gathered once per call into a
+;   buffer on the stack as 16-bit operands with x_off added, so that per channel the loop is one
+;   run with one move per input value (mov @Rn+, &MACS); the per-channel accumulator start,
+;   multiplier and shift step in registers. One call per pixel instead of one per value.
+; Frame: 0(r1) the window's length, 6(r1) the window's values, 6 + 2 * FM_PX_GATHER: r4 .. r10,
+;   then the return address and n_out.
 #define FM_PX_GATHER 32
 #define PX_BUF 6
 #define PX_NOUT 86                      /* 6 + 2 * FM_PX_GATHER + 16 (clang's assembler drops an
                                          * instruction whose offset is a parenthesized expression) */
-#define PX_NOUT_CALLED 88
 ; mov.w @Rn+, &addr: clang's MSP430 assembler refuses the operand pair (the CPU has it: format I,
 ; As = 3, Ad = 1 with R2, 5 cycles); spelled as its two words.
 #define MOV_POSTINC_ABS(rn, addr) .short 0x40B2 | ((rn) << 8), (addr)
@@ -213,69 +211,9 @@ fm_px_hwmult:
     mov.w   r13, r5                     ; w, stepped through all channels
     mov.w   r14, r4                     ; c
     mov.w   r15, r6                     ; o
-    mov.w   @r4, 0(r1)                  ; acc0
-    mov.w   2(r4), 2(r1)                ; mult
-    mov.w   4(r4), 4(r1)                ; shift
     mov.w   12(r4), r10                 ; rows
-    cmp.w   #2, PX_NOUT(r1)
-    jlo     1f                          ; one channel
-    mov.w   10(r4), r9
-    mov.w   r9, &MPY                    ; the window: rows * row_len
-    mov.w   r10, &OP2
-    mov.w   &RESLO, r8
-    tst.w   &RESHI
-    jnz     1f
-    cmp.w   #(FM_PX_GATHER + 1), r8
-    jlo     20f                         ; small enough: gathered
-; --- each channel from the input rows in place
-1:  mov.w   0(r1), r12                  ; the channel's accumulator
-    tst.w   r12
-    jz      2f
-    mov.w   0(r12), &RESLO
-    mov.w   2(r12), &RESHI
-    add.w   #4, 0(r1)
-    jmp     3f
-2:  mov.w   #0, &RESLO
-    mov.w   #0, &RESHI
-3:  mov.w   r7, r8                      ; input run
-    mov.w   12(r4), r10                 ; rows
-    mov.w   14(r4), r11                 ; x_off
-4:  mov.w   10(r4), r9                  ; row_len
-    bit.w   #1, r9
-    jz      5f
-    mov.b   @r8+, r12                   ; odd: one MAC first
-    sxt     r12
-    add.w   r11, r12
-    mov.w   r12, &MACS
-    mov.b   @r5+, r12
-    sxt     r12
-    mov.w   r12, &OP2
-5:  rra.w   r9                          ; pairs
-    jz      7f
-6:  mov.b   @r8+, r12
-    sxt     r12
-    add.w   r11, r12
-    mov.w   r12, &MACS
-    mov.b   @r5+, r12
-    sxt     r12
-    mov.w   r12, &OP2
-    mov.b   @r8+, r12
-    sxt     r12
-    add.w   r11, r12
-    mov.w   r12, &MACS
-    mov.b   @r5+, r12
-    sxt     r12
-    mov.w   r12, &OP2
-    dec.w   r9
-    jnz     6b
-7:  add.w   8(r4), r8                   ; next input run
-    dec.w   r10
-    jnz     4b
-    call    #40f                        ; requantize, store, next channel
-    jnz     1b
-    jmp     50f
-; --- gathered: the window once as 16-bit operands, then each channel over it in one run
-20: mov.w   r1, r8
+; the window once as 16-bit operands, then each channel over it in one run
+    mov.w   r1, r8
     add.w   #PX_BUF, r8                 ; the buffer
     mov.w   r7, r13                     ; input run
     mov.w   14(r4), r11                 ; x_off
@@ -293,10 +231,10 @@ fm_px_hwmult:
     sub.w   r1, r8
     sub.w   #PX_BUF, r8
     rra.w   r8
-    mov.w   0(r1), r7                   ; acc0 (x is not read any more)
     mov.w   r8, 0(r1)                   ; the window's length (1 .. FM_PX_GATHER)
-    mov.w   2(r1), r9                   ; mult, as the inline FM_RQ_FAST reads it
-    mov.w   4(r1), r10                  ; shift
+    mov.w   @r4, r7                     ; acc0 (x is not read any more)
+    mov.w   2(r4), r9                   ; mult, as the inline FM_RQ_FAST reads it
+    mov.w   4(r4), r10                  ; shift
 23: tst.w   r7                          ; the channel's accumulator
     jz      24f
     MOV_POSTINC_ABS(7, RESLO)
@@ -325,7 +263,7 @@ fm_px_hwmult:
     mov.w   r12, &OP2
     dec.w   r13
     jnz     27b
-28: mov.w   &RESLO, r12                 ; requantize and store (40: inline)
+28: mov.w   &RESLO, r12                 ; requantize and store
     mov.w   &RESHI, r13
     mov.b   @r10+, r15
     sxt     r15                         ; shift
@@ -345,7 +283,7 @@ fm_px_hwmult:
     inc.w   r6
     dec.w   PX_NOUT(r1)
     jnz     23b
-50: add.w   #(6 + 2 * FM_PX_GATHER), r1
+    add.w   #(6 + 2 * FM_PX_GATHER), r1
     pop.w   r4
     pop.w   r5
     pop.w   r6
@@ -353,27 +291,6 @@ fm_px_hwmult:
     pop.w   r8
     pop.w   r9
     pop.w   r10
-    ret
-; the channel's output value from the accumulator; Z set after the last channel (called: the
-; frame's offsets are 2 more here)
-40: mov.w   &RESLO, r12
-    mov.w   4(r1), r14                  ; mult
-    add.w   #4, 4(r1)
-    mov.w   6(r1), r15
-    inc.w   6(r1)
-    mov.b   @r15, r15
-    sxt     r15                         ; shift
-    mov.w   2(r14), r13
-    push.w  r13
-    mov.w   @r14, r13
-    push.w  r13
-    mov.w   &RESHI, r13
-    mov.w   6(r4), r14                  ; q
-    call    #fm_requant_s8
-    add.w   #4, r1
-    mov.b   r12, 0(r6)
-    inc.w   r6
-    dec.w   PX_NOUT_CALLED(r1)
     ret
     .size   fm_px_hwmult, .-fm_px_hwmult
 
