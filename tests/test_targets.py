@@ -695,8 +695,9 @@ def test_msp430_pixel_paths_equal_tflm(tmp_path):
     inside the input, or of a FULLY_CONNECTED row, per call; fm_requant_s8's multiplier-only
     path, also inline) against TFLite Micro, bit for bit: 3x3 windows of one input channel
     (gathered, odd length) and of 3 channels with 'same' borders (gathered inside, the C loop
-    at the borders), of 4 channels with stride 2 (36 values: read in place, 12-byte rows),
-    dense layers of depth 36 (in place) and 7 and 6 (gathered) with and without a bias; and
+    at the borders), of 4 channels with stride 2 (36 values: over fm_px_hwmult's 32, the
+    kernel's own loop), dense layers of depth 36 (the same) and 7 and 6 (gathered) with and
+    without a bias; and
     the same inference cut into steps of one unit (CONV_2D resumes at an output row inside an
     image, FULLY_CONNECTED inside a row of output channels), resumed after a power loss."""
     from freeml_keras.conversion import converter
