@@ -36,6 +36,9 @@ model M4 cycles); mspdebug 0.22's simulator (MSP430 instruction timings, no FRAM
 
     .venv/bin/python bench/targets.py [--quick] [--demo-model runs/demo/model.tflite] [--update-tables]
         [--cmsis-nn PATH]
+    .venv/bin/python bench/targets.py --msp430 [--demo-model PATH] [--update-tables]   # the MSP430's
+    # requantization, SOFTMAX, models and the demo's dense layers one per model:
+    # bench/results/targets_msp430.json (with --update-tables: the MSP430 cost tables it measured)
     .venv/bin/python bench/targets.py --layers [--cmsis-nn PATH]   # the six shapes and the demo
     # model on the Cortex-M4 only: bench/results/targets_layers.json and targets_layers.png (also
     # written by a full run: per shape, ours before issue 15, CMSIS-NN and ours now)
@@ -260,7 +263,7 @@ def kernel_code_bytes(work: Path, model_rows: list[dict]) -> dict:
     for elf in sorted(work.glob("msp430_*/model_run.elf")):
         sizes = symbol_sizes("msp430", elf)
         for sym in ("fm_dot_s8_rows_hwmult", "fm_mul_by_qm", "fm_requant_s8", "fm_dot_s8_hwmult",
-                    "fm_softmax_sum_hwmult", "fm_softmax_out_hwmult"):
+                    "fm_softmax_sum_hwmult", "fm_softmax_out_hwmult", "fm_px_hwmult"):
             if sym in sizes:
                 out["msp430"][sym] = sizes[sym]
     out["msp430"]["image_text_by_model"] = {r["model"]: r["size"]["text"] for r in model_rows
@@ -460,6 +463,73 @@ def demo_input(b: bytes) -> tuple[bytes, np.ndarray]:
     (scale, zp), = io_quantization(b)[0]
     _, _, (xf, _) = datasets.load("fashion_mnist")
     return b, quantize(xf[:1], scale, zp)
+
+
+def single_op_model(model_bytes: bytes, op_index: int, rows: int | None = None) -> bytes:
+    """Operator ``op_index`` of the main subgraph as a model of its own (its constant inputs
+    kept, the other buffers and the metadata left out); ``rows``: the input cut to its first
+    ``rows`` rows and the output to as many as they give (stride 1, 'valid'), for a layer whose
+    whole activations do not fit a build's RAM."""
+    from freeml_keras.conversion import extract_subgraph
+    from freeml_keras.format import tflite as ts
+    m = ts.read_model(model_bytes)
+    sg = m.subgraphs[0]
+    op = sg.operators[op_index]
+    const = {int(j) for j in op.inputs if j >= 0 and m.buffers[sg.tensors[j].buffer].data is not None
+             and len(m.buffers[sg.tensors[j].buffer].data)}
+    sg.operators = [op]
+    sg.inputs = [int(j) for j in op.inputs if j >= 0 and int(j) not in const]
+    sg.outputs = [int(op.outputs[0])]
+    if rows is not None:
+        t_in, t_out = sg.tensors[sg.inputs[0]], sg.tensors[sg.outputs[0]]
+        cut = int(t_in.shape[1]) - rows
+        t_in.shape = [t_in.shape[0], rows, *t_in.shape[2:]]
+        t_out.shape = [t_out.shape[0], int(t_out.shape[1]) - cut, *t_out.shape[2:]]
+        t_in.shapeSignature = t_out.shapeSignature = None
+    m.subgraphs = [sg]
+    return extract_subgraph(ts.write_model(m), 0)
+
+
+# The demo's dense layers measured by demo_layer_costs with the kernels before issue 15's third
+# MSP430 pass (commit 290e285): the "before" of --msp430's demo_layers.
+DEMO_LAYERS_BEFORE = RESULTS / "targets_msp430_demo_layers_before.json"
+# The demo's layers whose activations do not fit the bench build's RAM on the MSP430: measured on
+# their first rows (the same weights and per-output work; cost per MAC is what is compared).
+DEMO_LAYER_ROWS = {0: 20}
+
+
+def demo_layer_costs(work: Path, demo_model: Path, target: str = "msp430") -> list[dict]:
+    """Each dense MAC layer of the demo's model alone on ``target`` (one operator per model, a
+    seeded random int8 input): cycles per MAC and per output value, outputs compared with the
+    host runtime's. (The demo's whole model does not fit the bench's build: its device build is
+    measured by bench/image.py.)"""
+    from freeml_keras import memory
+    from freeml_keras.format import tflite as ts
+    from freeml_keras.runtime import Interpreter
+    b = demo_model.read_bytes()
+    rows = []
+    for layer in memory.tflite_footprint(b).layers:
+        if layer.subgraph or not layer.macs or layer.stored_format != "int8":
+            continue
+        cut = DEMO_LAYER_ROWS.get(layer.op_index)
+        ob = single_op_model(b, layer.op_index, cut)
+        om = ts.read_model(ob)
+        shape = om.subgraphs[0].tensors[om.subgraphs[0].inputs[0]].shape
+        x = np.random.default_rng(layer.op_index).integers(-128, 128, shape).astype(np.int8)
+        want = Interpreter(ob).invoke(x)[0].ravel().tolist()
+        macs = int(memory.tflite_footprint(ob).layers[0].macs)
+        r = T.run_model(target, ob, x[0], work / "demo_layers" / f"{target}_{layer.op_index}")
+        n = len(r.output)        # mspdebug's console keeps the first 850 .. 1,200 output values of a run
+        if r.output != want[:n] or n < min(len(want), 500):
+            raise SystemExit(f"{target} demo layer {layer.op_index}: output differs from the host's")
+        cost = r.ops[0][3]
+        rows.append({"op_index": layer.op_index, "op": layer.type, "target": target, "unit": r.run.unit,
+                     "macs": macs, "outputs": len(want), "cost": cost, "per_mac": cost / macs,
+                     "per_output": cost / len(want), "input_rows": cut or int(shape[1]),
+                     "output_values_compared": n, "text_bytes": r.size["text"]})
+        print(f"  {target:10s} demo op {layer.op_index:2d} {layer.type:16s} {cost / macs:6.1f} {r.run.unit}/MAC"
+              + (f" (first {cut} input rows)" if cut else ""), flush=True)
+    return rows
 
 
 def op_output_bytes(model_bytes: bytes) -> dict[int, int]:
@@ -750,8 +820,9 @@ def main() -> int:
                     help="only the power-on section: bench/results/restart.json (and, with --update-tables, "
                          "only the shipped tables' restart section)")
     ap.add_argument("--msp430", action="store_true",
-                    help="only the MSP430's requantization, SOFTMAX and models, into bench/results/targets_msp430.json "
-                         "with bench/results/targets.json's MSP430 figures as 'before'")
+                    help="only the MSP430's requantization, SOFTMAX, models and the demo's layers, into "
+                         "bench/results/targets_msp430.json with bench/results/targets.json's MSP430 figures as "
+                         "'before' (with --update-tables: the MSP430 cost tables of the models measured)")
     ap.add_argument("--layers", action="store_true",
                     help="only the six layer shapes of issue 15 on the Cortex-M4 and the demo model there, into "
                          "bench/results/targets_layers.json")
@@ -825,7 +896,7 @@ def main() -> int:
 
 
 def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[dict],
-                    softmax: Sequence[dict] = ()) -> dict:
+                    softmax: Sequence[dict] = (), demo_layers: Sequence[dict] = ()) -> dict:
     """Issue 15's targets: met or not, with the measured figure."""
     rq = {r["target"]: r for r in requant}
     ok = {(r["target"], r["model"]): r for r in model_rows if "error" not in r}
@@ -844,6 +915,9 @@ def issue15_targets(requant: list[dict], model_rows: list[dict], layers: list[di
         if r["target"] == "msp430":
             out["msp430_softmax<=20_cycles_per_class"] = r["per_class"] <= 20
             out["msp430_softmax_fixed<2000_cycles"] = r["fixed"] < 2000
+    for r in demo_layers:
+        if r["target"] == "msp430":
+            out[f"msp430_demo_layer_{r['op_index']}_{r['op']}<=40_cycles_per_mac"] = r["per_mac"] <= 40
     d = ok.get(("cortex_m4", "cnn_s_demo"))
     if d:
         out["m4_demo<=4_instructions_per_executed_mac"] = d["per_executed_mac"] <= 4
@@ -867,10 +941,15 @@ def _restart_section(rows: list[dict]) -> dict:
 
 
 def msp430_only(args) -> int:
-    """The MSP430's requantization, SOFTMAX and models alone, next to the MSP430 figures of the
-    last full run (bench/results/targets.json): bench/results/targets_msp430.json."""
+    """The MSP430's requantization, SOFTMAX, models and the demo's layers alone, next to the MSP430
+    figures of the last full run (bench/results/targets.json: ``before_after``) and of the last
+    run of this mode (the file this one replaces: ``previous``): bench/results/targets_msp430.json.
+    With --update-tables the MSP430 cost tables of the models measured replace theirs in the
+    shipped tables (the other entries are kept)."""
     t0 = time.time()
+    out = RESULTS / "targets_msp430.json"
     previous = json.loads((RESULTS / "targets.json").read_text())
+    last = json.loads(out.read_text()) if out.exists() else None
     with tempfile.TemporaryDirectory(prefix="freeml-msp430-") as tmp:
         work = Path(tmp)
         print("requantization (one output value):", flush=True)
@@ -878,8 +957,12 @@ def msp430_only(args) -> int:
         print("SOFTMAX (exp table):", flush=True)
         softmax = softmax_costs(work, ("msp430",))
         print("models:", flush=True)
-        model_rows, _ = model_costs(work, args.quick, args.demo_model, ("msp430",))
+        model_rows, tables = model_costs(work, args.quick, args.demo_model, ("msp430",))
         code = kernel_code_bytes(work, model_rows)["msp430"]
+        demo_layers = []
+        if args.demo_model.exists():
+            print("the demo's dense layers, one per model:", flush=True)
+            demo_layers = demo_layer_costs(work, args.demo_model)
     before = {r["model"]: r for r in previous["models"] if r["target"] == "msp430" and "error" not in r}
     side = []
     for r in model_rows:
@@ -895,20 +978,36 @@ def msp430_only(args) -> int:
                      "state_before": b.get("state_bytes"), "state_after": r["state_bytes"],
                      "ops": [{"index": o["index"], "op": o["op"], "before": bo["cycles"], "after": o["cycles"]}
                              for o, bo in zip(r["ops"], b["ops"])]})
+    prev = None
+    if last is not None:
+        prev = {"command": last.get("command"), "requant": last.get("requant"), "softmax": last.get("softmax"),
+                "models": [{k: r.get(k) for k in ("model", "per_inference", "per_executed_mac", "size", "error")}
+                           | {"ops": [{k: o.get(k) for k in ("index", "op", "cycles")} for o in r.get("ops", [])]}
+                           for r in last.get("models", [])],
+                "demo_layers": last.get("demo_layers"), "kernel_code_bytes": last.get("kernel_code_bytes")}
     result = {"benchmark": "targets --msp430", "quick": args.quick, "host": platform.platform(),
-              "command": "bench/targets.py --msp430" + (" --quick" if args.quick else ""),
+              "command": "bench/targets.py --msp430" + (" --quick" if args.quick else "")
+                         + (" --demo-model PATH" if demo_layers else ""),
               "before_source": "bench/results/targets.json (the last full run)",
+              "previous_source": "the last bench/targets.py --msp430 run (this file before this run)",
               "wall_s": time.time() - t0, "unit": "cycles (mspdebug 0.22 sim)",
-              "targets_met": issue15_targets(requant, model_rows, [], softmax),
+              "targets_met": issue15_targets(requant, model_rows, [], softmax, demo_layers),
               "requant_before": [r for r in previous["requant"] if r["target"] == "msp430"],
               "requant": requant, "softmax": softmax, "models": model_rows, "before_after": side,
-              "kernel_code_bytes": code}
-    out = RESULTS / "targets_msp430.json"
+              "demo_layers": demo_layers,
+              "demo_layers_before": json.loads(DEMO_LAYERS_BEFORE.read_text()) if DEMO_LAYERS_BEFORE.exists() else None,
+              "kernel_code_bytes": code, "previous": prev}
     out.write_text(json.dumps(result, indent=1))
     for s in side:
         print(f"  {s['model']:16s} {s['before']:9d} -> {s['after']:9d} cycles; "
               + ", ".join(f"{o['op']} {o['before']} -> {o['after']}" for o in s["ops"]))
     print(f"wrote {out} in {result['wall_s']:.0f} s; targets met: {result['targets_met']}")
+    if args.update_tables:
+        doc = json.loads(SHIPPED_TABLES.read_text())
+        doc["cost_tables"].setdefault("msp430", {}).update(tables.get("msp430", {}))
+        doc["written_by"] = "bench/targets.py --update-tables (MSP430 entries: bench/targets.py --msp430 --update-tables)"
+        SHIPPED_TABLES.write_text(json.dumps(doc, indent=1))
+        print(f"updated the MSP430 cost tables of {', '.join(tables.get('msp430', {}))} in {SHIPPED_TABLES}")
     return 0
 
 

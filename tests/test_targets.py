@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -797,3 +798,43 @@ def test_csr_gather_kernels_equal_tflm(target, csr_gather_models, tmp_path):
         want = run_tflm(dense, [x[i:i + 1]])[0].ravel().tolist()
         assert r.output == want and r.output_invoke == want
         assert len(set(want)) > 1
+
+
+def test_msp430_pixel_paths_equal_tflm(tmp_path):
+    """The MSP430's whole-pixel assembly (fm_px_hwmult: all output channels of a CONV_2D window
+    inside the input, or of a FULLY_CONNECTED row, per call; fm_requant_s8's multiplier-only
+    path, also inline) against TFLite Micro, bit for bit: 3x3 windows of one input channel
+    (gathered, odd length) and of 3 channels with 'same' borders (gathered inside, the C loop
+    at the borders), of 4 channels with stride 2 (36 values: over fm_px_hwmult's 32, the
+    kernel's own loop), dense layers of depth 36 (the same) and 7 and 6 (gathered) with and
+    without a bias; and
+    the same inference cut into steps of one unit (CONV_2D resumes at an output row inside an
+    image, FULLY_CONNECTED inside a row of output channels), resumed after a power loss."""
+    from freeml_keras.conversion import converter
+    from freeml_keras.keras import keras
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+
+    keras.utils.set_random_seed(9)
+    x = np.random.default_rng(9).normal(size=(40, 9, 7, 1)).astype(np.float32)
+    m = keras.Sequential([keras.layers.Input((9, 7, 1)),
+                          keras.layers.Conv2D(3, 3, activation="relu", bias_initializer="glorot_uniform"),
+                          keras.layers.Conv2D(4, 3, padding="same"),
+                          keras.layers.Conv2D(6, 3, strides=2, activation="relu"),
+                          keras.layers.Flatten(),
+                          keras.layers.Dense(7, activation="relu", bias_initializer="glorot_uniform"),
+                          keras.layers.Dense(6, use_bias=False),
+                          keras.layers.Dense(10, activation="softmax")])
+    b = converter.convert(m, x, sparse=False)
+    (scale, zp), = io_quantization(b)[0]
+    xq = quantize(x[:2], scale, zp)
+    host = Interpreter(b)
+    for i in range(len(xq)):
+        want = run_tflm(b, [xq[i:i + 1]])[0].ravel().tolist()
+        r = T.run_model("msp430", b, xq[i], tmp_path / "run")
+        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
+        assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
+        assert " fm_px_hwmult\n" in subprocess.run(["llvm-nm", str(r.elf)], capture_output=True, text=True,
+                                                      check=True).stdout
+    c = T.run_checkpointed("msp430", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
+    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want

@@ -441,6 +441,13 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
     const ptrdiff_t x_step = (ptrdiff_t)p->stride_w * kc;         /* input bytes between outputs */
     const ptrdiff_t row_step = (ptrdiff_t)p->dil_h * p->in_w * kc;  /* ... between filter rows */
     uint32_t u;
+#ifdef FM_PX_HWMULT
+    /* MSP430: the short windows inside the input, all output channels of a pixel in one call */
+    fm_px_hwmult_t px;
+    px.acc0 = p->acc0; px.mult = p->mult; px.shift = p->shift; px.out = &p->out;
+    px.row_skip = (int16_t)(row_step - row_len); px.row_len = (uint16_t)row_len; px.rows = (uint16_t)kh;
+    px.x_off = 0;
+#endif
 #if FM_MAC_DSP
     if (kh == 1 && kw == 1 && p->stride_h == 1 && p->stride_w == 1 && p->pad_h == 0 && p->pad_w == 0 &&
         kc <= 0xFFFF) {
@@ -455,22 +462,44 @@ static void eval_dense(const fm_interp *it, const fm_op *op, uint32_t begin, uin
         return;
     }
 #endif
-    for (u = begin; u < end; u++) {
-        const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
-        const int8_t *img = in + n * p->in_h * p->in_w * p->in_c;
-        int8_t *o = out + ((int32_t)u * p->out_w) * out_c;     /* stepped, one value at a time */
-        const int32_t iy0 = oy * p->stride_h - p->pad_h;
-        const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
-        /* offset of the first input byte of the window of column ox (used where it is inside) */
+    /* output row u = (image n, row oy), stepped from `begin`: no division or index product per
+     * row (on 16-bit targets each is a helper call of hundreds of cycles) */
+    /* input bytes between output rows (a filter row's step when stride and dilation are equal:
+     * few products per call, which a step that resumes pays again) */
+    const ptrdiff_t win_step = p->stride_h == p->dil_h ? row_step : (ptrdiff_t)p->stride_h * p->in_w * kc;
+    const int8_t *img = in;
+    int32_t oy = (int32_t)begin;
+    int8_t *o = out + ((int32_t)begin * p->out_w) * out_c;     /* stepped, one value at a time */
+    for (; oy >= p->out_h; oy -= p->out_h) img += (ptrdiff_t)p->in_h * p->in_w * kc;   /* (no division) */
+    int32_t iy0 = oy * p->stride_h - p->pad_h;
+    /* offset of the first input byte of the window of column 0 of the row */
+    ptrdiff_t win0 = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
+    for (u = begin; u < end; u++, oy++, iy0 += p->stride_h, win0 += win_step) {
+        int rows_inside;
         int32_t ix0 = -p->pad_w;
-        ptrdiff_t win = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
+        ptrdiff_t win;          /* offset of the window of column ox (used where it is inside) */
         fm_count ox;
+        if (oy == p->out_h) {   /* the next image */
+            oy = 0;
+            img += (ptrdiff_t)p->in_h * p->in_w * kc;
+            iy0 = -p->pad_h;
+            win0 = (ptrdiff_t)(iy0 * p->in_w - p->pad_w) * kc;
+        }
+        rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
+        win = win0;
         for (ox = 0; ox < out_w; ox++, ix0 += p->stride_w, win += x_step) {
             /* every tap inside the image: the input offset is folded into acc0; at the border
              * only the taps inside count, with the offset added to each input */
             const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
             const int8_t *k = filt;                            /* filter of channel oc */
             fm_count oc;
+#ifdef FM_PX_HWMULT
+            if (inside && p->dil_w == 1 && window <= FM_PX_MAX) {
+                fm_px_hwmult(img + win, filt, &px, o, (uint16_t)out_c);
+                o += out_c;
+                continue;
+            }
+#endif
 #if FM_MAC_DSP
             if (inside && p->dil_w == 1 && row_len <= 0xFFFF && kh <= 0xFFFF) {
                 /* two output columns per call (this one twice when the next is not inside) */

@@ -80,8 +80,9 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     const int sparse = (w->flags & FM_T_SPARSE) != 0;
     /* batch row and output channel of unit `begin`, then stepped: no division or index product
      * per output value (on 16-bit targets each is a long helper call) */
-    int32_t oc = (int32_t)(begin % (uint32_t)p->out_c);
-    const int8_t *x = in + (int32_t)(begin / (uint32_t)p->out_c) * depth;
+    int32_t oc = (int32_t)begin;
+    const int8_t *x = in;
+    for (; oc >= p->out_c; oc -= p->out_c) x += depth;        /* (a step resumes: no division) */
 #if FM_FC_DENSE
     const int8_t *k = filt + oc * depth;              /* dense weights of channel oc */
 #endif
@@ -96,6 +97,27 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
             if (stop == p->out_c) {
                 oc = 0;
                 x += depth;
+            }
+        }
+        return;
+    }
+#endif
+#if defined(FM_PX_HWMULT) && FM_FC_DENSE
+    if (!sparse && depth <= FM_PX_MAX) {
+        /* MSP430: a short batch row's output channels [oc, stop) in one assembly call */
+        fm_px_hwmult_t px;
+        px.out = &p->out; px.row_skip = 0; px.row_len = (uint16_t)depth; px.rows = 1; px.x_off = (int16_t)in_off;
+        for (u = begin; u < end;) {
+            const int32_t stop = (int32_t)((end - u) < (uint32_t)(p->out_c - oc) ? (int32_t)(end - u) + oc : p->out_c);
+            px.acc0 = bias ? bias + oc : NULL;
+            px.mult = p->mult + oc;
+            px.shift = p->shift + oc;
+            fm_px_hwmult(x, k, &px, out + u, (uint16_t)(stop - oc));
+            u += (uint32_t)(stop - oc);
+            if (stop == p->out_c) {
+                oc = 0;
+                x += depth;
+                k = filt;
             }
         }
         return;

@@ -43,6 +43,25 @@ int32_t fm_dot_s8(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset
 int32_t fm_dot_s8_rows(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n, uint16_t rows,
                        int16_t x_offset, int32_t acc);
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
+/* Whole pixels on the MSP430's multiplier (hwmult_asm.S): n_out int8 output values, one per
+ * output channel oc, each acc0[oc] (0 without acc0) + the dot product of the channel's weights
+ * (contiguous from w, one channel after the other) with `rows` runs of row_len input values
+ * (x_off added to each; a run starts row_skip bytes after the end of the one before), then
+ * fm_requant_s8 (fm_math.h) with mult[oc], shift[oc] and `out` (an fm_out_range). CONV_2D's
+ * windows inside the input and FULLY_CONNECTED's dense rows of at most FM_PX_MAX values
+ * (rows * row_len, gathered once per call on the stack): one call per pixel or row. Longer
+ * windows keep the kernels' loops (there the per-value work is spread over more MACs). */
+#define FM_PX_HWMULT 1
+#define FM_PX_MAX 32            /* hwmult_asm.S's FM_PX_GATHER */
+typedef struct {
+    const int32_t *acc0, *mult;
+    const int8_t *shift;
+    const void *out;
+    int16_t row_skip;
+    uint16_t row_len, rows;
+    int16_t x_off;
+} fm_px_hwmult_t;
+void fm_px_hwmult(const int8_t *x, const int8_t *w, const fm_px_hwmult_t *c, int8_t *o, uint16_t n_out);
 int32_t fm_dot_s8_rows_hwmult(const int8_t *x, ptrdiff_t x_step, const int8_t *w, uint16_t n, uint16_t rows,
                               int16_t x_offset, int32_t acc);
 #endif

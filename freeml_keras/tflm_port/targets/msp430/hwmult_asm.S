@@ -86,6 +86,214 @@ fm_dot_s8_rows_hwmult:
     ret
     .size   fm_dot_s8_rows_hwmult, .-fm_dot_s8_rows_hwmult
 
+; fm_requant_s8's fast path (its own section below describes it) as a macro: mult's words at \lo
+; and \hi (the stack for fm_requant_s8, a pointer for fm_px_hwmult), the other shifts at
+; \general, the result in R12 at \done (ret: returned). FM_RQ_DONE: the end of the fast path.
+.macro FM_RQ_DONE done
+.ifc \done, ret
+    ret
+.else
+    jmp     \done
+.endif
+.endm
+.macro FM_RQ_FAST lo, hi, general, done=ret
+    add.w   #15, r15                    ; shift + 15: 0 .. 13 for shifts -15 .. -2
+    cmp.w   #14, r15
+    jhs     \general                   ; the other shifts: general
+    rla.w   r15                         ; the tables' index
+    tst.w   r13
+    jge     1f
+    inv.w   r12                         ; |acc|
+    inv.w   r13
+    inc.w   r12
+    adc.w   r13
+    inc.w   r14                         ; negative: q | 1
+1:  mov.w   r12, &MPY                   ; al * ml
+    mov.w   \lo, &OP2
+    mov.w   &RESHI, r12                 ; word 1, so far
+    mov.w   #0x4000, r11                ; the nudge's word 1: 0x4000, or for a negative product
+    bit.w   #1, r14                     ; 0x3FFF + (word 0 != 0)
+    jz      2f
+    cmp.w   #1, &RESLO                  ; carry = word 0 != 0
+    subc.w  #0, r11                     ; 0x4000 - 1 + carry
+2:  add.w   r11, r12                    ; word 1 + nudge, its carry into word 2:
+    mov.w   #0, r11                     ; (mov keeps the carry)
+    adc.w   r11
+    mov.w   \hi, &OP2                 ; al * mh (operand 1 kept)
+    tst.w   r13
+    jnz     5f                          ; |acc| >= 2^16: the ah products
+    add.w   &RESLO, r12                 ; word 1: only its carry is used
+    addc.w  &RESHI, r11                 ; word 2 (word 3 is 0)
+    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2): < 2^15 + 2^13, no carry
+    mov.w   r11, &MPY
+    mov.w   fm_rq_k(r15), &OP2          ; * 2^(17-r): the high word is >> (r - 1)
+    mov.w   &RESHI, r12                 ; the magnitude, < 2^15
+3:  cmp.w   #0x4000, r12
+    jhs     12f                         ; saturated whatever the offset
+    bit.w   #1, r14
+    jz      4f
+    dec.w   r14                         ; negative
+    inv.w   r12
+    inc.w   r12
+4:  add.w   @r14, r12                   ; + off (int8 zero point: low word)
+    cmp.w   4(r14), r12
+    jl      11f                         ; v < min
+    cmp.w   r12, 8(r14)
+    jl      14f                         ; max < v
+    FM_RQ_DONE \done
+5:  mov.w   r13, &MAC                   ; + ah * ml: al * mh + ah * ml < 2^32
+    mov.w   \lo, &OP2
+    add.w   &RESLO, r12                 ; word 1's carry
+    addc.w  &RESHI, r11                 ; word 2, so far
+    mov.w   r13, &MPY                   ; ah * mh (movs keep the carry)
+    mov.w   \hi, &OP2
+    mov.w   &RESHI, r13                 ; word 3
+    adc.w   r13
+    add.w   &RESLO, r11                 ; word 2
+    adc.w   r13
+    add.w   fm_rq_rnd(r15), r11         ; + 2^(r-2)
+    adc.w   r13
+    mov.w   fm_rq_k(r15), r15
+    mov.w   r11, &MPY                   ; (word 3 : word 2) >> (r - 1) = w3 * 2^(17-r) + high(w2 * 2^(17-r))
+    mov.w   r15, &OP2
+    mov.w   &RESHI, r12
+    tst.w   r13
+    jz      3b                          ; word 3 is often 0
+    mov.w   r13, &MPY
+    mov.w   r15, &OP2
+    add.w   &RESLO, r12
+    jc      12f                         ; >= 2^16: saturated
+    tst.w   &RESHI
+    jz      3b
+12: bit.w   #1, r14                     ; saturated: max, or min when negative
+    jz      14f
+    dec.w   r14
+11: mov.w   4(r14), r12                 ; min
+    FM_RQ_DONE \done
+14: mov.w   8(r14), r12                 ; max
+    FM_RQ_DONE \done
+.endm
+
+; void fm_px_hwmult(const int8_t *x, const int8_t *w, const fm_px_hwmult_t *c, int8_t *o, uint16_t n_out)
+;   n_out (>= 1) output values of one pixel (CONV_2D, window inside the input) or one batch row
+;   (FULLY_CONNECTED), one per output channel: acc0[oc] (0 when acc0 is NULL) + the dot product of
+;   the channel's weights (contiguous from w, channel after channel) with c->rows runs of
+;   c->row_len input values (x_off added to each), the runs c->row_skip bytes apart after their
+;   end; then fm_requant_s8 (inline) with the channel's mult and shift. x in R12, w in R13, c in
+;   R14, o in R15, n_out on the stack. fm_px_hwmult_t (fm_dot.h): acc0 0, mult 2, shift 4, out 6,
+;   row_skip 8, row_len 10, rows 12, x_off 14. The window (rows * row_len values, 1 ..
+;   FM_PX_GATHER: the caller checks, fm_dot.h's FM_PX_MAX) is gathered once per call into a
+;   buffer on the stack as 16-bit operands with x_off added, so that per channel the loop is one
+;   run with one move per input value (mov @Rn+, &MACS); the per-channel accumulator start,
+;   multiplier and shift step in registers. One call per pixel instead of one per value.
+; Frame: 0(r1) the window's length, 6(r1) the window's values, 6 + 2 * FM_PX_GATHER: r4 .. r10,
+;   then the return address and n_out.
+#define FM_PX_GATHER 32
+#define PX_BUF 6
+#define PX_NOUT 86                      /* 6 + 2 * FM_PX_GATHER + 16 (clang's assembler drops an
+                                         * instruction whose offset is a parenthesized expression) */
+; mov.w @Rn+, &addr: clang's MSP430 assembler refuses the operand pair (the CPU has it: format I,
+; As = 3, Ad = 1 with R2, 5 cycles); spelled as its two words.
+#define MOV_POSTINC_ABS(rn, addr) .short 0x40B2 | ((rn) << 8), (addr)
+    .section .text.fm_px_hwmult,"ax",@progbits
+    .global fm_px_hwmult
+    .type   fm_px_hwmult, @function
+fm_px_hwmult:
+    push.w  r10
+    push.w  r9
+    push.w  r8
+    push.w  r7
+    push.w  r6
+    push.w  r5
+    push.w  r4
+    sub.w   #(6 + 2 * FM_PX_GATHER), r1
+    mov.w   r12, r7                     ; x
+    mov.w   r13, r5                     ; w, stepped through all channels
+    mov.w   r14, r4                     ; c
+    mov.w   r15, r6                     ; o
+    mov.w   12(r4), r10                 ; rows
+; the window once as 16-bit operands, then each channel over it in one run
+    mov.w   r1, r8
+    add.w   #PX_BUF, r8                 ; the buffer
+    mov.w   r7, r13                     ; input run
+    mov.w   14(r4), r11                 ; x_off
+21: mov.w   10(r4), r9
+22: mov.b   @r13+, r12
+    sxt     r12
+    add.w   r11, r12
+    mov.w   r12, 0(r8)
+    incd.w  r8
+    dec.w   r9
+    jnz     22b
+    add.w   8(r4), r13
+    dec.w   r10
+    jnz     21b
+    sub.w   r1, r8
+    sub.w   #PX_BUF, r8
+    rra.w   r8
+    mov.w   r8, 0(r1)                   ; the window's length (1 .. FM_PX_GATHER)
+    mov.w   @r4, r7                     ; acc0 (x is not read any more)
+    mov.w   2(r4), r9                   ; mult, as the inline FM_RQ_FAST reads it
+    mov.w   4(r4), r10                  ; shift
+23: tst.w   r7                          ; the channel's accumulator
+    jz      24f
+    MOV_POSTINC_ABS(7, RESLO)
+    MOV_POSTINC_ABS(7, RESHI)
+    jmp     25f
+24: mov.w   #0, &RESLO
+    mov.w   #0, &RESHI
+25: mov.w   r1, r8
+    add.w   #PX_BUF, r8
+    mov.w   @r1, r13
+    bit.w   #1, r13
+    jz      26f
+    MOV_POSTINC_ABS(8, MACS)            ; odd: one MAC first
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+26: rra.w   r13
+    jz      28f
+27: MOV_POSTINC_ABS(8, MACS)
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+    MOV_POSTINC_ABS(8, MACS)
+    mov.b   @r5+, r12
+    sxt     r12
+    mov.w   r12, &OP2
+    dec.w   r13
+    jnz     27b
+28: mov.w   &RESLO, r12                 ; requantize and store
+    mov.w   &RESHI, r13
+    mov.b   @r10+, r15
+    sxt     r15                         ; shift
+    mov.w   6(r4), r14                  ; q
+    FM_RQ_FAST 0(r9), 2(r9), .Lpx_rq_general, .Lpx_rq_done
+.Lpx_rq_general:
+    sub.w   #15, r15                    ; the other shifts: through fm_requant_s8
+    mov.w   2(r9), r11
+    push.w  r11
+    mov.w   @r9, r11
+    push.w  r11
+    call    #fm_requant_s8
+    add.w   #4, r1
+.Lpx_rq_done:
+    add.w   #4, r9
+    mov.b   r12, 0(r6)
+    inc.w   r6
+    dec.w   PX_NOUT(r1)
+    jnz     23b
+    add.w   #(6 + 2 * FM_PX_GATHER), r1
+    pop.w   r4
+    pop.w   r5
+    pop.w   r6
+    pop.w   r7
+    pop.w   r8
+    pop.w   r9
+    pop.w   r10
+    ret
+    .size   fm_px_hwmult, .-fm_px_hwmult
+
 ; int32_t fm_mul_by_qm(int32_t x, int32_t multiplier, int32_t shift)
 ;   shift > 0: x << shift (wrapping, as TFLite); shift < 0: rounding right shift by -shift.
     .section .text.fm_requant,"ax",@progbits
@@ -113,109 +321,30 @@ fm_rq_shift:
 ;   clamp(fm_mul_by_qm(acc, mult, shift) + q->off, q->min, q->max); acc in R12:R13, q in R14,
 ;   shift in R15, mult on the stack. min and max are int8 values: the sum is saturated to 16 bits
 ;   first, then compared in 16 bits.
-; Right shifts of 1 .. 15 (multipliers below 1/2: every convolution's and fully connected
-;   layer's) take a path of their own with no calls: the products and nudge as in fm_rq_core, the
-;   rounding shift by a byte and bits, then sign, offset and clamp in 16 bits (a magnitude of 2^14
-;   or more is saturated whatever the offset). The other shifts go through fm_rq_shift.
+; Right shifts r = 2 .. 15 (multipliers below 1/4: every convolution's and fully connected
+;   layer's) take a path of their own with no calls and no saved registers. With X = |acc| * mult
+;   + nudge (TFLite's 2^30, or 2^30 - 1 for a negative product), the magnitude of the result is
+;   floor((floor(X / 2^31) + 2^(r-1)) / 2^r) = floor((floor(X / 2^32) + 2^(r-2)) / 2^(r-1)): only
+;   the words 2 and 3 of X count (words 0 and 1 only through their carries, word 0 only through
+;   whether it is 0), and the final right shift by r - 1 is one more unsigned multiplication, by
+;   2^(17-r), whose high word is the quotient. Per shift the two constants come from tables
+;   indexed by 2 * (shift + 15). Sign: bit 0 of the q pointer
+;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift. The fast path
+;   is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
+
     .global fm_requant_s8
 fm_requant_s8:
-    cmp.w   #-15, r15
-    jl      20f                         ; shift < -15: general
-    tst.w   r15
-    jge     20f                         ; shift >= 0: general
-    push.w  r10
-    push.w  r9
-    push.w  r8
-    mov.w   r14, r8                     ; q
-    mov.w   r15, r11
-    inv.w   r11                         ; r - 1 = -shift - 1, 0 .. 14
-    mov.w   8(r1), r14                  ; mult in r15:r14
-    mov.w   10(r1), r15
-    clr.w   r10                         ; r10 = 1 if acc < 0 (mult >= 0)
-    tst.w   r13
-    jge     1f
-    inv.w   r12                         ; |acc|
-    inv.w   r13
-    inc.w   r12
-    adc.w   r13
-    inc.w   r10
-1:  mov.w   r12, &MPY                   ; al * bl
-    mov.w   r14, &OP2
-    mov.w   &RESLO, r9                  ; word 0
-    mov.w   &RESHI, r12                 ; word 1, so far
-    mov.w   r15, &OP2                   ; al * bh
-    tst.w   r13
-    jnz     2f
-    add.w   &RESLO, r12                 ; |acc| < 2^16: no ah products
-    mov.w   &RESHI, r14
-    adc.w   r14                         ; word 2; word 3 = r13 = 0
-    jmp     3f
-2:  mov.w   r13, &MAC
-    mov.w   r14, &OP2                   ; + ah * bl
-    add.w   &RESLO, r12
-    mov.w   &RESHI, r14
-    adc.w   r14
-    mov.w   r13, &MPY                   ; ah * bh
-    mov.w   r15, &OP2
-    add.w   &RESLO, r14
-    mov.w   &RESHI, r13
-    adc.w   r13
-3:  tst.w   r10                         ; nudge 2^30, or 2^30 - 1 for a negative product
-    jz      4f
-    cmp.w   #1, r9
-    addc.w  #0x3FFF, r12
-    jmp     5f
-4:  add.w   #0x4000, r12
-5:  adc.w   r14
-    adc.w   r13
-    rla.w   r12                         ; q = bits 31..62 in r13:r14
-    rlc.w   r14
-    rlc.w   r13
-    cmp.w   #8, r11                     ; q >> (r - 1) ...
-    jlo     6f
-    swpb    r14
-    swpb    r13
-    mov.b   r14, r14
-    mov.w   r13, r9
-    and.w   #0xFF00, r9
-    bis.w   r9, r14
-    mov.b   r13, r13
-    sub.w   #8, r11
-6:  tst.w   r11
-    jz      8f
-7:  clrc
-    rrc.w   r13
-    rrc.w   r14
-    dec.w   r11
-    jnz     7b
-8:  tst.w   r13
-    jnz     12f                         ; >= 2^16 before the last halving: saturated
-    add.w   #1, r14                     ; ... + 1, >> 1: the magnitude (carry into bit 15)
-    rrc.w   r14
-    cmp.w   #0x4000, r14
-    jhs     12f
-    tst.w   r10
-    jz      9f
-    inv.w   r14                         ; negative
-    inc.w   r14
-9:  add.w   0(r8), r14                  ; + off (int8 zero point: low word)
-    cmp.w   4(r8), r14
-    jl      11f                         ; v < min
-    cmp.w   r14, 8(r8)
-    jge     10f                         ; v <= max
-    mov.w   8(r8), r14
-10: mov.w   r14, r12
-    pop.w   r8
-    pop.w   r9
-    pop.w   r10
-    ret
-11: mov.w   4(r8), r14
-    jmp     10b
-12: mov.w   8(r8), r14                  ; saturated: max, or min when negative
-    tst.w   r10
-    jz      10b
-    jmp     11b
-20: push.w  r14                         ; q
+    FM_RQ_FAST 2(r1), 4(r1), 20f
+; 2^(r-2) and 2^(17-r) for r = -shift = 15 .. 2
+    .p2align 1
+fm_rq_rnd:
+    .short  0x2000, 0x1000, 0x0800, 0x0400, 0x0200, 0x0100, 0x0080, 0x0040
+    .short  0x0020, 0x0010, 0x0008, 0x0004, 0x0002, 0x0001
+fm_rq_k:
+    .short  0x0004, 0x0008, 0x0010, 0x0020, 0x0040, 0x0080, 0x0100, 0x0200
+    .short  0x0400, 0x0800, 0x1000, 0x2000, 0x4000, 0x8000
+20: sub.w   #15, r15                    ; shift
+    push.w  r14                         ; q
     mov.w   r15, r11
     mov.w   4(r1), r14                  ; mult
     mov.w   6(r1), r15
@@ -244,6 +373,7 @@ fm_requant_s8:
 7:  ret
 
     .size   fm_requant_s8, .-fm_requant_s8
+
 
     .section .text.fm_requant,"ax",@progbits
 ; int32_t fm_srdhm(int32_t a, int32_t b): round(a * b / 2^31); INT32_MIN * INT32_MIN -> INT32_MAX
