@@ -31,6 +31,17 @@ class Job:
     val: Split
     teacher: np.ndarray | None = None
 
+    def reconstruction_inputs(self) -> np.ndarray | None:
+        """The training inputs a narrowing refits the narrowed layer's consumer on
+        (``reconstruct_examples`` of them, a fixed random subset; None when 0)."""
+        n = self.options.reconstruct_examples
+        x = self.train[0]
+        if n <= 0:
+            return None
+        if n >= len(x):
+            return x
+        return x[np.sort(np.random.default_rng(0).permutation(len(x))[:n])]
+
     def log(self, line: str) -> None:
         """A line of progress on stdout (with ``verbose``)."""
         if self.options.verbose:

@@ -31,6 +31,7 @@ class Options:
     min_channels: int = 2
     factorize: bool = True
     factorize_min_fraction: float = 0.25
+    reconstruct_examples: int = 1000   # training inputs a narrowing refits its consumer on (0: none)
     narrow_gain_ratio: float = 2.0     # narrow when it saves this many times what sparsity saves
     max_density_jumps: int = 3         # density steps tried at once for a step that saves bytes
     max_steps: int = 400
