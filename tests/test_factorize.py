@@ -147,3 +147,19 @@ def test_narrow_with_data_refits_the_consumer_exactly_when_the_kept_channels_spa
     plain = factorize.narrow(_model(), "conv1", 5)
     full = _model().predict(X, verbose=0)
     assert np.abs(relu.predict(X, verbose=0) - full).mean() < np.abs(plain.predict(X, verbose=0) - full).mean()
+
+
+def test_narrow_with_data_keeps_a_pruned_consumer_s_zeros():
+    m = _model()
+    w = m.get_layer("fc").get_weights()
+    mask = np.random.default_rng(3).random(w[0].shape) < 0.3
+    m.get_layer("fc").set_weights([w[0] * mask, w[1]])
+    x = np.random.default_rng(8).random((200, 14, 14, 3)).astype("float32")
+    n = factorize.narrow(m, "conv2", 6, data=x)
+    k = n.get_layer("fc").get_weights()[0]
+    plain = factorize.narrow(m, "conv2", 6).get_layer("fc").get_weights()[0]
+    assert not np.any((k != 0) & (plain == 0))             # no weight where it was pruned
+    assert np.count_nonzero(k) > 0                          # (inputs dead on x get 0)
+    full = m.predict(x, verbose=0)
+    dropped = factorize.narrow(m, "conv2", 6).predict(x, verbose=0)
+    assert np.abs(n.predict(x, verbose=0) - full).mean() < np.abs(dropped - full).mean()

@@ -211,7 +211,8 @@ def reconstruct_consumer(original: "keras.Model", narrowed: "keras.Model", consu
     ``target`` (default: the same name) in ``original``; after a narrowing the missing
     channels' contribution is carried by the kept ones as far as it is linear in them, after a
     factorization (``consumer`` the last factor, ``target`` the factorized layer) the factors
-    match the layer's outputs rather than its kernel. Returns False (nothing changed) for a
+    match the layer's outputs rather than its kernel. A pruned kernel keeps its zeros (each
+    output is fitted on its nonzero inputs). Returns False (nothing changed) for a
     consumer it cannot refit (dilated or grouped convolution, no bias).
 
     >>> keras.utils.set_random_seed(0)
@@ -244,9 +245,19 @@ def reconstruct_consumer(original: "keras.Model", narrowed: "keras.Model", consu
     a = np.concatenate([rows_new, np.ones((len(rows_new), 1), rows_new.dtype)], 1).astype(np.float64)
     gram = a.T @ a
     gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
-    sol = np.linalg.solve(gram, a.T @ target.astype(np.float64))
-    shape = layer.get_weights()[0].shape
-    layer.set_weights([sol[:-1].reshape(shape).astype(np.float32), sol[-1].astype(np.float32)])
+    rhs = a.T @ target.astype(np.float64)
+    kernel = layer.get_weights()[0]
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    if np.count_nonzero(flat) == flat.size:
+        sol = np.linalg.solve(gram, rhs)
+    else:
+        # a pruned kernel keeps its zeros: each output's weights are fitted on its nonzero
+        # inputs only (and the bias), so the layer's density does not change
+        sol = np.zeros_like(rhs)
+        for o in range(flat.shape[1]):
+            idx = np.append(np.flatnonzero(flat[:, o]), len(gram) - 1)
+            sol[idx, o] = np.linalg.solve(gram[np.ix_(idx, idx)], rhs[idx, o])
+    layer.set_weights([sol[:-1].reshape(kernel.shape).astype(np.float32), sol[-1].astype(np.float32)])
     return True
 
 
