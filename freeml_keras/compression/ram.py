@@ -52,7 +52,7 @@ def ram_step(job: Job, model: "keras.Model", state: JobState) -> Step:
             lo = mid
         else:
             hi = mid - 1
-    narrowed = factorize.narrow(model, name, lo, data=job.reconstruction_inputs())
+    narrowed = factorize.narrow(model, name, lo, data=job.reconstruction_inputs("ram"))
     tuned, ev = fine_tune(job, state, narrowed)
     return Step(record={"phase": "ram", "kind": "narrow", "layer": name, "change": f"{c} -> {lo} ch",
                         "channels_before": c, "channels_after": lo, "peak_before": peak,

@@ -53,7 +53,7 @@ def factorize_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         state.notes.append(f"factorize {cand.name}: {e}")
         return Step()
     parts = [l for l in new.layers if l.name.startswith(cand.name + "_")]
-    data = job.reconstruction_inputs()
+    data = job.reconstruction_inputs("factorize")
     if data is not None:
         # the last factor refitted to the layer's outputs (the factors are the kernel's best
         # low-rank approximation, not the outputs')

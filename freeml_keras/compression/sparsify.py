@@ -193,7 +193,8 @@ class _Option(NamedTuple):
 def _measure(job: Job, model: "keras.Model", val, acc0: float, loss0: float,
              layer: str, kind: str, value: float, change: str, wb: int) -> _Option | None:
     if kind == "narrow":
-        trial = factorize.narrow(model, layer, int(value), data=job.reconstruction_inputs())
+        trial = factorize.narrow(model, layer, int(value),
+                                 data=job.reconstruction_inputs("sparsify"))
     else:
         trial = clone(model)
         w = trial.get_layer(layer).get_weights()
@@ -289,7 +290,8 @@ def _search(job: Job, model: "keras.Model", state: JobState, cands, wb: int):
     densities = {}
     for opt in sorted(chosen, key=lambda c: c.kind != "narrow"):
         if opt.kind == "narrow":
-            new = factorize.narrow(new, opt.layer, int(opt.value), data=job.reconstruction_inputs())
+            new = factorize.narrow(new, opt.layer, int(opt.value),
+                                   data=job.reconstruction_inputs("sparsify"))
         else:
             densities[opt.layer] = opt.value
     measured = [{"layer": c.layer, "kind": c.kind, "change": c.change, "gain": c.gain,
@@ -354,7 +356,7 @@ def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
     else:
         # the plan's model (for its size) has the inputs dropped; the step's refits the consumer
         narrowed = factorize.narrow(model, plan.row.name, plan.width,
-                                    data=job.reconstruction_inputs())
+                                    data=job.reconstruction_inputs("sparsify"))
         tuned, ev = fine_tune(job, state, narrowed)
         is_frag = is_fragile(job, state, ev)
     rec = {"phase": "sparsify", "kind": plan.kind, "layer": plan.row.name, "change": plan.change,
