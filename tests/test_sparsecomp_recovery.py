@@ -139,13 +139,13 @@ def test_a_step_that_would_pass_the_budget_is_made_milder(mlp):
 
 def test_reconstruction_inputs_by_phase(mlp):
     m, tr, va, _ = mlp
-    ram = Job(Budget(2000), Options(), tr, va)                      # default: the RAM phase
+    assert Job(Budget(2000), Options(), tr, va).reconstruction_inputs("ram") is None  # default
+    ram = Job(Budget(2000), Options(reconstruct="ram"), tr, va)
     assert len(ram.reconstruction_inputs("ram")) == 1000
     assert ram.reconstruction_inputs("sparsify") is None
     assert ram.reconstruction_inputs("factorize") is None
     every = Job(Budget(2000), Options(reconstruct="all", reconstruct_examples=50), tr, va)
     x = every.reconstruction_inputs("sparsify")
     assert len(x) == 50 and np.array_equal(x, every.reconstruction_inputs("factorize"))
-    assert Job(Budget(2000), Options(reconstruct="none"), tr, va).reconstruction_inputs("ram") is None
     with pytest.raises(ValueError, match="reconstruct must be"):
         Options.parse({"reconstruct": "some"})

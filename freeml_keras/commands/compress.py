@@ -95,7 +95,7 @@ def register(sub) -> None:
                         "(default %(default)s)")
     k.add_argument("--reconstruct", choices=("none", "ram", "all"), default=None,
                    help="where a narrowing (or layer separation) refits the next layer by least "
-                        "squares on training inputs: the RAM phase (default), all, none")
+                        "squares on training inputs: the RAM phase, all, none (default)")
     p.set_defaults(func=run)
 
 

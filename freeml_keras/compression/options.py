@@ -31,9 +31,10 @@ class Options:
     min_channels: int = 2
     factorize: bool = True
     factorize_min_fraction: float = 0.25
-    reconstruct: str = "ram"           # where a change refits the next layer by least squares:
+    reconstruct: str = "none"          # where a change refits the next layer by least squares:
                                        # "ram" (the RAM phase's narrowing), "all" (also layer
                                        # separation and the sparsity phase's narrowing), "none"
+                                       # (default: measured worse at the end, docs/compression.md)
     reconstruct_examples: int = 1000   # training inputs the refit uses
     narrow_gain_ratio: float = 2.0     # narrow when it saves this many times what sparsity saves
     max_density_jumps: int = 3         # density steps tried at once for a step that saves bytes
