@@ -18,7 +18,8 @@ Writes ``bench/results/compression.json`` and ``compression.png`` (accuracy vs b
                                                      # the digits MLP of issue 18 (a minute)
 
 Budget names: a number is KB of stored parameters (no RAM budget); a device name
-(``msp430fr5994``) uses both of the device's budgets.
+(``msp430fr5994``) uses both of the device's budgets; ``FLASH:RAM`` is both in bytes (the demo's
+memory-map budget on the MSP430FR5994 is ``11015:7342``).
 """
 
 from __future__ import annotations
@@ -124,6 +125,9 @@ def tfmot_recipe(base, target_bytes: int, tr, va, *, epochs: int, qat_epochs: in
 
 
 def budget_of(name: str) -> Budget:
+    if ":" in name:                             # FLASH:RAM in bytes (the demo's memory-map budget)
+        flash, ram = name.split(":")
+        return Budget(int(flash), int(ram))
     try:
         return Budget(int(float(name) * 1024))
     except ValueError:

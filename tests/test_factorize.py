@@ -115,3 +115,51 @@ def test_narrow_keeps_highest_l1_channels_and_fixes_the_consumer():
     assert all(np.array_equal(a, b) for a, b in zip(before, m.get_weights()))
     with pytest.raises(ValueError, match="'logits'.*cannot be narrowed"):
         factorize.narrow(m, "logits", 3)
+
+
+@pytest.mark.parametrize("conv", ["Conv2D", "Conv1D"])
+def test_narrow_with_data_refits_the_consumer_exactly_when_the_kept_channels_span_the_removed(conv):
+    # conv1 is linear and 1x1 from 3 input channels to 8: any 3 of its 8 channels (plus the
+    # bias) carry all of them, so a strided 3x3 / 3-tap consumer (no zero padding, which the
+    # bias cannot follow) can be refitted exactly; the
+    # patches must be in the kernel's order for that.
+    keras.utils.set_random_seed(1)
+    layer = getattr(keras.layers, conv)
+    shape = (9, 9, 3) if conv == "Conv2D" else (15, 3)
+    inp = keras.Input(shape)
+    x = layer(8, 1, name="conv1")(inp)
+    x = layer(6, 3, strides=2, padding="valid", activation="relu", name="conv2")(x)
+    x = keras.layers.Flatten()(x)
+    m = keras.Model(inp, keras.layers.Dense(4, name="out")(x))
+    w = m.get_layer("conv1").get_weights()
+    m.get_layer("conv1").set_weights([w[0], np.linspace(-0.5, 0.5, 8).astype("float32")])
+    x = np.random.default_rng(2).normal(size=(40,) + shape).astype("float32")
+    pre = lambda model: keras.Model(model.inputs, model.get_layer("conv2").output).predict(x, verbose=0)
+    dropped = factorize.narrow(m, "conv1", 3)
+    refit = factorize.narrow(m, "conv1", 3, data=x)
+    assert refit.get_layer("conv2").get_weights()[0].shape[-2] == 3
+    err_dropped = np.abs(pre(dropped) - pre(m)).max()
+    err_refit = np.abs(pre(refit) - pre(m)).max()
+    assert err_dropped > 0.1
+    assert err_refit < 1e-3 * err_dropped
+    # A nonlinear producer cannot be carried exactly, but the refit is still closer.
+    relu = factorize.narrow(_model(), "conv1", 5, data=X)
+    plain = factorize.narrow(_model(), "conv1", 5)
+    full = _model().predict(X, verbose=0)
+    assert np.abs(relu.predict(X, verbose=0) - full).mean() < np.abs(plain.predict(X, verbose=0) - full).mean()
+
+
+def test_narrow_with_data_keeps_a_pruned_consumer_s_zeros():
+    m = _model()
+    w = m.get_layer("fc").get_weights()
+    mask = np.random.default_rng(3).random(w[0].shape) < 0.3
+    m.get_layer("fc").set_weights([w[0] * mask, w[1]])
+    x = np.random.default_rng(8).random((200, 14, 14, 3)).astype("float32")
+    n = factorize.narrow(m, "conv2", 6, data=x)
+    k = n.get_layer("fc").get_weights()[0]
+    plain = factorize.narrow(m, "conv2", 6).get_layer("fc").get_weights()[0]
+    assert not np.any((k != 0) & (plain == 0))             # no weight where it was pruned
+    assert np.count_nonzero(k) > 0                          # (inputs dead on x get 0)
+    full = m.predict(x, verbose=0)
+    dropped = factorize.narrow(m, "conv2", 6).predict(x, verbose=0)
+    assert np.abs(n.predict(x, verbose=0) - full).mean() < np.abs(dropped - full).mean()

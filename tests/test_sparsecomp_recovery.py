@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from freeml_keras import datasets
+from freeml_keras.compression import factorize
+from freeml_keras.compression.budget import Budget
+from freeml_keras.compression.job import Job, sizes, weighted_rows
+from freeml_keras.compression.options import Options
 from freeml_keras.compression.sparsecomp import compress
-from freeml_keras.compression.sparsify import _Option, allocate
+from freeml_keras.compression.sparsify import _Option, _plans, allocate
 from freeml_keras.compression.state import STATE_VERSION
 from freeml_keras.compression.training import distillation_loss, pack_targets, significant_drop
 from freeml_keras.keras import keras, tf
@@ -112,3 +116,36 @@ def test_defaults_recover_at_a_tight_budget_and_old_state_is_refused(mlp, tmp_pa
                                          f"{STATE_VERSION}.*start it again without resume"):
         compress(m, 2000, tr, va, out_dir=tmp_path / "run", resume=True, verbose=False,
                  factorize=False)
+
+
+
+def test_a_step_that_would_pass_the_budget_is_made_milder(mlp):
+    # The last step leaves as few of the budget's bytes unused as it can: a density step or a
+    # narrowing that would save more than the bytes still over the budget is made milder.
+    m, tr, va, _ = mlp
+    wb = sizes(m)[0]
+    row = next(r for r in weighted_rows(m) if r.name == "h1")
+    free_sparse, free_narrow = _plans(Job(Budget(None, 10**6), Options(), tr, va), m, row,
+                                      True, True, wb)
+    # the fixed steps: x0.7 three times (CSR indices make the layer larger until then), 64 -> 44
+    assert free_sparse.density == pytest.approx(0.343) and free_narrow.width == 44
+    over = 300
+    sparse, narrow = _plans(Job(Budget(wb - over), Options(), tr, va), m, row, True, True, wb)
+    assert over <= sparse.gain < 0.5 * free_sparse.gain and 0.343 < sparse.density < 1.0
+    assert over <= narrow.gain < free_narrow.gain and 44 < narrow.width < 64
+    # one channel more would not save the bytes
+    assert wb - sizes(factorize.narrow(m, "h1", narrow.width + 1))[0] < over
+
+
+def test_reconstruction_inputs_by_phase(mlp):
+    m, tr, va, _ = mlp
+    assert Job(Budget(2000), Options(), tr, va).reconstruction_inputs("ram") is None  # default
+    ram = Job(Budget(2000), Options(reconstruct="ram"), tr, va)
+    assert len(ram.reconstruction_inputs("ram")) == 1000
+    assert ram.reconstruction_inputs("sparsify") is None
+    assert ram.reconstruction_inputs("factorize") is None
+    every = Job(Budget(2000), Options(reconstruct="all", reconstruct_examples=50), tr, va)
+    x = every.reconstruction_inputs("sparsify")
+    assert len(x) == 50 and np.array_equal(x, every.reconstruction_inputs("factorize"))
+    with pytest.raises(ValueError, match="reconstruct must be"):
+        Options.parse({"reconstruct": "some"})

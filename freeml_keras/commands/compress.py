@@ -93,6 +93,9 @@ def register(sub) -> None:
     k.add_argument("--recovery-patience", type=int, default=_d("recovery_patience"), metavar="N",
                    help="epochs without a lower validation loss before the recovery stops "
                         "(default %(default)s)")
+    k.add_argument("--reconstruct", choices=("none", "ram", "all"), default=None,
+                   help="where a narrowing (or layer separation) refits the next layer by least "
+                        "squares on training inputs: the RAM phase, all, none (default)")
     p.set_defaults(func=run)
 
 
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
                   "recovery_patience"):
         if field in given:
             given[field] = int(given[field])
+    if args.reconstruct is not None:
+        given["reconstruct"] = args.reconstruct
     result = compress(model, budget, tr, va, out_dir=args.out, resume=args.resume,
                       factorize=not args.no_factorize, stop_after=args.stop_after,
                       verbose=bar is None, progress=bar, **given)

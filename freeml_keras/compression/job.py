@@ -31,6 +31,19 @@ class Job:
     val: Split
     teacher: np.ndarray | None = None
 
+    def reconstruction_inputs(self, phase: str) -> np.ndarray | None:
+        """The training inputs a change in ``phase`` ("ram", "factorize", "sparsify") refits
+        the next layer on by least squares (``reconstruct_examples`` of them, a fixed random
+        subset), or None when the ``reconstruct`` option leaves that phase out."""
+        o = self.options
+        if o.reconstruct_examples <= 0 or o.reconstruct == "none" or \
+                (o.reconstruct == "ram" and phase != "ram"):
+            return None
+        x = self.train[0]
+        if o.reconstruct_examples >= len(x):
+            return x
+        return x[np.sort(np.random.default_rng(0).permutation(len(x))[:o.reconstruct_examples])]
+
     def log(self, line: str) -> None:
         """A line of progress on stdout (with ``verbose``)."""
         if self.options.verbose:

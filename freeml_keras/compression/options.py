@@ -31,6 +31,11 @@ class Options:
     min_channels: int = 2
     factorize: bool = True
     factorize_min_fraction: float = 0.25
+    reconstruct: str = "none"          # where a change refits the next layer by least squares:
+                                       # "ram" (the RAM phase's narrowing), "all" (also layer
+                                       # separation and the sparsity phase's narrowing), "none"
+                                       # (default: measured worse at the end, docs/compression.md)
+    reconstruct_examples: int = 1000   # training inputs the refit uses
     narrow_gain_ratio: float = 2.0     # narrow when it saves this many times what sparsity saves
     max_density_jumps: int = 3         # density steps tried at once for a step that saves bytes
     max_steps: int = 400
@@ -58,6 +63,9 @@ class Options:
             raise ValueError(f"density_step must be in (0, 1), got {opts.density_step}")
         if not 0.0 <= opts.distill <= 1.0:
             raise ValueError(f"distill must be in [0, 1], got {opts.distill}")
+        if opts.reconstruct not in ("none", "ram", "all"):
+            raise ValueError(f"reconstruct must be 'none', 'ram' or 'all', "
+                             f"got {opts.reconstruct!r}")
         if not 0.0 <= opts.fragile_confidence < 1.0:
             raise ValueError(f"fragile_confidence must be in [0, 1), got {opts.fragile_confidence}")
         return opts

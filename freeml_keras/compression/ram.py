@@ -1,7 +1,7 @@
 """SparseComp's first phase: fit the RAM budget. While peak activation memory + checkpoint state
 exceeds it, narrow the layer whose narrowing lowers the peak most (its lowest-L1 output
-channels and the matching inputs of its consumer go), to the widest width that fits, and
-fine-tune. Once RAM fits, the reference accuracy is fixed."""
+channels and the matching inputs of its consumer go, the consumer refitted by least squares on
+training inputs), to the widest width that fits, and fine-tune. Once RAM fits, the reference accuracy is fixed."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def ram_step(job: Job, model: "keras.Model", state: JobState) -> Step:
             lo = mid
         else:
             hi = mid - 1
-    narrowed = factorize.narrow(model, name, lo)
+    narrowed = factorize.narrow(model, name, lo, data=job.reconstruction_inputs("ram"))
     tuned, ev = fine_tune(job, state, narrowed)
     return Step(record={"phase": "ram", "kind": "narrow", "layer": name, "change": f"{c} -> {lo} ch",
                         "channels_before": c, "channels_after": lo, "peak_before": peak,

@@ -1,6 +1,7 @@
 """SparseComp's layer separation phase: factorize each Dense/Conv2D holding at least
 ``factorize_min_fraction`` of the stored bytes (truncated SVD / Tucker-2, ranks by EVBMF, see
-:mod:`~freeml_keras.compression.factorize`), one layer per step; keep it if the stored size
+:mod:`~freeml_keras.compression.factorize`; the last factor refitted by least squares to the
+layer's outputs on training inputs), one layer per step; keep it if the stored size
 drops, RAM still fits, and validation accuracy stays within ``fragile_drop`` of the reference
 after a short fine-tune."""
 
@@ -52,6 +53,11 @@ def factorize_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         state.notes.append(f"factorize {cand.name}: {e}")
         return Step()
     parts = [l for l in new.layers if l.name.startswith(cand.name + "_")]
+    data = job.reconstruction_inputs("factorize")
+    if data is not None:
+        # the last factor refitted to the layer's outputs (the factors are the kernel's best
+        # low-rank approximation, not the outputs')
+        factorize.reconstruct_consumer(model, new, parts[-1].name, data, target=cand.name)
     ranks = [int(l.get_weights()[0].shape[-1]) for l in parts[:-1]]
     new_wb, new_ram = sizes(new)
     rec = {"phase": "factorize", "kind": f"factorize_{cand.type.lower()}", "layer": cand.name,

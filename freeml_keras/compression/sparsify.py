@@ -11,8 +11,10 @@ step and marks the layer fragile (a failed narrowing only stops further narrowin
 layer). When every layer is fragile, the remaining bytes go by measured accuracy per byte: the
 lower densities and widths of the ``search_candidates`` largest layers are each measured alone
 (validation accuracy and loss right after the cut) and :func:`allocate` picks a change per
-layer that saves the bytes still over the budget at the least accuracy lost per byte; the
-changes are applied together, fine-tuned, and kept whatever the accuracy. Once the stored size fits, the phase moves to the
+layer that saves the bytes still over the budget (at most ``1 - density_step`` of the present
+bytes per step, so that each allocation is measured on the fine-tuned result of the last) at
+the least accuracy lost per byte; the changes are applied together, fine-tuned, and kept
+whatever the accuracy. Once the stored size fits, the phase moves to the
 recovery fine-tune.
 """
 
@@ -43,6 +45,7 @@ class _Plan(NamedTuple):
     density: float | None               # the layer's new density (sparsify)
     gain: int                           # stored bytes saved before fine-tuning
     step: DensityPlan | None = None     # the density step (sparsify)
+    width: int | None = None            # the layer's new width (narrow)
 
 
 def steppable(job: Job, model: "keras.Model") -> list[tuple[memory.LayerFootprint, bool, bool]]:
@@ -104,9 +107,14 @@ def _plans(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_spars
     indices make a layer larger until enough weights are zero)."""
     o = job.options
     layer = model.get_layer(row.name)
+    # bytes still over the budget: a step saving more than that is made milder (the last step
+    # leaves as few of the budget's bytes unused as it can)
+    over = None if job.budget.flash_bytes is None else wb - job.budget.flash_bytes
     sparse = None
     if can_sparsify:
         dp = density_plan(model, row.name, wb, o.density_step, o.min_density, o.max_density_jumps)
+        if dp is not None and over is not None and dp.gain > over:
+            dp = _just_enough_density(model, dp, wb, over)
         if dp is not None:
             sparse = _Plan("sparsify", row, dp.change, model, dp.density, dp.gain, dp)
     narrow = None
@@ -115,9 +123,49 @@ def _plans(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_spars
         new_ch = max(o.min_channels, min(ch - 1, math.floor(ch * o.density_step)))
         narrowed = factorize.narrow(model, row.name, new_ch)
         gain = wb - sizes(narrowed)[0]
+        if gain > 0 and over is not None and gain > over:
+            new_ch, narrowed, gain = _just_enough_width(model, row.name, ch, new_ch, narrowed,
+                                                        gain, wb, over)
         if gain > 0:
-            narrow = _Plan("narrow", row, f"{ch} -> {new_ch} ch", narrowed, None, gain)
+            narrow = _Plan("narrow", row, f"{ch} -> {new_ch} ch", narrowed, None, gain,
+                           width=new_ch)
     return sparse, narrow
+
+
+def _just_enough_width(model: "keras.Model", name: str, ch: int, new_ch: int,
+                       narrowed: "keras.Model", gain: int, wb: int, over: int):
+    """The widest width between ``new_ch`` and ``ch`` whose narrowing still saves ``over``
+    bytes: (width, narrowed model, gain)."""
+    lo, hi = new_ch, ch - 1
+    best = (new_ch, narrowed, gain)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        trial = factorize.narrow(model, name, mid)
+        g = wb - sizes(trial)[0]
+        if g >= over:
+            lo, best = mid, (mid, trial, g)
+        else:
+            hi = mid - 1
+    return best
+
+
+def _just_enough_density(model: "keras.Model", dp: DensityPlan, wb: int, over: int,
+                         iterations: int = 8) -> DensityPlan:
+    """The highest density between ``dp.density`` and ``dp.before`` whose stored size still
+    saves ``over`` bytes (bisection)."""
+    trial = clone(model)
+    layer = trial.get_layer(dp.layer)
+    w = layer.get_weights()
+    lo, hi, best = dp.density, dp.before, dp
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        layer.set_weights([pruning.hard_threshold(w[0], mid)] + w[1:])
+        g = wb - sizes(trial)[0]
+        if g >= over:
+            lo, best = mid, DensityPlan(dp.layer, dp.before, mid, int(g))
+        else:
+            hi = mid
+    return best
 
 
 def _plan(job: Job, model: "keras.Model", row: memory.LayerFootprint, can_sparsify: bool,
@@ -145,7 +193,8 @@ class _Option(NamedTuple):
 def _measure(job: Job, model: "keras.Model", val, acc0: float, loss0: float,
              layer: str, kind: str, value: float, change: str, wb: int) -> _Option | None:
     if kind == "narrow":
-        trial = factorize.narrow(model, layer, int(value))
+        trial = factorize.narrow(model, layer, int(value),
+                                 data=job.reconstruction_inputs("sparsify"))
     else:
         trial = clone(model)
         w = trial.get_layer(layer).get_weights()
@@ -217,7 +266,8 @@ def _search(job: Job, model: "keras.Model", state: JobState, cands, wb: int):
     Each of ``search_levels`` lower densities and widths of the ``search_candidates`` largest
     layers is measured alone (validation accuracy and loss right after the cut, on at most
     ``search_examples`` validation examples); :func:`allocate` picks a change per layer that
-    saves the bytes still over the budget. Returns the model with the changes, the densities to
+    saves the bytes still over the budget, at most ``1 - density_step`` of the present bytes
+    (the next allocation is measured on this one's fine-tuned model). Returns the model with the changes, the densities to
     set, the record's change text and the measurements."""
     o = job.options
     val = job.val
@@ -230,7 +280,9 @@ def _search(job: Job, model: "keras.Model", state: JobState, cands, wb: int):
         opt = _measure(job, model, val, base.accuracy, base.loss, layer, kind, value, change, wb)
         if opt is not None:
             options.append(opt)
-    need = wb - job.budget.flash_bytes
+    # at most 1 - density_step of the present bytes per allocation: the next one is measured
+    # on the fine-tuned model (one large cut at once loses far more than the measurements say)
+    need = min(wb - job.budget.flash_bytes, math.ceil(wb * (1.0 - o.density_step)))
     chosen = allocate(options, need)
     if not chosen:
         return None
@@ -238,7 +290,8 @@ def _search(job: Job, model: "keras.Model", state: JobState, cands, wb: int):
     densities = {}
     for opt in sorted(chosen, key=lambda c: c.kind != "narrow"):
         if opt.kind == "narrow":
-            new = factorize.narrow(new, opt.layer, int(opt.value))
+            new = factorize.narrow(new, opt.layer, int(opt.value),
+                                   data=job.reconstruction_inputs("sparsify"))
         else:
             densities[opt.layer] = opt.value
     measured = [{"layer": c.layer, "kind": c.kind, "change": c.change, "gain": c.gain,
@@ -301,7 +354,10 @@ def sparsify_step(job: Job, model: "keras.Model", state: JobState) -> Step:
         tuned, ev, is_frag = sparsity_step(job, state, plan.model, plan.step)
         state.densities[plan.row.name] = float(plan.density)
     else:
-        tuned, ev = fine_tune(job, state, plan.model)
+        # the plan's model (for its size) has the inputs dropped; the step's refits the consumer
+        narrowed = factorize.narrow(model, plan.row.name, plan.width,
+                                    data=job.reconstruction_inputs("sparsify"))
+        tuned, ev = fine_tune(job, state, narrowed)
         is_frag = is_fragile(job, state, ev)
     rec = {"phase": "sparsify", "kind": plan.kind, "layer": plan.row.name, "change": plan.change,
            "val_accuracy": ev.accuracy, "val_loss": ev.loss, "bytes_before": wb,
