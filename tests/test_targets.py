@@ -648,6 +648,28 @@ def test_quantize_from_float_is_built_only_for_models_that_have_it(digit_models)
     assert "#define FM_QUANTIZE_FLOAT 1" in T.kernel_config_source(None)
 
 
+def _fast_paths_equal_tflm(target: str, b: bytes, x: np.ndarray, tmp_path: Path, symbols: set[str]) -> None:
+    """Two inputs of the int8 model ``b`` on ``target`` equal TFLite Micro and the host, bit for
+    bit, through fm_invoke and in steps; the build links the fast-path functions ``symbols``;
+    the second input cut into steps of one unit and resumed after a power loss equals it too."""
+    from freeml_keras.runtime import Interpreter
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+
+    (scale, zp), = io_quantization(b)[0]
+    xq = quantize(x[:2], scale, zp)
+    host = Interpreter(b)
+    for i in range(len(xq)):
+        want = run_tflm(b, [xq[i:i + 1]])[0].ravel().tolist()
+        r = T.run_model(target, b, xq[i], tmp_path / "run")
+        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
+        assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
+        linked = subprocess.run(["llvm-nm" if target == "msp430" else "arm-none-eabi-nm", str(r.elf)],
+                                capture_output=True, text=True, check=True).stdout.split()
+        assert symbols <= set(linked), symbols - set(linked)
+    c = T.run_checkpointed(target, b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
+    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
+
+
 def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
     """The Cortex-M4 paths of kernels/mac_dsp.c against TFLite Micro, bit for bit, in one model
     whose shapes reach each branch: CONV_2D 1x1 over an odd number of pixels into an odd number
@@ -661,8 +683,6 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
     FULLY_CONNECTED starts and stops inside a row of output channels."""
     from freeml_keras.conversion import converter
     from freeml_keras.keras import keras
-    from freeml_keras.runtime import Interpreter
-    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
 
     keras.utils.set_random_seed(7)
     x = np.random.default_rng(7).normal(size=(40, 7, 5, 3)).astype(np.float32)
@@ -676,18 +696,8 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
                           keras.layers.Flatten(),
                           keras.layers.Dense(13, activation="relu", bias_initializer="glorot_uniform"),
                           keras.layers.Dense(10, activation="softmax")])
-    b = converter.convert(m, x, sparse=False)
-    (scale, zp), = io_quantization(b)[0]
-    xq = quantize(x[:2], scale, zp)
-    host = Interpreter(b)
-    for i in range(len(xq)):
-        want = run_tflm(b, [xq[i:i + 1]])[0].ravel().tolist()
-        r = T.run_model("cortex_m4", b, xq[i], tmp_path / "run")
-        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
-        assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
-        assert {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp", "fm_max_pool_pixel_dsp"} <= set(r.run.symbols)
-    c = T.run_checkpointed("cortex_m4", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
-    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
+    _fast_paths_equal_tflm("cortex_m4", converter.convert(m, x, sparse=False), x, tmp_path,
+                           {"fm_conv_pair_dsp", "fm_dw_pixel_dsp", "fm_fc_row_dsp", "fm_max_pool_pixel_dsp"})
 
 
 
@@ -812,8 +822,6 @@ def test_msp430_pixel_paths_equal_tflm(tmp_path):
     image, FULLY_CONNECTED inside a row of output channels), resumed after a power loss."""
     from freeml_keras.conversion import converter
     from freeml_keras.keras import keras
-    from freeml_keras.runtime import Interpreter
-    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
 
     keras.utils.set_random_seed(9)
     x = np.random.default_rng(9).normal(size=(40, 9, 7, 1)).astype(np.float32)
@@ -825,16 +833,4 @@ def test_msp430_pixel_paths_equal_tflm(tmp_path):
                           keras.layers.Dense(7, activation="relu", bias_initializer="glorot_uniform"),
                           keras.layers.Dense(6, use_bias=False),
                           keras.layers.Dense(10, activation="softmax")])
-    b = converter.convert(m, x, sparse=False)
-    (scale, zp), = io_quantization(b)[0]
-    xq = quantize(x[:2], scale, zp)
-    host = Interpreter(b)
-    for i in range(len(xq)):
-        want = run_tflm(b, [xq[i:i + 1]])[0].ravel().tolist()
-        r = T.run_model("msp430", b, xq[i], tmp_path / "run")
-        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
-        assert host.invoke(xq[i:i + 1])[0].ravel().tolist() == want
-        assert " fm_px_hwmult\n" in subprocess.run(["llvm-nm", str(r.elf)], capture_output=True, text=True,
-                                                      check=True).stdout
-    c = T.run_checkpointed("msp430", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
-    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
+    _fast_paths_equal_tflm("msp430", converter.convert(m, x, sparse=False), x, tmp_path, {"fm_px_hwmult"})
