@@ -95,8 +95,8 @@ def test_warning_free_with_gcc_and_clang():
 
 def test_operator_records_hold_the_parameters_their_kernels_use():
     """An operator's record holds only the parameter member FM_OP_PARAMS maps its code to
-    (fm_internal.h): a kernel that reads or writes another member would reach into the next
-    record. Every kernel file's direct uses of op->p.<member> must be among the members of the
+    (fm_internal.h) and its kernel's descriptor sizes (fm_kernel.record): a kernel that reads or
+    writes another member would reach into the next record. Every kernel file's direct uses of op->p.<member> must be among the members of the
     codes it registers (a file may read another of its codes' records: VAR_HANDLE reads its
     CALL_ONCE's)."""
     import re
@@ -107,7 +107,7 @@ def test_operator_records_hold_the_parameters_their_kernels_use():
     table = table[:table.index("\n\n")]
     mapped = dict(re.findall(r"X\((FM_OP_\w+), (\w+)\)", table))
     assert len(mapped) >= 30 and mapped["FM_OP_CONV_2D"] == "conv"
-    checked = 0
+    checked = records = 0
     for path in sorted((src / "kernels").glob("*.c")):
         text = path.read_text()
         codes = re.findall(r"const fm_kernel fm_kernel_\w+ = \{(FM_OP_\w+),", text)
@@ -116,5 +116,11 @@ def test_operator_records_hold_the_parameters_their_kernels_use():
             continue
         allowed = {mapped[c] for c in codes if c in mapped}
         assert used <= allowed, f"{path.name}: kernels of {codes} use {sorted(used - allowed)}"
+        # each kernel's record size (fm_kernel.record) is its code's member of FM_OP_PARAMS
+        for code, record in re.findall(r"const fm_kernel fm_kernel_\w+ = \{(FM_OP_\w+),.*?(FM_OP_RECORD\(\w+\)|FM_OP_HEADER_BYTES)\};",
+                                       text, flags=re.S):
+            want = f"FM_OP_RECORD({mapped[code]})" if code in mapped else "FM_OP_HEADER_BYTES"
+            assert record == want, f"{path.name}: {code}'s record is {record}, FM_OP_PARAMS gives {want}"
+            records += 1
         checked += bool(used)
-    assert checked >= 25
+    assert checked >= 25 and records == 38

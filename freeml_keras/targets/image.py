@@ -131,14 +131,14 @@ def struct_sizes(target: str) -> dict:
 
 def _state_on(target: str, host_state: int, num_tensors: int, op_codes: list[int]) -> int:
     """The host's state block resized to ``target``'s tables: tensor records, the operators'
-    pointer table and each operator's record (prepare.c's fm_init allocates each record on
-    its own, rounded to 4 bytes; the rest, per-channel multipliers and shifts, are the same
+    pointer table and the operators' records (prepare.c's fm_init allocates them as one
+    block; the rest, per-channel multipliers and shifts, are the same
     bytes everywhere)."""
     a4 = lambda n: (n + 3) // 4 * 4    # noqa: E731
 
     def tables(s: dict) -> int:
         return (a4(num_tensors * s["tensor"]) + a4(len(op_codes) * s["pointer"])
-                + sum(a4(s["op_records"].get(str(c), s["op_header"])) for c in op_codes))
+                + a4(sum(s["op_records"].get(str(c), s["op_header"]) for c in op_codes)))
 
     return host_state - tables(struct_sizes("host")) + tables(struct_sizes(target))
 

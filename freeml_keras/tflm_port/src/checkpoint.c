@@ -326,8 +326,9 @@ fm_status fm_plan_ops(fm_intermittent *r)
     if (r->granularity == 0u) return FM_ERR_ARG;
     for (i = 0; costs && i < it->num_ops; i++) {      /* cost mode needs every working op priced */
         const uint32_t c = fm_ld_u32(costs + 20u * i + 16u);
-        FM_OP(it, i)->unit_cost = FM_OP(it, i)->units && c ? unit_work(c, FM_OP(it, i)->units) : 0u;
-        if (c == 0u && FM_OP(it, i)->units > 0u) by_cost = 0;
+        fm_op *o = FM_OP(it, i);
+        o->unit_cost = o->units && c ? unit_work(c, o->units) : 0u;
+        if (c == 0u && o->units > 0u) by_cost = 0;
     }
     for (i = 0; i < it->num_ops; i++) {
         fm_op *o = FM_OP(it, i);

@@ -33,7 +33,7 @@ fm_status fm_plan(fm_interp *it)
     const uint16_t nt = it->num_tensors, no = it->num_ops;
     fm_tensor *const tensors = it->tensors;
     fm_tensor *t;
-    fm_op *op;
+    fm_op *op, *const *opp;
     uint16_t i;
     uint32_t end = 0;
     /* Merge the lifetimes of aliases into their root tensor. */
@@ -52,10 +52,8 @@ fm_status fm_plan(fm_interp *it)
             t->last = (int16_t)no;
         }
     }
-    for (i = 0; i < no; i++) {
-        op = FM_OP(it, i);
-        if (op->scratch_bytes) op->scratch_off = -1;
-    }
+    for (i = 0, opp = it->op_at; i < no; i++, opp++)
+        if ((*opp)->scratch_bytes) (*opp)->scratch_off = -1;
     for (;;) {
         /* next: the largest unplaced buffer (lowest index on ties: tensors, then scratch) */
         int32_t *best = NULL, first = 0, last = 0;
@@ -70,8 +68,8 @@ fm_status fm_plan(fm_interp *it)
                 last = t->last;
             }
         }
-        for (i = 0; i < no; i++) {
-            const uint32_t sz = (op = FM_OP(it, i))->scratch_bytes ? scratch_size(op) : 0u;
+        for (i = 0, opp = it->op_at; i < no; i++, opp++) {
+            const uint32_t sz = (op = *opp)->scratch_bytes ? scratch_size(op) : 0u;
             if (sz > size && op->scratch_off < 0) {
                 size = sz;
                 best = &op->scratch_off;
@@ -90,8 +88,8 @@ fm_status fm_plan(fm_interp *it)
                 off = (uint32_t)t->offset + sz;
                 moved = 1;
             }
-            for (i = 0; i < no; i++) {
-                const uint32_t sz = (op = FM_OP(it, i))->scratch_bytes ? scratch_size(op) : 0u;
+            for (i = 0, opp = it->op_at; i < no; i++, opp++) {
+                const uint32_t sz = (op = *opp)->scratch_bytes ? scratch_size(op) : 0u;
                 if (!sz || op->scratch_off < 0) continue;
                 if ((int32_t)i < first || (int32_t)i > last) continue;
                 if ((uint32_t)op->scratch_off >= off + size || (uint32_t)op->scratch_off + sz <= off) continue;

@@ -270,16 +270,6 @@ static FM_NOINLINE const fm_kernel *find_kernel(int32_t code, uint8_t *index)
 
 /* State an operator keeps: its channels' multipliers, an LSTM's requantizations (0 for most
  * operators). */
-uint32_t fm_op_record_bytes(int32_t code)
-{
-    switch (code) {
-#define FM_RECORD_CASE(c, m) \
-    case c: return FM_OP_RECORD(m);
-        FM_OP_PARAMS(FM_RECORD_CASE)
-#undef FM_RECORD_CASE
-    default: return FM_OP_HEADER_BYTES;
-    }
-}
 
 static uint32_t op_state_bytes(fm_fb *fb, uint32_t tensors, uint32_t num_tensors, int32_t code,
                                uint32_t opt)
@@ -349,10 +339,10 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
 {
     fm_fb fb;
     uint32_t root, codes, num_codes, sgs, num_sgs, sg, tensors, nt, ops, nops, buffers, nbuf;
-    uint32_t io, nio, i, j, need;
-#if FM_ERROR_TEXT
+    uint32_t io, nio, i, j, need, records = 0;
+    uint8_t *record;
     uint8_t kidx;
-#endif
+    const fm_kernel *k;
     fm_status s;
     if (!it) return FM_ERR_ARG;
     memset(it, 0, sizeof *it);
@@ -405,15 +395,18 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
                            (int32_t)oci);
         ct = fb_vec_table(&fb, codes, oci);
         code = fm_builtin_code(&fb, ct);
+        k = find_kernel(code, &kidx);
 #if FM_ERROR_TEXT
         /* every operator is checked before anything else: the first refusal of a model with
          * operators this runtime lacks names one of them */
-        if (!fb.err && !find_kernel(code, &kidx))
+        if (!fb.err && !k)
             return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, code);
 #endif
-        need += fm_op_record_bytes(code) + op_state_bytes(&fb, tensors, nt, code, ot);
+        records += k ? k->record : FM_OP_HEADER_BYTES;
+        need += op_state_bytes(&fb, tensors, nt, code, ot);
         if (fb.err) return format_error(it, &fb, "bad operator table", (int32_t)i, -1);
     }
+    need += FM_ALIGN4(records);
     it->state_needed = need;
     if (it->state_len < need)
         return fm_fail(it, FM_ERR_MEMORY, "state block too small", -1, -1, (int32_t)need);
@@ -423,11 +416,9 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     if (s) return s;
     it->tensors = (fm_tensor *)fm_state_alloc(it, nt * (uint32_t)sizeof(fm_tensor));
     it->op_at = (fm_op **)fm_state_alloc(it, nops * (uint32_t)sizeof(fm_op *));
-    for (i = 0; i < nops; i++)   /* (the codes were read above) */
-        it->op_at[i] = (fm_op *)fm_state_alloc(it, fm_op_record_bytes(
-            fm_builtin_code(&fb, fb_vec_table(&fb, codes, fb_u32(&fb, fb_vec_table(&fb, ops, i), OP_OPCODE, 0)))));
+    record = (uint8_t *)fm_state_alloc(it, records);     /* the records, one after another */
     it->num_tensors = (uint16_t)nt;
-    it->num_ops = (uint16_t)nops;
+    it->num_ops = 0;                                      /* (counted as their records are set) */
     for (i = 0; i < nt; i++) {
         uint32_t tt = fb_vec_table(&fb, tensors, i);
         if (fb.err) return format_error(it, &fb, "bad tensor table", -1, (int32_t)i);
@@ -453,18 +444,21 @@ fm_status fm_init_subgraph(fm_interp *it, const uint8_t *model, uint32_t model_l
     for (i = 0; i < it->num_inputs; i++) touch(&it->tensors[it->inputs[i]], 0);
     /* operators */
     for (i = 0; i < nops; i++) {
-        fm_op *op = FM_OP(it, i);
-        uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), ct, v, n;
-        const fm_kernel *k;
+        uint32_t ot = fb_vec_table(&fb, ops, i), oci = fb_u32(&fb, ot, OP_OPCODE, 0), v, n;
+        const int32_t code = fm_builtin_code(&fb, fb_vec_table(&fb, codes, oci));
+        fm_op *op = (fm_op *)(void *)record;
         uint8_t multi, lstm, unpack;
-        ct = fb_vec_table(&fb, codes, oci);
-        memset(op, 0, fm_op_record_bytes(fm_builtin_code(&fb, ct)));
+        k = find_kernel(code, &kidx);
+        if (!k || !k->prepare)       /* (no prepare: a build with FM_PREPARE_ON_DEVICE 0) */
+            return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, code);
+        record += k->record;
+        it->op_at[i] = op;
+        it->num_ops = (uint16_t)(i + 1);
+        memset(op, 0, k->record);
         op->scratch_off = -1;
         op->out = -1;
-        op->code = fm_builtin_code(&fb, ct);
-        k = find_kernel(op->code, &op->kernel);
-        if (!k || !k->prepare)       /* (no prepare: a build with FM_PREPARE_ON_DEVICE 0) */
-            return fm_fail(it, FM_ERR_UNSUPPORTED, "operator not supported", (int32_t)i, -1, op->code);
+        op->code = code;
+        op->kernel = kidx;
         op->opts = fb_table(&fb, ot, OP_OPTIONS);
         v = fb_vector(&fb, ot, OP_INPUTS, 4, &n);
         if (fb.err) return format_error(it, &fb, "bad operator inputs", (int32_t)i, -1);

@@ -394,8 +394,6 @@ typedef struct {
 #define FM_OP_ROUND(n) (((uint32_t)(n) + FM_OP_ALIGN - 1u) / FM_OP_ALIGN * FM_OP_ALIGN)
 #define FM_OP_HEADER_BYTES FM_OP_ROUND(offsetof(fm_op, p))
 #define FM_OP_RECORD(m) FM_OP_ROUND(offsetof(fm_op, p) + sizeof(((fm_op *)0)->p.m))
-/* Bytes of the record of an operator with builtin code `code`. */
-uint32_t fm_op_record_bytes(int32_t code);
 /* Operator i of interpreter it (a fm_op *). */
 #define FM_OP(it, i) ((it)->op_at[i])
 
@@ -405,6 +403,8 @@ typedef struct {
     int32_t code;
     fm_status (*prepare)(fm_interp *it, uint16_t opi, fm_op *op);
     void (*eval)(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t end);
+    uint16_t record;            /* bytes of its operators' records: FM_OP_RECORD(its member of
+                                 * FM_OP_PARAMS), FM_OP_HEADER_BYTES without parameters */
 } fm_kernel;
 
 extern const fm_kernel *const fm_kernels[];

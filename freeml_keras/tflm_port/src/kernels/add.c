@@ -103,5 +103,5 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_add = {FM_OP_ADD, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_sub = {FM_OP_SUB, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_add = {FM_OP_ADD, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(add)};
+const fm_kernel fm_kernel_sub = {FM_OP_SUB, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(add)};

@@ -556,4 +556,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 #endif
 }
 
-const fm_kernel fm_kernel_conv_2d = {FM_OP_CONV_2D, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_conv_2d = {FM_OP_CONV_2D, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(conv)};

@@ -26,4 +26,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     for (u = begin; u < end; u++) out[u] = (float)((double)p->scale * (double)((int32_t)x[u] - p->in_zp));
 }
 
-const fm_kernel fm_kernel_dequantize = {FM_OP_DEQUANTIZE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_dequantize = {FM_OP_DEQUANTIZE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(rq)};

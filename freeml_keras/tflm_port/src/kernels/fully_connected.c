@@ -175,4 +175,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_fully_connected = {FM_OP_FULLY_CONNECTED, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_fully_connected = {FM_OP_FULLY_CONNECTED, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(fc)};

@@ -21,4 +21,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     fm_q427_eval(it, op, begin, end, fm_logistic_fixed, 23, -128);
 }
 
-const fm_kernel fm_kernel_logistic = {FM_OP_LOGISTIC, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_logistic = {FM_OP_LOGISTIC, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(logistic)};

@@ -321,4 +321,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 }
 
 const fm_kernel fm_kernel_unidirectional_sequence_lstm = {FM_OP_UNIDIRECTIONAL_SEQUENCE_LSTM,
-                                                          FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+                                                          FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(lstm)};

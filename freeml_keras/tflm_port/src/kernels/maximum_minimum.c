@@ -51,5 +51,5 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_maximum = {FM_OP_MAXIMUM, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_minimum = {FM_OP_MINIMUM, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_maximum = {FM_OP_MAXIMUM, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(add)};
+const fm_kernel fm_kernel_minimum = {FM_OP_MINIMUM, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(add)};

@@ -65,5 +65,5 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_pad = {FM_OP_PAD, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_padv2 = {FM_OP_PADV2, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_pad = {FM_OP_PAD, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(copy)};
+const fm_kernel fm_kernel_padv2 = {FM_OP_PADV2, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(copy)};

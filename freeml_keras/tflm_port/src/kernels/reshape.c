@@ -27,7 +27,7 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     (void)it; (void)op; (void)begin; (void)end;
 }
 
-const fm_kernel fm_kernel_reshape = {FM_OP_RESHAPE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_expand_dims = {FM_OP_EXPAND_DIMS, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_squeeze = {FM_OP_SQUEEZE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_densify = {FM_OP_DENSIFY, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_reshape = {FM_OP_RESHAPE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_HEADER_BYTES};
+const fm_kernel fm_kernel_expand_dims = {FM_OP_EXPAND_DIMS, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_HEADER_BYTES};
+const fm_kernel fm_kernel_squeeze = {FM_OP_SQUEEZE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_HEADER_BYTES};
+const fm_kernel fm_kernel_densify = {FM_OP_DENSIFY, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_HEADER_BYTES};

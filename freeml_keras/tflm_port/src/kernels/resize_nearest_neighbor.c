@@ -102,4 +102,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
 }
 
 const fm_kernel fm_kernel_resize_nearest_neighbor = {FM_OP_RESIZE_NEAREST_NEIGHBOR, FM_KERNEL_PREPARE(prepare),
-                                                     FM_KERNEL_EVAL(eval)};
+                                                     FM_KERNEL_EVAL(eval), FM_OP_RECORD(resize)};

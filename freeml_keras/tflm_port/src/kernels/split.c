@@ -62,5 +62,5 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_split = {FM_OP_SPLIT, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
-const fm_kernel fm_kernel_split_v = {FM_OP_SPLIT_V, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_split = {FM_OP_SPLIT, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(split)};
+const fm_kernel fm_kernel_split_v = {FM_OP_SPLIT_V, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(split)};

@@ -21,4 +21,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     fm_q427_eval(it, op, begin, end, fm_tanh_fixed, 24, 0);
 }
 
-const fm_kernel fm_kernel_tanh = {FM_OP_TANH, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_tanh = {FM_OP_TANH, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(logistic)};

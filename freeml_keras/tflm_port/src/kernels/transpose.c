@@ -41,4 +41,4 @@ static fm_status prepare(fm_interp *it, uint16_t opi, fm_op *op)
     return FM_OK;
 }
 
-const fm_kernel fm_kernel_transpose = {FM_OP_TRANSPOSE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(fm_copy_eval)};
+const fm_kernel fm_kernel_transpose = {FM_OP_TRANSPOSE, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(fm_copy_eval), FM_OP_RECORD(copy)};

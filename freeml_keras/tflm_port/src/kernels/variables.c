@@ -251,8 +251,8 @@ static void call_once_eval(const fm_interp *it, const fm_op *op, uint32_t begin,
     }
 }
 
-const fm_kernel fm_kernel_var_handle = {FM_OP_VAR_HANDLE, FM_KERNEL_PREPARE(var_handle_prepare), FM_KERNEL_EVAL(no_eval)};
-const fm_kernel fm_kernel_read_variable = {FM_OP_READ_VARIABLE, FM_KERNEL_PREPARE(read_prepare), FM_KERNEL_EVAL(read_eval)};
+const fm_kernel fm_kernel_var_handle = {FM_OP_VAR_HANDLE, FM_KERNEL_PREPARE(var_handle_prepare), FM_KERNEL_EVAL(no_eval), FM_OP_HEADER_BYTES};
+const fm_kernel fm_kernel_read_variable = {FM_OP_READ_VARIABLE, FM_KERNEL_PREPARE(read_prepare), FM_KERNEL_EVAL(read_eval), FM_OP_HEADER_BYTES};
 const fm_kernel fm_kernel_assign_variable = {FM_OP_ASSIGN_VARIABLE, FM_KERNEL_PREPARE(assign_prepare),
-                                             FM_KERNEL_EVAL(assign_eval)};
-const fm_kernel fm_kernel_call_once = {FM_OP_CALL_ONCE, FM_KERNEL_PREPARE(call_once_prepare), FM_KERNEL_EVAL(call_once_eval)};
+                                             FM_KERNEL_EVAL(assign_eval), FM_OP_HEADER_BYTES};
+const fm_kernel fm_kernel_call_once = {FM_OP_CALL_ONCE, FM_KERNEL_PREPARE(call_once_prepare), FM_KERNEL_EVAL(call_once_eval), FM_OP_RECORD(once)};
