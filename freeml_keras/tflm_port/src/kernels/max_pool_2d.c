@@ -53,4 +53,4 @@ static void eval(const fm_interp *it, const fm_op *op, uint32_t begin, uint32_t 
     }
 }
 
-const fm_kernel fm_kernel_max_pool_2d = {FM_OP_MAX_POOL_2D, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval)};
+const fm_kernel fm_kernel_max_pool_2d = {FM_OP_MAX_POOL_2D, FM_KERNEL_PREPARE(prepare), FM_KERNEL_EVAL(eval), FM_OP_RECORD(pool)};
