@@ -68,10 +68,8 @@ def test_power_failures_inside_the_msp430_emulator(models, name, tmp_path):
                # short on-periods: failures in the restart and in the first steps and commits
                power.run_power_failures("msp430", b, x, tmp_path / "b", failures=25, seed=12, inferences=2,
                                         span=3000),
-               # inside the NVM writes of commits: torn records (75: with this stop's faster MSP430
-               # kernels most of run "a"'s failures on the small models land after the program has
-               # ended, "done", which the totals do not count; these land inside commits)
-               power.run_power_failures("msp430", b, x, tmp_path / "c", failures=75, seed=13, inferences=30,
+               # inside the NVM writes of commits: torn records
+               power.run_power_failures("msp430", b, x, tmp_path / "c", failures=25, seed=13, inferences=10,
                                         in_commits=True)]
     for rep in reports:
         assert rep.outputs, "no inference finished"
@@ -105,6 +103,8 @@ def test_failure_totals_on_the_targets():
     inside = t["restart"] + t["work"] + t["commit"]
     print(f"power failures on the targets: {TOTALS}")
     assert inside >= 300
+    # failures after the answer (its printing) test nothing: at most a few land there
+    assert t["done"] <= 0.05 * sum(t.values())
     assert t["restart"] > 0 and t["work"] > 0 and t["commit"] > 0
     assert TOTALS["cortex_m4"]["commit"] > 0
 

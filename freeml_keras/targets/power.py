@@ -547,16 +547,20 @@ def run_power_failures(target: str, model: ModelLike, x: np.ndarray, out_dir: st
         phase_at = symbol_address(target, elf, "power_phase")
         crt0 = (symbol_address(target, elf, "_start"), _crt0_end(elf))
         # An uninterrupted run, stopping at every mark: power-on entry, after fm_power_on (the cold
-        # preparation), then the first unit of each inference: instructions of the preparation
-        # and of one inference.
-        st = mspdebug_stops(_mspdebug(elf, load + [f"setbreak {mark:#x}", f"setbreak {halt:#x}"]
-                                      + ["run", "simio info tr"] * (inferences + 4)))
+        # preparation), then the first unit of each inference; and at each answer, before it is
+        # printed: instructions of the preparation and of one inference's own work.
+        answered = symbol_address(target, elf, "power_answered")
+        st = mspdebug_stops(_mspdebug(elf, load + [f"setbreak {mark:#x}", f"setbreak {halt:#x}",
+                                                   f"setbreak {answered:#x}"]
+                                      + ["run", "simio info tr"] * (2 * inferences + 4)))
         firsts = [s_.instructions for s_ in st if s_.pc == mark][2:]
-        if len(firsts) < 2:
-            raise TargetRunError(f"power_run on msp430: {len(firsts)} first units in an uninterrupted run")
+        answers = [s_.instructions for s_ in st if s_.pc == answered]
+        if len(firsts) < 2 or not answers:
+            raise TargetRunError(f"power_run on msp430: {len(firsts)} first units and {len(answers)} answers "
+                                 "in an uninterrupted run")
         prepared = firsts[0]
-        if span is None:      # about three failures per inference
-            span = max((firsts[1] - firsts[0]) // 3, 100)
+        if span is None:      # about three failures per inference (its work, not the printing)
+            span = max((answers[0] - firsts[0]) // 3, 100)
         # the first on-period pays the cold preparation (a charge that cannot never prepares: see
         # freeml inspect), then it and every later one run a seeded number of instructions
         cmds: list[str] = load + [f"setbreak {halt:#x}"]
