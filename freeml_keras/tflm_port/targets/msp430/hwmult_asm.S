@@ -103,6 +103,8 @@ fm_dot_s8_rows_hwmult:
     rla.w   r15                         ; the tables' index
     tst.w   r13
     jge     1f
+    cmp.w   @r14, 4(r14)                ; acc < 0 gives v <= 0 (mult >= 0): with min >= off (a
+    jge     11f                         ; fused ReLU) the output is min, no multiply
     inv.w   r12                         ; |acc|
     inv.w   r13
     inc.w   r12
