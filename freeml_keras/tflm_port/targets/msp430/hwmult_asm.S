@@ -529,13 +529,12 @@ fm_softmax_sum_hwmult:
     mov.w   r12, r11                    ; the max
     mov.w   r13, r10
     mov.w   #-128, r9
-1:  mov.b   @r11+, r8
-    sxt     r8
-    cmp.w   r8, r9                      ; r9 < r8: new max
+1:  cmp.b   @r11+, r9                   ; signed bytes: x <= the max so far
     jge     2f
-    mov.w   r8, r9
+    mov.b   -1(r11), r9                 ; new max
 2:  dec.w   r10
     jnz     1b
+    sxt     r9
     push.w  r9                          ; the max, returned
     mov.b   r9, r7
     inc.w   r7                          ; max + 1 (its low byte is what counts)
@@ -638,7 +637,7 @@ fm_softmax_out_hwmult:
 2:  inc.w   r5
     dec.w   r6
     jnz     1b
-    pop.w   r10
+10: pop.w   r10
     pop.w   r9
     pop.w   r8
     pop.w   r7
@@ -646,8 +645,11 @@ fm_softmax_out_hwmult:
     pop.w   r5
     pop.w   r4
     ret
-6:  mov.b   #0x80, 0(r5)                ; -128
-    jmp     2b
+6:  mov.b   #0x80, 0(r5)                ; -128 (the loop's tail repeated: no jump back)
+    inc.w   r5
+    dec.w   r6
+    jnz     1b
+    jmp     10b
 7:  mov.b   #0x7F, 0(r5)                ; 127
     jmp     2b
 8:  mov.w   r8, r14                     ; exact: e = exp_hi[k] << 16 | exp_lo[k]
