@@ -319,16 +319,20 @@ def demo_accumulators(demo_model: Path) -> list[dict]:
     dense form of the demo's model (``model_dense.tflite`` beside it, else the model itself) run
     by tf.lite's reference kernels with every tensor kept, each layer's input convolved in
     float64 (exact below 2^53) and checked: requantized, the accumulators give TFLite's outputs."""
-    import tensorflow as tf
+    import warnings
+
     from freeml_keras.exits.incremental import multiply_by_quantized_multiplier
     from freeml_keras.format import tflite as ts
     from freeml_keras.format.prepared import quantize_multiplier
+    from freeml_keras.keras import tf
 
     dense = demo_model.with_name("model_dense.tflite")
     b = (dense if dense.exists() else demo_model).read_bytes()
     _, x = demo_input(demo_model.read_bytes())
-    it = tf.lite.Interpreter(model_content=b, experimental_preserve_all_tensors=True,
-                             experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = tf.lite.Interpreter(model_content=b, experimental_preserve_all_tensors=True,
+                                 experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], x)
     it.invoke()
@@ -366,8 +370,7 @@ def demo_accumulators(demo_model: Path) -> list[dict]:
                         for c in range(w.shape[0])], axis=1)
         if not np.array_equal(got, want):
             raise SystemExit(f"demo op {i}: the accumulators do not give TFLite's outputs")
-        layers.append({"op_index": i, "op": ts.schema_name(kind) if hasattr(ts, "schema_name") else
-                       ("CONV_2D" if kind == S.BuiltinOperator.CONV_2D else "FULLY_CONNECTED"),
+        layers.append({"op_index": i, "op": "CONV_2D" if kind == S.BuiltinOperator.CONV_2D else "FULLY_CONNECTED",
                        "acc": acc, "qm": qm, "range": (out_zp, lo, hi), "want": want})
     return layers
 
