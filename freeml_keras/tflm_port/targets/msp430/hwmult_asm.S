@@ -331,8 +331,10 @@ fm_rq_shift:
 ;   whether it is 0), and the final right shift by r - 1 is one more unsigned multiplication, by
 ;   2^(17-r), whose high word is the quotient. Per shift the two constants come from tables
 ;   indexed by 2 * (shift + 15). Sign: bit 0 of the q pointer
-;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift. The fast path
-;   is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
+;   (an fm_out_range is word-aligned). A negative accumulator whose range has min >= off (a
+;   fused ReLU; the converter's zero point -128 for one) is min before any multiply: with
+;   mult >= 0 the product is <= 0, so v + off <= off <= min. The other shifts go through
+;   fm_rq_shift. The fast path is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
 
     .global fm_requant_s8
 fm_requant_s8:
