@@ -612,29 +612,43 @@ def test_softmax_table_equals_tflm(target, tmp_path):
 def test_requant_s8_equals_tflite_arithmetic(target, tmp_path):
     """fm_requant_s8 as each target builds it (on the MSP430: the assembly path for right shifts
     of 1 .. 15 and the general one) gives TFLite's MultiplyByQuantizedMultiplier + offset + clamp
-    on accumulators of every size, both signs, the extremes and shifts from -17 to 0."""
+    on accumulators of every size, both signs, the extremes and shifts from -17 to 0; output
+    ranges with min below, at and above the zero point (the MSP430's path for a negative
+    accumulator with min >= zero point, a fused ReLU: min with no multiply), and max below it."""
     from freeml_keras.exits.incremental import multiply_by_quantized_multiplier
 
     rng = np.random.default_rng(16)
     n = 120                                            # the emulator's 256 marks: 2 per case
     acc = [int(v) >> int(s) for v, s in zip(rng.integers(-2**31, 2**31, n), rng.integers(0, 31, n))]
     acc[:10] = [0, 1, -1, 2**31 - 1, -2**31, 65535, -65536, 2**16, -(2**20), 1 << 24]
+    acc[10:14] = [-3, -200, -(2**17) - 5, -70000]      # small negatives: outputs 0 or -1 before the clamp
     shift = [int(v) for v in rng.integers(-17, 1, n)]
     shift[:4] = [-1, -15, -16, 0]
+    shift[10:14] = [-2, -8, -15, -9]
     mult = [int(v) for v in rng.integers(2**30, 2**31, n)]
     mult[:3] = [2**31 - 1, 2**30, 0]
-    want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, s)[0] - 5, -128, 127))
-            for a, m, s in zip(acc, mult, shift)]
+    # (zero point, min, max): none, ReLU at the int8 minimum, ReLU, min above the zero point, max below it
+    kinds = [(-5, -128, 127), (-128, -128, 127), (3, 3, 127), (-10, 4, 90), (20, -128, 11)]
+    ranges = [kinds[i % len(kinds)] for i in range(n)]
+    want = [int(np.clip(multiply_by_quantized_multiplier(np.array([a]), m, s)[0] + off, lo, hi))
+            for a, m, s, (off, lo, hi) in zip(acc, mult, shift, ranges)]
     (tmp_path / "requant_cases.h").write_text(
-        "#include <stdint.h>\n" f"#define RQ_NUM_CASES {n}\n" + T.c_array("rq_acc", "int32_t", acc)
-        + T.c_array("rq_mult", "int32_t", mult) + T.c_array("rq_shift", "int16_t", shift))
+        "#include <stdint.h>\n#define RQ_RANGES 1\n" f"#define RQ_NUM_CASES {n}\n"
+        + T.c_array("rq_acc", "int32_t", acc)
+        + T.c_array("rq_mult", "int32_t", mult) + T.c_array("rq_shift", "int16_t", shift)
+        + "".join(T.c_array(name, "int16_t", [r[j] for r in ranges])
+                  for j, name in enumerate(("rq_off", "rq_min", "rq_max"))))
     elf = T.build(target, "requant_bench", [PROGRAMS / "requant_bench.c", T.RUNTIME_DIR / "src" / "math.c"],
                   tmp_path, include_dirs=[tmp_path, T.RUNTIME_DIR / "include"],
                   defines=T.TARGET_DEFINES[target], opt=T.TARGET_OPT[target])
     r = T.run(target, elf)
     got = {int(row[0]): int(row[1]) for row in r.lines("rq")}
     assert [got.get(i) for i in range(n)] == want
-    assert len(set(want)) > 20
+    assert len(set(want)) > 12
+    # the min-without-multiply path is reached, and so is a negative accumulator whose output is
+    # not min (min below the zero point)
+    assert sum(a < 0 and r[1] >= r[0] for a, r in zip(acc, ranges)) > 20
+    assert any(a < 0 and r[1] < r[0] and w > r[1] for a, r, w in zip(acc, ranges, want))
 
 
 def test_quantize_from_float_is_built_only_for_models_that_have_it(digit_models):

@@ -103,6 +103,8 @@ fm_dot_s8_rows_hwmult:
     rla.w   r15                         ; the tables' index
     tst.w   r13
     jge     1f
+    cmp.w   @r14, 4(r14)                ; acc < 0 gives v <= 0 (mult >= 0): with min >= off (a
+    jge     11f                         ; fused ReLU) the output is min, no multiply
     inv.w   r12                         ; |acc|
     inv.w   r13
     inc.w   r12
@@ -329,8 +331,10 @@ fm_rq_shift:
 ;   whether it is 0), and the final right shift by r - 1 is one more unsigned multiplication, by
 ;   2^(17-r), whose high word is the quotient. Per shift the two constants come from tables
 ;   indexed by 2 * (shift + 15). Sign: bit 0 of the q pointer
-;   (an fm_out_range is word-aligned). The other shifts go through fm_rq_shift. The fast path
-;   is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
+;   (an fm_out_range is word-aligned). A negative accumulator whose range has min >= off (a
+;   fused ReLU; the converter's zero point -128 for one) is min before any multiply: with
+;   mult >= 0 the product is <= 0, so v + off <= off <= min. The other shifts go through
+;   fm_rq_shift. The fast path is the macro FM_RQ_FAST (above), also inlined in fm_px_hwmult.
 
     .global fm_requant_s8
 fm_requant_s8:
@@ -527,13 +531,12 @@ fm_softmax_sum_hwmult:
     mov.w   r12, r11                    ; the max
     mov.w   r13, r10
     mov.w   #-128, r9
-1:  mov.b   @r11+, r8
-    sxt     r8
-    cmp.w   r8, r9                      ; r9 < r8: new max
+1:  cmp.b   @r11+, r9                   ; signed bytes: x <= the max so far
     jge     2f
-    mov.w   r8, r9
+    mov.b   -1(r11), r9                 ; new max
 2:  dec.w   r10
     jnz     1b
+    sxt     r9
     push.w  r9                          ; the max, returned
     mov.b   r9, r7
     inc.w   r7                          ; max + 1 (its low byte is what counts)
@@ -636,7 +639,7 @@ fm_softmax_out_hwmult:
 2:  inc.w   r5
     dec.w   r6
     jnz     1b
-    pop.w   r10
+10: pop.w   r10
     pop.w   r9
     pop.w   r8
     pop.w   r7
@@ -644,8 +647,11 @@ fm_softmax_out_hwmult:
     pop.w   r5
     pop.w   r4
     ret
-6:  mov.b   #0x80, 0(r5)                ; -128
-    jmp     2b
+6:  mov.b   #0x80, 0(r5)                ; -128 (the loop's tail repeated: no jump back)
+    inc.w   r5
+    dec.w   r6
+    jnz     1b
+    jmp     10b
 7:  mov.b   #0x7F, 0(r5)                ; 127
     jmp     2b
 8:  mov.w   r8, r14                     ; exact: e = exp_hi[k] << 16 | exp_lo[k]
