@@ -33,7 +33,8 @@ labels; early stopping and the kept epoch go by the validation loss on the label
 4. Recovery: one longer fine-tune at the budget (up to ``recovery_epochs``, early stopping on
    the validation loss after ``recovery_patience`` epochs, best epoch kept).
 5. int8 quantization-aware fine-tuning that keeps the zeros; if the stored size then exceeds
-   the budget (int8 rounding moves a few weights), go back to 3.
+   the budget (int8 rounding moves a few weights), go back to 3. ``qat_epochs=0`` skips it
+   (the converter's post-training quantization is then what the device runs).
 
 The stored size is always ``keras_footprint(m).weight_bytes`` (int8, CSR where the converter
 uses it); the reference accuracy is the validation accuracy after step 1 (steps 2-3 may lose
