@@ -26,7 +26,8 @@ labels; early stopping and the kept epoch go by the validation loss on the label
    layer is fragile, the remaining bytes go by measured accuracy per byte: the possible steps
    on the largest layers are each probed with a short fine-tune and the one losing least per
    byte saved is kept whatever the accuracy (said in the report), at most ``1 -
-   density_step`` of the present bytes per step. A step that would save more than the bytes
+   density_step`` of the present bytes per step (the chosen changes cut back to milder ones
+   while they still save that much). A step that would save more than the bytes
    still over the budget is made milder (the last step ends close to the budget).
    With ``reconstruct`` ("ram", "all"; default "none") a narrowing (and with "all" a layer
    separation) refits the next layer by least squares to the outputs before the change.
