@@ -101,6 +101,16 @@ def test_loop_meets_a_budget_and_leaves_the_model_alone(trained, digits, tmp_pat
     assert trained.get_layer("conv").filters == 16
 
 
+def test_qat_epochs_zero_skips_qat(trained, digits):
+    tr, va = digits
+    opts = {**FAST, "qat_epochs": 0, "recovery_epochs": 1}
+    res = compress(trained, 5000, tr, va, factorize=False, **opts)
+    kinds = [s["kind"] for s in res.report["steps"]]
+    assert res.complete and res.weight_bytes <= 5000
+    assert "int8_qat" not in kinds and kinds[-1] == "recovery_fine_tune"
+    assert any("qat_epochs=0" in n for n in res.report["notes"])
+
+
 def test_fragile_layers_are_undone_then_size_alone(trained, digits):
     tr, va = digits
     # A negative allowed drop makes every step fail the accuracy test.

@@ -70,7 +70,10 @@ def test_allocate_spends_the_bytes_where_accuracy_per_byte_is_cheapest():
             _Option("c", "sparsify", 0.5, "", 400, 0.2, 1.0)]  # 5e-4 per byte
     assert [(o.layer, o.value) for o in allocate(opts, 150)] == [("b", 0.5)]
     got = allocate(opts, 250)                # then a at 4: less per byte than a at 8 or c
-    assert {(o.layer, o.value) for o in got} == {("b", 0.5), ("a", 4)}
+    assert {(o.layer, o.value) for o in got} == {("b", 0.5), ("a", 8)}  # ... trimmed to a at 8
+    # The trim: the fewest bytes over the need (500 -> 300 B), of two ways to 300 B the one
+    # lowering the measured drop most (a 4 -> 8: 0.01; leaving b out: 0.001).
+    assert sum(o.gain for o in got) == 300
     # An upgrade is priced by what it adds: from a at 8, a at 4 adds 0.046 for 200 B.
     opts[1] = _Option("a", "narrow", 4, "", 300, 0.066, 0.5)   # 2.2e-4 per byte alone
     got = allocate(opts, 250)                # a at 8 (2e-4) first
@@ -149,3 +152,11 @@ def test_reconstruction_inputs_by_phase(mlp):
     assert len(x) == 50 and np.array_equal(x, every.reconstruction_inputs("factorize"))
     with pytest.raises(ValueError, match="reconstruct must be"):
         Options.parse({"reconstruct": "some"})
+
+
+def test_allocate_docstring_examples_run():
+    """allocate's trim examples (greedy overshoot cut back; a change made unnecessary left out)."""
+    import doctest
+    from freeml_keras.compression import sparsify
+    res = doctest.testmod(sparsify)
+    assert res.attempted >= 4 and res.failed == 0

@@ -1,6 +1,7 @@
 """SparseComp's last phase: int8 quantization-aware fine-tuning that keeps the zeros. If it
 lowers validation accuracy by more than ``fragile_drop``, the float weights are kept (the
-converter's post-training quantization is then what the device runs). If the stored size is
+converter's post-training quantization is then what the device runs); with ``qat_epochs`` 0
+the phase is skipped and that is always so. If the stored size is
 then over the budget (int8 rounding moves a few weights), the run goes back to sparsity (and
 recovery), at most ``max_qat_rounds`` times."""
 
@@ -45,6 +46,11 @@ def quantize_aware_fine_tune(job: Job, model: "keras.Model",
 def qat_step(job: Job, model: "keras.Model", state: JobState) -> Step:
     """One QAT round; the phase becomes "done", or "sparsify" when the size is over budget."""
     o = job.options
+    if o.qat_epochs <= 0:
+        state.phase = "done"
+        state.notes.append("qat_epochs=0: no int8 QAT (post-training int8 quantization at "
+                           "conversion)")
+        return Step()
     t0 = time.time()
     before_wb, _ = sizes(model)
     before_loss, before_acc, _ = evaluate(model, job.val)

@@ -26,14 +26,16 @@ labels; early stopping and the kept epoch go by the validation loss on the label
    layer is fragile, the remaining bytes go by measured accuracy per byte: the possible steps
    on the largest layers are each probed with a short fine-tune and the one losing least per
    byte saved is kept whatever the accuracy (said in the report), at most ``1 -
-   density_step`` of the present bytes per step. A step that would save more than the bytes
+   density_step`` of the present bytes per step (the chosen changes cut back to milder ones
+   while they still save that much). A step that would save more than the bytes
    still over the budget is made milder (the last step ends close to the budget).
    With ``reconstruct`` ("ram", "all"; default "none") a narrowing (and with "all" a layer
    separation) refits the next layer by least squares to the outputs before the change.
 4. Recovery: one longer fine-tune at the budget (up to ``recovery_epochs``, early stopping on
    the validation loss after ``recovery_patience`` epochs, best epoch kept).
 5. int8 quantization-aware fine-tuning that keeps the zeros; if the stored size then exceeds
-   the budget (int8 rounding moves a few weights), go back to 3.
+   the budget (int8 rounding moves a few weights), go back to 3. ``qat_epochs=0`` skips it
+   (the converter's post-training quantization is then what the device runs).
 
 The stored size is always ``keras_footprint(m).weight_bytes`` (int8, CSR where the converter
 uses it); the reference accuracy is the validation accuracy after step 1 (steps 2-3 may lose

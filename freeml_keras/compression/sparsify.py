@@ -239,7 +239,19 @@ def allocate(options: list[_Option], need: int) -> list[_Option]:
     """At most one option per layer, saving at least ``need`` bytes (if the options can) at the
     least measured accuracy lost per byte: greedily, the upgrade (a layer's option replaced by
     one saving more) with the smallest extra accuracy lost per extra byte saved (then extra
-    validation loss per byte), until enough is saved. Gains and losses are taken as additive."""
+    validation loss per byte), until enough is saved. Gains and losses are taken as additive.
+    Then the overshoot is trimmed: while a chosen change can be replaced by a milder option of
+    its layer (or left out) with ``need`` still saved, the replacement saving the fewest bytes
+    more than ``need`` is taken (among equal ones the one lowering the measured loss most): the
+    greedy order can leave a large cut that the later choices made unnecessary.
+
+    >>> o = lambda layer, gain, drop: _Option(layer, "narrow", 0, "", gain, drop, 0.0)
+    >>> opts = [o("c", 50, 0.0), o("a", 400, 0.0004), o("a", 380, 0.0005)]
+    >>> sorted((c.layer, c.gain) for c in allocate(opts, 420))   # greedy: a 400 + c 50
+    [('a', 380), ('c', 50)]
+    >>> sorted((c.layer, c.gain) for c in allocate(opts, 400))   # c 50 not needed
+    [('a', 400)]
+    """
     chosen: dict[str, _Option] = {}
     saved = 0
     while saved < need:
@@ -258,6 +270,21 @@ def allocate(options: list[_Option], need: int) -> list[_Option]:
         cur = chosen.get(best.layer)
         saved += best.gain - (cur.gain if cur else 0)
         chosen[best.layer] = best
+    while saved > need:
+        trim = None
+        for layer, cur in chosen.items():
+            for alt in [None] + [opt for opt in options if opt.layer == layer and opt.gain < cur.gain]:
+                after = saved - cur.gain + (alt.gain if alt else 0)
+                key = (after, (alt.drop if alt else 0.0) - cur.drop)
+                if after >= need and (trim is None or key < trim[0]):
+                    trim = (key, layer, alt)
+        if trim is None:
+            break
+        (saved, _), layer, alt = trim
+        if alt is None:
+            del chosen[layer]
+        else:
+            chosen[layer] = alt
     return list(chosen.values())
 
 
