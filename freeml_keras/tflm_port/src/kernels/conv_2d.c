@@ -6,12 +6,13 @@
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
 
-/* CSR weights: on cores without a vector unit (the target builds: Cortex-M, MSP430) the sparse
- * kernel reads the input in place, FM_GATHER_COLS output columns per pass over a channel's CSR
- * row (FM_SPARSE_GATHER 1); on hosts it transposes the input rows into a scratch and runs each
- * non-zero weight over a tile of columns (vectorized by the compiler). */
+/* CSR weights: on cores without SIMD (the MSP430, a Cortex-M without the DSP extension) the
+ * sparse kernel reads the input in place, FM_GATHER_COLS output columns per pass over a
+ * channel's CSR row (FM_SPARSE_GATHER 1); on hosts and the Cortex-M4 it transposes the input
+ * rows into a scratch and runs each non-zero weight over a tile of columns (vectorized by the
+ * compiler; on the M4 four columns from one word, fm_conv_csr_row_dsp). */
 #ifndef FM_SPARSE_GATHER
-#ifdef FM_TARGET_DOT
+#if defined(FM_TARGET_DOT) && !FM_MAC_DSP
 #define FM_SPARSE_GATHER 1
 #else
 #define FM_SPARSE_GATHER 0
@@ -273,6 +274,14 @@ static int32_t padded_width(const fm_conv_params *p)
 }
 
 
+/* The Cortex-M4's row (8-bit indices, stride 1, at least 4 columns): mac_dsp.c */
+#if FM_MAC_DSP
+#define FM_CSR_ROW_DSP(IDX_T) (sizeof(IDX_T) == 1 && p->stride_w == 1 && p->out_w >= 4)
+#else
+#define FM_CSR_ROW_DSP(IDX_T) 0
+#define fm_conv_csr_row_dsp(p, w, t, pw, o) ((void)0)
+#endif
+
 #define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                    \
     static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw,   \
                      int8_t *o)                                                                   \
@@ -283,6 +292,10 @@ static int32_t padded_width(const fm_conv_params *p)
         const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w, dw = p->dil_w;  \
         const size_t plane = (size_t)(kh * pw);   /* an offset in the scratch: size_t products */ \
         fm_count oc, ox0, i, ky, kx;                                                              \
+        if (FM_CSR_ROW_DSP(IDX_T)) {                                                              \
+            fm_conv_csr_row_dsp(p, w, t, pw, o);                                                  \
+            return;                                                                               \
+        }                                                                                         \
         for (ox0 = 0; ox0 < ow; ox0 += FM_TILE) {                                                 \
             const int8_t *tt = t + ox0 * sw;                                                      \
             const fm_count n = ow - ox0 < FM_TILE ? (fm_count)(ow - ox0) : FM_TILE;               \

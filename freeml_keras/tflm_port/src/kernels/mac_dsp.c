@@ -7,24 +7,11 @@
 #include "freeml/fm_math.h"
 
 #if FM_MAC_DSP
-#include <arm_acle.h>
-
-/* Odd bytes (ROR #8 folded into the instruction: gcc 12 does not fold a separate rotation). */
-static inline int16x2_t odd(uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int16x2_t odd_add(int16x2_t a, uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
+#include "fm_dot.h"   /* fm_sxtb16_ror8, fm_sxtab16_ror8 */
 
 #define EVEN(v) __sxtb16((int8x4_t)(v))
+#define odd(v) fm_sxtb16_ror8(v)
+#define odd_add(a, v) fm_sxtab16_ror8((a), (v))
 
 /* 4 bytes at q as one word (an unaligned LDR, which the M4 allows). */
 static inline uint32_t ld4(const int8_t *q)
@@ -417,6 +404,93 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
             }
         }
     }
+}
+
+/* One tap's run of CSR weights [*ip, ie) (8-bit indices; value j at index j's address + d)
+ * against 4 adjacent columns at tb + index * plane: acc[k] += weight * column k. */
+static inline __attribute__((always_inline)) void csr_tap_4(const uint8_t **ipp, const uint8_t *ie, int32_t d, int32_t plane, const int8_t *tb,
+                             int32_t acc[4])
+{
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    const uint8_t *ip = *ipp;
+    uint32_t wv, tv, ev;
+    __asm__("1:\n\t"
+            "ldrsb %[w], [%[ip], %[d]]\n\t"
+            "ldrb %[t], [%[ip]], #1\n\t"
+            "mla %[t], %[t], %[pl], %[tb]\n\t"
+            "ldr %[t], [%[t]]\n\t"
+            "sxtb16 %[e], %[t]\n\t"
+            "sxtb16 %[t], %[t], ror #8\n\t"
+            "smlabb %[a0], %[e], %[w], %[a0]\n\t"
+            "smlatb %[a2], %[e], %[w], %[a2]\n\t"
+            "smlabb %[a1], %[t], %[w], %[a1]\n\t"
+            "smlatb %[a3], %[t], %[w], %[a3]\n\t"
+            "cmp %[ip], %[ie]\n\t"
+            "bne 1b\n\t"
+            : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [ip] "+r"(ip),
+              [w] "=&r"(wv), [t] "=&r"(tv), [e] "=&r"(ev)
+            : [ie] "r"(ie), [d] "r"(d), [pl] "r"(plane), [tb] "r"(tb)
+            : "cc", "memory");
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+    *ipp = ip;
+}
+
+/* CONV_2D with CSR weights (8-bit column indices), stride 1, one output row: the input rows
+ * transposed to [input channel][filter row][column] (t, pw columns a row, kh rows a channel,
+ * the zero point in the padding; conv_2d.c's eval_sparse) put the input values of 4 adjacent
+ * output columns at one tap and input channel into one word. Per stored weight and group of 4
+ * columns: its index and value (LDRB, LDRSB), the word's address (MLA), the word (LDR), two
+ * SXTB16 and four 16x16 MACs (SMLABB / SMLATB, the weight in the bottom half), the loop's 2:
+ * 12 instructions per 4 MACs, one run per tap in assembly. Groups of 4 columns from 0, the last
+ * one ending at the row's last column (overlapping the one before: those values computed and
+ * written twice, the same); channels requantized a block at a time, two columns per call. */
+/* (gcc 12 -O2's expensive optimizations leave csr_tap_4's 12 register operands no allocation:
+ * "impossible constraints"; this function goes without them.) */
+__attribute__((optimize("no-expensive-optimizations")))
+void fm_conv_csr_row_dsp(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw, int8_t *o)
+{
+    const uint8_t *const idx = w->idx, *const seg = w->seg;
+    const uint32_t segw = w->seg_w;
+    /* the weights' distance from their indices (value j at idx + j + d): one register less */
+    const int32_t d = (int32_t)((uintptr_t)w->cdata - (uintptr_t)idx);
+    const int32_t kh = p->k_h, kw = p->k_w, dw = p->dil_w, ow = p->out_w, out_c = p->out_c;
+    const int32_t plane = kh * pw;
+    const fm_out_range q = p->out;
+    int32_t g, oc, oc0, a01[2 * FM_RQ_BLOCK], a23[2 * FM_RQ_BLOCK];
+#define FM_SEG_AT(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
+                                                   : ((const uint32_t *)(const void *)seg)[r])
+    for (g = 0;; g += 4) {
+        if (g + 4 > ow) g = ow - 4;
+        const int8_t *const tg = t + g;
+        uint32_t r = 0;                                         /* CSR row: (oc, ky, kx) */
+        for (oc = 0, oc0 = 0; oc < out_c; oc++) {
+            int32_t acc[4] = {0, 0, 0, 0}, ky, kx;
+            const uint8_t *ip = idx + FM_SEG_AT(r);
+            const int8_t *brow = tg;
+            for (ky = 0; ky < kh; ky++, brow += pw) {
+                const int8_t *tb = brow;                        /* tap (ky, kx), input channel 0 */
+                for (kx = 0; kx < kw; kx++, tb += dw) {
+                    const uint8_t *const ie = idx + FM_SEG_AT(++r);
+                    if (ip != ie) csr_tap_4(&ip, ie, d, plane, tb, acc);
+                }
+            }
+            {
+                const int32_t b = p->acc0[oc], i = 2 * (oc - oc0);
+                a01[i] = FM_WRAP_ADD(acc[0], b);
+                a01[i + 1] = FM_WRAP_ADD(acc[1], b);
+                a23[i] = FM_WRAP_ADD(acc[2], b);
+                a23[i + 1] = FM_WRAP_ADD(acc[3], b);
+                if (oc + 1 - oc0 >= FM_RQ_BLOCK || oc + 1 >= out_c) {
+                    int8_t *const og = o + g * out_c + oc0;
+                    rq_store(og, out_c, a01, p->mult + oc0, p->shift + oc0, oc + 1 - oc0, 2, &q);
+                    rq_store(og + 2 * out_c, out_c, a23, p->mult + oc0, p->shift + oc0, oc + 1 - oc0, 2, &q);
+                    oc0 = oc + 1;
+                }
+            }
+        }
+        if (g + 4 >= ow) break;
+    }
+#undef FM_SEG_AT
 }
 
 /* Byte-wise signed maximum / minimum of four int8 lanes: SSUB8 sets a GE flag per byte where
