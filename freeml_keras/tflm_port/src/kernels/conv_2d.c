@@ -274,9 +274,9 @@ static int32_t padded_width(const fm_conv_params *p)
 }
 
 
-/* The Cortex-M4's row (8-bit indices, stride 1, at least 4 columns): mac_dsp.c */
+/* The Cortex-M4's row (8-bit indices, stride 1): mac_dsp.c (FM_TILE >= 4: padded_width) */
 #if FM_MAC_DSP
-#define FM_CSR_ROW_DSP(IDX_T) (sizeof(IDX_T) == 1 && p->stride_w == 1 && p->out_w >= 4)
+#define FM_CSR_ROW_DSP(IDX_T) (sizeof(IDX_T) == 1 && p->stride_w == 1)
 #else
 #define FM_CSR_ROW_DSP(IDX_T) 0
 #define fm_conv_csr_row_dsp(p, w, t, pw, o) ((void)0)

@@ -443,7 +443,9 @@ static inline __attribute__((always_inline)) void csr_tap_4(const uint8_t **ipp,
  * SXTB16 and four 16x16 MACs (SMLABB / SMLATB, the weight in the bottom half), the loop's 2:
  * 12 instructions per 4 MACs, one run per tap in assembly. Groups of 4 columns from 0, the last
  * one ending at the row's last column (overlapping the one before: those values computed and
- * written twice, the same); channels requantized a block at a time, two columns per call. */
+ * written twice, the same); a row of fewer than 4 columns reads padding columns (conv_2d.c's
+ * padded width holds 8) and stores its own. Channels requantized a block at a time, two
+ * columns per call. */
 /* (gcc 12 -O2's expensive optimizations leave csr_tap_4's 12 register operands no allocation:
  * "impossible constraints"; this function goes without them.) */
 __attribute__((optimize("no-expensive-optimizations")))
@@ -460,7 +462,7 @@ void fm_conv_csr_row_dsp(const fm_conv_params *p, const fm_tensor *w, const int8
 #define FM_SEG_AT(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
                                                    : ((const uint32_t *)(const void *)seg)[r])
     for (g = 0;; g += 4) {
-        if (g + 4 > ow) g = ow - 4;
+        if (g + 4 > ow && ow >= 4) g = ow - 4;
         const int8_t *const tg = t + g;
         uint32_t r = 0;                                         /* CSR row: (oc, ky, kx) */
         for (oc = 0, oc0 = 0; oc < out_c; oc++) {
@@ -480,10 +482,16 @@ void fm_conv_csr_row_dsp(const fm_conv_params *p, const fm_tensor *w, const int8
                 a01[i + 1] = FM_WRAP_ADD(acc[1], b);
                 a23[i] = FM_WRAP_ADD(acc[2], b);
                 a23[i + 1] = FM_WRAP_ADD(acc[3], b);
+                if (ow < 4) {   /* (columns past the row's end read padding: the last one twice) */
+                    if (ow == 1) a01[i + 1] = a01[i];
+                    if (ow == 3) a23[i + 1] = a23[i];
+                }
                 if (oc + 1 - oc0 >= FM_RQ_BLOCK || oc + 1 >= out_c) {
                     int8_t *const og = o + g * out_c + oc0;
-                    rq_store(og, out_c, a01, p->mult + oc0, p->shift + oc0, oc + 1 - oc0, 2, &q);
-                    rq_store(og + 2 * out_c, out_c, a23, p->mult + oc0, p->shift + oc0, oc + 1 - oc0, 2, &q);
+                    rq_store(og, ow > 1 ? out_c : 0, a01, p->mult + oc0, p->shift + oc0, oc + 1 - oc0, 2, &q);
+                    if (ow > 2)
+                        rq_store(og + 2 * out_c, ow > 3 ? out_c : 0, a23, p->mult + oc0, p->shift + oc0,
+                                 oc + 1 - oc0, 2, &q);
                     oc0 = oc + 1;
                 }
             }
