@@ -274,14 +274,6 @@ static int32_t padded_width(const fm_conv_params *p)
 }
 
 
-/* The Cortex-M4's row (8-bit indices, stride 1): mac_dsp.c (FM_TILE >= 4: padded_width) */
-#if FM_MAC_DSP
-#define FM_CSR_ROW_DSP(IDX_T) (sizeof(IDX_T) == 1 && p->stride_w == 1)
-#else
-#define FM_CSR_ROW_DSP(IDX_T) 0
-#define fm_conv_csr_row_dsp(p, w, t, pw, o) ((void)0)
-#endif
-
 #define FM_CONV_SPARSE_ROW(NAME, IDX_T)                                                    \
     static void NAME(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw,   \
                      int8_t *o)                                                                   \
@@ -292,10 +284,6 @@ static int32_t padded_width(const fm_conv_params *p)
         const int32_t kh = p->k_h, kw = p->k_w, ow = p->out_w, sw = p->stride_w, dw = p->dil_w;  \
         const size_t plane = (size_t)(kh * pw);   /* an offset in the scratch: size_t products */ \
         fm_count oc, ox0, i, ky, kx;                                                              \
-        if (FM_CSR_ROW_DSP(IDX_T)) {                                                              \
-            fm_conv_csr_row_dsp(p, w, t, pw, o);                                                  \
-            return;                                                                               \
-        }                                                                                         \
         for (ox0 = 0; ox0 < ow; ox0 += FM_TILE) {                                                 \
             const int8_t *tt = t + ox0 * sw;                                                      \
             const fm_count n = ow - ox0 < FM_TILE ? (fm_count)(ow - ox0) : FM_TILE;               \
@@ -382,6 +370,9 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
     const fm_count kc = (fm_count)p->k_c, kh = (fm_count)p->k_h;
     const int32_t zp = -p->in_off;
     const ptrdiff_t plane = (ptrdiff_t)kh * pw;
+#if FM_MAC_DSP
+    const int dsp = fm_conv_csr_row_dsp_fits(p, w, pw);   /* the M4's row: 4 columns per word */
+#endif
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
@@ -403,6 +394,12 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
                 }
             }
         }
+#if FM_MAC_DSP
+        if (dsp) {
+            fm_conv_csr_row_dsp(p, w, t, pw, out + (int32_t)u * p->out_w * p->out_c);
+            continue;
+        }
+#endif
         fn(p, w, t, pw, out + (int32_t)u * p->out_w * p->out_c);
     }
 }
