@@ -381,17 +381,17 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
         for (ky = 0; ky < kh; ky++) {
             const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
             const int row_in = iy >= 0 && iy < p->in_h;
-            ptrdiff_t xo = (ptrdiff_t)(iy * p->in_w - p->pad_w) * kc;   /* input offset of column px */
-            /* pointer steps only (index products are helper calls on 16-bit targets) */
-            for (px = 0; px < pw; px++, xo += kc) {
-                const int32_t ix = (int32_t)px - p->pad_w;
-                int8_t *d = t + ky * pw + px;
-                if (!row_in || ix < 0 || ix >= p->in_w) {
-                    for (c = 0; c < kc; c++, d += plane) *d = (int8_t)zp;
-                } else {
-                    const int8_t *x = img + xo;
-                    for (c = 0; c < kc; c++, d += plane) *d = x[c];
-                }
+            /* columns [lo, hi) inside the input, the zero point elsewhere; per channel its row of
+             * the scratch, pointer steps only (index products are helper calls on 16-bit targets) */
+            const fm_count lo = row_in ? (fm_count)(p->pad_w < pw ? p->pad_w : pw) : (fm_count)pw;
+            const fm_count hi = row_in ? (fm_count)(p->pad_w + p->in_w < pw ? p->pad_w + p->in_w : pw) : (fm_count)pw;
+            const int8_t *x0 = row_in ? img + ((ptrdiff_t)iy * p->in_w + (lo - p->pad_w)) * kc : img;
+            int8_t *d = t + ky * pw;
+            for (c = 0; c < kc; c++, d += plane, x0++) {
+                const int8_t *x = x0;
+                for (px = 0; px < lo; px++) d[px] = (int8_t)zp;
+                for (; px < hi; px++, x += kc) d[px] = *x;
+                for (; px < pw; px++) d[px] = (int8_t)zp;
             }
         }
 #if FM_MAC_DSP
