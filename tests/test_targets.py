@@ -677,8 +677,8 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
     3x3 windows of 45 bytes in 15-byte rows (gathered into one run) and of 81 bytes in 27-byte
     rows (rows of whole words plus 3-byte tails), with 'same' borders (the portable loop) and
     stride 2; DEPTHWISE_CONV_2D 3x3 'same' on 9 channels (blocks of 4, one left over; 3-wide
-    inside rows, 2-wide at the borders); MAX_POOL_2D on 9 channels (SSUB8 + SEL on 8, one left
-    over); FULLY_CONNECTED of depth 6 into 13 channels (groups of
+    inside rows, 2-wide at the borders); MAX_POOL_2D 2x2 on 9 channels (SSUB8 + SEL on 8, one left
+    over; the 2x2 window unrolled); FULLY_CONNECTED of depth 6 into 13 channels (groups of
     4 and one of 1, 2-byte tails); and the same inference cut into steps of one unit, where
     FULLY_CONNECTED starts and stops inside a row of output channels."""
     from freeml_keras.conversion import converter

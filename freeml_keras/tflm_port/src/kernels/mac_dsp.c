@@ -571,9 +571,13 @@ void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, p
         if (c + 4 > ch) c = ch - 4;
         const int8_t *row = corner + c;
         uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
-        for (y = rows; y > 0; y--, row += row_step) {
-            const int8_t *px = row;
-            for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+        if (rows == 2 && cols == 2) {   /* the common 2x2 window: no loops */
+            m = max4(m, max4(max4(ld4(row), ld4(row + ch)), max4(ld4(row + row_step), ld4(row + row_step + ch))));
+        } else {
+            for (y = rows; y > 0; y--, row += row_step) {
+                const int8_t *px = row;
+                for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+            }
         }
         m = min4(m, hi);
         memcpy(o + c, &m, 4);
