@@ -372,6 +372,12 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
     const ptrdiff_t plane = (ptrdiff_t)kh * pw;
 #if FM_MAC_DSP
     const int dsp = fm_conv_csr_row_dsp_fits(p, w, pw);   /* the M4's row: 4 columns per word */
+    /* the columns its groups of 4 read (at least 4 outputs' windows): the rest of the padded
+     * width stays unwritten */
+    const int32_t need = (p->out_w < 4 ? 4 : p->out_w) + (p->k_w - 1) * p->dil_w;
+    const fm_count tw = (fm_count)(dsp && need < pw ? need : pw);
+#else
+    const fm_count tw = (fm_count)pw;                      /* columns written */
 #endif
     uint32_t u;
     for (u = begin; u < end; u++) {
@@ -383,15 +389,15 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
             const int row_in = iy >= 0 && iy < p->in_h;
             /* columns [lo, hi) inside the input, the zero point elsewhere; per channel its row of
              * the scratch, pointer steps only (index products are helper calls on 16-bit targets) */
-            const fm_count lo = row_in ? (fm_count)(p->pad_w < pw ? p->pad_w : pw) : (fm_count)pw;
-            const fm_count hi = row_in ? (fm_count)(p->pad_w + p->in_w < pw ? p->pad_w + p->in_w : pw) : (fm_count)pw;
+            const fm_count lo = row_in ? (fm_count)(p->pad_w < tw ? p->pad_w : tw) : tw;
+            const fm_count hi = row_in ? (fm_count)(p->pad_w + p->in_w < tw ? p->pad_w + p->in_w : tw) : tw;
             const int8_t *x0 = row_in ? img + ((ptrdiff_t)iy * p->in_w + (lo - p->pad_w)) * kc : img;
             int8_t *d = t + ky * pw;
             for (c = 0; c < kc; c++, d += plane, x0++) {
                 const int8_t *x = x0;
                 for (px = 0; px < lo; px++) d[px] = (int8_t)zp;
                 for (; px < hi; px++, x += kc) d[px] = *x;
-                for (; px < pw; px++) d[px] = (int8_t)zp;
+                for (; px < tw; px++) d[px] = (int8_t)zp;
             }
         }
 #if FM_MAC_DSP
