@@ -10,8 +10,6 @@
 #include "fm_dot.h"   /* fm_sxtb16_ror8, fm_sxtab16_ror8 */
 
 #define EVEN(v) __sxtb16((int8x4_t)(v))
-#define odd(v) fm_sxtb16_ror8(v)
-#define odd_add(a, v) fm_sxtab16_ror8((a), (v))
 
 /* 4 bytes at q as one word (an unaligned LDR, which the M4 allows). */
 static inline uint32_t ld4(const int8_t *q)
@@ -347,8 +345,8 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
 #define FM_DW_TAP(xp, wp)                                                                  \
     do {                                                                                   \
         const uint32_t v = ld4(xp), kv = ld4(wp);                                           \
-        const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = odd_add(off2, v);           \
-        const int16x2_t ke = EVEN(kv), ko = odd(kv);                                        \
+        const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = fm_sxtab16_ror8(off2, v);    \
+        const int16x2_t ke = EVEN(kv), ko = fm_sxtb16_ror8(kv);                             \
         a0 = __smlabb(xe, ke, a0);                                                          \
         a2 = __smlatt(xe, ke, a2);                                                          \
         a1 = __smlabb(xo, ko, a1);                                                          \
