@@ -1165,6 +1165,17 @@ def layer_code_bytes(rows: list[dict], work: Path) -> None:
         rows[i]["code_bytes"] = text + sum(v for k, v in sizes.items() if k.split(".")[0] in dsp_of[kind])
 
 
+def every_mac_fields(row: dict, model_bytes: bytes) -> None:
+    """Add the executed MACs counted as every MAC of a dense layer and the non-zero ones of a
+    CSR layer (``executed_macs`` counts non-zero MACs everywhere), and the cost per such MAC."""
+    from freeml_keras import memory
+    stored = {l.op_index: l.stored_format for l in memory.tflite_footprint(model_bytes).layers if l.subgraph == 0}
+    n = sum(o["sparse_macs"] if stored.get(o["index"]) == "int8_csr" else o["macs"]
+            for o in row["ops"] if o["op"] in MAC_OPS)
+    row["executed_macs_dense_every_mac"] = n
+    row["per_executed_mac_dense_every_mac"] = row["per_inference"] / n if n else None
+
+
 def layers_only(args) -> int:
     """The six layer shapes on the Cortex-M4 (with CMSIS-NN when given) and the demo model's
     whole inference there: bench/results/targets_layers.json."""
@@ -1179,6 +1190,15 @@ def layers_only(args) -> int:
             print("the demo's model:", flush=True)
             b = args.demo_model.read_bytes()
             demo, _ = model_costs(work, True, None, ("cortex_m4",), only={"cnn_s_demo": demo_input(b)})
+            # the same model with the dense-or-CSR choice made for the M4 (the demo converts for
+            # the MSP430): when it differs, measured too
+            from freeml_keras.conversion.layouts import relayout
+            m4, _ = relayout(b, "cortex_m4")
+            if m4 != b:
+                demo += model_costs(work, True, None, ("cortex_m4",),
+                                    only={"cnn_s_demo_m4_layouts": demo_input(m4)})[0]
+            for row, data in zip(demo, (b, m4)):
+                every_mac_fields(row, data)
     result = {"benchmark": "targets --layers", "host": platform.platform(),
               "command": "bench/targets.py --layers" + (" --cmsis-nn PATH" if args.cmsis_nn else ""),
               "wall_s": time.time() - t0, "unit": "instructions (qemu-system-arm 7.2 mps2-an386, TCG plugin)",

@@ -691,8 +691,8 @@ def test_m4_operand_reuse_paths_equal_tflm(tmp_path):
     3x3 windows of 45 bytes in 15-byte rows (gathered into one run) and of 81 bytes in 27-byte
     rows (rows of whole words plus 3-byte tails), with 'same' borders (the portable loop) and
     stride 2; DEPTHWISE_CONV_2D 3x3 'same' on 9 channels (blocks of 4, one left over; 3-wide
-    inside rows, 2-wide at the borders); MAX_POOL_2D on 9 channels (SSUB8 + SEL on 8, one left
-    over); FULLY_CONNECTED of depth 6 into 13 channels (groups of
+    inside rows, 2-wide at the borders); MAX_POOL_2D 2x2 on 9 channels (SSUB8 + SEL on 8, one left
+    over; the 2x2 window unrolled); FULLY_CONNECTED of depth 6 into 13 channels (groups of
     4 and one of 1, 2-byte tails); and the same inference cut into steps of one unit, where
     FULLY_CONNECTED starts and stops inside a row of output channels."""
     from freeml_keras.conversion import converter
@@ -822,6 +822,42 @@ def test_csr_gather_kernels_equal_tflm(target, csr_gather_models, tmp_path):
         want = run_tflm(dense, [x[i:i + 1]])[0].ravel().tolist()
         assert r.output == want and r.output_invoke == want
         assert len(set(want)) > 1
+
+
+def test_m4_csr_rows_equal_tflm(tmp_path):
+    """The Cortex-M4's CSR convolution rows (kernels/mac_dsp.c fm_conv_csr_row_dsp: input rows
+    transposed, 4 output columns per stored weight from one word) against TFLite Micro, bit for
+    bit: rows of 9 columns (groups of 4, the last overlapping the one before), of 3, 2 and 1
+    columns (padding columns read, only the row's own stored), 'same' borders (the zero point in
+    the padding), 37 output channels (requantized in blocks of 32) and an empty tap (an 80%
+    pruned kernel); continuous, and cut into steps of one output row resumed after a power loss."""
+    from conftest import prune_kernels
+    from freeml_keras import memory
+    from freeml_keras.conversion import converter
+    from freeml_keras.keras import keras
+    from freeml_keras.runtime.reference import io_quantization, quantize, run_tflm
+
+    keras.utils.set_random_seed(11)
+    x = np.random.default_rng(11).normal(size=(40, 5, 9, 3)).astype(np.float32)
+    m = keras.Sequential([keras.layers.Input((5, 9, 3)),
+                          keras.layers.Conv2D(37, 3, padding="same", activation="relu"),   # 9 columns
+                          keras.layers.Conv2D(6, (1, 7)),                                  # 3 columns
+                          keras.layers.Conv2D(5, (2, 2)),                                  # 2 columns
+                          keras.layers.Conv2D(12, (1, 2)),                                 # 1 column
+                          keras.layers.Flatten()])
+    prune_kernels(m, 0.8)
+    b, dense = converter.convert(m, x, sparse=True), converter.convert(m, x, sparse=False)
+    csr = [layer.type for layer in memory.tflite_footprint(b).layers if layer.stored_format == "int8_csr"]
+    assert csr.count("CONV_2D") == 4
+    (scale, zp), = io_quantization(b)[0]
+    xq = quantize(x[:2], scale, zp)
+    for i in range(len(xq)):
+        want = run_tflm(dense, [xq[i:i + 1]])[0].ravel().tolist()
+        r = T.run_model("cortex_m4", b, xq[i], tmp_path / "run")
+        assert r.output == want and r.output_invoke == want and len(set(want)) > 1
+        assert "fm_conv_csr_row_dsp" in r.run.symbols
+    c = T.run_checkpointed("cortex_m4", b, xq[1], tmp_path / "ckpt", granularities=(1,), resume_after=5)
+    assert c.plain_output == want and c.runs[0]["output"] == want and c.resume_output == want
 
 
 def test_msp430_pixel_paths_equal_tflm(tmp_path):

@@ -6,12 +6,13 @@
 #include "fm_dot.h"   /* the target's int8 MAC loop (tflm_port/targets): SMLAD, MACS */
 #endif
 
-/* CSR weights: on cores without a vector unit (the target builds: Cortex-M, MSP430) the sparse
- * kernel reads the input in place, FM_GATHER_COLS output columns per pass over a channel's CSR
- * row (FM_SPARSE_GATHER 1); on hosts it transposes the input rows into a scratch and runs each
- * non-zero weight over a tile of columns (vectorized by the compiler). */
+/* CSR weights: on cores without SIMD (the MSP430, a Cortex-M without the DSP extension) the
+ * sparse kernel reads the input in place, FM_GATHER_COLS output columns per pass over a
+ * channel's CSR row (FM_SPARSE_GATHER 1); on hosts and the Cortex-M4 it transposes the input
+ * rows into a scratch and runs each non-zero weight over a tile of columns (vectorized by the
+ * compiler; on the M4 four columns from one word, fm_conv_csr_row_dsp). */
 #ifndef FM_SPARSE_GATHER
-#ifdef FM_TARGET_DOT
+#if defined(FM_TARGET_DOT) && !FM_MAC_DSP
 #define FM_SPARSE_GATHER 1
 #else
 #define FM_SPARSE_GATHER 0
@@ -369,6 +370,15 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
     const fm_count kc = (fm_count)p->k_c, kh = (fm_count)p->k_h;
     const int32_t zp = -p->in_off;
     const ptrdiff_t plane = (ptrdiff_t)kh * pw;
+#if FM_MAC_DSP
+    const int dsp = fm_conv_csr_row_dsp_fits(p, w, pw);   /* the M4's row: 4 columns per word */
+    /* the columns its groups of 4 read (at least 4 outputs' windows): the rest of the padded
+     * width stays unwritten */
+    const int32_t need = (p->out_w < 4 ? 4 : p->out_w) + (p->k_w - 1) * p->dil_w;
+    const fm_count tw = (fm_count)(dsp && need < pw ? need : pw);
+#else
+    const fm_count tw = (fm_count)pw;                      /* columns written */
+#endif
     uint32_t u;
     for (u = begin; u < end; u++) {
         const int32_t n = (int32_t)(u / (uint32_t)p->out_h), oy = (int32_t)(u % (uint32_t)p->out_h);
@@ -377,19 +387,25 @@ static void eval_sparse(const fm_interp *it, const fm_op *op, uint32_t begin, ui
         for (ky = 0; ky < kh; ky++) {
             const int32_t iy = oy * p->stride_h - p->pad_h + ky * p->dil_h;
             const int row_in = iy >= 0 && iy < p->in_h;
-            ptrdiff_t xo = (ptrdiff_t)(iy * p->in_w - p->pad_w) * kc;   /* input offset of column px */
-            /* pointer steps only (index products are helper calls on 16-bit targets) */
-            for (px = 0; px < pw; px++, xo += kc) {
-                const int32_t ix = (int32_t)px - p->pad_w;
-                int8_t *d = t + ky * pw + px;
-                if (!row_in || ix < 0 || ix >= p->in_w) {
-                    for (c = 0; c < kc; c++, d += plane) *d = (int8_t)zp;
-                } else {
-                    const int8_t *x = img + xo;
-                    for (c = 0; c < kc; c++, d += plane) *d = x[c];
-                }
+            /* columns [lo, hi) inside the input, the zero point elsewhere; per channel its row of
+             * the scratch, pointer steps only (index products are helper calls on 16-bit targets) */
+            const fm_count lo = row_in ? (fm_count)(p->pad_w < tw ? p->pad_w : tw) : tw;
+            const fm_count hi = row_in ? (fm_count)(p->pad_w + p->in_w < tw ? p->pad_w + p->in_w : tw) : tw;
+            const int8_t *x0 = row_in ? img + ((ptrdiff_t)iy * p->in_w + (lo - p->pad_w)) * kc : img;
+            int8_t *d = t + ky * pw;
+            for (c = 0; c < kc; c++, d += plane, x0++) {
+                const int8_t *x = x0;
+                for (px = 0; px < lo; px++) d[px] = (int8_t)zp;
+                for (; px < hi; px++, x += kc) d[px] = *x;
+                for (; px < tw; px++) d[px] = (int8_t)zp;
             }
         }
+#if FM_MAC_DSP
+        if (dsp) {
+            fm_conv_csr_row_dsp(p, w, t, pw, out + (int32_t)u * p->out_w * p->out_c);
+            continue;
+        }
+#endif
         fn(p, w, t, pw, out + (int32_t)u * p->out_w * p->out_c);
     }
 }

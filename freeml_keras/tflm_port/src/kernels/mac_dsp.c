@@ -7,22 +7,7 @@
 #include "freeml/fm_math.h"
 
 #if FM_MAC_DSP
-#include <arm_acle.h>
-
-/* Odd bytes (ROR #8 folded into the instruction: gcc 12 does not fold a separate rotation). */
-static inline int16x2_t odd(uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int16x2_t odd_add(int16x2_t a, uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
+#include "fm_dot.h"   /* fm_sxtb16_ror8, fm_sxtab16_ror8 */
 
 #define EVEN(v) __sxtb16((int8x4_t)(v))
 
@@ -360,8 +345,8 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
 #define FM_DW_TAP(xp, wp)                                                                  \
     do {                                                                                   \
         const uint32_t v = ld4(xp), kv = ld4(wp);                                           \
-        const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = odd_add(off2, v);           \
-        const int16x2_t ke = EVEN(kv), ko = odd(kv);                                        \
+        const int16x2_t xe = __sxtab16(off2, (int8x4_t)v), xo = fm_sxtab16_ror8(off2, v);    \
+        const int16x2_t ke = EVEN(kv), ko = fm_sxtb16_ror8(kv);                             \
         a0 = __smlabb(xe, ke, a0);                                                          \
         a2 = __smlatt(xe, ke, a2);                                                          \
         a1 = __smlabb(xo, ko, a1);                                                          \
@@ -419,6 +404,144 @@ void fm_dw_pixel_dsp(const fm_conv_params *p, const int8_t *xw, const int8_t *w0
     }
 }
 
+/* n >= 1 values acc[0 ..] of one channel (multiplier mult, shift) requantized to o, o + o_next,
+ * ...: the fast form of rq_mul and the clamp in assembly (gcc 12 reloads the channel's
+ * constants per value), the general form in C. */
+static void rq_channel(int8_t *o, ptrdiff_t o_next, const int32_t *acc, int32_t n, int32_t mult, int32_t shift,
+                       const fm_out_range *q)
+{
+    if (shift <= -2 && q->max == 127) {
+        const int32_t sh = ~shift, b = (int32_t)(((uint32_t)1 << sh) >> 1), off = q->off, lo = q->min;
+        int32_t x, h, l;
+        __asm__ volatile("1:\n\t"
+                         "ldr %[x], [%[a]], #4\n\t"
+                         "add %[h], %[b], %[x], asr #31\n\t"
+                         "and %[l], %[x], #0x80000000\n\t"
+                         "orr %[l], %[l], #0x40000000\n\t"
+                         "smlal %[l], %[h], %[x], %[m]\n\t"
+                         "asr %[h], %[h], %[sh]\n\t"
+                         "add %[h], %[h], %[off]\n\t"
+                         "ssat %[h], #8, %[h]\n\t"
+                         "cmp %[h], %[lo]\n\t"
+                         "it lt\n\t"
+                         "movlt %[h], %[lo]\n\t"
+                         "strb %[h], [%[o]]\n\t"
+                         "add %[o], %[o], %[on]\n\t"
+                         "subs %[n], %[n], #1\n\t"
+                         "bne 1b\n\t"
+                         : [x] "=&r"(x), [h] "=&r"(h), [l] "=&r"(l), [a] "+r"(acc), [o] "+r"(o), [n] "+r"(n)
+                         : [b] "r"(b), [m] "r"(mult), [sh] "r"(sh), [off] "r"(off), [lo] "r"(lo), [on] "r"(o_next)
+                         : "cc", "memory");
+        return;
+    }
+    for (; n > 0; n--, o += o_next) *o = rq(*acc++, mult, shift, q);
+}
+
+/* A channel's stored weights at most (FM_CSR_RUN offsets of 2 bytes on the stack). */
+#define FM_CSR_RUN 256
+
+int fm_conv_csr_row_dsp_fits(const fm_conv_params *p, const fm_tensor *w, int32_t pw)
+{
+    const uint8_t *const seg = w->seg;
+    const uint32_t segw = w->seg_w, taps = (uint32_t)p->k_h * (uint32_t)p->k_w;
+    int32_t oc;
+    if (w->idx_w != 1 || p->stride_w != 1 || (int32_t)p->k_c * p->k_h * pw > 0xFFFF - 3) return 0;
+    for (oc = 0; oc < p->out_c; oc++) {
+        const uint32_t r = (uint32_t)oc * taps;
+        const uint32_t n = segw == 1 ? (uint32_t)seg[r + taps] - seg[r]
+                         : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r + taps] -
+                                           ((const uint16_t *)(const void *)seg)[r]
+                                     : ((const uint32_t *)(const void *)seg)[r + taps] -
+                                           ((const uint32_t *)(const void *)seg)[r];
+        if (n > FM_CSR_RUN) return 0;
+    }
+    return 1;
+}
+
+/* CONV_2D with CSR weights (8-bit column indices), stride 1, one output row: the input rows
+ * transposed to [input channel][filter row][column] (t, pw columns a row, kh rows a channel,
+ * the zero point in the padding; conv_2d.c's eval_sparse) put the input values of 4 adjacent
+ * output columns at one tap and input channel into one word. Per output channel its stored
+ * weights' offsets in t (tap + index x plane, 2 bytes each) once into a run on the stack; then
+ * per group of 4 columns and stored weight: its offset and value (LDRH, LDRSB), the word
+ * (LDR), two SXTB16 and four 16x16 MACs (SMLABB / SMLATB, the weight in the bottom half), the
+ * loop's 2: 11 instructions per 4 MACs, in assembly. Groups of 4 columns from 0, the last one
+ * ending at the row's last column (overlapping the one before: those values computed and
+ * written twice, the same); a row of fewer than 4 columns reads padding columns (conv_2d.c's
+ * padded width holds 8) and stores its own. fm_conv_csr_row_dsp_fits: the shapes it takes. */
+void fm_conv_csr_row_dsp(const fm_conv_params *p, const fm_tensor *w, const int8_t *t, int32_t pw, int8_t *o)
+{
+    const uint8_t *const idx = w->idx, *const seg = w->seg;
+    const int8_t *const v = (const int8_t *)w->cdata;
+    const uint32_t segw = w->seg_w;
+    const int32_t kh = p->k_h, kw = p->k_w, dw = p->dil_w, ow = p->out_w, out_c = p->out_c;
+    const int32_t plane = kh * pw;
+    const fm_out_range q = p->out;
+    uint16_t run[FM_CSR_RUN];
+    int32_t oc;
+    uint32_t r = 0;                                             /* CSR row: (oc, ky, kx) */
+#define FM_SEG_AT(r) (segw == 1 ? (uint32_t)seg[r] : segw == 2 ? (uint32_t)((const uint16_t *)(const void *)seg)[r] \
+                                                   : ((const uint32_t *)(const void *)seg)[r])
+    for (oc = 0; oc < out_c; oc++) {
+        const uint32_t j0 = FM_SEG_AT(r);
+        const int32_t mult = p->mult[oc], shift = p->shift[oc], b = p->acc0[oc];
+        uint16_t *re = run;
+        int32_t g, ky, kx;
+        {   /* the channel's weights' offsets: tap (ky, kx) + index x plane (one loop per
+             * segment offset width: no width test per tap) */
+            const uint8_t *ip = idx + j0;
+            uint16_t tap = 0;
+#define FM_RUN(SEG_T)                                                                      \
+            do {                                                                           \
+                const SEG_T *sp = (const SEG_T *)(const void *)seg + r + 1;                \
+                for (ky = kh; ky > 0; ky--, tap = (uint16_t)(tap + pw - kw * dw))          \
+                    for (kx = kw; kx > 0; kx--, tap = (uint16_t)(tap + dw)) {              \
+                        const uint8_t *const ie = idx + *sp++;                             \
+                        while (ip < ie) *re++ = (uint16_t)(tap + *ip++ * plane);           \
+                    }                                                                      \
+            } while (0)
+            if (segw == 1) FM_RUN(uint8_t);
+            else if (segw == 2) FM_RUN(uint16_t);
+            else FM_RUN(uint32_t);
+#undef FM_RUN
+            r += (uint32_t)(kh * kw);
+        }
+        for (g = 0;; g += 4) {
+            int32_t a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            if (g + 4 > ow && ow >= 4) g = ow - 4;
+            if (re != run) {
+                const uint16_t *rp = run;
+                const int8_t *vp = v + j0;
+                uint32_t xv, wv, ev;
+                __asm__("1:\n\t"
+                        "ldrh %[x], [%[rp]], #2\n\t"
+                        "ldrsb %[w], [%[vp]], #1\n\t"
+                        "ldr %[x], [%[tg], %[x]]\n\t"
+                        "sxtb16 %[e], %[x]\n\t"
+                        "sxtb16 %[x], %[x], ror #8\n\t"
+                        "smlabb %[a0], %[e], %[w], %[a0]\n\t"
+                        "smlatb %[a2], %[e], %[w], %[a2]\n\t"
+                        "smlabb %[a1], %[x], %[w], %[a1]\n\t"
+                        "smlatb %[a3], %[x], %[w], %[a3]\n\t"
+                        "cmp %[rp], %[re]\n\t"
+                        "bne 1b\n\t"
+                        : [a0] "+r"(a0), [a1] "+r"(a1), [a2] "+r"(a2), [a3] "+r"(a3), [rp] "+r"(rp),
+                          [vp] "+r"(vp), [x] "=&r"(xv), [w] "=&r"(wv), [e] "=&r"(ev)
+                        : [re] "r"(re), [tg] "r"(t + g)
+                        : "cc", "memory");
+            }
+            {
+                int32_t acc[4];
+                acc[0] = FM_WRAP_ADD(a0, b); acc[1] = FM_WRAP_ADD(a1, b);
+                acc[2] = FM_WRAP_ADD(a2, b); acc[3] = FM_WRAP_ADD(a3, b);
+                rq_channel(o + g * out_c + oc, out_c, acc, ow < 4 ? ow : 4, mult, shift, &q);
+            }
+            if (g + 4 >= ow) break;
+        }
+    }
+#undef FM_SEG_AT
+}
+
 /* Byte-wise signed maximum / minimum of four int8 lanes: SSUB8 sets a GE flag per byte where
  * a >= b, SEL picks a's byte there and b's elsewhere. */
 static inline uint32_t max4(uint32_t a, uint32_t b)
@@ -446,9 +569,13 @@ void fm_max_pool_pixel_dsp(const int8_t *corner, uint32_t rows, uint32_t cols, p
         if (c + 4 > ch) c = ch - 4;
         const int8_t *row = corner + c;
         uint32_t m = lo, y, x;      /* the activation's minimum: the maximum starts there */
-        for (y = rows; y > 0; y--, row += row_step) {
-            const int8_t *px = row;
-            for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+        if (rows == 2 && cols == 2) {   /* the common 2x2 window: no loops */
+            m = max4(m, max4(max4(ld4(row), ld4(row + ch)), max4(ld4(row + row_step), ld4(row + row_step + ch))));
+        } else {
+            for (y = rows; y > 0; y--, row += row_step) {
+                const int8_t *px = row;
+                for (x = cols; x > 0; x--, px += ch) m = max4(m, ld4(px));
+            }
         }
         m = min4(m, hi);
         memcpy(o + c, &m, 4);

@@ -8,23 +8,6 @@
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 
-/* The odd bytes need SXTB16 / SXTAB16 with their built-in ROR #8 operand; gcc 12 does not fold a
- * separate rotation into the ACLE intrinsics (one extra instruction per 4 MACs), so these two
- * are inline assembly. */
-static inline int16x2_t fm_sxtb16_ror8(uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
-    return r;
-}
-
-static inline int16x2_t fm_sxtab16_ror8(int16x2_t a, uint32_t v)
-{
-    int16x2_t r;
-    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
-    return r;
-}
-
 /* Even / odd bytes of w, sign-extended to two 16-bit halves each. */
 #define FM_UNPACK_EVEN(v) __sxtb16((int8x4_t)(v))
 #define FM_UNPACK_ODD(v) fm_sxtb16_ror8(v)

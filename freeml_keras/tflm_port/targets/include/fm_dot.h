@@ -13,6 +13,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -21,6 +24,23 @@ extern "C" {
 int32_t fm_dot_s8_c(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset, int32_t acc);
 #if defined(__ARM_FEATURE_DSP)
 int32_t fm_dot_s8_dsp(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset, int32_t acc);
+/* The odd bytes of v sign-extended to two 16-bit halves (SXTB16 with its built-in ROR #8), and
+ * added to a's halves (SXTAB16): gcc 12 does not fold a separate rotation into the ACLE
+ * intrinsics (one extra instruction per 4 MACs), so these two are inline assembly. The
+ * SMLAD loop (dot_dsp.c) and the kernels' Cortex-M4 paths (kernels/mac_dsp.c) use them. */
+static inline int16x2_t fm_sxtb16_ror8(uint32_t v)
+{
+    int16x2_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+
+static inline int16x2_t fm_sxtab16_ror8(int16x2_t a, uint32_t v)
+{
+    int16x2_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(v));
+    return r;
+}
 #endif
 #if defined(__MSP430__) && defined(FM_MSP430_HWMULT) && FM_MSP430_HWMULT
 int32_t fm_dot_s8_hwmult(const int8_t *x, const int8_t *w, uint16_t n, int16_t x_offset,
