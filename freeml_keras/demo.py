@@ -195,11 +195,14 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], None] = p
     for line in s_dev.get("log", []):
         log("      " + line)
 
-    restart = _restart(cfg)
+    measured = s_dev.get("msp430")          # the device stage's figures for this model, when it ran it
+    restart = _restart(cfg, measured)
     log(f"[7/{N_STAGES}] energy-harvesting simulation on the bundled traces, every power-on "
-        f"charged a restart of {restart['cycles']:,} cycles ({restart['energy_uj']:.3g} uJ)")
-    s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out), log,
-                   valid=lambda c: c.get("restart", {}).get("cycles") == restart["cycles"])
+        f"charged a restart of {restart['cycles']:,} cycles ({restart['energy_uj']:.3g} uJ)"
+        + (", costs scaled to the cycles measured on the device" if measured else ""))
+    s_sim = _stage(out, "simulate", lambda: _simulate(cfg, edir, s_exit, out, measured), log,
+                   valid=lambda c: c.get("restart", {}).get("cycles") == restart["cycles"]
+                   and (c.get("costs") or {}).get("measured_cycles") == (measured or {}).get("inference"))
     for trace, rows in s_sim["traces"].items():
         best = min(rows, key=lambda r: r["latency_mean_s"])
         log(f"      {trace}: fastest {best['name']} ({best['latency_mean_s']:.2f} s mean latency, "
@@ -481,22 +484,48 @@ def _full_fram(cfg: DemoConfig, data: _Data, model: "keras.Model", out: Path) ->
             "test_accuracy": zoo.accuracy(res.model, data.test)}
 
 
-def _restart(cfg: DemoConfig) -> dict:
-    """What the simulation charges at every power-on: ``cfg.restart_cycles``, or the warm
-    restart measured for the device (:func:`freeml_keras.costs.restart_cycles`), and where it
-    comes from."""
+def _restart(cfg: DemoConfig, measured: dict | None = None) -> dict:
+    """What the simulation charges at every power-on: ``cfg.restart_cycles``; else this model's
+    warm restart measured on the device's emulator (``measured``: the device stage's figures);
+    else the warm restart measured for the device on the cost tables' models
+    (:func:`freeml_keras.costs.restart_cycles`); and where it comes from."""
     dev = devices.get(cfg.device)
-    if cfg.restart_cycles is None:
+    if cfg.restart_cycles is not None:
+        cycles, source = int(cfg.restart_cycles), "given (DemoConfig.restart_cycles)"
+    elif measured and measured.get("warm_restart"):
+        cycles = int(measured["warm_restart"])
+        source = "warm restart of this model's provisioned image, measured in the device stage above"
+    else:
         cycles = op_costs.restart_cycles(dev)
         source = op_costs.restart_source(dev)
-    else:
-        cycles, source = int(cfg.restart_cycles), "given (DemoConfig.restart_cycles)"
     return {"cycles": cycles, "energy_uj": 1e6 * cycles * dev.energy_per_cycle_j, "source": source}
 
 
-def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
+def _segment_factors(backbone: list[int], heads: list[int], measured: dict | None) -> list[float] | None:
+    """Per segment of the backbone (up to each exit point, then the rest), the cycles the device
+    measured (``measured``: ``to_exit``, each exit's head included, and ``inference``) over the
+    cycles the cost model prices (the segment plus its exit's head): the factors that put the
+    simulation on the device's measured costs. None without a measurement that matches the
+    segments.
+
+    >>> _segment_factors([100, 50], [10], {"to_exit": [220], "inference": 320})
+    [2.0, 2.0]
+    """
+    if not measured or not measured.get("inference") or len(measured.get("to_exit") or []) != len(backbone) - 1:
+        return None
+    ends = list(measured["to_exit"]) + [measured["inference"]]
+    seg = [b - a for a, b in zip([0] + ends[:-1], ends)]
+    priced = [c + (heads[k] if k < len(heads) else 0) for k, c in enumerate(backbone)]
+    if any(v <= 0 for v in seg) or any(v <= 0 for v in priced):
+        return None
+    return [m / q for m, q in zip(seg, priced)]
+
+
+def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path, measured: dict | None = None) -> dict:
     """6. The strategies (no exit, branches, gNet, gNet anytime) on every bundled harvesting
-    trace, from the exit predictions in ``edir`` and the costs in ``out_dir/model.tflite``."""
+    trace, from the exit predictions in ``edir`` and the costs in ``out_dir/model.tflite``;
+    with ``measured`` (the device stage's figures for this model) the costs are scaled per
+    segment to the cycles the device measured, and its largest step and warm restart are used."""
     em = ExitModel.load(edir)
     pred = np.load(edir / "predictions.npz")
     y = pred["labels"]
@@ -519,11 +548,21 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     kbackbone = [int(c.cycles) for c in segment_costs(em, cfg.device, include_heads=False)]
     branch_heads = [a - b for a, b in zip([int(c.cycles) for c in segment_costs(br, cfg.device)], kbackbone)]
 
-    restart = _restart(cfg)
+    restart = _restart(cfg, measured)
+    priced = sum(backbone) + sum(gnet_heads[:len(em.exit_points)])
+    # The cost model is fitted on small models: on the demo's it has priced an inference at less
+    # than half what the device measures. Where the device stage measured this model, every
+    # segment (and the heads and branches of its exit point) is scaled to the measured cycles.
+    factors = _segment_factors(backbone, gnet_heads[:len(em.exit_points)], measured)
+    if factors is not None:
+        backbone = [int(round(c * f)) for c, f in zip(backbone, factors)]
+        gnet_heads = [int(round(c * f)) for c, f in zip(gnet_heads, factors)]
+        branch_heads = [int(round(c * f)) for c, f in zip(branch_heads, factors)]
+    max_step = int(measured["largest_step"]) if factors is not None and measured.get("largest_step") else 200_000
 
     def exit_costs(heads: list[int]) -> ExitCosts:
         return ExitCosts(segment_cycles=backbone, head_cycles=heads[:len(em.exit_points)],
-                         max_step_cycles=200_000, commit_bytes=2 * 32,
+                         max_step_cycles=max_step, commit_bytes=2 * 32,
                          resume_cycles=restart["cycles"])
     costs_g, costs_b = exit_costs(gnet_heads), exit_costs(branch_heads)
     th = [t if t is not None else 2.0 for t in s_exit["policy"]["thresholds"]][:len(em.exit_points)]
@@ -531,7 +570,10 @@ def _simulate(cfg: DemoConfig, edir: Path, s_exit: dict, out_dir: Path) -> dict:
     strategies = [run_to_completion(costs_g, correct_g), branches_energy(costs_b, correct_b),
                   gnet_energy(costs_g, correct_g), gnet_anytime(costs_g, correct_g, conf, th)]
     n = min(len(y), 200 if cfg.quick else 1000)
-    out: dict = {"inputs": n, "capacitor_f": 470e-6, "restart": restart, "traces": {}}
+    out: dict = {"inputs": n, "capacitor_f": 470e-6, "restart": restart, "traces": {},
+                 "costs": {"priced_cycles": int(priced), "measured_cycles": (measured or {}).get("inference")
+                           if factors is not None else None,
+                           "segment_factors": factors, "max_step_cycles": max_step}}
     full_j = sum(backbone) * devices.get(cfg.device).energy_per_cycle_j
     bar = keras.utils.Progbar(len(traces.names()), unit_name="trace") if cfg.verbose else None
     for name in traces.names():
@@ -611,6 +653,17 @@ def _plots(out: Path, s: dict) -> None:
 def _save(fig: Figure, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _costs_sentence(costs: dict | None) -> str:
+    """How the simulation's costs relate to what the device measured, for the report."""
+    if not costs or not costs.get("segment_factors"):
+        return ". The device stage measured no inference: these costs are the cost model's alone."
+    f = ", ".join(f"{v:.2f}" for v in costs["segment_factors"])
+    return (f", scaled per segment to the cycles the device stage measured on this model: the cost model "
+            f"priced {costs['priced_cycles']:,} cycles per inference, the device ran {costs['measured_cycles']:,} "
+            f"(factors per segment {f}; the branches' heads scaled by their exit point's factor); each step "
+            f"at most {costs['max_step_cycles']:,} cycles, the largest measured.")
 
 
 def _restart_sentence(restart: dict | None) -> str:
@@ -710,7 +763,7 @@ def _markdown(s: dict) -> str:
         f"{1 / ARRIVAL_LOAD:g} times; an input that arrives during an inference waits: latency counts from "
         "arrival), 470 uF capacitor (3.3 V on, 1.8 V off); costs per operator from the converted model's "
         "metadata (the cost model fitted to the operators measured on the target; the branches, never "
-        "converted, priced per layer by the same model). "
+        "converted, priced per layer by the same model)" + _costs_sentence(s["simulate"].get("costs")) + " "
         + _restart_sentence(s["simulate"].get("restart")), "",
         "| trace | strategy | accuracy | mean latency (s) | p90 (s) | energy (mJ) | failures/inference |",
         "|---|---|---|---|---|---|---|"]

@@ -43,10 +43,23 @@ def test_demo_end_to_end_and_cached(tmp_path):
     assert len(s["exits"]["gnet_accuracy"]) == len(s["exits"]["exit_points"]) >= 1
     report = (out / "report.md").read_text()
     assert "| SparseComp |" in report
-    # every power-on charged the measured warm restart, and the report says so and from where
-    restart = costs.restart_cycles("msp430fr5994")
-    assert s["simulate"]["restart"]["cycles"] == restart
-    assert f"restart of {restart:,} cycles" in report and "cost_tables.json" in report
+    # every power-on charged the measured warm restart, and the report says so and from where:
+    # this model's, when the device stage ran it, else the cost tables' models'
+    sim = s["simulate"]
+    if img["linked"]:
+        restart = s["device"]["msp430"]["warm_restart"]
+        assert "measured in the device stage" in report
+        # the simulation's costs scaled to the device's measured cycles, segment by segment
+        f = sim["costs"]["segment_factors"]
+        assert len(f) == len(s["exits"]["exit_points"]) + 1 and all(v > 0 for v in f)
+        assert sim["costs"]["measured_cycles"] == s["device"]["msp430"]["inference"]
+        assert sim["costs"]["max_step_cycles"] == s["device"]["msp430"]["largest_step"]
+        assert f"the device ran {s['device']['msp430']['inference']:,}" in report
+    else:
+        restart = costs.restart_cycles("msp430fr5994")
+        assert "cost_tables.json" in report and sim["costs"]["segment_factors"] is None
+    assert sim["restart"]["cycles"] == restart
+    assert f"restart of {restart:,} cycles" in report
     assert "charged no cycles" not in report and "charged nothing" not in report
     assert any(l.startswith("[8/8]") for l in lines)
 
