@@ -658,7 +658,8 @@ def _save(fig: Figure, path: Path) -> None:
 def _costs_sentence(costs: dict | None) -> str:
     """How the simulation's costs relate to what the device measured, for the report."""
     if not costs or not costs.get("segment_factors"):
-        return ". The device stage measured no inference: these costs are the cost model's alone."
+        return (". No measurement of this model on the device was used (the device stage did not run it, "
+                "or its exit points do not match the model's): these costs are the cost model's alone.")
     f = ", ".join(f"{v:.2f}" for v in costs["segment_factors"])
     return (f", scaled per segment to the cycles the device stage measured on this model: the cost model "
             f"priced {costs['priced_cycles']:,} cycles per inference, the device ran {costs['measured_cycles']:,} "
