@@ -162,7 +162,9 @@ def test_global_average_pooling_mean(h, w, c, keepdims, seed):
     x = keras.layers.Conv2D(c, 1)(inp)
     m = randomize(keras.Model(inp, keras.layers.GlobalAveragePooling2D(keepdims=keepdims)(x)), seed)
     b = assert_same_as_tflm(m, seed)[0]
-    assert _has_op(b, "MEAN")
+    # over a 1x1 map with keepdims the mean is the identity, and the TFLite converter may fold it
+    # away (the outputs were compared with TFLite Micro above either way)
+    assert _has_op(b, "MEAN") or (h * w == 1 and keepdims)
 
 
 @fixed_and_fresh(st.integers(2, 6), st.integers(1, 6), st.integers(1, 6), st.sampled_from([None, "relu"]),
